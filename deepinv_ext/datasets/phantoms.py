@@ -1,0 +1,147 @@
+r"""Download-free phantom datasets: random ellipses and Shepp-Logan.
+
+The random ellipses follow the shape model of :func:`deepinv.utils.phantoms.random_shapes` (itself that of ODL's
+``ellipsoid_phantom`` as used by Adler & Öktem and by the spectral-PnP experiments of Hauptmann et al., 64x64), but
+item ``i`` is drawn from its own generator seeded by ``(seed, i)``: it is the same on every call, in every
+``DataLoader`` worker and in every process for given package versions, which deepinv's
+:class:`deepinv.utils.RandomPhantomDataset` (global NumPy generator) does not guarantee.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from deepinv.utils.phantoms import generate_shepp_logan
+from torch.utils.data import Dataset
+
+__all__ = ["random_ellipses", "RandomEllipsesDataset", "SheppLoganPhantomDataset"]
+
+
+def random_ellipses(
+    size: int, rng: np.random.Generator, mean_ellipses: float = 50.0, interior: bool = False
+) -> torch.Tensor:
+    r"""Draw one random ellipse phantom of shape ``(size, size)`` with values in :math:`[0, 1]`.
+
+    The image is :math:`\mathrm{clip}_{[0,1]}\big(\sum_{k=1}^{N} a_k \mathbf{1}_{E_k}\big)` on :math:`[-1, 1]^2`
+    with :math:`N \sim \mathrm{Poisson}(\text{mean\_ellipses})`, intensities
+    :math:`a_k = (u - 1/2)\, e` (:math:`u \sim U[0,1]`, :math:`e \sim \mathrm{Exp}(0.4)`), semi-axes
+    :math:`\sim 0.2\,\mathrm{Exp}(1)`, uniform centres and orientations.
+
+    :param int size: image side in pixels.
+    :param numpy.random.Generator rng: the generator to draw from.
+    :param float mean_ellipses: mean number of ellipses.
+    :param bool interior: keep the centres in :math:`[-1/2, 1/2]^2` (default: :math:`[-1, 1]^2`).
+    """
+    n = rng.poisson(mean_ellipses)
+    intensity = (rng.random(n) - 0.5) * rng.exponential(0.4, n)
+    axes = rng.exponential(size=(n, 2)) * 0.2
+    half_width = 0.5 if interior else 1.0
+    centre = (2 * rng.random((n, 2)) - 1) * half_width
+    theta = rng.random(n) * 2 * np.pi
+    grid = np.linspace(-1.0, 1.0, size)
+    x, y = np.meshgrid(grid, grid, indexing="ij")
+    dx = x[None] - centre[:, 0, None, None]
+    dy = y[None] - centre[:, 1, None, None]
+    cos, sin = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]
+    x_rot = dx * cos + dy * sin
+    y_rot = -dx * sin + dy * cos
+    inside = (x_rot / axes[:, 0, None, None]) ** 2 + (y_rot / axes[:, 1, None, None]) ** 2 <= 1
+    image = np.tensordot(intensity, inside.astype(np.float64), axes=1) if n else np.zeros((size, size))
+    return torch.from_numpy(np.clip(image, 0.0, 1.0))
+
+
+class RandomEllipsesDataset(Dataset):
+    r"""Random ellipse phantoms, reproducible item by item, in deepinv's dict format.
+
+    Item ``i`` is ``{"x": x_i}`` with ``x_i`` of shape ``(1, size, size)``, values in :math:`[0, 1]`, drawn by
+    :func:`random_ellipses` from ``numpy.random.default_rng([seed, i])``.
+
+    :param int length: number of phantoms.
+    :param int size: image side in pixels (64 in the spectral-PnP paper).
+    :param int seed: base seed; two datasets with different seeds are independent (use one for training, another
+        for testing).
+    :param float mean_ellipses: mean number of ellipses per phantom.
+    :param bool interior: keep ellipse centres in the central half of the field of view.
+    :param torch.dtype dtype: dtype of the images.
+    :param Callable transform: optional transform applied to each image.
+
+    :Examples:
+
+    >>> from deepinv_ext.datasets import RandomEllipsesDataset
+    >>> data = RandomEllipsesDataset(length=4, size=64, seed=0)
+    >>> data[2]["x"].shape
+    torch.Size([1, 64, 64])
+    >>> bool((data[2]["x"] == data[2]["x"]).all())
+    True
+    """
+
+    def __init__(
+        self,
+        length: int = 100,
+        size: int = 64,
+        seed: int = 0,
+        mean_ellipses: float = 50.0,
+        interior: bool = False,
+        dtype: torch.dtype = torch.float32,
+        transform: Callable | None = None,
+    ):
+        if int(length) < 1:
+            raise ValueError(f"length must be a positive integer, got {length}")
+        if int(size) < 2:
+            raise ValueError(f"size must be at least 2 pixels, got {size}")
+        if int(seed) < 0:
+            raise ValueError(f"seed must be non-negative, got {seed}")
+        self.length, self.size, self.seed = int(length), int(size), int(seed)
+        self.mean_ellipses, self.interior = float(mean_ellipses), bool(interior)
+        self.dtype, self.transform = dtype, transform
+
+    @classmethod
+    def contract_example(cls) -> dict:
+        """A small instance for :func:`deepinv_ext.testing.check_dataset`."""
+        return {"dataset": cls(length=3, size=16, seed=0)}
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not -self.length <= index < self.length:
+            raise IndexError(f"index {index} out of range for a dataset of length {self.length}")
+        index %= self.length
+        rng = np.random.default_rng([self.seed, index])
+        x = random_ellipses(self.size, rng, self.mean_ellipses, self.interior).to(self.dtype)[None]
+        if self.transform is not None:
+            x = self.transform(x)
+        return {"x": x}
+
+
+class SheppLoganPhantomDataset(Dataset):
+    r"""The Shepp-Logan phantom (deepinv's :func:`deepinv.utils.phantoms.generate_shepp_logan`) as a dataset.
+
+    Item ``i`` is ``{"x": x}`` with ``x`` of shape ``(1, size, size)`` in :math:`[0, 1]`; all items are equal (use
+    ``length > 1`` to fill a batch, e.g. with online measurements that draw fresh noise per item).
+
+    :param int size: image side in pixels.
+    :param int length: number of (identical) items.
+    :param torch.dtype dtype: dtype of the image.
+    """
+
+    def __init__(self, size: int = 128, length: int = 1, dtype: torch.dtype = torch.float32):
+        if int(length) < 1:
+            raise ValueError(f"length must be a positive integer, got {length}")
+        self.size, self.length = int(size), int(length)
+        self.image = generate_shepp_logan(self.size).to(dtype)[None]
+
+    @classmethod
+    def contract_example(cls) -> dict:
+        """A small instance for :func:`deepinv_ext.testing.check_dataset`."""
+        return {"dataset": cls(size=16, length=2)}
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not -self.length <= index < self.length:
+            raise IndexError(f"index {index} out of range for a dataset of length {self.length}")
+        return {"x": self.image.clone()}

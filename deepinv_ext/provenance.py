@@ -1,0 +1,60 @@
+r"""Reproducibility records: every recipe run saves its config, seed and package versions beside its outputs."""
+
+from __future__ import annotations
+
+import json
+import platform
+import random
+import sys
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["package_versions", "seed_everything", "save_run_record"]
+
+_PACKAGES = ("deepinv-ext", "deepinv", "torch", "numpy", "scipy", "sigpy", "scikit-image", "astra-toolbox")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of Python and of the packages a result depends on (``None`` where one is not installed)."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    versions["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
+    return versions
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's (CPU and CUDA) global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def save_run_record(output_dir: str | Path, config: dict[str, Any], seed: int, name: str = "run.json") -> Path:
+    """Write ``config``, ``seed``, the command line, the time and :func:`package_versions` to ``output_dir/name``.
+
+    :param output_dir: the run's output folder (created if needed).
+    :param dict config: the run's configuration (JSON-serialisable; other values are stored as their ``repr``).
+    :param int seed: the seed the run used.
+    :return: the path of the record.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    record = {
+        "config": config,
+        "seed": seed,
+        "argv": sys.argv,
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": package_versions(),
+    }
+    path = output_dir / name
+    path.write_text(json.dumps(record, indent=2, default=repr))
+    return path
