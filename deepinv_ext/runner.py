@@ -29,8 +29,9 @@ Measurements are simulated online by ``physics(x)`` (so with the physics' noise 
 :class:`deepinv.models.Denoiser` rather than a :class:`deepinv.models.Reconstructor` is applied to the
 pseudo-inverse, :class:`deepinv.models.ArtifactRemoval` with ``mode="pinv"``.
 
-Outputs in ``output_dir``: ``run.json`` (config, seed, command line, package versions), ``checkpoints/`` (the
-Trainer's), ``metrics.json``. Re-running the same command resumes from the newest checkpoint.
+Outputs in ``output_dir``: ``run.json`` (config, seed, command line, package versions), ``checkpoints/attempt<N>/``
+(the Trainer's, one folder per invocation), ``metrics.json``. Re-running the same command (for instance after an
+interruption, or with more ``epochs``) resumes from the newest checkpoint: model, optimizer and epoch.
 """
 
 from __future__ import annotations
@@ -121,10 +122,12 @@ def _train(model, physics, training, data, loader, metrics, output_dir, device, 
     optimizer = optimizer_cls(model.parameters(), lr=float(training.get("lr", 1e-3)))
     losses = [build(loss) for loss in training.get("losses", [{"target": "deepinv.loss:SupLoss"}])]
     checkpoints = output_dir / "checkpoints"
+    resume_from = latest_checkpoint(checkpoints)
+    attempt = len(list(checkpoints.glob("attempt*"))) if checkpoints.exists() else 0
     trainer = dinv.Trainer(
         model=model, physics=physics, optimizer=optimizer, train_dataloader=train_loader,
         epochs=int(training.get("epochs", 1)), losses=losses, metrics=metrics, online_measurements=True,
-        device=device, save_path=checkpoints, ckp_interval=int(training.get("ckp_interval", 1)),
-        ckpt_pretrained=latest_checkpoint(checkpoints), verbose=verbose, show_progress_bar=verbose,
+        device=device, save_path=checkpoints / f"attempt{attempt}", ckp_interval=int(training.get("ckp_interval", 1)),
+        ckpt_pretrained=resume_from, verbose=verbose, show_progress_bar=verbose,
     )
     return trainer.train()

@@ -1,0 +1,78 @@
+"""Random ellipse and Shepp-Logan datasets: reproducibility, range, and a real deepinv.Trainer epoch."""
+
+from __future__ import annotations
+
+import deepinv as dinv
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from deepinv_ext.datasets import RandomEllipsesDataset, SheppLoganPhantomDataset
+
+
+def test_items_are_reproducible_and_in_range():
+    a, b = RandomEllipsesDataset(length=6, size=32, seed=3), RandomEllipsesDataset(length=6, size=32, seed=3)
+    for i in (5, 0, 2):  # any order of access
+        x = a[i]["x"]
+        assert x.shape == (1, 32, 32) and x.dtype == torch.float32
+        assert 0 <= x.min() and x.max() <= 1
+        assert torch.equal(x, b[i]["x"])
+    assert not torch.equal(a[0]["x"], a[1]["x"])
+    assert not torch.equal(a[0]["x"], RandomEllipsesDataset(length=6, size=32, seed=4)[0]["x"])
+    assert torch.equal(a[-1]["x"], a[5]["x"])
+    with pytest.raises(IndexError):
+        a[6]
+
+
+def test_phantoms_are_not_trivial():
+    data = RandomEllipsesDataset(length=8, size=64, seed=0)
+    images = torch.stack([data[i]["x"] for i in range(len(data))])
+    assert (images.flatten(1).std(1) > 0.01).all(), "some phantoms are (almost) constant"
+
+
+def test_same_items_across_dataloader_workers():
+    data = RandomEllipsesDataset(length=4, size=16, seed=1)
+    loaded = torch.cat([batch["x"] for batch in DataLoader(data, batch_size=1, num_workers=2)])
+    assert torch.equal(loaded, torch.stack([data[i]["x"] for i in range(4)]))
+
+
+@pytest.mark.parametrize("kwargs", [{"length": 0}, {"size": 1}, {"seed": -1}])
+def test_bad_arguments(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        RandomEllipsesDataset(**kwargs)
+
+
+def test_float64_and_transform():
+    data = RandomEllipsesDataset(length=2, size=8, dtype=torch.float64, transform=lambda x: 2 * x)
+    assert data[0]["x"].dtype == torch.float64
+    assert torch.allclose(data[0]["x"], 2 * RandomEllipsesDataset(length=2, size=8, dtype=torch.float64)[0]["x"])
+
+
+def test_shepp_logan_matches_deepinv():
+    ours = SheppLoganPhantomDataset(size=32, length=2)
+    theirs = dinv.utils.SheppLoganDataset(size=32, use_dict_output=True)[0]["x"]
+    assert len(ours) == 2 and torch.equal(ours[1]["x"], theirs)
+
+
+def test_trainer_epoch_with_deepinv_model_and_metrics(tmp_path):
+    torch.manual_seed(0)
+    train = DataLoader(RandomEllipsesDataset(length=16, size=32, seed=0), batch_size=4, shuffle=True)
+    test = DataLoader(RandomEllipsesDataset(length=4, size=32, seed=1), batch_size=4)
+    physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1))
+    model = dinv.models.ArtifactRemoval(dinv.models.DnCNN(1, 1, depth=3, nf=8, pretrained=None), mode="direct")
+    metrics = [dinv.metric.PSNR(), dinv.metric.SSIM()]
+
+    def evaluate():
+        return dinv.test(model, test, physics, metrics=metrics, online_measurements=True, device="cpu",
+                         verbose=False, show_progress_bar=False)
+
+    initial = evaluate()
+    trainer = dinv.Trainer(model=model, physics=physics, optimizer=torch.optim.Adam(model.parameters(), lr=3e-3),
+                           train_dataloader=train, epochs=2, online_measurements=True, device="cpu",
+                           metrics=metrics, save_path=tmp_path,
+                           verbose=False, show_progress_bar=False)
+    trainer.train()
+    assert list(tmp_path.glob("*/ckp_1.pth.tar")), "the Trainer saved no checkpoint"
+    results = evaluate()
+    assert results["PSNR"] > initial["PSNR"] + 0.5, (initial, results)
+    assert 0 < results["SSIM"] <= 1
