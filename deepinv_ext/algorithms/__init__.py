@@ -1,0 +1,24 @@
+"""Reconstruction algorithms (``deepinv.models.Reconstructor`` subclasses): ``model(y, physics) -> x``."""
+
+# --- ReTune (issue 8)
+from deepinv_ext.algorithms.retune import ReTune  # noqa: F401
+from deepinv_ext.algorithms.retune_analysis import (  # noqa: F401
+    LipschitzPenalty,
+    SavedTensorMeter,
+    jacobian_free_error,
+    jacobian_free_error_bound,
+    layer_lipschitz,
+)
+from deepinv_ext.algorithms.retune_baselines import (  # noqa: F401
+    LayerProxPrior,
+    deq_baseline,
+    full_unrolling,
+    standard_unrolling,
+    untrained,
+)
+from deepinv_ext.algorithms.retune_layers import (  # noqa: F401
+    FixedPointLayer,
+    ForwardBackwardLayer,
+    PnPForwardBackwardLayer,
+)
+from deepinv_ext.algorithms.retune_wavelet import OrthoWavelet2d, WaveletL1Prior  # noqa: F401

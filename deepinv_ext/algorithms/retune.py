@@ -1,0 +1,188 @@
+r"""ReTune: restarted truncated unrolling, trained at equilibrium with the memory of :math:`L` layers.
+
+An unrolled network of :math:`L` layers with shared parameters, :math:`N_\theta = T_\theta^{L}`, is restarted
+:math:`R` times from its own output without gradients, then run :math:`L` more layers with gradients:
+
+.. math::
+
+    x_0 = A^\top y, \qquad \bar x = \operatorname{sg}\big(N_\theta^{R}(x_0)\big), \qquad
+    \hat x = N_\theta(\bar x),
+
+where :math:`\operatorname{sg}` stops the gradient. The loss :math:`\ell(\hat x, x)` is backpropagated through the
+last :math:`L` layers only: a Jacobian-free step whose relative error is at most :math:`\rho^L` when the layer is
+:math:`\rho`-contractive (see :mod:`deepinv_ext.algorithms.retune_analysis`), with the memory of :math:`L`
+layers whatever :math:`R`. At inference the network is restarted until the fixed point of :math:`T_\theta`, i.e.
+the solution of the underlying variational problem or PnP scheme, is reached.
+
+Reference: M. Davy, L. Briceño-Arias, N. Pustelnik, "Restarted contractive operators to learn at equilibrium",
+arXiv:2506.13239 (authors' code: github.com/DavyL/ReTune).
+"""
+
+from __future__ import annotations
+
+import math
+
+import deepinv as dinv
+import torch
+from tqdm.auto import tqdm
+
+from .retune_analysis import jacobian_free_error_bound, layer_lipschitz
+from .retune_layers import FixedPointLayer, ForwardBackwardLayer
+from .retune_wavelet import WaveletL1Prior
+
+__all__ = ["ReTune"]
+
+_INFERENCE = ("fixed_point", "unrolled")
+
+
+class ReTune(dinv.models.Reconstructor):
+    r"""Restarted truncated unrolled network (ReTune) around a fixed-point layer with shared parameters.
+
+    **Training mode** (``model.train()`` with gradients enabled): :math:`R` restarts of :math:`L` layers under
+    ``torch.no_grad``, then :math:`L` layers with gradients from the detached warm start (``last_warm_start``).
+
+    **Eval mode** (``inference="fixed_point"``, default): restarts of :math:`L` layers until the relative residual
+    :math:`\|x_{k+1} - x_k\| / \|x_k\|` (per sample, maximum over the batch) of the last layer falls below ``tol``,
+    or ``max_restarts`` restarts. The residual of every layer application is kept in ``residual_history`` and the
+    number of restarts in ``last_restarts``. With ``inference="unrolled"`` the network is evaluated as it was
+    trained, :math:`(R+1)L` layers. Eval mode keeps no graph (``torch.no_grad``).
+
+    Baselines in the same code path: ``restarts=0`` is standard unrolling with full backpropagation through
+    :math:`L` layers, and ``depth=(R+1)L, restarts=0`` is full unrolling (the memory ceiling); ``depth=1`` is a
+    Jacobian-free deep equilibrium model.
+
+    :param FixedPointLayer iteration: the layer :math:`T_\theta(x; y)` (e.g. :class:`ForwardBackwardLayer`,
+        :class:`PnPForwardBackwardLayer`), applied as ``iteration(x, y, physics)``.
+    :param int depth: number of layers :math:`L \ge 1` backpropagated through.
+    :param int restarts: number of gradient-free restarts :math:`R \ge 0` in training.
+    :param float tol: relative-residual tolerance of the eval-mode fixed-point iteration.
+    :param int max_restarts: cap on the number of restarts in eval mode.
+    :param str inference: ``"fixed_point"`` or ``"unrolled"`` (see above).
+    :param int monitor_every: every that many training forwards, estimate the layer's Lipschitz constant at the warm
+        start and the Jacobian-free error bound :math:`\rho^L`, and append them to ``monitor_log`` (0: never).
+    :param bool show_progress_bar: tqdm bar over eval-mode restarts.
+
+    :Examples:
+
+    >>> import deepinv as dinv, torch
+    >>> from deepinv_ext.algorithms import ReTune, ForwardBackwardLayer, WaveletL1Prior
+    >>> layer = ForwardBackwardLayer(WaveletL1Prior(level=2), step=1.0, lam=0.05)
+    >>> model = ReTune(layer, depth=5, restarts=20).eval()
+    >>> physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1))
+    >>> x = torch.rand(1, 1, 16, 16)
+    >>> x_hat = model(physics(x), physics)
+    >>> bool(model.residual_history[-1] < 1e-5)
+    True
+    """
+
+    def __init__(self, iteration: FixedPointLayer, depth: int = 10, restarts: int = 10, *, tol: float = 1e-5,
+                 max_restarts: int = 1000, inference: str = "fixed_point", monitor_every: int = 0,
+                 show_progress_bar: bool = False):
+        super().__init__()
+        if not isinstance(iteration, torch.nn.Module):
+            raise TypeError(f"iteration must be a torch.nn.Module layer (x, y, physics) -> x, got {type(iteration)}")
+        if int(depth) < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        if int(restarts) < 0:
+            raise ValueError(f"restarts must be >= 0, got {restarts}")
+        if not tol > 0:
+            raise ValueError(f"tol must be positive, got {tol}")
+        if int(max_restarts) < 1:
+            raise ValueError(f"max_restarts must be >= 1, got {max_restarts}")
+        if inference not in _INFERENCE:
+            raise ValueError(f"inference must be one of {_INFERENCE}, got {inference!r}")
+        self.iteration = iteration
+        self.depth, self.restarts, self.tol = int(depth), int(restarts), float(tol)
+        self.max_restarts, self.inference = int(max_restarts), inference
+        self.monitor_every, self.show_progress_bar = int(monitor_every), bool(show_progress_bar)
+        self.residual_history: list[float] = []
+        self.last_restarts = 0
+        self.last_warm_start: torch.Tensor | None = None
+        self.monitor_log: list[dict] = []
+        self._n_train_calls = 0
+
+    @classmethod
+    def contract_example(cls) -> dict:
+        """A small deblurring instance for :func:`deepinv_ext.testing.check_reconstructor`."""
+        from deepinv_ext.datasets import RandomEllipsesDataset
+
+        physics = dinv.physics.BlurFFT(img_size=(1, 16, 16), filter=dinv.physics.blur.gaussian_blur(sigma=1.0),
+                                       noise_model=dinv.physics.GaussianNoise(0.02))
+        layer = ForwardBackwardLayer(WaveletL1Prior(level=2), step=1.0, lam=0.02)
+        return {"model": cls(layer, depth=3, restarts=2, max_restarts=20),
+                "physics": physics, "dataset": RandomEllipsesDataset(length=4, size=16, seed=0)}
+
+    @staticmethod
+    def relative_residual(x_new: torch.Tensor, x_old: torch.Tensor) -> float:
+        r"""Largest per-sample :math:`\|x_{k+1} - x_k\| / \|x_k\|` over the batch."""
+        x_new, x_old = x_new.detach(), x_old.detach()
+        num = torch.linalg.vector_norm((x_new - x_old).flatten(1), dim=1)
+        den = torch.linalg.vector_norm(x_old.flatten(1), dim=1).clamp_min(torch.finfo(x_old.dtype).tiny)
+        return float((num / den).max())
+
+    def unroll(self, x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics,
+               n_layers: int | None = None) -> torch.Tensor:
+        r"""Apply :math:`n` layers (default :math:`L`) with the current grad mode: :math:`T_\theta^{n}(x)`."""
+        for _ in range(self.depth if n_layers is None else int(n_layers)):
+            x = self.iteration(x, y, physics)
+        return x
+
+    def forward(self, y: torch.Tensor, physics: dinv.physics.Physics, x_init: torch.Tensor | None = None,
+                **kwargs) -> torch.Tensor:
+        r"""Reconstruct from ``y``: ReTune training pass in training mode, fixed-point iteration in eval mode.
+
+        :param torch.Tensor y: measurements.
+        :param deepinv.physics.Physics physics: forward operator.
+        :param torch.Tensor x_init: initial iterate (default: the layer's ``init(y, physics)``, :math:`A^\top y`).
+        """
+        if x_init is None:
+            with torch.no_grad():
+                x_init = self.iteration.init(y, physics)
+        if self.training and torch.is_grad_enabled():
+            return self._train_forward(x_init, y, physics)
+        if self.inference == "unrolled":
+            with torch.no_grad():
+                return self.unroll(x_init, y, physics, (self.restarts + 1) * self.depth)
+        return self.fixed_point(y, physics, x_init)
+
+    def _train_forward(self, x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
+        with torch.no_grad():
+            x = self.unroll(x.detach(), y, physics, self.restarts * self.depth)
+        x = x.detach()
+        self.last_warm_start = x
+        self._n_train_calls += 1
+        if self.monitor_every and self._n_train_calls % self.monitor_every == 0:
+            self.monitor_log.append(self.diagnostics(x, y, physics, step=self._n_train_calls))
+        return self.unroll(x, y, physics)
+
+    @torch.no_grad()
+    def fixed_point(self, y: torch.Tensor, physics: dinv.physics.Physics,
+                    x_init: torch.Tensor | None = None) -> torch.Tensor:
+        r"""Restart until :math:`\|x_{k+1} - x_k\| / \|x_k\| <` ``tol`` (checked on the last layer of each
+        restart) or ``max_restarts``; fills ``residual_history`` (one entry per layer) and ``last_restarts``."""
+        x = self.iteration.init(y, physics) if x_init is None else x_init
+        self.residual_history = []
+        self.last_restarts = 0
+        bar = tqdm(range(self.max_restarts), desc="ReTune restarts", disable=not self.show_progress_bar, leave=False)
+        for r in bar:
+            for _ in range(self.depth):
+                x_new = self.iteration(x, y, physics)
+                self.residual_history.append(self.relative_residual(x_new, x))
+                x = x_new
+            self.last_restarts = r + 1
+            bar.set_postfix(residual=f"{self.residual_history[-1]:.2e}")
+            if self.residual_history[-1] < self.tol:
+                break
+        return x
+
+    def diagnostics(self, x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics, *,
+                    n_iter: int = 20, **extra) -> dict:
+        r"""Lipschitz estimate :math:`\rho` of the layer at ``x`` (maximum over the batch), the Jacobian-free error
+        bound :math:`\rho^L` and the relative residual of one more layer at ``x``."""
+        was_training = self.training
+        lip = float(layer_lipschitz(self.iteration, x, y, physics, n_iter=n_iter).max())
+        with torch.no_grad():
+            res = self.relative_residual(self.iteration(x, y, physics), x)
+        self.train(was_training)
+        bound = jacobian_free_error_bound(lip, self.depth) if lip < 1 else math.inf
+        return {**extra, "lipschitz": lip, "jf_error_bound": bound, "warm_start_residual": res}

@@ -1,0 +1,193 @@
+r"""Analysis tools for ReTune: Lipschitz constant of a layer, Jacobian-free error, saved-tensor memory.
+
+For a layer :math:`T(\cdot\,; y)` with Jacobian :math:`J = \partial_x T(x^\star)` at its fixed point and
+Lipschitz constant :math:`\rho = \|J\| < 1`, the exact (implicit) gradient of a loss :math:`\ell(x^\star)` with
+respect to the parameters is :math:`w^\top \partial_\theta T` with :math:`w = (\operatorname{Id} - J^\top)^{-1}
+\nabla\ell`. Backpropagating through :math:`L` layers started at the fixed point gives instead
+:math:`w_L = \sum_{k<L} (J^\top)^k \nabla\ell`, and :math:`w_L - w = -(J^\top)^L w`, so the relative
+Jacobian-free error obeys
+
+.. math::
+
+    \frac{\|w_L - w\|}{\|w\|} \le \rho^L .
+
+:func:`layer_lipschitz` estimates :math:`\rho` by power iteration on :math:`J^\top J` (``torch.func.jvp`` /
+``vjp``), :func:`jacobian_free_error` measures the left-hand side, and :class:`LipschitzPenalty` keeps a trained
+layer contractive (deepinv's :class:`deepinv.loss.JacobianSpectralNorm` inside a deepinv loss).
+
+Reference: M. Davy, L. Briceño-Arias, N. Pustelnik, "Restarted contractive operators to learn at equilibrium",
+arXiv:2506.13239.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import deepinv as dinv
+import torch
+
+__all__ = ["layer_lipschitz", "jacobian_free_error", "jacobian_free_error_bound", "SavedTensorMeter",
+           "LipschitzPenalty"]
+
+
+def _norms(v: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vector_norm(v.flatten(1), dim=1).view(-1, *([1] * (v.ndim - 1)))
+
+
+def layer_lipschitz(layer: Callable, x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics, *,
+                    n_iter: int = 50, tol: float = 1e-5, generator: torch.Generator | None = None) -> torch.Tensor:
+    r"""Spectral norm :math:`\|\partial_x T(x; y)\|_2` of a layer's Jacobian at ``x``, per batch element.
+
+    Power iteration :math:`u \leftarrow J^\top J u / \|J^\top J u\|` with Jacobian-vector products
+    (``torch.func.jvp``) and vector-Jacobian products (``torch.func.vjp``); the layer being applied per sample,
+    its Jacobian is block diagonal and each sample gets its own estimate. No graph is kept.
+
+    :param layer: the layer, called as ``layer(x, y, physics)``.
+    :param torch.Tensor x: where to linearise, ``(B, C, H, W)``.
+    :param int n_iter: maximum number of power iterations.
+    :param float tol: stop when the estimates change by less than ``tol`` (relative).
+    :return: tensor ``(B,)`` of estimated Lipschitz constants (a lower bound on the local constant that converges
+        to it).
+    """
+    if n_iter < 1:
+        raise ValueError(f"n_iter must be >= 1, got {n_iter}")
+    x = x.detach()
+
+    def f(z: torch.Tensor) -> torch.Tensor:
+        return layer(z, y, physics)
+
+    u = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+    u = u / _norms(u)
+    with torch.no_grad():
+        _, vjp_fn = torch.func.vjp(f, x)
+    est = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    for _ in range(n_iter):
+        with torch.no_grad():
+            _, ju = torch.func.jvp(f, (x,), (u,))
+            (jtju,) = vjp_fn(ju)
+        new = _norms(ju).flatten()
+        u = jtju / _norms(jtju).clamp_min(torch.finfo(x.dtype).tiny)
+        done = bool(((new - est).abs() <= tol * new.abs().clamp_min(1e-12)).all())
+        est = new
+        if done:
+            break
+    return est
+
+
+def jacobian_free_error_bound(lipschitz: float | torch.Tensor, depth: int) -> float | torch.Tensor:
+    r"""Bound :math:`\rho^L` on the relative error of the :math:`L`-layer Jacobian-free adjoint (valid for
+    :math:`\rho < 1`)."""
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    return lipschitz**depth
+
+
+def jacobian_free_error(layer: Callable, x_star: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics,
+                        grad_output: torch.Tensor, depth: int, *, n_iter: int = 500,
+                        tol: float = 1e-10) -> float:
+    r"""Measured relative error :math:`\|w_L - w\| / \|w\|` of the :math:`L`-layer Jacobian-free adjoint.
+
+    :math:`w = (\operatorname{Id} - J^\top)^{-1} g` is solved by the fixed-point iteration
+    :math:`w \leftarrow g + J^\top w` (convergent when the layer is a contraction) and
+    :math:`w_L = \sum_{k<L} (J^\top)^k g` is its truncation, both with ``torch.func.vjp`` at ``x_star``.
+
+    :param torch.Tensor x_star: (an approximation of) the fixed point.
+    :param torch.Tensor grad_output: :math:`g = \nabla \ell(x^\star)`.
+    :param int depth: the number of layers :math:`L` backpropagated through.
+    :param int n_iter: maximum iterations of the adjoint fixed-point solve.
+    """
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    with torch.no_grad():
+        _, vjp_fn = torch.func.vjp(lambda z: layer(z, y, physics), x_star.detach())
+        w, w_l = grad_output.clone(), None
+        for k in range(max(n_iter, depth)):
+            if k + 1 == depth:
+                w_l = w.clone()
+            new = grad_output + vjp_fn(w)[0]
+            change = float(torch.linalg.vector_norm(new - w) / torch.linalg.vector_norm(new).clamp_min(1e-30))
+            w = new
+            if k + 1 >= depth and change < tol:
+                break
+        return float(torch.linalg.vector_norm(w_l - w) / torch.linalg.vector_norm(w).clamp_min(1e-30))
+
+
+class SavedTensorMeter:
+    r"""Count the bytes of the tensors autograd saves for backward (the activation memory of training).
+
+    A context manager around the forward pass (``torch.autograd.graph.saved_tensors_hooks``): every tensor the
+    graph keeps is recorded once per storage, so ``meter.bytes`` is the memory a training step holds between
+    forward and backward, on any device (the CPU counterpart of ``torch.cuda.max_memory_allocated``).
+    """
+
+    def __init__(self):
+        self._seen: dict[tuple, int] = {}
+
+    @property
+    def bytes(self) -> int:
+        """Total bytes of the distinct storages saved for backward."""
+        return sum(self._seen.values())
+
+    @property
+    def count(self) -> int:
+        """Number of distinct storages saved for backward."""
+        return len(self._seen)
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        try:
+            storage = t.untyped_storage()
+            key = (t.device.type, storage.data_ptr())
+            self._seen[key] = max(self._seen.get(key, 0), storage.nbytes())
+        except (RuntimeError, NotImplementedError):  # tensors without storage (e.g. some wrappers)
+            self._seen[("id", id(t))] = t.numel() * t.element_size()
+        return t
+
+    def __enter__(self) -> SavedTensorMeter:
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hooks.__exit__(*exc)
+
+
+class LipschitzPenalty(dinv.loss.Loss):
+    r"""Contractivity penalty on a ReTune layer, for ``deepinv.Trainer(losses=[SupLoss(), LipschitzPenalty()])``.
+
+    .. math::
+
+        \mathcal{P}(\theta) = \mu \, \max\big(\|\partial_x T_\theta(\hat x)\|_2 - (1 - \varepsilon), 0\big)^2,
+
+    with the spectral norm computed by deepinv's :class:`deepinv.loss.JacobianSpectralNorm` (power iteration,
+    differentiable in :math:`\theta`) at the detached network output :math:`\hat x` (close to the fixed point),
+    as in Pesquet et al. (2021). The last estimate is kept in ``last_lipschitz`` (logged by the Trainer under the
+    class name together with the penalty).
+
+    :param float weight: :math:`\mu`.
+    :param float eps: margin :math:`\varepsilon`; the penalty is active when the constant exceeds :math:`1-\varepsilon`.
+    :param int max_iter: power iterations of :class:`deepinv.loss.JacobianSpectralNorm`.
+    :param int reduced_batchsize: evaluate on the first samples of the batch only (``None``: all).
+    """
+
+    def __init__(self, weight: float = 1e-2, eps: float = 0.05, max_iter: int = 10,
+                 reduced_batchsize: int | None = None):
+        super().__init__()
+        if weight < 0:
+            raise ValueError(f"weight must be >= 0, got {weight}")
+        self.weight, self.eps = float(weight), float(eps)
+        self.spectral_norm = dinv.loss.JacobianSpectralNorm(max_iter=max_iter, tol=1e-3, eval_mode=False,
+                                                            reduction="max", reduced_batchsize=reduced_batchsize)
+        self.last_lipschitz = float("nan")
+
+    def forward(self, x_net: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics,
+                model: torch.nn.Module, **kwargs) -> torch.Tensor:
+        layer = getattr(model, "iteration", None)
+        if layer is None:
+            raise TypeError(f"model must be a ReTune (with an `iteration` layer), got {type(model)}")
+        n = x_net.shape[0] if self.spectral_norm.reduced_batchsize is None else self.spectral_norm.reduced_batchsize
+        x = x_net[:n].detach().requires_grad_(True)
+        out = layer(x, y[:n], physics)
+        norm = self.spectral_norm(out, x)
+        self.last_lipschitz = float(norm.detach())
+        penalty = self.weight * torch.relu(norm - (1.0 - self.eps)) ** 2
+        return penalty.expand(x_net.shape[0])

@@ -1,0 +1,183 @@
+r"""Parametrised fixed-point layers :math:`x_{k+1} = T_\theta(x_k; y)` for :class:`deepinv_ext.algorithms.ReTune`.
+
+A layer is one iteration of a fixed-point scheme whose parameters :math:`\theta` are shared by every layer of the
+unrolled network. The layers here are forward-backward (proximal gradient) steps on
+:math:`f(x) = \tfrac12 \|Ax - y\|^2` (deepinv's :class:`deepinv.optim.L2` data fidelity):
+
+.. math::
+
+    T_\theta(x) = P_\theta\big(x - \gamma A^\top (A x - y)\big),
+
+with :math:`P_\theta = \operatorname{prox}_{\gamma\lambda g}` for a proximal prior (:class:`ForwardBackwardLayer`)
+or a denoiser :math:`D_\sigma` (plug-and-play, :class:`PnPForwardBackwardLayer`). The step is learned in
+:math:`(0, 2/\beta)` with :math:`\beta \ge \|A\|^2` given by the user (``data_lipschitz``), so that for a convex
+prior the gradient step is nonexpansive and the layer is averaged (hence its iterates converge); it is a
+contraction when :math:`A^\top A \succ 0` (denoising, invertible blur).
+
+Reference: M. Davy, L. Briceño-Arias, N. Pustelnik, "Restarted contractive operators to learn at equilibrium",
+arXiv:2506.13239.
+"""
+
+from __future__ import annotations
+
+import math
+
+import deepinv as dinv
+import torch
+
+__all__ = ["FixedPointLayer", "ForwardBackwardLayer", "PnPForwardBackwardLayer"]
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+class FixedPointLayer(torch.nn.Module):
+    r"""Base class of a ReTune layer: ``forward(x, y, physics)`` is one iteration :math:`T_\theta(x; y)`.
+
+    Subclasses implement :meth:`forward` and may override :meth:`init` (default: :math:`A^\top y`) and
+    :meth:`lipschitz_bound` (an analytical upper bound on the Lipschitz constant in :math:`x`, or ``None``).
+    """
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
+        raise NotImplementedError
+
+    def init(self, y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
+        r"""Initial iterate :math:`x_0 = A^\top y`."""
+        return physics.A_adjoint(y)
+
+    def lipschitz_bound(self) -> float | None:
+        """An analytical upper bound on the Lipschitz constant of the layer in ``x`` (``None`` if unknown)."""
+        return None
+
+
+class _GradientStepMixin(FixedPointLayer):
+    """Learned step :math:`\\gamma = (2/\\beta)\\,\\mathrm{sigmoid}(\\theta_\\gamma)` on the L2 data fidelity."""
+
+    def _init_step(self, step: float, data_lipschitz: float, train_step: bool) -> None:
+        if data_lipschitz <= 0:
+            raise ValueError(f"data_lipschitz must be positive (an upper bound on ||A||^2), got {data_lipschitz}")
+        self.data_lipschitz = float(data_lipschitz)
+        if not 0 < step < 2.0 / self.data_lipschitz:
+            raise ValueError(f"step must lie in (0, 2/data_lipschitz) = (0, {2.0 / self.data_lipschitz:g}), got {step}")
+        self.step_logit = torch.nn.Parameter(torch.tensor(_logit(step * self.data_lipschitz / 2.0)),
+                                             requires_grad=train_step)
+        self.data_fidelity = dinv.optim.L2()
+
+    @property
+    def step(self) -> torch.Tensor:
+        r"""Step size :math:`\gamma \in (0, 2/\beta)`."""
+        return 2.0 / self.data_lipschitz * torch.sigmoid(self.step_logit)
+
+    def gradient_step(self, x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
+        gamma = self.step.to(x.dtype)
+        return x - gamma * self.data_fidelity.grad(x, y, physics)
+
+    def _gradient_step_lipschitz(self) -> float:
+        # ||I - gamma A^T A|| <= max(1, |1 - gamma beta|) for 0 <= A^T A <= beta
+        return max(1.0, abs(1.0 - float(self.step.detach()) * self.data_lipschitz))
+
+
+class ForwardBackwardLayer(_GradientStepMixin):
+    r"""Forward-backward layer with a proximal prior:
+    :math:`T_\theta(x) = \operatorname{prox}_{\gamma\lambda g}(x - \gamma A^\top(Ax - y))`.
+
+    Learned: the step :math:`\gamma \in (0, 2/\beta)`, the regularisation weight :math:`\lambda = e^{\theta_\lambda}`
+    and the prior's own parameters (e.g. the band weights of :class:`WaveletL1Prior`). For a convex :math:`g`
+    the layer is averaged (nonexpansive), and its fixed points are the minimisers of
+    :math:`\tfrac12\|Ax-y\|^2 + \lambda g(x)`.
+
+    :param deepinv.optim.Prior prior: a prior with ``prox(x, *args, gamma=...)``
+        (:class:`deepinv_ext.algorithms.WaveletL1Prior`, deepinv's ``WaveletPrior``, ``TVPrior``, ...).
+    :param float step: initial step size :math:`\gamma`.
+    :param float lam: initial regularisation weight :math:`\lambda`.
+    :param float data_lipschitz: upper bound :math:`\beta` on :math:`\|A\|^2` (1 for denoising, normalised blur).
+    :param bool train_step: learn :math:`\gamma`.
+    :param bool train_lam: learn :math:`\lambda`.
+    """
+
+    def __init__(self, prior: dinv.optim.Prior, step: float = 1.0, lam: float = 0.05, data_lipschitz: float = 1.0,
+                 train_step: bool = True, train_lam: bool = True):
+        super().__init__()
+        if not hasattr(prior, "prox"):
+            raise TypeError(f"prior must have a prox method (a deepinv.optim.Prior), got {type(prior)}")
+        if lam <= 0:
+            raise ValueError(f"lam must be positive, got {lam}")
+        self.prior = prior
+        self._init_step(step, data_lipschitz, train_step)
+        self.log_lam = torch.nn.Parameter(torch.tensor(math.log(lam)), requires_grad=train_lam)
+
+    @property
+    def lam(self) -> torch.Tensor:
+        r"""Regularisation weight :math:`\lambda > 0`."""
+        return self.log_lam.exp()
+
+    def proximal_step(self, v: torch.Tensor, gamma: float | torch.Tensor) -> torch.Tensor:
+        r""":math:`\operatorname{prox}_{\gamma\lambda g}(v)` for the step ``gamma``."""
+        return self.prior.prox(v, gamma=(gamma * self.lam).to(v.dtype))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
+        return self.proximal_step(self.gradient_step(x, y, physics), self.step)
+
+    def lipschitz_bound(self) -> float:
+        """``max(1, |1 - gamma beta|)``: the prox is firmly nonexpansive, the gradient step has this norm."""
+        return self._gradient_step_lipschitz()
+
+
+class PnPForwardBackwardLayer(_GradientStepMixin):
+    r"""Plug-and-play forward-backward layer: :math:`T_\theta(x) = D_\sigma(x - \gamma A^\top(Ax - y))`.
+
+    Learned: the step :math:`\gamma \in (0, 2/\beta)`, the denoiser's noise level :math:`\sigma = e^{\theta_\sigma}`
+    and, when ``train_denoiser=True``, the denoiser's weights. A trained denoiser is not contractive by itself: keep
+    the layer contractive with :class:`deepinv_ext.algorithms.LipschitzPenalty` (built on deepinv's
+    :class:`deepinv.loss.JacobianSpectralNorm`) and check it with :func:`deepinv_ext.algorithms.layer_lipschitz`.
+
+    :param deepinv.models.Denoiser denoiser: any deepinv denoiser ``denoiser(x, sigma)``.
+    :param float step: initial step size :math:`\gamma`.
+    :param float sigma: initial denoiser noise level :math:`\sigma`.
+    :param float data_lipschitz: upper bound :math:`\beta` on :math:`\|A\|^2`.
+    :param float relaxation: if given, a learned relaxation :math:`\alpha \in (0,1)` initialised there, and the
+        layer is :math:`(1-\alpha) v + \alpha D_\sigma(v)` with :math:`v` the gradient step (it tunes the strength of
+        a blind denoiser such as DnCNN, and shrinks the Lipschitz constant of an expansive one).
+    :param bool train_denoiser: train the denoiser's weights (else they are frozen: ``requires_grad=False``).
+    :param bool train_step: learn :math:`\gamma`.
+    :param bool train_sigma: learn :math:`\sigma` (and :math:`\alpha`).
+    """
+
+    def __init__(self, denoiser: torch.nn.Module, step: float = 1.0, sigma: float = 0.05,
+                 data_lipschitz: float = 1.0, relaxation: float | None = None, train_denoiser: bool = False,
+                 train_step: bool = True, train_sigma: bool = True):
+        super().__init__()
+        if not callable(denoiser):
+            raise TypeError(f"denoiser must be a callable deepinv Denoiser, got {type(denoiser)}")
+        if sigma <= 0:
+            raise ValueError(f"sigma must be positive, got {sigma}")
+        self.denoiser = denoiser
+        if isinstance(denoiser, torch.nn.Module):
+            for p in denoiser.parameters():
+                p.requires_grad_(train_denoiser)
+        self._init_step(step, data_lipschitz, train_step)
+        self.log_sigma = torch.nn.Parameter(torch.tensor(math.log(sigma)), requires_grad=train_sigma)
+        if relaxation is not None and not 0 < relaxation < 1:
+            raise ValueError(f"relaxation must lie in (0, 1) or be None, got {relaxation}")
+        self.relaxation_logit = (None if relaxation is None
+                                 else torch.nn.Parameter(torch.tensor(_logit(relaxation)), requires_grad=train_sigma))
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        r"""Denoiser noise level :math:`\sigma > 0`."""
+        return self.log_sigma.exp()
+
+    @property
+    def relaxation(self) -> torch.Tensor | None:
+        r"""Relaxation :math:`\alpha \in (0, 1)` (``None``: no relaxation, :math:`\alpha = 1`)."""
+        return None if self.relaxation_logit is None else torch.sigmoid(self.relaxation_logit)
+
+    def proximal_step(self, v: torch.Tensor, gamma: float | torch.Tensor | None = None) -> torch.Tensor:
+        r""":math:`(1-\alpha) v + \alpha D_\sigma(v)` (``gamma`` is unused: a denoiser has no step)."""
+        out = self.denoiser(v, self.sigma.to(v.dtype))
+        alpha = self.relaxation
+        return out if alpha is None else v + alpha.to(v.dtype) * (out - v)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
+        return self.proximal_step(self.gradient_step(x, y, physics))
