@@ -22,3 +22,6 @@ from deepinv_ext.algorithms.retune_layers import (  # noqa: F401
     PnPForwardBackwardLayer,
 )
 from deepinv_ext.algorithms.retune_wavelet import OrthoWavelet2d, WaveletL1Prior  # noqa: F401
+
+# --- spectral PnP (issue 7)
+from deepinv_ext.algorithms.spectral_pnp import SpectralPnP  # noqa: F401

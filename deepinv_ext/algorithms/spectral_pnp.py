@@ -1,0 +1,201 @@
+r"""Plug-and-play forward-backward splitting with a spectrally filtered linear denoiser.
+
+Hauptmann, Mukherjee, Schönlieb, Sherry, *Convergent regularization in inverse problems and linear plug-and-play
+denoisers* (Sect. 4, Theorem 5). A symmetric linear denoiser :math:`D` with :math:`\mathrm{spec}\,D\subset(0,1)` is
+:math:`\mathrm{prox}_J`, :math:`J(x) = \tfrac12\langle x, (D^{-1} - \mathrm{Id})x\rangle`; a spectral filter
+:math:`h_\tau` (:mod:`deepinv_ext.spectral`) controls its strength, and PnP-FBS
+
+.. math::
+
+    x_{k+1} = h_\tau(D)\bigl(x_k - \eta A^\top(Ax_k - y)\bigr), \qquad \eta \le 2/\|A\|^2,
+
+converges to the unique solution of :math:`[A^\top A + (\tau/\eta)\, r_\tau(D)]\,x = A^\top y`,
+:math:`r_\tau = (1 - h_\tau)/(\tau h_\tau)`. With :math:`\tau \propto \delta` it is a convergent regularisation:
+:math:`\hat x \to x^\dagger`, the :math:`J^*`-minimising least-squares solution, as the noise level
+:math:`\delta\to 0`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import deepinv as dinv
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from deepinv_ext.denoisers.linear_unet import symmetry_gap
+from deepinv_ext.spectral import OperatorEig, ScalingFilter, SpectralFilter, lanczos_extreme
+
+__all__ = ["SpectralPnP"]
+
+
+def _rel(a: Tensor, b: Tensor) -> Tensor:
+    return (a - b).flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1).clamp_min(torch.finfo(b.dtype).tiny)
+
+
+class SpectralPnP(dinv.models.Reconstructor):
+    r"""PnP-FBS :math:`x_{k+1} = h_\tau(D)(x_k - \eta A^\top(Ax_k - y))` for any deepinv linear physics.
+
+    The step :math:`\eta` is ``step_factor`` :math:`/ \|A\|^2` with :math:`\|A\|^2` computed by
+    ``physics.compute_sqnorm`` (power method, enlarged by 1 % for safety) unless ``stepsize`` is given; it must
+    satisfy :math:`\eta \le 2/\|A\|^2` (:math:`\le 1/\|A\|^2` with ``acceleration="fista"``). The iteration stops
+    when the relative change :math:`\|x_{k+1} - x_k\|/\|x_{k+1}\|` of every image is below ``tol``.
+    ``acceleration="fista"`` adds Nesterov momentum with O'Donoghue-Candès gradient restart: same fixed point
+    (the minimiser of :math:`\tfrac12\|Ax - y\|^2 + \eta^{-1}J_\tau(x)`), far fewer iterations for small
+    :math:`\tau`.
+
+    Before the first reconstruction of a given image shape (and with ``check=True``) the denoiser is checked:
+    symmetric (:math:`|\langle x, Dy\rangle - \langle Dx, y\rangle| \le` ``sym_tol`` :math:`\|x\|\|Dy\|`) and with
+    Lanczos-measured spectrum inside :math:`(0, 1)`; otherwise a ``ValueError`` says which property fails. The
+    measured bounds are kept (``spectrum``) and passed to the filter (CG error bound, Chebyshev interval).
+
+    :param deepinv.models.Denoiser denoiser: a linear symmetric denoiser, called as ``denoiser(x, sigma)``.
+    :param deepinv_ext.spectral.SpectralFilter filter: the filter family (default :class:`ScalingFilter`).
+    :param float tau: the filter parameter :math:`\tau > 0` (``tau=1`` with the scaling filter is plain PnP).
+    :param str method: how :math:`h_\tau(D)` is applied: ``"auto"`` (the filter's own matrix-free method: CG for
+        the scaling filter, Horner for the Neumann filter), ``"eig"`` (exact eigendecomposition, small images),
+        ``"lanczos"``, ``"chebyshev"``, ``"cg"``, ``"polynomial"``.
+    :param float filter_tol: relative tolerance of each filtered application.
+    :param float tol: stopping tolerance on the relative change of the iterates.
+    :param int max_iter: maximum number of iterations.
+    """
+
+    def __init__(self, denoiser: torch.nn.Module, filter: SpectralFilter | None = None, tau: float = 0.1, *,
+                 stepsize: float | None = None, step_factor: float = 1.0, method: str = "auto",
+                 filter_tol: float = 1e-6, tol: float = 1e-6, max_iter: int = 1000, acceleration: str = "none",
+                 sigma: float | None = None, check: bool = True, sym_tol: float = 1e-4,
+                 spectrum: tuple[float, float] | None = None, max_eig_dim: int = 4096,
+                 progress: bool = False) -> None:
+        super().__init__()
+        self.filter = ScalingFilter() if filter is None else filter
+        if not isinstance(self.filter, SpectralFilter):
+            raise TypeError(f"filter must be a deepinv_ext.spectral.SpectralFilter, got {type(filter)}")
+        if not (isinstance(tau, (int, float)) and tau > 0):
+            raise ValueError(f"tau must be a positive number, got {tau!r}")
+        if acceleration not in ("none", "fista"):
+            raise ValueError(f"acceleration must be 'none' or 'fista', got {acceleration!r}")
+        if stepsize is not None and not stepsize > 0:
+            raise ValueError(f"stepsize must be positive, got {stepsize!r}")
+        if not 0 < step_factor <= (1.0 if acceleration == "fista" else 2.0):
+            raise ValueError(f"step_factor must lie in (0, {1 if acceleration == 'fista' else 2}] "
+                             f"(acceleration={acceleration!r}), got {step_factor}")
+        self.denoiser, self.tau, self.stepsize, self.step_factor = denoiser, float(tau), stepsize, step_factor
+        self.method, self.filter_tol, self.tol, self.max_iter = method, filter_tol, tol, max_iter
+        self.acceleration, self.sigma, self.check, self.sym_tol = acceleration, sigma, check, sym_tol
+        self.max_eig_dim, self.progress = max_eig_dim, progress
+        self.spectrum = spectrum
+        self._checked: set[tuple] = set()
+        self._eig: dict[tuple, OperatorEig] = {}
+        self.last_info: dict = {}
+
+    @classmethod
+    def contract_example(cls) -> dict:
+        from deepinv_ext.datasets import RandomEllipsesDataset
+        from deepinv_ext.denoisers.linear_unet import LinearSymmetricUNet
+
+        torch.manual_seed(0)
+        den = LinearSymmetricUNet(channels=(4, 8), convs_per_scale=1)
+        den.calibrate_spectrum((0.05, 0.95), shape=(1, 16, 16), n_iter=30)
+        kernel = dinv.physics.blur.gaussian_blur(sigma=(1.0, 1.0))
+        physics = dinv.physics.BlurFFT(img_size=(1, 16, 16), filter=kernel,
+                                       noise_model=dinv.physics.GaussianNoise(0.01))
+        return {"model": cls(den, ScalingFilter(), tau=0.5, max_iter=5, tol=1e-3, filter_tol=1e-3),
+                "physics": physics, "dataset": RandomEllipsesDataset(length=4, size=16, seed=0)}
+
+    def matvec(self, v: Tensor) -> Tensor:
+        """The denoiser as an operator, :math:`v \\mapsto D v`."""
+        return self.denoiser(v, self.sigma)
+
+    def check_denoiser(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> tuple[float, float]:
+        r"""Check symmetry and :math:`\mathrm{spec}\,D\subset(0,1)` on images of ``shape``; return the spectrum
+        bounds (measured by Lanczos and widened by the Ritz residuals). Raises ``ValueError`` otherwise."""
+        gap = symmetry_gap(self.matvec, shape, dtype=dtype, device=device)
+        if not gap <= self.sym_tol:
+            raise ValueError(f"denoiser is not symmetric: |<x, Dy> - <Dx, y>| / (|x| |Dy|) = {gap:.2e} > sym_tol="
+                             f"{self.sym_tol:.0e}; spectral filtering needs a symmetric linear denoiser "
+                             f"(e.g. deepinv_ext.denoisers.LinearSymmetricUNet)")
+        if self.spectrum is not None:
+            lo, hi = self.spectrum
+        else:
+            g = torch.Generator().manual_seed(0)
+            v0 = torch.randn(1, *shape, generator=g, dtype=dtype).to(device)
+            n = min(40, math.prod(shape))
+            with torch.no_grad():
+                b = lanczos_extreme(self.matvec, v0, n_iter=n)
+            lo, hi = b["lambda_min"] - b["residual_min"], b["lambda_max"] + b["residual_max"]
+        if not hi < 1:
+            raise ValueError(f"denoiser is not contractive: its largest eigenvalue is about {hi:.4g} >= 1 (Theorem 5 "
+                             f"needs spec(D) in (0, 1); rescale it, e.g. LinearSymmetricUNet.calibrate_spectrum)")
+        if not lo > 0:
+            raise ValueError(f"denoiser is not positive definite / bounded below: its smallest eigenvalue is about "
+                             f"{lo:.4g} <= 0 (Theorem 5 needs spec(D) in (0, 1); shift it, e.g. "
+                             f"LinearSymmetricUNet.calibrate_spectrum)")
+        self.spectrum = (float(lo), float(hi))
+        return self.spectrum
+
+    def _prepare(self, x: Tensor) -> tuple[str, OperatorEig | None]:
+        shape = tuple(x.shape[1:])
+        key = (shape, x.dtype, x.device)
+        if self.check and key not in self._checked:
+            self.check_denoiser(shape, x.dtype, x.device)
+            self._checked.add(key)
+        method = self.method
+        if method == "auto":
+            method = {"scaling": "cg", "neumann": "polynomial"}.get(self.filter.name, "lanczos")
+        eig = None
+        if method == "eig":
+            if key not in self._eig:
+                self._eig[key] = OperatorEig(self.matvec, shape, dtype=torch.float64, device=x.device,
+                                             max_dim=self.max_eig_dim)
+            eig = self._eig[key]
+        return method, eig
+
+    def compute_stepsize(self, physics: dinv.physics.LinearPhysics, x: Tensor) -> float:
+        r""":math:`\eta` = ``step_factor`` / :math:`\|A\|^2` (power method, +1 %), or the given ``stepsize`` after
+        checking it against :math:`2/\|A\|^2` (:math:`1/\|A\|^2` with FISTA)."""
+        with torch.no_grad():
+            sq = 1.01 * float(physics.compute_sqnorm(x[:1], max_iter=200, tol=1e-6, verbose=False))
+        limit = (1.0 if self.acceleration == "fista" else 2.0) / sq
+        if self.stepsize is None:
+            return self.step_factor / sq
+        if self.stepsize > limit:
+            raise ValueError(f"stepsize={self.stepsize:.4g} exceeds the admissible {limit:.4g} "
+                             f"(= {'1' if self.acceleration == 'fista' else '2'}/||A||^2, ||A||^2 = {sq:.4g})")
+        return float(self.stepsize)
+
+    def forward(self, y: Tensor, physics: dinv.physics.LinearPhysics, x_init: Tensor | None = None,
+                **kwargs) -> Tensor:
+        r"""Reconstruct from measurements ``y``; ``self.last_info`` holds iterations, convergence and the number of
+        denoiser applications."""
+        if not isinstance(physics, dinv.physics.LinearPhysics):
+            raise TypeError(f"physics must be a deepinv.physics.LinearPhysics, got {type(physics).__name__}")
+        if not torch.isfinite(y).all():
+            raise ValueError("y contains NaN or inf")
+        x = physics.A_adjoint(y) if x_init is None else x_init
+        method, eig = self._prepare(x)
+        eta = self.compute_stepsize(physics, x)
+        kw = {"method": method, "tol": self.filter_tol, "bounds": self.spectrum, "eig": eig}
+        z, t, state, n_den, converged, k = x, 1.0, None, 0, False, 0
+        bar = tqdm(range(self.max_iter), disable=not self.progress, desc=f"SpectralPnP tau={self.tau:.2g}")
+        for _ in bar:
+            k += 1
+            v = z - eta * physics.A_adjoint(physics.A(z) - y)
+            x_new, info = self.filter.apply(self.matvec, v, self.tau, x0=state, **kw)
+            state, n_den = info.state, n_den + info.n_matvecs
+            change = float(_rel(x_new, x).max().detach())
+            if self.acceleration == "fista":
+                if float(((z - x_new) * (x_new - x)).flatten(1).sum(1).max().detach()) > 0:  # gradient restart
+                    t = 1.0
+                t_new = 0.5 * (1 + math.sqrt(1 + 4 * t * t))
+                z, t = x_new + ((t - 1) / t_new) * (x_new - x), t_new
+            else:
+                z = x_new
+            x = x_new
+            bar.set_postfix(change=f"{change:.1e}", denoiser_calls=n_den)
+            if change < self.tol:
+                converged = True
+                break
+        self.last_info = {"iterations": k, "converged": converged, "denoiser_calls": n_den, "stepsize": eta,
+                          "last_change": change, "method": method}
+        return x

@@ -1,0 +1,174 @@
+r"""A bias-free, activation-free, symmetric U-Net: a learned symmetric positive semi-definite linear denoiser.
+
+Hauptmann, Mukherjee, Schönlieb, Sherry, *Convergent regularization in inverse problems and linear plug-and-play
+denoisers* (Sect. 4.3) build a symmetric linear U-Net for spectral-filtered PnP; they average a linear U-Net with
+its transpose. This module uses the other construction the paper mentions, **tied weights**: the decoder is the
+exact transpose of the encoder (``conv_transpose2d`` with the same kernels, nearest upsampling / 4 as the adjoint
+of 2x2 average pooling) and the skip connections sum the scales, so that
+
+.. math::
+
+    D = a\, E^\top E + b\,\mathrm{Id}, \qquad E x = (E_0 x, E_1 x, \dots, E_{L-1} x),\quad
+    E_\ell = C_\ell P C_{\ell-1} P \cdots C_0,
+
+with :math:`C_\ell` stacks of bias-free convolutions and :math:`P` 2x2 average pooling. :math:`D` is symmetric by
+construction (to rounding) and positive semi-definite; one application costs about two encoder passes (the
+averaging construction costs three: a forward and a vector-Jacobian product). The affine spectral map
+:math:`(a, b)` (buffers, identity after construction) is set after training by :meth:`calibrate_spectrum` so
+that :math:`\mathrm{spec}\,D` lies in a target interval inside :math:`(0, 1)`; the bounds are measured by Lanczos
+(:meth:`spectral_bounds`), never assumed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import deepinv as dinv
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from deepinv_ext.spectral import lanczos_extreme
+
+__all__ = ["LinearSymmetricUNet"]
+
+
+class LinearSymmetricUNet(dinv.models.Denoiser):
+    r"""Symmetric linear U-Net denoiser :math:`D = a E^\top E + b\,\mathrm{Id}` (tied weights, no bias, no activation).
+
+    Trainable as a Gaussian denoiser with :class:`deepinv.Trainer` (wrap it in
+    :class:`deepinv.models.ArtifactRemoval` on :class:`deepinv.physics.Denoising`); it is trained for one noise level
+    and ignores ``sigma`` in :meth:`forward`.
+
+    :param int in_channels: image channels.
+    :param tuple channels: channels per scale (the number of scales is ``len(channels)``; image sizes must be
+        divisible by :math:`2^{L-1}`).
+    :param int convs_per_scale: bias-free 3x3 convolutions per scale.
+    :param float sigma: the noise level it is trained for (informative).
+    """
+
+    def __init__(self, in_channels: int = 1, channels: tuple[int, ...] = (16, 32, 64), convs_per_scale: int = 2,
+                 sigma: float = 0.1, device: torch.device | str = "cpu") -> None:
+        super().__init__()
+        if in_channels < 1 or not channels or any(c < 1 for c in channels) or convs_per_scale < 1:
+            raise ValueError(f"in_channels, channels and convs_per_scale must be positive, got {in_channels}, "
+                             f"{channels}, {convs_per_scale}")
+        self.in_channels, self.channels, self.sigma = in_channels, tuple(channels), float(sigma)
+        self.weights = nn.ParameterList()
+        self._layout: list[int] = []  # number of convs per scale
+        c_in = in_channels
+        for c in channels:
+            for _ in range(convs_per_scale):
+                w = torch.randn(c, c_in, 3, 3) / math.sqrt(9 * c_in) / math.sqrt(2 * len(channels))
+                self.weights.append(nn.Parameter(w))
+                c_in = c
+            self._layout.append(convs_per_scale)
+        self.register_buffer("scale", torch.tensor(1.0))
+        self.register_buffer("shift", torch.tensor(0.0))
+        self.to(device)
+
+    @classmethod
+    def contract_example(cls) -> dict:
+        from deepinv_ext.datasets import RandomEllipsesDataset
+
+        return {"denoiser": cls(channels=(4, 8), convs_per_scale=1),
+                "dataset": RandomEllipsesDataset(length=4, size=16, seed=0), "sigma": 0.1}
+
+    def _check(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor) or x.ndim != 4:
+            raise ValueError(f"x must be a (B, C, H, W) tensor, got {getattr(x, 'shape', type(x))}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"x must have {self.in_channels} channels, got shape {tuple(x.shape)}")
+        m = 2 ** (len(self.channels) - 1)
+        if x.shape[-1] % m or x.shape[-2] % m:
+            raise ValueError(f"x's height and width must be divisible by {m} ({len(self.channels)} scales), "
+                             f"got shape {tuple(x.shape)}")
+
+    def encode(self, x: Tensor) -> list[Tensor]:
+        r"""The analysis operator :math:`E x = (E_0 x, \dots, E_{L-1} x)`."""
+        feats, h, i = [], x, 0
+        for level, n in enumerate(self._layout):
+            if level > 0:
+                h = F.avg_pool2d(h, 2)
+            for _ in range(n):
+                h = F.conv2d(h, self.weights[i].to(h.dtype), padding=1)
+                i += 1
+            feats.append(h)
+        return feats
+
+    def decode(self, feats: list[Tensor]) -> Tensor:
+        r"""The exact adjoint :math:`E^\top` of :meth:`encode`."""
+        i = len(self.weights)
+        acc = feats[-1]
+        for level in range(len(self._layout) - 1, -1, -1):
+            for _ in range(self._layout[level]):
+                i -= 1
+                acc = F.conv_transpose2d(acc, self.weights[i].to(acc.dtype), padding=1)
+            if level > 0:
+                acc = feats[level - 1] + F.interpolate(acc, scale_factor=2, mode="nearest") / 4
+        return acc
+
+    def forward(self, x: Tensor, sigma: float | Tensor | None = None, **kwargs) -> Tensor:
+        r"""Apply :math:`D x = a E^\top E x + b x` (``sigma`` is ignored: one trained noise level)."""
+        self._check(x)
+        out = self.decode(self.encode(x))
+        return self.scale.to(x.dtype) * out + self.shift.to(x.dtype) * x
+
+    def is_symmetric(self, shape: tuple[int, ...] = (1, 32, 32), *, n_probes: int = 3, rtol: float = 1e-5,
+                     dtype: torch.dtype = torch.float64) -> bool:
+        r"""Check :math:`\langle x, Dy\rangle = \langle Dx, y\rangle` on random probes (relative to
+        :math:`\|x\|\|Dy\|`) in ``dtype``; returns ``True`` when the worst relative gap is below ``rtol``."""
+        return symmetry_gap(lambda v: self(v), shape, n_probes=n_probes, dtype=dtype,
+                            device=self.scale.device) < rtol
+
+    @torch.no_grad()
+    def spectral_bounds(self, shape: tuple[int, ...] = (1, 64, 64), *, n_iter: int = 60,
+                        dtype: torch.dtype = torch.float64, seed: int = 0) -> dict[str, float]:
+        r"""Extreme eigenvalues of :math:`D` on images of ``shape`` by Lanczos (``n_iter`` applications).
+
+        Returns ``lambda_min``, ``lambda_max`` (Ritz values: inner estimates) and ``residual_min``/``residual_max``
+        (each :math:`[\theta-\rho, \theta+\rho]` holds an eigenvalue); see :func:`deepinv_ext.spectral.lanczos_extreme`.
+        """
+        g = torch.Generator().manual_seed(seed)
+        v0 = torch.randn(1, *shape, generator=g, dtype=dtype).to(self.scale.device)
+        return lanczos_extreme(lambda v: self(v), v0, n_iter=n_iter)
+
+    @torch.no_grad()
+    def calibrate_spectrum(self, target: tuple[float, float] = (0.01, 0.99), shape: tuple[int, ...] = (1, 64, 64),
+                           *, n_iter: int = 60, margin: float = 0.0) -> dict[str, float]:
+        r"""Set the affine map :math:`D \mapsto aD + b` so that the measured spectrum lies in ``target``.
+
+        The spectrum of :math:`E^\top E` (with :math:`a=1, b=0`) is measured by Lanczos; the Ritz interval is
+        widened by the residual bounds and by ``margin`` (relative), then mapped affinely onto ``target``. Returns
+        the measured bounds before and after (re-measured), and ``(a, b)``.
+        """
+        lo_t, hi_t = target
+        if not 0 < lo_t < hi_t < 1:
+            raise ValueError(f"target must satisfy 0 < lo < hi < 1, got {target}")
+        self.scale.fill_(1.0)
+        self.shift.fill_(0.0)
+        raw = self.spectral_bounds(shape, n_iter=n_iter)
+        lo = max(raw["lambda_min"] - raw["residual_min"], 0.0)
+        hi = raw["lambda_max"] + raw["residual_max"]
+        width = hi - lo
+        lo, hi = max(lo - margin * width, 0.0), hi + margin * width
+        a = (hi_t - lo_t) / (hi - lo)
+        self.scale.fill_(a)
+        self.shift.fill_(lo_t - a * lo)
+        after = self.spectral_bounds(shape, n_iter=n_iter)
+        return {"raw_min": raw["lambda_min"], "raw_max": raw["lambda_max"], "scale": a,
+                "shift": float(self.shift), "lambda_min": after["lambda_min"], "lambda_max": after["lambda_max"]}
+
+
+def symmetry_gap(matvec, shape: tuple[int, ...], *, n_probes: int = 3, dtype: torch.dtype = torch.float64,
+                 device: torch.device | str = "cpu", seed: int = 0) -> float:
+    r"""Worst relative gap :math:`|\langle x, Dy\rangle - \langle Dx, y\rangle| / (\|x\|\|Dy\|)` over random
+    probes."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_probes, *shape, generator=g, dtype=dtype).to(device)
+    y = torch.randn(n_probes, *shape, generator=g, dtype=dtype).to(device)
+    with torch.no_grad():
+        Dx, Dy = matvec(x), matvec(y)
+    lhs, rhs = (x * Dy).flatten(1).sum(1), (Dx * y).flatten(1).sum(1)
+    scale = x.flatten(1).norm(dim=1) * Dy.flatten(1).norm(dim=1)
+    return float(((lhs - rhs).abs() / scale.clamp_min(1e-300)).max())
