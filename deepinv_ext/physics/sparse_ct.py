@@ -1,0 +1,154 @@
+r"""CT system matrices from ASTRA as torch sparse CSR operators, built once per geometry and cached on disk.
+
+ASTRA's ``astra.projector.matrix`` gives the system matrix :math:`A \in \mathbb{R}^{(n_\theta n_d) \times (HW)}`
+of a CPU projector (its weights are computed in float32, so storing them in float32 loses nothing). A
+:class:`SystemMatrix` holds :math:`A` and an explicitly stored :math:`A^\top` as torch CSR tensors with int32
+indices, and applies both to a whole batch in one sparse-dense product (torch's CSR kernels on the CPU, cuSPARSE on
+the GPU), so the adjoint is exact in float32 and in float64.
+
+Building is a one-off cost (about 2 s at 256x256 with 180 views, linear projector, on one core); the matrix is
+then saved under ``$DEEPINV_EXT_CACHE/astra_matrices`` (default ``~/.cache/deepinv_ext/astra_matrices``) as an
+uncompressed ``.npz`` named by a hash of the geometry and projector, and loaded from there afterwards. Pass
+``cache_dir=None`` to :func:`load_or_build` to keep nothing on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deepinv_ext.physics._astra_geometry import CTGeometry, import_astra
+
+__all__ = ["SystemMatrix", "default_cache_dir", "load_or_build"]
+
+
+def default_cache_dir() -> Path:
+    """``$DEEPINV_EXT_CACHE/astra_matrices``, or ``~/.cache/deepinv_ext/astra_matrices`` when it is unset."""
+    root = os.environ.get("DEEPINV_EXT_CACHE")
+    base = Path(root) if root else Path.home() / ".cache" / "deepinv_ext"
+    return base / "astra_matrices"
+
+
+def _build_scipy(geometry: CTGeometry, projector: str):
+    astra = import_astra()
+    pid = astra.create_projector(projector, geometry.proj_geom(), geometry.vol_geom())
+    mid = None
+    try:
+        mid = astra.projector.matrix(pid)
+        matrix = astra.matrix.get(mid)
+    finally:
+        if mid is not None:
+            astra.matrix.delete(mid)
+        astra.projector.delete(pid)
+    return matrix
+
+
+def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+        return torch.sparse_csr_tensor(crow, col, values, size=shape, check_invariants=False)
+
+
+def _to_torch_csr(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, shape: tuple[int, int]) -> torch.Tensor:
+    if data.size >= 2**31:
+        raise ValueError(f"the system matrix has {data.size} non-zeros, beyond int32 indices: use backend='astra'")
+    return _csr(torch.from_numpy(np.ascontiguousarray(indptr, dtype=np.int32)),
+                torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int32)),
+                torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), shape)
+
+
+class SystemMatrix:
+    r"""A CT system matrix :math:`A` and its transpose as torch CSR tensors (int32 indices).
+
+    Copies on other devices and dtypes are made on first use and kept (``to``). Not a ``torch.nn.Module`` on
+    purpose: it is held outside the physics' state dict (it can take gigabytes), and is rebuilt from the geometry.
+
+    :param torch.Tensor matrix: CSR tensor of shape ``(n_angles * n_detectors, H * W)``, float32.
+    :param torch.Tensor matrix_t: its transpose, CSR.
+    """
+
+    def __init__(self, matrix: torch.Tensor, matrix_t: torch.Tensor) -> None:
+        self.matrix = matrix
+        self.matrix_t = matrix_t
+        self._copies: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @classmethod
+    def from_scipy(cls, matrix) -> SystemMatrix:
+        matrix = matrix.tocsr()
+        transpose = matrix.T.tocsr()
+        return cls(_to_torch_csr(matrix.indptr, matrix.indices, matrix.data, matrix.shape),
+                   _to_torch_csr(transpose.indptr, transpose.indices, transpose.data, transpose.shape))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.matrix.shape)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.matrix.values().numel())
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(A, A^T)`` on ``device`` in ``dtype`` (cached)."""
+        key = (torch.device(device), dtype)
+        if key not in self._copies:
+            self._copies[key] = tuple(
+                _csr(m.crow_indices().to(device), m.col_indices().to(device),
+                     m.values().to(device=device, dtype=dtype), tuple(m.shape))
+                for m in (self.matrix, self.matrix_t))
+        return self._copies[key]
+
+    def rows(self, row_index: torch.Tensor) -> SystemMatrix:
+        r"""The operator restricted to some rows (measurements), e.g. a subset of the views, with its transpose."""
+        import scipy.sparse as sp
+
+        m = self.matrix
+        full = sp.csr_matrix((m.values().numpy(), m.col_indices().numpy(), m.crow_indices().numpy()),
+                             shape=self.shape)
+        return SystemMatrix.from_scipy(full[row_index.cpu().numpy()])
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """:math:`A x` for a stack ``x`` of shape ``(N, H * W)``; returns ``(N, n_rows)``."""
+        matrix, _ = self.to(x.device, x.dtype)
+        return torch.sparse.mm(matrix, x.T.contiguous()).T
+
+    def apply_t(self, y: torch.Tensor) -> torch.Tensor:
+        """:math:`A^\\top y` for a stack ``y`` of shape ``(N, n_rows)``; returns ``(N, H * W)``."""
+        _, matrix_t = self.to(y.device, y.dtype)
+        return torch.sparse.mm(matrix_t, y.T.contiguous()).T
+
+
+def _save(path: Path, matrix) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+    os.close(fd)
+    np.savez(tmp, indptr=matrix.indptr.astype(np.int64), indices=matrix.indices.astype(np.int32),
+             data=matrix.data.astype(np.float32), shape=np.asarray(matrix.shape, dtype=np.int64))
+    os.replace(tmp, path)  # atomic: concurrent builders never see half a file
+
+
+def load_or_build(geometry: CTGeometry, projector: str, cache_dir: str | Path | None = "default") -> SystemMatrix:
+    r"""The system matrix of ``projector`` for ``geometry``, from the disk cache or built by ASTRA (and saved).
+
+    :param CTGeometry geometry: the acquisition.
+    :param str projector: an ASTRA CPU projector (``line``, ``strip``, ``linear``, ``line_fanflat``,
+        ``strip_fanflat``).
+    :param cache_dir: folder of the cache; ``"default"`` for :func:`default_cache_dir`, ``None`` for no cache.
+    """
+    import scipy.sparse as sp
+
+    folder = default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
+    path = folder / f"{projector}-{geometry.key(projector)}.npz" if folder is not None else None
+    if path is not None and path.exists():
+        with np.load(path) as f:
+            matrix = sp.csr_matrix((f["data"], f["indices"], f["indptr"]), shape=tuple(f["shape"]))
+    else:
+        matrix = _build_scipy(geometry, projector)
+        if path is not None:
+            _save(path, matrix)
+    return SystemMatrix.from_scipy(matrix)
