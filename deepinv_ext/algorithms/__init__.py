@@ -1,5 +1,9 @@
 """Reconstruction algorithms (``deepinv.models.Reconstructor`` subclasses): ``model(y, physics) -> x``."""
 
+# --- gradient-step PnP (issue 6)
+from deepinv_ext.algorithms.gs_pnp import GradientStepPnP  # noqa: F401
+from deepinv_ext.algorithms.parameter_choice import AffineParameterRule  # noqa: F401
+
 # --- ReTune (issue 8)
 from deepinv_ext.algorithms.retune import ReTune  # noqa: F401
 from deepinv_ext.algorithms.retune_analysis import (  # noqa: F401

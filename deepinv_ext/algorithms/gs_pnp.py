@@ -1,0 +1,297 @@
+r"""Gradient-step plug-and-play: proximal gradient descent on :math:`f + \lambda g_\sigma` with a GS denoiser.
+
+With a gradient-step denoiser :math:`D_\sigma = \operatorname{Id} - \nabla g_\sigma`
+(:class:`deepinv_ext.denoisers.GradientStepDenoiser`), the PnP iteration of Hurault et al.
+
+.. math::
+
+    x_{k+1} = \operatorname{prox}_{\tau f}\big(x_k - \tau\lambda\nabla g_\sigma(x_k)\big)
+            = \operatorname{prox}_{\tau f}\circ\big(\tau\lambda D_\sigma + (1 - \tau\lambda)\operatorname{Id}\big)(x_k),
+    \qquad f(x) = \tfrac12\|Ax - y\|_2^2,
+
+is exactly proximal gradient descent on the (non-convex) objective :math:`F = f + \lambda g_\sigma`. For
+:math:`\tau < 1/(\lambda L)` (:math:`L` the Lipschitz constant of :math:`\nabla g_\sigma`), :math:`F(x_k)` is
+non-increasing, :math:`\|x_{k+1} - x_k\| \to 0` and every limit point is a stationary point of :math:`F`
+(Theorem 3 of Hauptmann et al.). :math:`L` is unknown for a trained network, so :math:`\tau` is found by Armijo
+backtracking, which enforces the decrease at every iteration.
+
+Reference: S. Hurault, A. Leclaire, N. Papadakis, "Gradient step denoiser for convergent plug-and-play",
+ICLR 2022; A. Hauptmann, S. Mukherjee, C.-B. Schönlieb, F. Sherry, "Convergent regularization in inverse problems
+and linear plug-and-play denoisers", Found. Comput. Math. (2024), Theorem 3 and Fig. 2.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from deepinv.models import Reconstructor
+from deepinv.optim import BacktrackingConfig
+from deepinv.optim.linear import least_squares
+from deepinv.physics import DecomposablePhysics, LinearPhysics
+from torch import Tensor
+from tqdm import tqdm
+
+__all__ = ["GradientStepPnP"]
+
+
+def _sqnorm(x: Tensor) -> Tensor:
+    return x.pow(2).flatten(1).sum(dim=1)
+
+
+def _bcast(v: Tensor, x: Tensor) -> Tensor:
+    """A per-sample vector ``(B,)`` shaped to broadcast against ``x`` ``(B, ...)``."""
+    return v.reshape(-1, *([1] * (x.dim() - 1)))
+
+
+class GradientStepPnP(Reconstructor):
+    r"""Gradient-step PnP (proximal gradient descent on :math:`F = \frac12\|Ax-y\|^2 + \lambda g_\sigma`).
+
+    Runs, from :math:`x_0` (default :math:`A^\top y`),
+
+    .. math::
+
+        x_{k+1} = \operatorname{prox}_{\tau_k f}\big(x_k - \tau_k\lambda\nabla g_\sigma(x_k)\big),
+
+    with Armijo backtracking on the step: a candidate is accepted if
+    :math:`F(x_k) - F(x_{k+1}) \ge \frac{\gamma}{\tau_k}\|x_{k+1} - x_k\|^2`, otherwise
+    :math:`\tau_k \leftarrow \eta\tau_k` and the prox is recomputed (:math:`\nabla g_\sigma(x_k)` is reused). The
+    step size, the acceptance and the stopping are per batch element (a batch gives the same results as one image
+    at a time, unlike deepinv's batch-global backtracking). :math:`F(x_k)` is computed at every iteration (it costs
+    no extra network pass: the forward pass that gives :math:`g_\sigma(x_{k+1})` is kept and its backward pass gives
+    :math:`\nabla g_\sigma(x_{k+1})` for the next step) and recorded in :attr:`history`.
+
+    The data prox :math:`\operatorname{prox}_{\tau f}(z) = (\operatorname{Id} + \tau A^\top A)^{-1}(z + \tau A^\top y)`
+    is in closed form for :class:`deepinv.physics.DecomposablePhysics` (``physics.prox_l2``, e.g. ``BlurFFT``,
+    ``Inpainting``); for any other linear physics it is solved by conjugate gradients with this object's own
+    ``prox_max_iter``/``prox_tol`` through :func:`deepinv.optim.linear.least_squares` (not ``physics.prox_l2``,
+    which overwrites the physics' solver settings; and without the ``1e-8`` that deepinv's CG adds to its
+    denominators by default, which stalls it near :math:`10^{-5}`). An inexact prox cannot break the decrease of :math:`F`: the
+    Armijo test rejects such a step.
+
+    The iteration stops per element when the relative change of the objective,
+    :math:`|F(x_{k+1}) - F(x_k)| / |F(x_{k+1})|` (``crit="objective"``, deepinv's ``crit_conv="cost"``), or of the
+    iterate, :math:`\|x_{k+1} - x_k\| / \|x_k\|` (``crit="iterate"``), falls below ``tol``, or when backtracking
+    fails ``backtracking.max_iter`` times in a row. The output is the last iterate :math:`x_K` (``output="iterate"``)
+    or its denoised version :math:`D_\sigma(x_K) = x_K - \nabla g_\sigma(x_K)` (``output="denoised"``, as the
+    authors report).
+
+    Training: when autograd is enabled and a parameter requires a gradient (e.g. in :class:`deepinv.Trainer`), the
+    iterations run without a graph and one last differentiable step is taken from the fixed point (Jacobian-free
+    back-propagation, as deepinv's ``DEQConfig(jacobian_free=True)``).
+
+    :param deepinv_ext.denoisers.GradientStepDenoiser denoiser: a gradient-step denoiser, or any module with
+        ``potential(x, sigma)`` (shape ``(B,)``) and ``potential_and_grad(x, sigma, create_graph)``.
+    :param float lambda_: regularisation weight :math:`\lambda > 0` (e.g. from
+        :class:`deepinv_ext.algorithms.AffineParameterRule`).
+    :param float sigma_denoiser: noise level :math:`\sigma` of the denoiser (kept fixed).
+    :param float stepsize: initial step :math:`\tau_0` (default :math:`1/\lambda`, the PnP form
+        :math:`\operatorname{prox}_{\tau f}\circ D_\sigma`).
+    :param int max_iter: maximum number of accepted iterations.
+    :param float tol: stopping tolerance on the relative change.
+    :param str crit: ``"objective"`` or ``"iterate"``.
+    :param backtracking: a :class:`deepinv.optim.BacktrackingConfig` (:math:`\gamma`, :math:`\eta`, maximum number
+        of consecutive reductions), ``True`` for its defaults, or ``False`` (fixed step, no decrease guarantee).
+    :param str output: ``"iterate"`` or ``"denoised"``.
+    :param int prox_max_iter: CG iterations of the data prox for non-decomposable physics.
+    :param float prox_tol: CG tolerance of the data prox.
+    :param bool show_progress_bar: tqdm bar over the iterations.
+
+    :Examples:
+
+    >>> import torch, deepinv as dinv
+    >>> from deepinv.physics.functional.blur import gaussian_blur
+    >>> from deepinv_ext.denoisers import GradientStepDenoiser, SmallPotentialNet
+    >>> from deepinv_ext.algorithms import GradientStepPnP
+    >>> _ = torch.manual_seed(0)
+    >>> physics = dinv.physics.BlurFFT((1, 16, 16), filter=gaussian_blur(sigma=(1.0, 1.0)))
+    >>> model = GradientStepPnP(GradientStepDenoiser(SmallPotentialNet(1, 8, 3)), lambda_=0.1,
+    ...                         sigma_denoiser=0.05, max_iter=20)
+    >>> with torch.no_grad():
+    ...     x_hat = model(physics(torch.rand(2, 1, 16, 16)), physics)
+    >>> bool((model.history["objective"].diff(dim=0) <= 0).all())
+    True
+    """
+
+    def __init__(self, denoiser: torch.nn.Module, lambda_: float, sigma_denoiser: float, *,
+                 stepsize: float | None = None, max_iter: int = 500, tol: float = 1e-5,
+                 crit: Literal["objective", "iterate"] = "objective",
+                 backtracking: BacktrackingConfig | bool = True,
+                 output: Literal["iterate", "denoised"] = "iterate", prox_max_iter: int = 100,
+                 prox_tol: float = 1e-7, show_progress_bar: bool = False):
+        super().__init__()
+        if not (callable(getattr(denoiser, "potential", None))
+                and callable(getattr(denoiser, "potential_and_grad", None))):
+            raise TypeError("denoiser must be a gradient-step denoiser with potential(x, sigma) and "
+                            f"potential_and_grad(x, sigma, create_graph), got {type(denoiser).__name__}")
+        for name, value in (("lambda_", lambda_), ("sigma_denoiser", sigma_denoiser), ("tol", tol),
+                            ("prox_tol", prox_tol)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        if stepsize is not None and not (math.isfinite(stepsize) and stepsize > 0):
+            raise ValueError(f"stepsize must be a positive finite number or None, got {stepsize!r}")
+        if int(max_iter) < 1 or int(prox_max_iter) < 1:
+            raise ValueError(f"max_iter and prox_max_iter must be >= 1, got {max_iter} and {prox_max_iter}")
+        if crit not in ("objective", "iterate"):
+            raise ValueError(f"crit must be 'objective' or 'iterate', got {crit!r}")
+        if output not in ("iterate", "denoised"):
+            raise ValueError(f"output must be 'iterate' or 'denoised', got {output!r}")
+        if isinstance(backtracking, bool):
+            backtracking = BacktrackingConfig() if backtracking else None
+        elif not isinstance(backtracking, BacktrackingConfig):
+            raise TypeError(f"backtracking must be a bool or a deepinv.optim.BacktrackingConfig, "
+                            f"got {type(backtracking).__name__}")
+        if backtracking is not None and not (0 < backtracking.eta < 1 and backtracking.gamma >= 0
+                                             and backtracking.max_iter >= 1):
+            raise ValueError(f"backtracking needs 0 < eta < 1, gamma >= 0, max_iter >= 1, got {backtracking}")
+        self.denoiser = denoiser
+        self.lambda_ = float(lambda_)
+        self.sigma_denoiser = float(sigma_denoiser)
+        self.stepsize = float(stepsize) if stepsize is not None else 1.0 / self.lambda_
+        self.max_iter, self.tol, self.crit, self.output = int(max_iter), float(tol), crit, output
+        self.backtracking = backtracking
+        self.prox_max_iter, self.prox_tol = int(prox_max_iter), float(prox_tol)
+        self.show_progress_bar = show_progress_bar
+        #: Per-iteration record of the last call: ``objective`` :math:`F(x_k)`, shape ``(K+1, B)``; ``step``
+        #: :math:`\|x_{k+1} - x_k\|`, ``stepsize`` :math:`\tau_k` and ``backtracks`` (rejected candidates),
+        #: shape ``(K, B)``; ``converged`` and ``backtracking_failed``, shape ``(B,)``.
+        self.history: dict[str, Tensor] = {}
+
+    @classmethod
+    def contract_example(cls) -> dict:
+        """A tiny instance for :func:`deepinv_ext.testing.check_reconstructor`."""
+        import deepinv as dinv
+        from deepinv.physics.functional.blur import gaussian_blur
+
+        from deepinv_ext.datasets import RandomEllipsesDataset
+        from deepinv_ext.denoisers import GradientStepDenoiser, SmallPotentialNet
+
+        torch.manual_seed(0)
+        physics = dinv.physics.BlurFFT((1, 16, 16), filter=gaussian_blur(sigma=(1.0, 1.0)),
+                                       noise_model=dinv.physics.GaussianNoise(0.01))
+        model = cls(GradientStepDenoiser(SmallPotentialNet(1, 8, 3)), lambda_=0.1, sigma_denoiser=0.05,
+                    max_iter=5)
+        return {"model": model, "physics": physics, "dataset": RandomEllipsesDataset(length=2, size=16, seed=0)}
+
+    # -- the pieces of F ------------------------------------------------------------------------------------
+    def data_fidelity(self, x: Tensor, y: Tensor, physics: LinearPhysics) -> Tensor:
+        r""":math:`f(x) = \frac12\|Ax - y\|^2`, one value per batch element."""
+        return 0.5 * _sqnorm(physics.A(x) - y)
+
+    def objective(self, x: Tensor, y: Tensor, physics: LinearPhysics) -> Tensor:
+        r""":math:`F(x) = \frac12\|Ax - y\|^2 + \lambda g_\sigma(x)`, one value per batch element."""
+        return self.data_fidelity(x, y, physics) + self.lambda_ * self.denoiser.potential(x, self.sigma_denoiser)
+
+    def grad_objective(self, x: Tensor, y: Tensor, physics: LinearPhysics) -> Tensor:
+        r""":math:`\nabla F(x) = A^\top(Ax - y) + \lambda\nabla g_\sigma(x)` (zero at a stationary point)."""
+        _, grad_g = self.denoiser.potential_and_grad(x, self.sigma_denoiser, create_graph=False)
+        return physics.A_adjoint(physics.A(x) - y) + self.lambda_ * grad_g
+
+    def prox_data(self, z: Tensor, y: Tensor, physics: LinearPhysics, tau: Tensor | float) -> Tensor:
+        r""":math:`\operatorname{prox}_{\tau f}(z)`; ``tau`` a float or one step per batch element (shape ``(B,)``)."""
+        if isinstance(tau, Tensor):
+            tau = _bcast(tau.to(dtype=z.dtype, device=z.device), z)
+        if isinstance(physics, DecomposablePhysics):
+            return physics.prox_l2(z, y, tau)
+        return least_squares(physics.A, physics.A_adjoint, y, z=z, init=z, gamma=tau, solver="CG",
+                             max_iter=self.prox_max_iter, tol=self.prox_tol, parallel_dim=[0],
+                             ATA=physics.A_adjoint_A, AAT=physics.A_A_adjoint, eps=torch.finfo(z.dtype).tiny)
+
+    def _check(self, y: Tensor, physics: LinearPhysics) -> None:
+        if not isinstance(physics, LinearPhysics):
+            raise TypeError(f"physics must be a deepinv.physics.LinearPhysics, got {type(physics).__name__}")
+        if not isinstance(y, Tensor):
+            raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}")
+        if not torch.isfinite(y).all():
+            raise ValueError("y (the measurements) contains NaN or inf")
+
+    def _evaluate(self, x: Tensor, y: Tensor, physics: LinearPhysics) -> tuple[Tensor, Tensor, Tensor]:
+        """F(x) and the graph of g at a detached leaf copy of x (backward gives grad g later)."""
+        with torch.enable_grad():
+            leaf = x.detach().requires_grad_(True)
+            g = self.denoiser.potential(leaf, self.sigma_denoiser)
+        F = self.data_fidelity(x, y, physics) + self.lambda_ * g.detach()
+        return F, g, leaf
+
+    @staticmethod
+    def _grad_from(g: Tensor, leaf: Tensor) -> Tensor:
+        with torch.enable_grad():
+            return torch.autograd.grad(g.sum(), leaf)[0]
+
+    # -- the iteration --------------------------------------------------------------------------------------
+    def solve(self, y: Tensor, physics: LinearPhysics, init: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        r"""Run the iteration without a graph; return the last iterate :math:`x_K` and :math:`\nabla g_\sigma(x_K)`.
+
+        Fills :attr:`history`. ``init`` defaults to :math:`A^\top y`.
+        """
+        self._check(y, physics)
+        with torch.no_grad():
+            x = physics.A_adjoint(y) if init is None else init.detach().clone()
+            if x.shape != physics.A_adjoint(y).shape:
+                raise ValueError(f"init must have shape {tuple(physics.A_adjoint(y).shape)}, got {tuple(x.shape)}")
+            batch = x.shape[0]
+            F, g, leaf = self._evaluate(x, y, physics)
+            grad = self._grad_from(g, leaf)
+            tau = torch.full((batch,), self.stepsize, dtype=x.dtype, device=x.device)
+            active = torch.ones(batch, dtype=torch.bool, device=x.device)
+            failed = torch.zeros_like(active)
+            objective, steps, stepsizes, backtracks = [F], [], [], []
+            bt = self.backtracking
+            for _ in tqdm(range(self.max_iter), disable=not self.show_progress_bar, desc="GS-PnP"):
+                z = x - _bcast(tau * self.lambda_, x) * grad
+                pending = active.clone()
+                x_new, F_new, grad_new = x, F, grad
+                n_back = torch.zeros(batch, dtype=torch.long, device=x.device)
+                for _trial in range(1 + (bt.max_iter if bt is not None else 0)):
+                    cand = self.prox_data(z, y, physics, tau)
+                    F_c, g_c, leaf_c = self._evaluate(cand, y, physics)
+                    if bt is None:
+                        ok = torch.ones_like(pending)
+                    else:
+                        ok = F_c <= F - bt.gamma / tau * _sqnorm(cand - x)
+                    take = pending & ok
+                    if take.any():
+                        grad_c = self._grad_from(g_c, leaf_c)
+                        x_new = torch.where(_bcast(take, x), cand, x_new)
+                        F_new = torch.where(take, F_c, F_new)
+                        grad_new = torch.where(_bcast(take, x), grad_c, grad_new)
+                    pending = pending & ~ok
+                    if not pending.any():
+                        break
+                    tau = torch.where(pending, bt.eta * tau, tau)
+                    n_back = n_back + pending.long()
+                    z = torch.where(_bcast(pending, x), x - _bcast(tau * self.lambda_, x) * grad, z)
+                failed = failed | pending
+                step = _sqnorm(x_new - x).sqrt()
+                if self.crit == "objective":
+                    change = (F - F_new).abs() / F_new.abs().clamp_min(torch.finfo(x.dtype).tiny)
+                else:
+                    change = step / _sqnorm(x).sqrt().clamp_min(torch.finfo(x.dtype).tiny)
+                objective.append(F_new)
+                steps.append(step)
+                stepsizes.append(tau.clone())
+                backtracks.append(n_back)
+                x, F, grad = x_new, F_new, grad_new
+                active = active & ~pending & ~(change < self.tol)
+                if not active.any():
+                    break
+        self.history = {
+            "objective": torch.stack(objective).cpu(), "step": torch.stack(steps).cpu(),
+            "stepsize": torch.stack(stepsizes).cpu(), "backtracks": torch.stack(backtracks).cpu(),
+            "converged": (~active & ~failed).cpu(), "backtracking_failed": failed.cpu(),
+        }
+        return x, grad
+
+    def forward(self, y: Tensor, physics: LinearPhysics, init: Tensor | None = None, **kwargs) -> Tensor:
+        r"""Reconstruct from measurements ``y`` (``init``: starting point, default :math:`A^\top y`)."""
+        x, grad = self.solve(y, physics, init=init)
+        trainable = any(p.requires_grad for p in self.parameters())
+        if torch.is_grad_enabled() and trainable:
+            # Jacobian-free back-propagation: one differentiable step from the (detached) fixed point.
+            grad = self.denoiser.potential_and_grad(x, self.sigma_denoiser, create_graph=True)[1]
+            if self.output == "denoised":
+                return x - grad
+            tau = self.history["stepsize"][-1].to(device=x.device, dtype=x.dtype)
+            return self.prox_data(x - _bcast(tau * self.lambda_, x) * grad, y, physics, tau)
+        return x - grad if self.output == "denoised" else x

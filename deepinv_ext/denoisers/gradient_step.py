@@ -1,0 +1,240 @@
+r"""Gradient-step denoisers :math:`D_\sigma = \operatorname{Id} - \nabla g_\sigma` (Hurault, Leclaire, Papadakis).
+
+A gradient-step (GS) denoiser is the explicit gradient step on a learned potential
+
+.. math::
+
+    g_\sigma(x) = \frac{\alpha}{2} \|x - N_\sigma(x)\|_2^2, \qquad
+    D_\sigma(x) = x - \nabla g_\sigma(x) = x - \alpha\,(\operatorname{Id} - J_{N_\sigma}(x))^\top (x - N_\sigma(x)),
+
+for any differentiable network :math:`N_\sigma`. Because :math:`D_\sigma` is a gradient field, plug-and-play
+proximal gradient descent with it is exactly proximal gradient descent on :math:`f + \lambda g_\sigma`
+(:class:`deepinv_ext.algorithms.GradientStepPnP`, Theorem 3 of the convergent-regularisation survey).
+
+deepinv already ships this construction as :class:`deepinv.models.GSPnP.GSPnP` (what
+:func:`deepinv.models.GSDRUNet` returns). :class:`GradientStepDenoiser` subclasses it, keeps its state-dict layout
+(so GS-DRUNet checkpoints load unchanged) and changes three things:
+
+- ``GSPnP.potential_grad`` casts the input to ``float32``: a float64 input silently loses precision and the
+  output dtype changes. Here the input dtype is kept (float64 gradient checks work);
+- ``GSPnP`` defaults to ``detach=True``: the output still depends on :math:`N_\sigma(x)` through a graph that
+  ``autograd.grad`` has already freed, so a loss on :math:`D_\sigma(x)` fails in ``backward()`` and the
+  denoiser cannot be trained as it is (it also sets ``requires_grad`` on the caller's input in place). Here the graph of :math:`\nabla g_\sigma` is kept exactly when autograd
+  is recording and something requires a gradient (training), and dropped otherwise (inference under
+  ``torch.no_grad()``, e.g. in :func:`deepinv.test`); it can also be forced with ``create_graph``;
+- ``GSPnP.potential`` uses :func:`torch.linalg.vector_norm` squared, whose gradient is NaN where
+  :math:`x = N_\sigma(x)`; here it is a sum of squares.
+
+It also exposes :meth:`GradientStepDenoiser.grad` and :meth:`GradientStepDenoiser.potential_and_grad` (one forward
+and one backward pass for both) for the algorithms.
+
+:class:`SmallPotentialNet` is a small convolutional :math:`N_\sigma` that trains on a CPU in minutes, for recipes
+and tests; :meth:`GradientStepDenoiser.from_gsdrunet` builds GS-DRUNet from a local weights file (never a download).
+
+Reference: S. Hurault, A. Leclaire, N. Papadakis, "Gradient step denoiser for convergent plug-and-play",
+ICLR 2022.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from deepinv.models.GSPnP import GSPnP
+from torch import Tensor, nn
+
+__all__ = ["GradientStepDenoiser", "SmallPotentialNet"]
+
+
+def _sigma_map(sigma: float | Tensor | None, x: Tensor) -> Tensor:
+    """Broadcast a noise level (float, 0-d tensor or one per batch element) to a ``(B, 1, H, W)`` map."""
+    if sigma is None:
+        raise ValueError("sigma: the potential network needs a noise level, got None")
+    s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).flatten()
+    if s.numel() not in (1, x.shape[0]):
+        raise ValueError(f"sigma must be a float or hold one value per batch element ({x.shape[0]}), "
+                         f"got {s.numel()} values")
+    return s.expand(x.shape[0]).reshape(-1, 1, *([1] * (x.dim() - 2))).expand(x.shape[0], 1, *x.shape[2:])
+
+
+class SmallPotentialNet(nn.Module):
+    r"""A small convolutional network :math:`N_\sigma(x) = x - r_\theta([x, \sigma])` for gradient-step denoisers.
+
+    :math:`r_\theta` is a plain stack of ``depth`` 3x3 convolutions with ELU activations (smooth enough for
+    :math:`\nabla g_\sigma` to be Lipschitz, as for GS-DRUNet) taking the image and a constant noise-level map; the
+    potential :math:`g_\sigma = \frac12\|x - N_\sigma(x)\|^2 = \frac12\|r_\theta\|^2` is then small on clean images
+    after training. Meant for recipes and tests on a CPU (a few thousand parameters), not for quality.
+
+    :param int in_channels: image channels.
+    :param int channels: feature channels.
+    :param int depth: number of convolutions (at least 2).
+    """
+
+    def __init__(self, in_channels: int = 1, channels: int = 32, depth: int = 5):
+        super().__init__()
+        if in_channels < 1 or channels < 1:
+            raise ValueError(f"in_channels and channels must be positive, got {in_channels} and {channels}")
+        if depth < 2:
+            raise ValueError(f"depth must be at least 2, got {depth}")
+        layers: list[nn.Module] = [nn.Conv2d(in_channels + 1, channels, 3, padding=1), nn.ELU()]
+        for _ in range(depth - 2):
+            layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.ELU()]
+        layers.append(nn.Conv2d(channels, in_channels, 3, padding=1))
+        self.in_channels = in_channels
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
+        r""":math:`N_\sigma(x)` for images ``x`` of shape ``(B, C, H, W)``."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"x must have shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        return x - self.body(torch.cat([x, _sigma_map(sigma, x)], dim=1))
+
+
+class GradientStepDenoiser(GSPnP):
+    r"""Gradient-step denoiser :math:`D_\sigma(x) = x - \nabla g_\sigma(x)`, :math:`g_\sigma(x) = \frac{\alpha}{2}\|x - N_\sigma(x)\|^2`.
+
+    A :class:`deepinv.models.Denoiser` built on deepinv's :class:`deepinv.models.GSPnP.GSPnP` (same parameters, same
+    state-dict keys ``student_grad.model.*``), for any network ``potential_net`` called as
+    ``potential_net(x, sigma)``. Differences to ``GSPnP`` (see the module docstring): the dtype is kept, the graph
+    of :math:`\nabla g_\sigma` is kept when training so that :class:`deepinv.Trainer` trains it, and
+    :math:`g_\sigma` has a gradient everywhere.
+
+    :math:`\nabla g_\sigma` is computed by autograd: one forward pass of :math:`N_\sigma` and one backward pass.
+    The denoiser is a gradient field by construction, which is what makes PnP with it a descent method
+    (:class:`deepinv_ext.algorithms.GradientStepPnP`).
+
+    :param torch.nn.Module potential_net: the network :math:`N_\sigma`, ``potential_net(x, sigma) -> x``-shaped.
+    :param float alpha: scale :math:`\alpha > 0` of the potential (deepinv's relaxation parameter).
+    :param bool create_graph: keep the graph of :math:`\nabla g_\sigma` (``True``), never (``False``), or, by default
+        (``None``), exactly when autograd is enabled and ``x`` or a parameter requires a gradient.
+
+    :Examples:
+
+    >>> import torch
+    >>> from deepinv_ext.denoisers import GradientStepDenoiser, SmallPotentialNet
+    >>> denoiser = GradientStepDenoiser(SmallPotentialNet(in_channels=1, channels=8, depth=3))
+    >>> x = torch.rand(2, 1, 16, 16)
+    >>> with torch.no_grad():
+    ...     out = denoiser(x, 0.05)
+    >>> torch.allclose(out, x - denoiser.grad(x, 0.05))
+    True
+    """
+
+    def __init__(self, potential_net: nn.Module, alpha: float = 1.0, create_graph: bool | None = None):
+        if not isinstance(potential_net, nn.Module):
+            raise TypeError(f"potential_net must be a torch.nn.Module, got {type(potential_net).__name__}")
+        if not alpha > 0:
+            raise ValueError(f"alpha must be positive, got {alpha}")
+        if create_graph not in (None, True, False):
+            raise TypeError(f"create_graph must be None or a bool, got {create_graph!r}")
+        super().__init__(potential_net, alpha=float(alpha), detach=False)
+        self.create_graph = create_graph
+
+    @classmethod
+    def contract_example(cls) -> dict:
+        """A tiny instance for :func:`deepinv_ext.testing.check_denoiser`."""
+        from deepinv_ext.datasets import RandomEllipsesDataset
+
+        torch.manual_seed(0)
+        return {"denoiser": cls(SmallPotentialNet(in_channels=1, channels=8, depth=3)),
+                "dataset": RandomEllipsesDataset(length=2, size=16, seed=0)}
+
+    @classmethod
+    def from_gsdrunet(cls, weights: str | Path | None = None, in_channels: int = 3, nb: int = 2,
+                      nc: Sequence[int] = (64, 128, 256, 512), act_mode: str = "E", alpha: float = 1.0,
+                      device: str | torch.device = "cpu") -> GradientStepDenoiser:
+        r"""GS-DRUNet (deepinv's :class:`deepinv.models.DRUNet` as :math:`N_\sigma`) from a local weights file.
+
+        Nothing is downloaded: ``weights`` is ``None`` (random initialisation) or the path of a state dict of
+        deepinv's :func:`deepinv.models.GSDRUNet` (keys ``student_grad.model.*``, optionally under
+        ``"state_dict"``), loaded with ``torch.load(..., weights_only=True)``. Images must have sides divisible by 8.
+
+        :param weights: path of the weights, or ``None``.
+        :param int in_channels: image channels (1 or 3 for the published weights).
+        :param int nb: residual blocks per scale.
+        :param nc: channels per scale (four scales).
+        :param str act_mode: activation of DRUNet (``"E"``: ELU, as in the paper).
+        :param float alpha: scale of the potential.
+        :param device: device of the model.
+        """
+        from deepinv.models.drunet import DRUNet
+
+        if isinstance(weights, str) and weights == "download":
+            raise ValueError("weights: deepinv-ext never downloads weights; pass the path of a local file or None")
+        net = DRUNet(in_channels=in_channels, out_channels=in_channels, nb=nb, nc=list(nc), act_mode=act_mode,
+                     pretrained=None, device="cpu")
+        model = cls(net, alpha=alpha)
+        if weights is not None:
+            path = Path(weights)
+            if not path.is_file():
+                raise ValueError(f"weights: no file at {path}")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = state.get("state_dict", state)
+            model.load_state_dict(state, strict=True)
+            model.eval()
+        return model.to(device)
+
+    @property
+    def potential_net(self) -> nn.Module:
+        r"""The network :math:`N_\sigma`."""
+        return self.student_grad.model
+
+    def _create_graph(self, create_graph: bool | None, x: Tensor) -> bool:
+        if create_graph is not None:
+            return bool(create_graph)
+        if self.create_graph is not None:
+            return self.create_graph
+        return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+
+    @staticmethod
+    def _check_input(x: Tensor) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() < 2:
+            raise ValueError(f"x must be batched, (B, C, ...), got shape {tuple(x.shape)}")
+
+    def potential(self, x: Tensor, sigma: float | Tensor, *args, **kwargs) -> Tensor:
+        r"""The potential :math:`g_\sigma(x) = \frac{\alpha}{2}\|x - N_\sigma(x)\|^2`, one value per batch element.
+
+        :param torch.Tensor x: images ``(B, C, ...)``.
+        :param sigma: noise level of :math:`N_\sigma` (float or one per batch element).
+        :return: (:class:`torch.Tensor`) of shape ``(B,)``.
+        """
+        self._check_input(x)
+        residual = x - self.student_grad(x, sigma)
+        return 0.5 * self.alpha * residual.pow(2).flatten(1).sum(dim=1)
+
+    def potential_and_grad(self, x: Tensor, sigma: float | Tensor,
+                           create_graph: bool | None = None) -> tuple[Tensor, Tensor]:
+        r""":math:`g_\sigma(x)` (shape ``(B,)``) and :math:`\nabla g_\sigma(x)` with one forward and one backward pass.
+
+        :param torch.Tensor x: images ``(B, C, ...)``.
+        :param sigma: noise level.
+        :param bool create_graph: keep the graph (differentiable outputs); ``None``: see the class docstring.
+        """
+        self._check_input(x)
+        create_graph = self._create_graph(create_graph, x)
+        with torch.enable_grad():
+            x_in = x if (create_graph and x.requires_grad) else x.detach().requires_grad_(True)
+            g = self.potential(x_in, sigma)
+            (grad,) = torch.autograd.grad(g.sum(), x_in, create_graph=create_graph)
+        if not create_graph:
+            g, grad = g.detach(), grad.detach()
+        return g, grad
+
+    def grad(self, x: Tensor, sigma: float | Tensor, create_graph: bool | None = None) -> Tensor:
+        r""":math:`\nabla g_\sigma(x) = \alpha\,(\operatorname{Id} - J_{N_\sigma}(x))^\top (x - N_\sigma(x))`."""
+        return self.potential_and_grad(x, sigma, create_graph=create_graph)[1]
+
+    def potential_grad(self, x: Tensor, sigma: float | Tensor, *args, **kwargs) -> Tensor:
+        r"""Alias of :meth:`grad`, the name deepinv's ``GSPnP`` uses (without its float32 cast and detach)."""
+        return self.grad(x, sigma)
+
+    def forward(self, x: Tensor, sigma: float | Tensor, **kwargs) -> Tensor:
+        r"""Denoise: :math:`D_\sigma(x) = x - \nabla g_\sigma(x)`.
+
+        :param torch.Tensor x: noisy images ``(B, C, ...)``.
+        :param sigma: noise level (float or one per batch element).
+        """
+        return x - self.grad(x, sigma)
