@@ -57,7 +57,7 @@ def test_build_nested_config(with_third_party):
         "target": "deepinv.optim:PGD",
         "prior": {"kind": "prior", "name": "quadratic", "distribution": "dix-plugin-a", "weight": 0.5},
         "data_fidelity": {"target": "deepinv.optim.data_fidelity:L2"},
-        "stepsize": 0.5, "lambd": 1.0, "max_iter": 3,
+        "stepsize": 0.5, "lambda_reg": 1.0, "max_iter": 3,
     }
     model = plugins.build(config)
     assert isinstance(model, dinv.optim.PGD)

@@ -1,0 +1,121 @@
+r"""Quickstart: sparse-view CT of random ellipse phantoms, classical and learned reconstructions side by side.
+
+Problem: recover 64x64 random ellipse phantoms (:class:`deepinv_ext.datasets.RandomEllipsesDataset`) from 60
+parallel-beam views with Gaussian noise (deepinv's :class:`deepinv.physics.Tomography`). Compared:
+
+- FBP: filtered back-projection (the physics' ``A_dagger``);
+- least squares: 30 conjugate-gradient steps on :math:`A^\top A x = A^\top y` (early stopping regularises);
+- TV: :math:`\min_x \tfrac12\|Ax-y\|^2 + \lambda\,\mathrm{TV}(x)` by deepinv's proximal gradient (``PGD``);
+- learned: a small U-Net applied to the back-projection :math:`A^\top y`, trained with :class:`deepinv.Trainer`
+  (deepinv's ``ArtifactRemoval``; the back-projection rather than the FBP keeps training fast on a CPU).
+
+It prints a PSNR/SSIM table on held-out phantoms, saves a figure and a provenance record (config, seed, package
+versions) in ``--output``, and keeps the trained network's checkpoint so that a second run resumes instead of
+retraining. Runs in about a minute on a laptop CPU, downloads nothing::
+
+    python recipes/quickstart.py --output runs/quickstart
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import deepinv as dinv
+import matplotlib
+import torch
+from torch.utils.data import DataLoader
+
+from deepinv_ext.datasets import RandomEllipsesDataset
+from deepinv_ext.provenance import save_run_record, seed_everything
+from deepinv_ext.runner import latest_checkpoint
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--output", default="runs/quickstart", help="output folder")
+    parser.add_argument("--size", type=int, default=64, help="image side")
+    parser.add_argument("--views", type=int, default=60, help="number of parallel-beam views")
+    parser.add_argument("--noise", type=float, default=0.01, help="std of the Gaussian noise on the sinogram")
+    parser.add_argument("--train-images", type=int, default=256)
+    parser.add_argument("--test-images", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--tv-lambda", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help="tiny run for CI (seconds)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.size, args.views, args.train_images, args.test_images, args.epochs = 32, 30, 16, 4, 1
+    return args
+
+
+def least_squares(physics: dinv.physics.LinearPhysics, y: torch.Tensor, steps: int = 30) -> torch.Tensor:
+    """``steps`` conjugate-gradient iterations on the normal equations, started at zero."""
+    return dinv.optim.utils.conjugate_gradient(lambda z: physics.A_adjoint(physics.A(z)), physics.A_adjoint(y),
+                                               max_iter=steps, tol=1e-8)
+
+
+def train_post_processing(physics, args, output: Path) -> torch.nn.Module:
+    """A small U-Net on the back-projection, trained (or resumed) with deepinv's Trainer and a supervised loss."""
+    unet = dinv.models.UNet(in_channels=1, out_channels=1, scales=3, batch_norm=False,
+                            channels_per_scale=[16, 32, 64])
+    model = dinv.models.ArtifactRemoval(unet, mode="adjoint")
+    train = DataLoader(RandomEllipsesDataset(args.train_images, args.size, seed=args.seed), batch_size=8,
+                       shuffle=True, generator=torch.Generator().manual_seed(args.seed))
+    checkpoints = output / "checkpoints"
+    trainer = dinv.Trainer(model=model, physics=physics, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3),
+                           train_dataloader=train, epochs=args.epochs, online_measurements=True, device="cpu",
+                           save_path=checkpoints / f"attempt{len(list(checkpoints.glob('attempt*')))}",
+                           ckpt_pretrained=latest_checkpoint(checkpoints), verbose=False,
+                           show_progress_bar=True, compute_train_metrics=False)
+    return trainer.train()
+
+
+def main(argv=None) -> dict[str, dict[str, float]]:
+    args = parse_args(argv)
+    output = Path(args.output)
+    seed_everything(args.seed)
+    save_run_record(output, vars(args), args.seed)
+    physics = dinv.physics.Tomography(args.views, args.size, circle=False, normalize=True,
+                                      noise_model=dinv.physics.GaussianNoise(args.noise))
+    start = time.time()
+    model = train_post_processing(physics, args, output).eval()
+    train_time = time.time() - start
+
+    test = RandomEllipsesDataset(args.test_images, args.size, seed=args.seed + 1000)
+    x = torch.stack([test[i]["x"] for i in range(len(test))])
+    torch.manual_seed(args.seed)
+    y = physics(x)
+    tv = dinv.optim.PGD(prior=dinv.optim.TVPrior(n_it_max=20), data_fidelity=dinv.optim.data_fidelity.L2(),
+                        lambda_reg=args.tv_lambda, stepsize=1.0 / physics.compute_sqnorm(x[:1], verbose=False).item(),
+                        max_iter=100)
+    with torch.no_grad():
+        recons = {"FBP": physics.A_dagger(y), "least squares (CG)": least_squares(physics, y),
+                  f"TV (lambda={args.tv_lambda:g})": tv(y, physics), "learned (U-Net on A^T y)": model(y, physics)}
+    psnr, ssim = dinv.metric.PSNR(), dinv.metric.SSIM()
+    table = {name: {"PSNR": psnr(r, x).mean().item(), "SSIM": ssim(r, x).mean().item()} for name, r in recons.items()}
+
+    print(f"\n{args.size}x{args.size} ellipses, {args.views} views, noise {args.noise:g}, "
+          f"{args.test_images} test images (U-Net trained in {train_time:.0f} s)")
+    print(f"{'method':28s} {'PSNR (dB)':>10s} {'SSIM':>7s}")
+    for name, row in table.items():
+        print(f"{name:28s} {row['PSNR']:10.2f} {row['SSIM']:7.3f}")
+
+    fig, axes = plt.subplots(1, len(recons) + 1, figsize=(3 * (len(recons) + 1), 3.3))
+    for ax, (name, image) in zip(axes, [("ground truth", x), *recons.items()]):
+        ax.imshow(image[0, 0].clamp(0, 1), cmap="gray", vmin=0, vmax=1)
+        label = name if name == "ground truth" else f"{name}\n{table[name]['PSNR']:.2f} dB"
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(output / "quickstart.png", dpi=120)
+    print(f"figure: {output / 'quickstart.png'}")
+    return table
+
+
+if __name__ == "__main__":
+    main()
