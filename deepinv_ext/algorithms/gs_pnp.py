@@ -72,8 +72,9 @@ class GradientStepPnP(Reconstructor):
 
     The iteration stops per element when the relative change of the objective,
     :math:`|F(x_{k+1}) - F(x_k)| / |F(x_{k+1})|` (``crit="objective"``, deepinv's ``crit_conv="cost"``), or of the
-    iterate, :math:`\|x_{k+1} - x_k\| / \|x_k\|` (``crit="iterate"``), falls below ``tol``, or when backtracking
-    fails ``backtracking.max_iter`` times in a row. The output is the last iterate :math:`x_K` (``output="iterate"``)
+    iterate, :math:`\|x_{k+1} - x_k\| / \|x_k\|` (``crit="iterate"``), falls below ``tol`` (also for a candidate
+    that the Armijo test rejects: then :math:`F` cannot decrease above rounding and :math:`x_k` is kept), or when
+    backtracking fails ``backtracking.max_iter`` times in a row. The output is the last iterate :math:`x_K` (``output="iterate"``)
     or its denoised version :math:`D_\sigma(x_K) = x_K - \nabla g_\sigma(x_K)` (``output="denoised"``, as the
     authors report).
 
@@ -219,6 +220,13 @@ class GradientStepPnP(Reconstructor):
         with torch.enable_grad():
             return torch.autograd.grad(g.sum(), leaf)[0]
 
+    def _change(self, F: Tensor, F_new: Tensor, x: Tensor, x_new: Tensor) -> Tensor:
+        """The relative change that the stopping test compares with ``tol``, per batch element."""
+        tiny = torch.finfo(x.dtype).tiny
+        if self.crit == "objective":
+            return (F - F_new).abs() / F_new.abs().clamp_min(tiny)
+        return _sqnorm(x_new - x).sqrt() / _sqnorm(x).sqrt().clamp_min(tiny)
+
     # -- the iteration --------------------------------------------------------------------------------------
     def solve(self, y: Tensor, physics: LinearPhysics, init: Tensor | None = None) -> tuple[Tensor, Tensor]:
         r"""Run the iteration without a graph; return the last iterate :math:`x_K` and :math:`\nabla g_\sigma(x_K)`.
@@ -236,6 +244,7 @@ class GradientStepPnP(Reconstructor):
             tau = torch.full((batch,), self.stepsize, dtype=x.dtype, device=x.device)
             active = torch.ones(batch, dtype=torch.bool, device=x.device)
             failed = torch.zeros_like(active)
+            stalled = torch.zeros_like(active)
             objective, steps, stepsizes, backtracks = [F], [], [], []
             bt = self.backtracking
             for _ in tqdm(range(self.max_iter), disable=not self.show_progress_bar, desc="GS-PnP"):
@@ -251,12 +260,14 @@ class GradientStepPnP(Reconstructor):
                     else:
                         ok = F_c <= F - bt.gamma / tau * _sqnorm(cand - x)
                     take = pending & ok
+                    # a rejected candidate that is within tol of x: converged to rounding level (no step taken)
+                    stalled = stalled | (pending & ~ok & (self._change(F, F_c, x, cand) < self.tol))
                     if take.any():
                         grad_c = self._grad_from(g_c, leaf_c)
                         x_new = torch.where(_bcast(take, x), cand, x_new)
                         F_new = torch.where(take, F_c, F_new)
                         grad_new = torch.where(_bcast(take, x), grad_c, grad_new)
-                    pending = pending & ~ok
+                    pending = pending & ~ok & ~stalled
                     if not pending.any():
                         break
                     tau = torch.where(pending, bt.eta * tau, tau)
@@ -264,16 +275,13 @@ class GradientStepPnP(Reconstructor):
                     z = torch.where(_bcast(pending, x), x - _bcast(tau * self.lambda_, x) * grad, z)
                 failed = failed | pending
                 step = _sqnorm(x_new - x).sqrt()
-                if self.crit == "objective":
-                    change = (F - F_new).abs() / F_new.abs().clamp_min(torch.finfo(x.dtype).tiny)
-                else:
-                    change = step / _sqnorm(x).sqrt().clamp_min(torch.finfo(x.dtype).tiny)
+                change = self._change(F, F_new, x, x_new)
                 objective.append(F_new)
                 steps.append(step)
                 stepsizes.append(tau.clone())
                 backtracks.append(n_back)
                 x, F, grad = x_new, F_new, grad_new
-                active = active & ~pending & ~(change < self.tol)
+                active = active & ~pending & ~stalled & ~(change < self.tol)
                 if not active.any():
                     break
         self.history = {
