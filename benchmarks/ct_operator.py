@@ -43,6 +43,7 @@ def _timer(fn: Callable[[], torch.Tensor], reps: int, cuda: bool) -> float:
 
 
 def adjoint_error(physics: dinv.physics.LinearPhysics, x: torch.Tensor) -> float:
+    """The relative adjoint error for a Gaussian (white-noise) sinogram ``y``, the hardest case."""
     y = torch.randn_like(physics.A(x))
     lhs = (physics.A(x).double() * y.double()).sum()
     rhs = (x.double() * physics.A_adjoint(y).double()).sum()

@@ -83,14 +83,13 @@ class CTGeometry:
                                       self.source_radius, self.detector_radius)
 
     def proj_geom_3d(self, n_slices: int, flip_y: bool = True) -> dict:
-        """A 3D vector geometry (``parallel3d_vec`` or ``cone_vec``) whose ``n_slices`` detector rows see the
-        ``n_slices`` slices of a volume: ASTRA's 2D vectors with z added. Parallel rays stay in their slice, so a
-        parallel-beam stack projects every slice independently; fan beam needs ``n_slices == 1``. ``flip_y``
-        mirrors y, since ASTRA's 3D volumes count rows along +y and its 2D volumes along -y."""
+        """A ``parallel3d_vec`` geometry whose ``n_slices`` detector rows see the ``n_slices`` slices of a volume
+        independently (parallel rays stay in their slice): ASTRA's 2D vectors with z added. ``flip_y`` mirrors y,
+        since ASTRA's 3D volumes count rows along +y and its 2D volumes along -y."""
         astra = import_astra()
-        if self.geometry != "parallel" and n_slices != 1:
-            raise ValueError("a fan-beam geometry stacks no slices: use n_slices=1")
-        vec2d = astra.geom_2vec(self.proj_geom())["Vectors"]  # ray or source (x, y), detector centre, u
+        if self.geometry != "parallel":
+            raise ValueError("the stacked 3D geometry exists for parallel beam only")
+        vec2d = astra.geom_2vec(self.proj_geom())["Vectors"]  # ray (x, y), detector centre (x, y), u (x, y)
         vectors = np.zeros((self.n_angles, 12))
         vectors[:, [0, 1]] = vec2d[:, [0, 1]]
         vectors[:, [3, 4]] = vec2d[:, [2, 3]]
@@ -98,8 +97,7 @@ class CTGeometry:
         vectors[:, 11] = 1.0  # v: one slice per detector row
         if flip_y:
             vectors[:, [1, 4, 7]] *= -1.0
-        kind = "parallel3d_vec" if self.geometry == "parallel" else "cone_vec"
-        return astra.create_proj_geom(kind, n_slices, self.n_detectors, vectors)
+        return astra.create_proj_geom("parallel3d_vec", n_slices, self.n_detectors, vectors)
 
     def key(self, projector: str) -> str:
         """A stable hash of the geometry and the projector (the sparse-matrix cache key)."""
