@@ -104,6 +104,7 @@ def test_batch_equals_one_image_at_a_time():
         both = model(y, physics)
         hist = model.history["objective"]
         one = model(y[1:], physics)
+    assert (hist.diff(dim=0) <= 0).all() and (model.history["objective"].diff(dim=0) <= 0).all()
     torch.testing.assert_close(both[1:], one, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(hist[: len(model.history["objective"]), 1], model.history["objective"][:, 0])
 
@@ -111,10 +112,12 @@ def test_batch_equals_one_image_at_a_time():
 def test_denoised_output_is_the_last_denoised_iterate():
     physics, _, y = _problem()
     denoiser = _denoiser()
+    model = GradientStepPnP(denoiser, lambda_=0.5, sigma_denoiser=0.05, max_iter=10, output="denoised")
     with torch.no_grad():
         x_k = GradientStepPnP(denoiser, lambda_=0.5, sigma_denoiser=0.05, max_iter=10)(y, physics)
-        out = GradientStepPnP(denoiser, lambda_=0.5, sigma_denoiser=0.05, max_iter=10, output="denoised")(y, physics)
+        out = model(y, physics)
         torch.testing.assert_close(out, denoiser(x_k, 0.05))
+    assert (model.history["objective"].diff(dim=0) <= 0).all()
 
 
 def test_training_reaches_the_denoiser_weights():
