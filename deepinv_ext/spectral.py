@@ -149,15 +149,17 @@ def lanczos_apply(matvec: Matvec, v: Tensor, fn: ScalarFn, *, tol: float = 1e-6,
                   check_every: int = 2) -> tuple[Tensor, ApplyInfo]:
     r"""Apply :math:`h(D)v \approx \|v\| Q_k h(T_k) e_1` (Krylov/Lanczos with full reorthogonalisation).
 
-    The error estimate is the relative change of the approximation between two checks ``check_every`` steps
-    apart (exact for the coefficients in the orthonormal Krylov basis); iteration stops when it is below ``tol``.
+    The error estimate is the larger of the last two relative changes of the approximation between checks
+    ``check_every`` steps apart (measured exactly on the coefficients in the orthonormal Krylov basis); iteration
+    stops when it is below ``tol``. It is an estimate, not a bound (use CG for the scaling filter when a bound
+    is needed).
 
     :param Callable matvec: symmetric operator on ``(B, ...)`` tensors.
     :param torch.Tensor v: batch of vectors.
     :param Callable fn: the scalar function, applied to a tensor of eigenvalues.
     :return: ``(h(D)v, ApplyInfo)``.
     """
-    prev, err, k = None, float("inf"), 0
+    prev, err, last, k = None, float("inf"), float("inf"), 0
     gen = _lanczos(matvec, v, max_iter)
     Q, alpha, beta, nv = next(gen)
     coeff = None
@@ -171,7 +173,8 @@ def lanczos_apply(matvec: Matvec, v: Tensor, fn: ScalarFn, *, tol: float = 1e-6,
             coeff = coeff.squeeze(-1) * nv.unsqueeze(-1)
             if prev is not None:
                 pad = torch.nn.functional.pad(prev, (0, k - prev.shape[-1]))
-                err = float(((coeff - pad).norm(dim=-1) / coeff.norm(dim=-1).clamp_min(1e-300)).max().detach())
+                diff = float(((coeff - pad).norm(dim=-1) / coeff.norm(dim=-1).clamp_min(1e-300)).max().detach())
+                err, last = max(diff, last), diff  # two successive changes below tol (guards against stagnation)
             prev = coeff
             if err < tol or breakdown or k >= max_iter:
                 break

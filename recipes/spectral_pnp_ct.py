@@ -151,9 +151,8 @@ def noisy_data(y: torch.Tensor, deltas: list[float], seed: int) -> list[torch.Te
     return [y + d * y.norm() * e for d in deltas]
 
 
-def pnp(den, tau, y, physics, args, method, x_init=None):
-    model = SpectralPnP(den, ScalingFilter(), tau, method=method, acceleration="fista", tol=args.pnp_tol,
-                        filter_tol=args.filter_tol, max_iter=args.max_iter, progress=False)
+def pnp(model: SpectralPnP, tau, y, physics, x_init=None):
+    model.tau = tau
     t0 = time.perf_counter()
     with torch.no_grad():
         x = model(y, physics, x_init=x_init)
@@ -205,8 +204,10 @@ def experiment_small(den0, args, out, deltas, taus) -> dict:
           f"|x_dagger - x*| / |x*| = {float((x_dag - x_star).norm() / x_star.norm()):.3f}")
     rows, recon = [], {}
     x_prev = None
+    model = SpectralPnP(den, ScalingFilter(), 1.0, method="eig", eig=eig, acceleration="fista", tol=args.pnp_tol,
+                        filter_tol=args.filter_tol, max_iter=args.max_iter, cache_norm=True)
     for delta, tau, yd in zip(deltas, taus, noisy_data(y, deltas, args.seed), strict=True):
-        x, info, secs = pnp(den, tau, yd, physics, args, "eig", x_init=x_prev)
+        x, info, secs = pnp(model, tau, yd, physics, x_init=x_prev)
         x_prev = x
         x_dir = direct(yd, tau / info["stepsize"])
         x_fbp = fbp(physics, yd)
@@ -233,8 +234,10 @@ def experiment_large(den0, args, out, deltas, taus) -> dict:
     den = den.to(dtype)
     tau_ref = args.tau_ref_factor * min(taus)
     t0 = time.perf_counter()
-    x1, i1, _ = pnp(den, tau_ref, y, physics, args, "cg")
-    x2, i2, _ = pnp(den, tau_ref / 2, y, physics, args, "cg", x_init=x1)
+    model = SpectralPnP(den, ScalingFilter(), 1.0, method="cg", acceleration="fista", tol=args.pnp_tol,
+                        filter_tol=args.filter_tol, max_iter=args.max_iter, progress=True, cache_norm=True)
+    x1, i1, _ = pnp(model, tau_ref, y, physics)
+    x2, i2, _ = pnp(model, tau_ref / 2, y, physics, x_init=x1)
     x_dag = 2 * x2 - x1  # Richardson: x(tau) = x_dag + c tau + O(tau^2)
     extrap = float((x2 - x1).norm() / x_dag.norm())
     print(f"[{size}x{size}] x_dagger ~ Richardson of noise-free PnP at tau_ref={tau_ref:.1e}, {tau_ref / 2:.1e} "
@@ -242,7 +245,7 @@ def experiment_large(den0, args, out, deltas, taus) -> dict:
           f"/ |x| = {extrap:.1e}")
     rows, x_prev = [], None
     for delta, tau, yd in zip(deltas, taus, noisy_data(y, deltas, args.seed), strict=True):
-        x, info, secs = pnp(den, tau, yd, physics, args, "cg", x_init=x_prev)
+        x, info, secs = pnp(model, tau, yd, physics, x_init=x_prev)
         x_prev = x
         x_fbp = fbp(physics, yd)
         rows.append({"delta": delta, "tau": tau, "err_pnp": float((x - x_dag).norm() / x_dag.norm()),
@@ -265,7 +268,10 @@ def write_rows(rows: list[dict], path: Path) -> None:
 
 
 def plot(results: list[dict], out: Path) -> None:
-    fig, axes = plt.subplots(1, 2 + (1 if results and "recon" in results[0] else 0), figsize=(15, 4.5))
+    has_recon = bool(results) and "recon" in results[0]
+    ncols = len(results) + int(has_recon)
+    fig, axes = plt.subplots(1, ncols, figsize=(5 * ncols, 4.5), squeeze=False)
+    axes = list(axes[0])
     for res, ax in zip(results, axes, strict=False):
         d = [r["delta"] for r in res["rows"]]
         ax.loglog(d, [r["err_pnp"] for r in res["rows"]], "o-", label=r"spectral PnP $\|\hat x - x^\dagger\|$")
@@ -275,7 +281,7 @@ def plot(results: list[dict], out: Path) -> None:
         ax.set_title(f"{res['size']}x{res['size']}, " + ("exact filter (eig)" if "recon" in res else "CG filter"))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-    if results and "recon" in results[0]:
+    if has_recon:
         res, ax = results[0], axes[-1]
         deltas = sorted(res["recon"])
         tiles = [res["x_star"], res["x_dag"], res["recon"][deltas[-1]][0], res["recon"][deltas[0]][0],
@@ -295,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared box)")
     p.add_argument("--views", type=int, default=150)
-    p.add_argument("--small-size", type=int, default=64)
+    p.add_argument("--small-size", type=int, default=64, help="0 skips the small (eigendecomposition) experiment")
     p.add_argument("--large-size", type=int, default=256, help="0 skips the large matrix-free experiment")
     p.add_argument("--sigma", type=float, default=0.05, help="training noise level of the denoiser")
     p.add_argument("--channels", type=int, nargs="+", default=[8, 16, 32])
@@ -333,13 +339,14 @@ def main(argv: list[str] | None = None) -> None:
         hi, lo, k = spec
         return [10 ** (math.log10(hi) + i * (math.log10(lo) - math.log10(hi)) / (int(k) - 1)) for i in range(int(k))]
 
-    deltas = grid(args.deltas)
-    results = [experiment_small(den, args, out, deltas, [args.tau_factor * d for d in deltas])]
-    write_rows(results[0]["rows"], out / f"convergence_{args.small_size}.csv")
+    deltas, results = grid(args.deltas), []
+    if args.small_size:
+        results.append(experiment_small(den, args, out, deltas, [args.tau_factor * d for d in deltas]))
+        write_rows(results[-1]["rows"], out / f"convergence_{args.small_size}.csv")
     if args.large_size:
         ld = grid(args.large_deltas)
         results.append(experiment_large(den, args, out, ld, [args.tau_factor * d for d in ld]))
-        write_rows(results[1]["rows"], out / f"convergence_{args.large_size}.csv")
+        write_rows(results[-1]["rows"], out / f"convergence_{args.large_size}.csv")
     plot(results, out)
     for res in results:
         errs = [r["err_pnp"] for r in res["rows"]]

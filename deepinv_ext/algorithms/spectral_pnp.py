@@ -59,6 +59,12 @@ class SpectralPnP(dinv.models.Reconstructor):
     :param float filter_tol: relative tolerance of each filtered application.
     :param float tol: stopping tolerance on the relative change of the iterates.
     :param int max_iter: maximum number of iterations.
+    :param bool cache_norm: compute :math:`\|A\|^2` once per physics object and image shape (only for a
+        physics that does not change between calls).
+    :param deepinv_ext.spectral.OperatorEig eig: a precomputed eigendecomposition of the denoiser for
+        ``method="eig"`` (otherwise computed and cached per image shape on first use).
+
+    Changing ``tau`` between calls is allowed (the checks, the eigendecomposition and the spectrum are kept).
     """
 
     def __init__(self, denoiser: torch.nn.Module, filter: SpectralFilter | None = None, tau: float = 0.1, *,
@@ -66,7 +72,7 @@ class SpectralPnP(dinv.models.Reconstructor):
                  filter_tol: float = 1e-6, tol: float = 1e-6, max_iter: int = 1000, acceleration: str = "none",
                  sigma: float | None = None, check: bool = True, sym_tol: float = 1e-4,
                  spectrum: tuple[float, float] | None = None, max_eig_dim: int = 4096,
-                 progress: bool = False) -> None:
+                 eig: OperatorEig | None = None, cache_norm: bool = False, progress: bool = False) -> None:
         super().__init__()
         self.filter = ScalingFilter() if filter is None else filter
         if not isinstance(self.filter, SpectralFilter):
@@ -83,10 +89,13 @@ class SpectralPnP(dinv.models.Reconstructor):
         self.denoiser, self.tau, self.stepsize, self.step_factor = denoiser, float(tau), stepsize, step_factor
         self.method, self.filter_tol, self.tol, self.max_iter = method, filter_tol, tol, max_iter
         self.acceleration, self.sigma, self.check, self.sym_tol = acceleration, sigma, check, sym_tol
-        self.max_eig_dim, self.progress = max_eig_dim, progress
+        self.max_eig_dim, self.progress, self.cache_norm = max_eig_dim, progress, cache_norm
+        self._sqnorm: dict[tuple, float] = {}
         self.spectrum = spectrum
         self._checked: set[tuple] = set()
         self._eig: dict[tuple, OperatorEig] = {}
+        if eig is not None:
+            self._eig[(eig.shape, "any")] = eig
         self.last_info: dict = {}
 
     @classmethod
@@ -145,6 +154,8 @@ class SpectralPnP(dinv.models.Reconstructor):
             method = {"scaling": "cg", "neumann": "polynomial"}.get(self.filter.name, "lanczos")
         eig = None
         if method == "eig":
+            if (shape, "any") in self._eig:
+                return method, self._eig[(shape, "any")]
             if key not in self._eig:
                 self._eig[key] = OperatorEig(self.matvec, shape, dtype=torch.float64, device=x.device,
                                              max_dim=self.max_eig_dim)
@@ -154,8 +165,16 @@ class SpectralPnP(dinv.models.Reconstructor):
     def compute_stepsize(self, physics: dinv.physics.LinearPhysics, x: Tensor) -> float:
         r""":math:`\eta` = ``step_factor`` / :math:`\|A\|^2` (power method, +1 %), or the given ``stepsize`` after
         checking it against :math:`2/\|A\|^2` (:math:`1/\|A\|^2` with FISTA)."""
-        with torch.no_grad():
-            sq = 1.01 * float(physics.compute_sqnorm(x[:1], max_iter=200, tol=1e-6, verbose=False))
+        key = (id(physics), tuple(x.shape[1:]), x.dtype)
+        if key not in self._sqnorm:
+            with torch.no_grad():
+                sq = 1.01 * float(physics.compute_sqnorm(x[:1], max_iter=200, tol=1e-6, verbose=False))
+            if not self.cache_norm:
+                return self._step(sq)
+            self._sqnorm[key] = sq
+        return self._step(self._sqnorm[key])
+
+    def _step(self, sq: float) -> float:
         limit = (1.0 if self.acceleration == "fista" else 2.0) / sq
         if self.stepsize is None:
             return self.step_factor / sq
