@@ -76,6 +76,9 @@ def test_fixed_point_solves_the_linear_system(filt, tau, method, accel):
     Rtau = (V * filt.r(lam, tau)) @ V.T
     ref = _solve(A, y, Rtau, tau / eta)
     assert float((x - ref).norm() / ref.norm()) < 1e-7
+    if isinstance(filt, ScalingFilter):  # the direct CG solve of the same system
+        xd = model.solve_linear_system(y, physics, tol=1e-12)
+        assert float((xd - ref).norm() / ref.norm()) < 1e-7
 
 
 def test_regularisation_converges_to_the_J_star_minimising_solution():

@@ -25,7 +25,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from deepinv_ext.denoisers.linear_unet import symmetry_gap
-from deepinv_ext.spectral import OperatorEig, ScalingFilter, SpectralFilter, lanczos_extreme
+from deepinv_ext.spectral import OperatorEig, ScalingFilter, SpectralFilter, cg_solve, lanczos_extreme
 
 __all__ = ["SpectralPnP"]
 
@@ -217,4 +217,32 @@ class SpectralPnP(dinv.models.Reconstructor):
                 break
         self.last_info = {"iterations": k, "converged": converged, "denoiser_calls": n_den, "stepsize": eta,
                           "last_change": change, "method": method}
+        return x
+
+    def solve_linear_system(self, y: Tensor, physics: dinv.physics.LinearPhysics, *, tol: float = 1e-10,
+                            max_iter: int = 20000, w_init: Tensor | None = None) -> Tensor:
+        r"""Solve the fixed-point equation directly (scaling filter only), as a reference for the iteration.
+
+        The fixed point solves :math:`[\eta A^\top A + \tau(D^{-1} - \mathrm{Id})]x = \eta A^\top y`. With
+        :math:`x = Dw` this is the symmetric positive definite system
+        :math:`[\eta D A^\top A D + \tau(D - D^2)]\,w = \eta D A^\top y`, solved by CG (two denoiser applications
+        and one :math:`A^\top A` per iteration, no inner solves) to relative residual ``tol``.
+        ``w_init`` warm-starts :math:`w` (e.g. ``last_info["w"]`` of a previous solve); ``self.last_info`` receives
+        the CG iterations, the residual and :math:`w`.
+        """
+        if not isinstance(self.filter, ScalingFilter):
+            raise TypeError(f"solve_linear_system needs the ScalingFilter, got {type(self.filter).__name__}")
+        atb = physics.A_adjoint(y)
+        self._prepare(atb)
+        eta, tau = self.compute_stepsize(physics, atb), self.tau
+
+        def op(w: Tensor) -> Tensor:
+            u = self.matvec(w)
+            return self.matvec(eta * physics.A_adjoint(physics.A(u)) + tau * (w - u))
+
+        with torch.no_grad():
+            w, info = cg_solve(op, eta * self.matvec(atb), tol=tol, max_iter=max_iter, x0=w_init)
+            x = self.matvec(w)
+        self.last_info = {"iterations": info.n_matvecs, "converged": info.converged, "residual": info.error_estimate,
+                          "stepsize": eta, "w": w}
         return x
