@@ -14,6 +14,15 @@ from deepinv_ext.physics.fbp import FILTERS, filter_sinogram, fourier_filter
 pytest.importorskip("astra")
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on a shared 2-core machine OpenMP barriers stall small sparse products by ~15 ms."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _phantom(size: int) -> torch.Tensor:
     image = resize(shepp_logan_phantom(), (size, size), anti_aliasing=True)
     return torch.tensor(image, dtype=torch.float32)[None, None]
@@ -50,14 +59,14 @@ def test_parallel_fbp_of_shepp_logan_reaches_28db():
 
 
 def test_fan_beam_fbp_weighting():
-    x = _phantom(96)
-    physics = AstraCT(96, angles=240, geometry="fanbeam", backend="astra")
+    x = _phantom(64)
+    physics = AstraCT(64, angles=180, geometry="fanbeam", backend="astra")
     rec = physics.fbp(physics.A(x), filter="ramp")
     psnr = float(dinv.metric.PSNR(max_pixel=1.0)(rec, x))
     assert psnr >= 25.0, psnr
     assert abs(float(rec.mean() / x.mean()) - 1) < 2e-2
     # a strongly diverging fan (source close to the image) still reconstructs: the 1/U^2 weight matters there
-    close = AstraCT(96, angles=240, geometry="fanbeam", source_radius=80.0, detector_radius=40.0, backend="astra")
+    close = AstraCT(64, angles=180, geometry="fanbeam", source_radius=56.0, detector_radius=30.0, backend="astra")
     rec_close = close.fbp(close.A(x))
     assert float(dinv.metric.PSNR(max_pixel=1.0)(rec_close, x)) >= 24.0
 

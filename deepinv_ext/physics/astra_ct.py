@@ -390,7 +390,7 @@ class AstraCT(LinearPhysics):
 
     @classmethod
     def contract_example(cls) -> dict:
-        """A 16x16, 12-view parallel-beam operator in float64 (sparse backend, no disk cache)."""
-        physics = cls(16, angles=12, backend="sparse", cache_dir=None)
-        x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        """A 10x10, 10-view parallel-beam operator in float64 (sparse backend, no disk cache)."""
+        physics = cls(10, angles=10, backend="sparse", cache_dir=None)
+        x = torch.rand(2, 1, 10, 10, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
         return {"physics": physics, "x": x}

@@ -77,8 +77,8 @@ class RandomViewsGenerator(PhysicsGenerator):
         """The physics contract on an :class:`AstraCT` whose views were drawn by the generator (float64)."""
         from deepinv_ext.physics.astra_ct import AstraCT
 
-        physics = AstraCT(16, angles=24, backend="sparse", cache_dir=None)
+        physics = AstraCT(10, angles=24, backend="sparse", cache_dir=None)
         generator = cls(physics, n_views=8)
         physics.update(**generator.step(batch_size=2, seed=0))
-        x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        x = torch.rand(2, 1, 10, 10, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
         return {"physics": physics, "x": x}
