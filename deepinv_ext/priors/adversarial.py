@@ -1,0 +1,258 @@
+r"""Adversarial regularisers: a learned critic as the energy of a variational prior.
+
+A critic :math:`g_\theta` is trained (:class:`deepinv_ext.losses.WassersteinCriticLoss`) to tell clean images
+(small :math:`g`) from reconstructions with artefacts (large :math:`g`), and then used as the regulariser of
+
+.. math::
+
+    \hat x = \arg\min_x \frac{1}{2}\|Ax - y\|_2^2 + \lambda\, g_\theta(x).
+
+- :class:`AdversarialRegularizer` (AR, Lunz, Öktem and Schönlieb 2018): a plain convolutional critic, non-convex.
+- :class:`ConvexAdversarialRegularizer` (ACR, Mukherjee, Dittmer, Shumaylov, Lunz, Öktem and Schönlieb 2020): an
+  input-convex network (ICNN) plus :math:`\varepsilon\|x\|_2^2`, so the energy is strongly convex and the
+  variational problem has a unique, stable solution.
+
+Both return **one energy per batch element** (``fn(x)`` of shape ``(B,)``): unlike :class:`deepinv.models.ICNN`,
+whose output broadcasts to ``(B, B)`` for a batch, no batch element sees another.
+
+References: S. Lunz, O. Öktem, C.-B. Schönlieb, *Adversarial regularizers in inverse problems*, NeurIPS 2018;
+S. Mukherjee, S. Dittmer, Z. Shumaylov, S. Lunz, O. Öktem, C.-B. Schönlieb, *Learned convex regularizers for
+inverse problems*, arXiv:2008.02839 (2020); survey (``shared/seeds``), sections 2.2.3.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from deepinv.optim import Prior
+from torch import Tensor, nn
+
+__all__ = ["AdversarialRegularizer", "ConvexAdversarialRegularizer", "autograd_energy_and_grad", "autograd_grad"]
+
+
+def autograd_grad(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    r""":math:`\nabla_x \sum_b fn(x)_b` by autograd, also inside ``torch.no_grad()``.
+
+    The graph is kept (``create_graph=True``) when ``x`` itself requires grad, so that the gradient can be
+    differentiated again (unrolling, gradient penalties); otherwise the result is detached.
+    """
+    keep = x.requires_grad
+    with torch.enable_grad():
+        z = x if keep else x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(fn(z).sum(), z, create_graph=keep)
+    return grad
+
+
+def autograd_energy_and_grad(fn: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
+    r""":math:`(fn(x), \nabla_x \sum_b fn(x)_b)` in one forward and one reverse sweep (detached unless ``x``
+    requires grad, as in :func:`autograd_grad`)."""
+    keep = x.requires_grad
+    with torch.enable_grad():
+        z = x if keep else x.detach().requires_grad_(True)
+        energy = fn(z)
+        (grad,) = torch.autograd.grad(energy.sum(), z, create_graph=keep)
+    return (energy if keep else energy.detach()), grad
+
+
+def _check_image(x: Tensor, channels: int) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 4 or x.shape[1] != channels:
+        raise ValueError(f"x must have shape (B, {channels}, H, W), got {tuple(x.shape)}")
+
+
+def _positive_int(value: int, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+class AdversarialRegularizer(Prior):
+    r"""Adversarial regulariser (AR): the energy :math:`g_\theta(x)` of a convolutional critic (non-convex).
+
+    The critic follows Lunz et al. (2018): six 5x5 convolutions with leaky ReLU (slope 0.1), widths
+    ``widths`` (default 16, 32, 32, 64, 64, 128), the last four with stride 2, then two dense layers (256 units,
+    then 1). One deviation, so that any image size works: the features are averaged over space before the
+    dense layers (Lunz et al. flatten a fixed-size feature map).
+
+    Trained by :class:`deepinv_ext.losses.WassersteinCriticLoss` to be small on clean images and large on
+    artefact-laden ones, with gradient norm at most about 1 (1-Lipschitz critic, Wasserstein-1 dual).
+
+    :param int in_channels: image channels.
+    :param tuple[int, ...] widths: filters of the convolutions.
+    :param int kernel_size: convolution size.
+    :param int hidden: units of the first dense layer.
+    :param float negative_slope: leaky ReLU slope.
+
+    :Examples:
+
+    >>> import torch
+    >>> from deepinv_ext.priors import AdversarialRegularizer
+    >>> prior = AdversarialRegularizer()
+    >>> x = torch.rand(3, 1, 32, 32)
+    >>> prior.fn(x).shape, prior.grad(x).shape
+    (torch.Size([3]), torch.Size([3, 1, 32, 32]))
+    """
+
+    def __init__(self, in_channels: int = 1, widths: tuple[int, ...] = (16, 32, 32, 64, 64, 128),
+                 kernel_size: int = 5, hidden: int = 256, negative_slope: float = 0.1) -> None:
+        super().__init__()
+        self.explicit_prior = True
+        self.in_channels = _positive_int(in_channels, "in_channels")
+        _positive_int(kernel_size, "kernel_size")
+        _positive_int(hidden, "hidden")
+        if len(widths) < 1:
+            raise ValueError("widths must name at least one convolution")
+        layers: list[nn.Module] = []
+        prev = in_channels
+        n = len(widths)
+        for i, width in enumerate(widths):
+            stride = 2 if i >= n - 4 and n > 2 else 1
+            layers += [nn.Conv2d(prev, _positive_int(width, "widths"), kernel_size, stride=stride,
+                                 padding=kernel_size // 2), nn.LeakyReLU(negative_slope)]
+            prev = width
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Linear(prev, hidden), nn.LeakyReLU(negative_slope), nn.Linear(hidden, 1))
+
+    def fn(self, x: Tensor, *args, **kwargs) -> Tensor:
+        r"""The critic value :math:`g_\theta(x)` of each batch element, shape ``(B,)``."""
+        _check_image(x, self.in_channels)
+        return self.head(self.features(x).mean(dim=(2, 3))).reshape(x.shape[0])
+
+    def grad(self, x: Tensor, *args, **kwargs) -> Tensor:
+        r""":math:`\nabla g_\theta(x)` by autograd, same shape as ``x``."""
+        return autograd_grad(self.fn, x)
+
+    def energy_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        r""":math:`(g_\theta(x), \nabla g_\theta(x))` in one sweep (used by
+        :class:`deepinv_ext.algorithms.VariationalSolver`)."""
+        return autograd_energy_and_grad(self.fn, x)
+
+    @classmethod
+    def contract_example(cls) -> dict:
+        """A small critic in float64 on a batch of two 16x16 images."""
+        torch.manual_seed(0)
+        prior = cls(widths=(4, 4, 8), hidden=8).double()
+        return {"prior": prior, "x": torch.rand(2, 1, 16, 16, dtype=torch.float64)}
+
+
+def smooth_leaky_relu(x: Tensor, negative_slope: float = 0.2, smoothing: float = 0.0) -> Tensor:
+    r"""Leaky ReLU, or for ``smoothing = s > 0`` its smooth version
+    :math:`a x + (1 - a)\, s \log(1 + e^{x/s})`; both convex and non-decreasing (ICNN activations)."""
+    if smoothing <= 0:
+        return F.leaky_relu(x, negative_slope)
+    return negative_slope * x + (1 - negative_slope) * smoothing * F.softplus(x / smoothing)
+
+
+class ConvexAdversarialRegularizer(Prior):
+    r"""Adversarial convex regulariser (ACR): an input-convex critic plus :math:`\varepsilon\|x\|_2^2`.
+
+    .. math::
+
+        z_1 = \sigma(W^x_0 x + b_0), \qquad z_{k+1} = \sigma(W^z_k z_k + W^x_k x + b_k)\ (k = 1, \dots, L-1),
+
+        g_\theta(x) = \operatorname{mean}_{\text{pixels}}\big(W^z_L z_L\big) + \varepsilon \|x\|_2^2,
+
+    with 5x5 convolutions, :math:`\sigma` the leaky ReLU of slope 0.2 (convex and non-decreasing) and the
+    hidden-to-hidden weights :math:`W^z_k \ge 0`. Then each :math:`z_k` is convex in :math:`x` (a non-negative
+    combination of convex functions composed with a convex non-decreasing :math:`\sigma`), and so is
+    :math:`g_\theta`; with :math:`\varepsilon > 0` it is :math:`2\varepsilon`-strongly convex.
+
+    **Non-negativity by parametrisation**: :math:`W^z_k = \operatorname{softplus}(V_k)` for free parameters
+    :math:`V_k`, so any optimiser (and :class:`deepinv.Trainer`, which has no projection hook) keeps the network
+    convex; Mukherjee et al. instead clip negative weights to zero after each step. The :math:`V_k` start so
+    that :math:`W^z_k` has mean :math:`1/\text{fan-in}` (activations keep their scale across layers).
+
+    ``smoothing > 0`` replaces the leaky ReLU by its smooth convex version (:func:`smooth_leaky_relu`), which
+    makes :math:`\nabla g_\theta` Lipschitz, as gradient descent with a fixed or backtracked step assumes.
+
+    Default size as Mukherjee et al.: 10 layers, 48 filters, 5x5 kernels.
+
+    :param int in_channels: image channels.
+    :param int num_filters: hidden channels.
+    :param int kernel_size: convolution size.
+    :param int num_layers: number of hidden layers :math:`L`.
+    :param float eps: weight :math:`\varepsilon \ge 0` of :math:`\|x\|_2^2` (the sum over pixels).
+    :param float negative_slope: leaky ReLU slope in :math:`[0, 1]`.
+    :param float smoothing: 0 for the leaky ReLU, or the softplus width of its smooth version.
+
+    :Examples:
+
+    >>> import torch
+    >>> from deepinv_ext.priors import ConvexAdversarialRegularizer
+    >>> prior = ConvexAdversarialRegularizer(num_filters=8, num_layers=3)
+    >>> a, b = torch.rand(2, 4, 1, 16, 16)
+    >>> bool((prior.fn((a + b) / 2) <= (prior.fn(a) + prior.fn(b)) / 2 + 1e-5).all())
+    True
+    """
+
+    def __init__(self, in_channels: int = 1, num_filters: int = 48, kernel_size: int = 5, num_layers: int = 10,
+                 eps: float = 1e-3, negative_slope: float = 0.2, smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.explicit_prior = True
+        self.in_channels = _positive_int(in_channels, "in_channels")
+        _positive_int(num_filters, "num_filters")
+        _positive_int(kernel_size, "kernel_size")
+        _positive_int(num_layers, "num_layers")
+        if not (math.isfinite(eps) and eps >= 0):
+            raise ValueError(f"eps must be a finite number >= 0, got {eps}")
+        if not 0 <= negative_slope <= 1:
+            raise ValueError(f"negative_slope must lie in [0, 1] (convex, non-decreasing), got {negative_slope}")
+        if not (math.isfinite(smoothing) and smoothing >= 0):
+            raise ValueError(f"smoothing must be a finite number >= 0, got {smoothing}")
+        self.eps, self.negative_slope, self.smoothing = float(eps), float(negative_slope), float(smoothing)
+        self.padding = kernel_size // 2
+        pad = self.padding
+        self.wx = nn.ModuleList(nn.Conv2d(in_channels, num_filters, kernel_size, padding=pad)
+                                for _ in range(num_layers))
+        fan_in = num_filters * kernel_size ** 2
+        init = math.log(math.expm1(1.0 / fan_in))  # softplus(init) = 1 / fan_in
+        self.wz_raw = nn.ParameterList(
+            nn.Parameter(init + 0.5 * torch.randn(num_filters, num_filters, kernel_size, kernel_size))
+            for _ in range(num_layers - 1))
+        self.out_raw = nn.Parameter(init + 0.5 * torch.randn(1, num_filters, kernel_size, kernel_size))
+
+    def hidden_weights(self) -> list[Tensor]:
+        r"""The non-negative weights :math:`W^z_1, \dots, W^z_L` (the last one maps to the output)."""
+        return [F.softplus(v) for v in self.wz_raw] + [F.softplus(self.out_raw)]
+
+    def critic(self, x: Tensor) -> Tensor:
+        r"""The convex network part of the energy (without :math:`\varepsilon\|x\|^2`), shape ``(B,)``."""
+        _check_image(x, self.in_channels)
+        act = self._act
+        weights = self.hidden_weights()
+        z = act(self.wx[0](x))
+        for wx, wz in zip(self.wx[1:], weights[:-1]):
+            z = act(F.conv2d(z, wz.to(x.dtype), padding=self.padding) + wx(x))
+        return F.conv2d(z, weights[-1].to(x.dtype), padding=self.padding).mean(dim=(1, 2, 3))
+
+    def _act(self, x: Tensor) -> Tensor:
+        return smooth_leaky_relu(x, self.negative_slope, self.smoothing)
+
+    def fn(self, x: Tensor, *args, **kwargs) -> Tensor:
+        r"""The energy :math:`g_\theta(x) + \varepsilon\|x\|_2^2` of each batch element, shape ``(B,)``."""
+        return self.critic(x) + self.eps * x.pow(2).sum(dim=(1, 2, 3))
+
+    def grad(self, x: Tensor, *args, **kwargs) -> Tensor:
+        r"""The gradient of :meth:`fn` by autograd, same shape as ``x``."""
+        return autograd_grad(self.fn, x)
+
+    def energy_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        r"""(:meth:`fn`, :meth:`grad`) in one sweep (used by :class:`deepinv_ext.algorithms.VariationalSolver`)."""
+        return autograd_energy_and_grad(self.fn, x)
+
+    @torch.no_grad()
+    def midpoint_convexity_gap(self, a: Tensor, b: Tensor) -> Tensor:
+        r""":math:`g(\tfrac{a+b}{2}) - \tfrac{g(a) + g(b)}{2}` per pair (:math:`\le 0` up to rounding for a
+        convex :math:`g`)."""
+        return self.fn((a + b) / 2) - (self.fn(a) + self.fn(b)) / 2
+
+    @classmethod
+    def contract_example(cls) -> dict:
+        """A 3-layer, 4-filter ICNN in float64 on a batch of two 12x12 images."""
+        torch.manual_seed(0)
+        prior = cls(num_filters=4, kernel_size=3, num_layers=3, eps=1e-2).double()
+        return {"prior": prior, "x": torch.rand(2, 1, 12, 12, dtype=torch.float64)}

@@ -1,0 +1,148 @@
+r"""NETT: a weighted :math:`\ell^p` norm of a learned encoder-decoder as a variational regulariser.
+
+.. math::
+
+    R(x) = \sum_i v_i\, |\Phi(x)_i|^p, \qquad \Phi(x) = x - D(x),
+
+where :math:`D` is a small encoder-decoder (U-Net) trained by :class:`deepinv_ext.losses.NETTLoss` so that
+:math:`\Phi` returns the artefact of an image with artefacts and zero on a clean image (Li et al. 2020): the
+regulariser measures "how much artefact" an image carries.
+
+**Coercivity** (needed for the existence and stability of the NETT minimisers, condition (R3) of Li et al.):
+the hidden layers of :math:`D` use leaky ReLU (slope 0.2, no dead units; coercivity does not rest on it), and
+the output of :math:`D` is bounded, :math:`D(x) = b \tanh(u(x) / b)` with bound
+:math:`b`. Then :math:`\|D(x)\|_\infty \le b` and
+
+.. math::
+
+    R(x) \ge v_{\min}\, \|x - D(x)\|_p^p \ge v_{\min} \big(\|x\|_p - b\, N^{1/p}\big)_+^p \to \infty
+    \quad (\|x\| \to \infty),
+
+so :math:`R` is coercive whatever the weights of the network (:math:`N` the number of pixels). A plain
+encoder-decoder without the residual and the bound is not coercive in general (it can map large images to 0).
+
+Reference: H. Li, J. Schwab, S. Antholzer, M. Haltmeier, *NETT: solving inverse problems with deep neural
+networks*, Inverse Problems 36 (2020) 065005; survey (``shared/seeds``), section 2.2.4.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from deepinv.optim import Prior
+from torch import Tensor, nn
+
+from deepinv_ext.priors.adversarial import autograd_energy_and_grad, autograd_grad
+
+__all__ = ["NETT", "BoundedUNet"]
+
+
+def _block(cin: int, cout: int, slope: float) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.LeakyReLU(slope),
+                         nn.Conv2d(cout, cout, 3, padding=1), nn.LeakyReLU(slope))
+
+
+class BoundedUNet(nn.Module):
+    r"""A small U-Net :math:`D` with leaky ReLU and a bounded output :math:`b\tanh(u/b)`.
+
+    :param int in_channels: image channels.
+    :param int width: channels of the first level (doubled at each coarser level).
+    :param int depth: number of down-sampling steps (the image sides must be divisible by :math:`2^{depth}`).
+    :param float bound: output bound :math:`b > 0`.
+    :param float negative_slope: leaky ReLU slope.
+    """
+
+    def __init__(self, in_channels: int = 1, width: int = 16, depth: int = 2, bound: float = 2.0,
+                 negative_slope: float = 0.2) -> None:
+        super().__init__()
+        if not (math.isfinite(bound) and bound > 0):
+            raise ValueError(f"bound must be a finite number > 0, got {bound}")
+        if depth < 0 or width < 1:
+            raise ValueError(f"depth must be >= 0 and width >= 1, got depth={depth}, width={width}")
+        self.bound, self.depth = float(bound), int(depth)
+        widths = [width * 2 ** k for k in range(depth + 1)]
+        self.down = nn.ModuleList(_block(c_in, c_out, negative_slope)
+                                  for c_in, c_out in zip([in_channels] + widths[:-1], widths))
+        self.up = nn.ModuleList(nn.ConvTranspose2d(widths[k + 1], widths[k], 2, stride=2) for k in range(depth))
+        self.merge = nn.ModuleList(_block(2 * widths[k], widths[k], negative_slope) for k in range(depth))
+        self.out = nn.Conv2d(widths[0], in_channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        side = 2 ** self.depth
+        if x.shape[-1] % side or x.shape[-2] % side:
+            raise ValueError(f"x: the image sides must be divisible by 2**depth = {side}, got {tuple(x.shape[-2:])}")
+        skips = []
+        z = x
+        for k, block in enumerate(self.down):
+            z = block(z if k == 0 else F.avg_pool2d(z, 2))
+            skips.append(z)
+        for k in reversed(range(self.depth)):
+            z = self.merge[k](torch.cat([self.up[k](z), skips[k]], dim=1))
+        return self.bound * torch.tanh(self.out(z) / self.bound)
+
+
+class NETT(Prior):
+    r"""NETT regulariser :math:`R(x) = \sum_i v_i |\Phi(x)_i|^p` with :math:`\Phi(x) = x - D(x)`.
+
+    :param int in_channels: image channels.
+    :param float p: exponent :math:`p \ge 1` (:math:`p = 2`, the default, makes :math:`R` smooth).
+    :param float, torch.Tensor weights: weights :math:`v_i > 0`: a number, or a tensor broadcastable to one image
+        ``(C, H, W)``.
+    :param torch.nn.Module network: the network :math:`D` (default :class:`BoundedUNet` with ``width`` and
+        ``depth``); coercivity needs a bounded :math:`D` (see the module docstring).
+    :param int width: channels of the default U-Net.
+    :param int depth: levels of the default U-Net.
+    :param float bound: output bound of the default U-Net.
+
+    :Examples:
+
+    >>> import torch
+    >>> from deepinv_ext.priors import NETT
+    >>> prior = NETT(width=4)
+    >>> x = torch.rand(2, 1, 16, 16)
+    >>> prior.fn(x).shape, prior.grad(x).shape
+    (torch.Size([2]), torch.Size([2, 1, 16, 16]))
+    """
+
+    def __init__(self, in_channels: int = 1, p: float = 2.0, weights: float | Tensor = 1.0,
+                 network: nn.Module | None = None, width: int = 16, depth: int = 2, bound: float = 2.0) -> None:
+        super().__init__()
+        self.explicit_prior = True
+        if not (math.isfinite(p) and p >= 1):
+            raise ValueError(f"p must be a finite number >= 1, got {p}")
+        weights = torch.as_tensor(weights, dtype=torch.get_default_dtype())
+        if not (torch.isfinite(weights).all() and (weights > 0).all()):
+            raise ValueError("weights must be finite and > 0 (v_i > 0 keeps R coercive)")
+        if weights.ndim > 3:
+            raise ValueError(f"weights must be a number or broadcast to (C, H, W), got shape {tuple(weights.shape)}")
+        self.in_channels, self.p = int(in_channels), float(p)
+        self.register_buffer("weights", weights)
+        self.network = network if network is not None else BoundedUNet(in_channels, width, depth, bound)
+
+    def phi(self, x: Tensor) -> Tensor:
+        r"""The artefact map :math:`\Phi(x) = x - D(x)`, shape of ``x``."""
+        if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[1] != self.in_channels:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must have shape (B, {self.in_channels}, H, W), got {shape}")
+        return x - self.network(x)
+
+    def fn(self, x: Tensor, *args, **kwargs) -> Tensor:
+        r""":math:`R(x)` of each batch element, shape ``(B,)``."""
+        return (self.weights.to(x.dtype) * self.phi(x).abs().pow(self.p)).sum(dim=(1, 2, 3))
+
+    def grad(self, x: Tensor, *args, **kwargs) -> Tensor:
+        r""":math:`\nabla R(x)` by autograd, same shape as ``x``."""
+        return autograd_grad(self.fn, x)
+
+    def energy_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        r"""(:meth:`fn`, :meth:`grad`) in one sweep (used by :class:`deepinv_ext.algorithms.VariationalSolver`)."""
+        return autograd_energy_and_grad(self.fn, x)
+
+    @classmethod
+    def contract_example(cls) -> dict:
+        """A 4-channel, one-level NETT in float64 on two 8x8 images."""
+        torch.manual_seed(0)
+        prior = cls(width=4, depth=1).double()
+        return {"prior": prior, "x": torch.rand(2, 1, 8, 8, dtype=torch.float64)}

@@ -1,0 +1,175 @@
+"""AR and ACR priors and the Wasserstein critic loss: energy/gradient contracts, convexity, gradient penalty,
+training inside deepinv.Trainer."""
+
+from __future__ import annotations
+
+import deepinv as dinv
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from deepinv_ext.datasets import RandomEllipsesDataset
+from deepinv_ext.losses.adversarial import WassersteinCriticLoss
+from deepinv_ext.losses.pseudo_inverse import RegularizerTrainingModel
+from deepinv_ext.priors.adversarial import AdversarialRegularizer, ConvexAdversarialRegularizer
+from deepinv_ext.testing import check_plugin, check_prior
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny problems run fastest on one thread (and do not fight other tests for the cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _acr(**kwargs) -> ConvexAdversarialRegularizer:
+    torch.manual_seed(1)
+    args = {"num_filters": 6, "kernel_size": 3, "num_layers": 4, "eps": 1e-2}
+    args.update(kwargs)
+    return ConvexAdversarialRegularizer(**args).double()
+
+
+def _scramble(prior: torch.nn.Module, scale: float = 3.0) -> None:
+    """Large random parameters (far from the initialisation): convexity must not depend on training."""
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in prior.parameters():
+            p.copy_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+
+
+@pytest.mark.parametrize("cls", [AdversarialRegularizer, ConvexAdversarialRegularizer])
+def test_contract(cls):
+    check_plugin(cls, "prior")
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_acr_energy_and_gradient(smoothing):
+    prior = _acr(smoothing=smoothing)
+    x = torch.rand(3, 1, 10, 9, dtype=torch.float64)
+    check_prior(prior, x)
+
+
+def test_one_energy_per_batch_element():
+    """deepinv's ICNN broadcasts to (B, B); ours returns (B,) and the batch gradient is the per-sample one."""
+    for prior in (_acr(), AdversarialRegularizer(widths=(4, 8), hidden=4).double()):
+        x = torch.rand(4, 1, 12, 12, dtype=torch.float64)
+        assert prior.fn(x).shape == (4,)
+        single = torch.cat([prior.grad(x[i:i + 1]) for i in range(4)])
+        torch.testing.assert_close(prior.grad(x), single)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="x must have shape"):
+        _acr().fn(torch.rand(2, 3, 8, 8, dtype=torch.float64))
+    with pytest.raises(ValueError, match="negative_slope"):
+        ConvexAdversarialRegularizer(negative_slope=-0.1)
+    with pytest.raises(ValueError, match="eps"):
+        ConvexAdversarialRegularizer(eps=-1.0)
+    with pytest.raises(ValueError, match="mu"):
+        WassersteinCriticLoss(mu=-1.0)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.05])
+def test_acr_midpoint_convexity_random_pairs(smoothing):
+    prior = _acr(smoothing=smoothing)
+    _scramble(prior)
+    g = torch.Generator().manual_seed(3)
+    a = 2 * torch.rand(2000, 1, 8, 8, generator=g, dtype=torch.float64) - 0.5
+    b = a + torch.randn(a.shape, generator=g, dtype=torch.float64) * torch.rand(2000, 1, 1, 1, generator=g,
+                                                                                dtype=torch.float64)
+    gap = prior.midpoint_convexity_gap(a, b)
+    # strong convexity of eps*||x||^2: gap <= -eps/4 ||a - b||^2
+    bound = -prior.eps / 4 * (a - b).pow(2).sum(dim=(1, 2, 3))
+    scale = prior.fn(a).abs() + prior.fn(b).abs()
+    assert (gap <= bound + 1e-10 * scale).all(), float((gap - bound).max())
+
+
+def test_acr_convex_along_random_lines():
+    prior = _acr()
+    _scramble(prior)
+    g = torch.Generator().manual_seed(4)
+    a = torch.rand(20, 1, 8, 8, generator=g, dtype=torch.float64)
+    d = torch.randn(20, 1, 8, 8, generator=g, dtype=torch.float64)
+    t = torch.linspace(-2, 2, 101, dtype=torch.float64).reshape(1, 101, 1, 1, 1)
+    values = prior.fn((a[:, None] + t * d[:, None]).reshape(-1, 1, 8, 8)).reshape(20, 101)
+    second = values[:, 2:] - 2 * values[:, 1:-1] + values[:, :-2]
+    assert (second >= -1e-9 * values.abs().amax(dim=1, keepdim=True)).all()
+
+
+def test_convexity_check_detects_negative_weights():
+    """The convexity test can fail: a network with negative hidden weights is caught."""
+    prior = _acr(eps=0.0)
+    _scramble(prior)
+    prior.hidden_weights = lambda: [-torch.nn.functional.softplus(v) for v in prior.wz_raw] + [
+        torch.nn.functional.softplus(prior.out_raw)]
+    g = torch.Generator().manual_seed(3)
+    a = torch.rand(2000, 1, 8, 8, generator=g, dtype=torch.float64)
+    b = a + torch.randn(a.shape, generator=g, dtype=torch.float64)
+    assert (prior.midpoint_convexity_gap(a, b) > 1e-8).any()
+
+
+def test_gradient_penalty_one_sided():
+    torch.manual_seed(0)
+    critic = AdversarialRegularizer(widths=(4, 8), hidden=8).double()
+    clean, artefact = torch.rand(2, 6, 1, 12, 12, dtype=torch.float64)
+    with torch.no_grad():
+        critic.head[-1].weight.mul_(1e-6)  # nearly constant critic: gradient norm << 1
+    one = WassersteinCriticLoss(mu=10.0, regularizer=critic).components(clean, artefact)
+    two = WassersteinCriticLoss(mu=10.0, one_sided=False, regularizer=critic).components(clean, artefact)
+    assert (one["grad_norm"] < 1).all() and (one["penalty"] == 0).all()
+    torch.testing.assert_close(two["penalty"], (two["grad_norm"] - 1) ** 2)
+    with torch.no_grad():
+        critic.head[-1].weight.mul_(1e9)  # steep critic: the one-sided penalty is active
+    steep = WassersteinCriticLoss(mu=10.0, regularizer=critic).components(clean, artefact)
+    assert (steep["grad_norm"] > 1).all()
+    torch.testing.assert_close(steep["penalty"], (steep["grad_norm"] - 1) ** 2)
+
+
+def _train(loss, model, epochs: int, physics, data, lr: float = 1e-3):
+    trainer = dinv.Trainer(model=model, physics=physics, optimizer=torch.optim.Adam(model.parameters(), lr=lr),
+                           train_dataloader=DataLoader(data, batch_size=8, shuffle=True), epochs=epochs,
+                           losses=[loss], online_measurements=True, save_path=None, verbose=False,
+                           show_progress_bar=False, compute_train_metrics=False, device="cpu")
+    trainer.train()
+
+
+def _critic_stats(critic, clean, artefact, mu):
+    parts = WassersteinCriticLoss(mu=mu, regularizer=critic,
+                                  generator=torch.Generator().manual_seed(0)).components(clean, artefact)
+    return float((parts["clean"] - parts["artefact"]).mean()), float(parts["grad_norm"].mean())
+
+
+@pytest.mark.parametrize("cls", [AdversarialRegularizer, ConvexAdversarialRegularizer])
+def test_trainer_lowers_critic_loss(cls):
+    torch.manual_seed(0)
+    critic = cls(widths=(8, 8, 16), hidden=16) if cls is AdversarialRegularizer else cls(
+        num_filters=8, kernel_size=3, num_layers=3)
+    model = RegularizerTrainingModel(critic)
+    physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.2))
+    data = RandomEllipsesDataset(length=16, size=16, seed=0)
+    clean = torch.stack([data[i]["x"] for i in range(16)])
+    artefact = clean + 0.2 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))
+    loss = WassersteinCriticLoss(mu=10.0)
+    before = float(loss(clean, artefact, model=model).mean())
+    _train(loss, model, epochs=6, physics=physics, data=data, lr=1e-2)
+    after = float(loss(clean, artefact, model=model).mean())
+    assert after < before - 0.05, (before, after)
+    wasserstein, _ = _critic_stats(critic, clean, artefact, 10.0)
+    assert wasserstein < 0  # the critic ranks the clean images below the noisy ones
+
+
+def test_gradient_penalty_keeps_critic_lipschitz():
+    """Trained without the penalty the critic's gradient norm grows past 1; with it, it stays near 1."""
+    physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.2))
+    data = RandomEllipsesDataset(length=16, size=16, seed=0)
+    clean = torch.stack([data[i]["x"] for i in range(16)])
+    artefact = clean + 0.2 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))
+    norms = {}
+    for mu in (0.0, 10.0):
+        torch.manual_seed(0)
+        model = RegularizerTrainingModel(AdversarialRegularizer(widths=(8, 8, 16), hidden=16))
+        _train(WassersteinCriticLoss(mu=mu), model, epochs=8, physics=physics, data=data, lr=1e-2)
+        norms[mu] = _critic_stats(model.regularizer, clean, artefact, 1.0)[1]
+    assert norms[0.0] > 2.0 and norms[10.0] < 1.5, norms

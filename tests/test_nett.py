@@ -1,0 +1,90 @@
+"""NETT prior and loss: energy/gradient contract, coercivity, training inside deepinv.Trainer."""
+
+from __future__ import annotations
+
+import deepinv as dinv
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from deepinv_ext.datasets import RandomEllipsesDataset
+from deepinv_ext.losses.nett import NETTLoss
+from deepinv_ext.losses.pseudo_inverse import RegularizerTrainingModel
+from deepinv_ext.priors.nett import NETT
+from deepinv_ext.testing import check_plugin, check_prior
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_contract():
+    check_plugin(NETT, "prior")
+    check_plugin(NETTLoss, "loss")
+
+
+@pytest.mark.parametrize("p", [1.5, 2.0, 3.0])
+def test_energy_and_gradient(p):
+    torch.manual_seed(0)
+    weights = torch.rand(1, 8, 8, dtype=torch.float64) + 0.5
+    prior = NETT(p=p, weights=weights, width=4, depth=1).double()
+    x = torch.rand(3, 1, 8, 8, dtype=torch.float64)
+    check_prior(prior, x)
+    e, g = prior.energy_and_grad(x)
+    torch.testing.assert_close(e, prior.fn(x))
+    torch.testing.assert_close(g, prior.grad(x))
+
+
+def test_coercive_lower_bound():
+    """R(x) >= v_min (||x||_p - b N^(1/p))_+^p for any weights of the network (bounded residual)."""
+    torch.manual_seed(0)
+    prior = NETT(p=2.0, width=4, depth=1, bound=2.0).double()
+    with torch.no_grad():
+        for q in prior.network.parameters():
+            q.mul_(50.0)  # saturate the network: the bound must still hold
+    x = torch.randn(16, 1, 8, 8, dtype=torch.float64) * torch.logspace(0, 3, 16, dtype=torch.float64)[:, None,
+                                                                                                      None, None]
+    n = x[0].numel()
+    lower = (x.flatten(1).norm(dim=1) - 2.0 * n ** 0.5).clamp(min=0) ** 2
+    energy = prior.fn(x)
+    assert (energy >= lower * (1 - 1e-12)).all()
+    assert energy[-1] > 1e4 * energy[0].clamp(min=1e-12) or energy[-1] > 1e6
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="p must"):
+        NETT(p=0.5)
+    with pytest.raises(ValueError, match="weights"):
+        NETT(weights=-1.0)
+    with pytest.raises(ValueError, match="divisible"):
+        NETT(width=4, depth=2).fn(torch.rand(1, 1, 6, 6))
+    with pytest.raises(ValueError, match="x must have shape"):
+        NETT(width=4).fn(torch.rand(1, 2, 8, 8))
+    with pytest.raises(ValueError, match="regularizer"):
+        NETTLoss()(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8), model=torch.nn.Identity())
+
+
+def test_trainer_lowers_nett_loss():
+    torch.manual_seed(0)
+    model = RegularizerTrainingModel(NETT(width=8, depth=1))
+    physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.2))
+    data = RandomEllipsesDataset(length=16, size=16, seed=0)
+    clean = torch.stack([data[i]["x"] for i in range(16)])
+    artefact = clean + 0.2 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))
+    loss = NETTLoss()
+    before = float(loss(clean, artefact, model=model).mean())
+    trainer = dinv.Trainer(model=model, physics=physics, optimizer=torch.optim.Adam(model.parameters(), lr=3e-3),
+                           train_dataloader=DataLoader(data, batch_size=8, shuffle=True), epochs=10,
+                           losses=[loss], online_measurements=True, save_path=None, verbose=False,
+                           show_progress_bar=False, compute_train_metrics=False, device="cpu")
+    trainer.train()
+    after = float(loss(clean, artefact, model=model).mean())
+    assert after < 0.7 * before, (before, after)
+    # the trained regulariser ranks the clean images below the noisy ones
+    prior = model.regularizer
+    with torch.no_grad():
+        assert (prior.fn(clean) < prior.fn(artefact)).float().mean() > 0.9
