@@ -292,8 +292,8 @@ def plot(results: list[dict], out: Path) -> None:
     if has_recon:
         res, ax = results[0], axes[-1]
         deltas = sorted(res["recon"])
-        tiles = [res["x_star"], res["x_dag"], res["recon"][deltas[-1]][0], res["recon"][deltas[0]][0],
-                 res["recon"][deltas[0]][1]]
+        tiles = [res["x_star"], res["x_dag"], res["recon"][deltas[0]][0], res["recon"][deltas[-1]][0],
+                 res["recon"][deltas[-1]][1]]  # deltas ascending: [0] is the smallest noise level
         ax.imshow(torch.cat([t[0, 0] for t in tiles], 1).numpy(), cmap="gray", vmin=0, vmax=1)
         ax.set_title(r"$x^*$ | $x^\dagger$ | PnP $\delta_{min}$ | PnP $\delta_{max}$ | FBP $\delta_{max}$")
         ax.axis("off")

@@ -81,6 +81,7 @@ def test_fixed_point_solves_the_linear_system(filt, tau, method, accel):
         assert float((xd - ref).norm() / ref.norm()) < 1e-7
 
 
+@pytest.mark.slow
 def test_regularisation_converges_to_the_J_star_minimising_solution():
     # Theorem 5 on a small problem: tau ~ delta, x_hat(y_delta) -> x_dagger = argmin J*(x) s.t. A^T A x = A^T y
     M = _spd(0.05, 0.95)

@@ -167,8 +167,12 @@ class SpectralPnP(dinv.models.Reconstructor):
         checking it against :math:`2/\|A\|^2` (:math:`1/\|A\|^2` with FISTA)."""
         key = (id(physics), tuple(x.shape[1:]), x.dtype)
         if key not in self._sqnorm:
-            with torch.no_grad():
-                sq = 1.01 * float(physics.compute_sqnorm(x[:1], max_iter=200, tol=1e-6, verbose=False))
+            # deterministic (seeded, without touching the global RNG); deepinv's tol is absolute: a rough pass
+            # sets the scale for a relative 1e-5
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                rough = float(physics.compute_sqnorm(x[:1], max_iter=10, tol=0.0, verbose=False))
+                sq = 1.01 * float(physics.compute_sqnorm(x[:1], max_iter=300, tol=1e-5 * rough, verbose=False))
             if not self.cache_norm:
                 return self._step(sq)
             self._sqnorm[key] = sq
