@@ -85,7 +85,10 @@ class AstraCT(LinearPhysics):
     :math:`A` maps images ``(B, C, H, W)`` (unit pixels centred on the rotation axis) to sinograms
     ``(B, C, n_angles, n_detectors)``, each entry the integral of the image along one ray (ASTRA's and
     :class:`deepinv.physics.TomographyWithAstra`'s layout; :class:`deepinv.physics.Tomography` puts the detector
-    first, ``(B, C, n_detectors, n_angles)``). Every channel is projected on its own.
+    first, ``(B, C, n_detectors, n_angles)``). Every channel is projected on its own. Angles are in degrees and
+    reach ASTRA unchanged (ASTRA's convention: the detector axis of view :math:`\theta` points along
+    :math:`(\cos\theta, \sin\theta)`, image rows run downwards, as in ASTRA's 2D volumes; the
+    CUDA path mirrors its 3D geometry to match).
 
     **Backends** (``backend``), chosen once at construction:
 
