@@ -21,11 +21,14 @@ range, :math:`\varepsilon = 10^{-4}`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
-__all__ = ["AffineParameterRule"]
+__all__ = ["AffineParameterRule", "RelativeChangeStop", "discrepancy_lambda", "gradient_balance_lambda",
+           "noise_norm_gaussian", "noise_norm_log_poisson"]
 
 
 @dataclass(frozen=True)
@@ -68,3 +71,135 @@ class AffineParameterRule:
     def limit(self) -> float:
         r""":math:`\lim_{\delta \to 0} \lambda(\delta) = \varepsilon`."""
         return self.eps
+
+
+# --- AR/ACR/NETT (issue 5): data-driven and a-posteriori choices of lambda, a stopping rule without ground truth
+def _per_sample_norm(t: Tensor) -> Tensor:
+    return t.flatten(1).norm(dim=1)
+
+
+def gradient_balance_lambda(pairs: Iterable[tuple[Tensor, Tensor]], physics, prior=None) -> float:
+    r"""The adversarial-regulariser heuristic of Lunz et al. (2018), generalised to any smooth prior.
+
+    For :math:`\min_x \tfrac12\|Ax - y\|^2 + \lambda R(x)`, the ground truth :math:`x` of a training pair should
+    be nearly stationary, :math:`A^\top(Ax - y) \approx -\lambda \nabla R(x)`, hence
+
+    .. math::
+
+        \lambda = \frac{\mathbb{E}\,\|A^\top(Ax - y)\|_2}{\mathbb{E}\,\|\nabla R(x)\|_2}
+
+    over training pairs :math:`(x, y)`. With ``prior=None`` the denominator is 1: Lunz et al.'s rule
+    :math:`\lambda = \mathbb{E}\|A^\top(Ax - y)\|` for a critic trained to have unit gradient norm (AR, ACR).
+
+    :param Iterable pairs: batches ``(x, y)`` of ground truths and their measurements (training data only).
+    :param deepinv.physics.LinearPhysics physics: the operator :math:`A` (with ``A`` and ``A_adjoint``).
+    :param deepinv.optim.Prior prior: the prior (``grad``), or ``None``.
+    :return: :math:`\lambda > 0` as a float.
+    """
+    data, reg, n = 0.0, 0.0, 0
+    for x, y in pairs:
+        data += float(_per_sample_norm(physics.A_adjoint(physics.A(x) - y)).sum())
+        if prior is not None:
+            reg += float(_per_sample_norm(prior.grad(x)).sum())
+        n += x.shape[0]
+    if n == 0:
+        raise ValueError("pairs must hold at least one batch (x, y)")
+    if prior is None:
+        return data / n
+    if not reg > 0:
+        raise ValueError("prior: its gradient vanishes on the training images, lambda is undefined")
+    return data / reg
+
+
+def noise_norm_gaussian(sigma: float, y: Tensor) -> Tensor:
+    r"""Expected norm of Gaussian noise of standard deviation :math:`\sigma` on each measurement of ``y``:
+    :math:`\sigma\sqrt{m}`, shape ``(B,)``."""
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be a finite number > 0, got {sigma}")
+    m = y[0].numel()
+    return torch.full((y.shape[0],), sigma * math.sqrt(m), dtype=y.dtype, device=y.device)
+
+
+def noise_norm_log_poisson(y: Tensor, N0: float, mu: float) -> Tensor:
+    r"""Estimated noise norm of post-log Poisson data :math:`y = -\frac1\mu\log(N/N_0)`,
+    :math:`N \sim \mathcal{P}(N_0 e^{-\mu Ax})` (deepinv's :class:`~deepinv.physics.LogPoissonNoise`): by the
+    delta method :math:`\operatorname{Var} y_i \approx e^{\mu (Ax)_i} / (\mu^2 N_0)`, estimated at
+    :math:`(Ax)_i \approx y_i`; returns :math:`\sqrt{\sum_i e^{\mu y_i} / (\mu^2 N_0)}`, shape ``(B,)``."""
+    if not (N0 > 0 and mu > 0):
+        raise ValueError(f"N0 and mu must be > 0, got N0={N0}, mu={mu}")
+    return torch.sqrt(torch.exp(mu * y).flatten(1).sum(dim=1) / (mu ** 2 * N0))
+
+
+def discrepancy_lambda(solve: Callable[[float], Tensor], y: Tensor, physics, noise_norm: Tensor | float,
+                       tau: float = 1.0, lam_range: tuple[float, float] = (1e-4, 1e2),
+                       steps: int = 10) -> tuple[float, list[tuple[float, float]]]:
+    r"""Morozov's discrepancy principle: the :math:`\lambda` whose reconstruction fits the data to the noise level,
+
+    .. math::
+
+        \frac{1}{B}\sum_b \frac{\|A x_\lambda^{(b)} - y^{(b)}\|}{\delta_b} = \tau,
+
+    found by bisection in :math:`\log\lambda` (the residual grows with :math:`\lambda` for convex
+    regularisers; for non-convex ones bisection still returns a :math:`\lambda` with the residual bracketed).
+    Usable with every method: ``solve(lam)`` reconstructs the batch ``y`` with weight ``lam`` (one
+    :math:`\lambda` for the batch; pass one-image batches for per-image choices). Needs no ground truth.
+
+    :param Callable solve: ``solve(lam) -> x`` for the batch ``y``.
+    :param torch.Tensor y: the measurements.
+    :param physics: the operator :math:`A`.
+    :param torch.Tensor, float noise_norm: :math:`\delta` per image (``(B,)``) or one number (e.g.
+        :func:`noise_norm_gaussian`, :func:`noise_norm_log_poisson`).
+    :param float tau: the safety factor :math:`\tau` (often slightly above 1).
+    :param tuple lam_range: the bracket :math:`[\lambda_{\min}, \lambda_{\max}]` searched.
+    :param int steps: bisection steps (each one solve).
+    :return: ``(lam, trace)`` with ``trace`` the list of ``(lam, mean residual / delta)`` tried.
+    """
+    lo, hi = (float(v) for v in lam_range)
+    if not 0 < lo < hi:
+        raise ValueError(f"lam_range must satisfy 0 < min < max, got {lam_range}")
+    if not tau > 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    delta = torch.as_tensor(noise_norm, dtype=y.dtype, device=y.device).expand(y.shape[0])
+    trace: list[tuple[float, float]] = []
+    for _ in range(steps):
+        lam = math.sqrt(lo * hi)
+        ratio = float((_per_sample_norm(physics.A(solve(lam)) - y) / delta).mean())
+        trace.append((lam, ratio))
+        if ratio > tau:
+            hi = lam
+        else:
+            lo = lam
+    return math.sqrt(lo * hi), trace
+
+
+@dataclass(frozen=True)
+class RelativeChangeStop:
+    r"""A stopping rule that never looks at the ground truth: stop image :math:`b` once
+
+    .. math::
+
+        \frac{\|x_{k+1} - x_k\|}{\|x_k\|} < \text{tol} \quad\text{and}\quad
+        \frac{|E(x_k) - E(x_{k+1})|}{|E(x_k)|} < \text{tol}
+
+    (the rule of :class:`deepinv_ext.algorithms.VariationalSolver`, here for iterations written elsewhere, e.g. the
+    proximal-gradient TV baseline of ``recipes/ct_learned_regularizers.py``). ``energy`` may be omitted.
+
+    :param float tol: relative tolerance (> 0).
+    """
+
+    tol: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.tol) and self.tol > 0):
+            raise ValueError(f"tol must be a finite number > 0, got {self.tol}")
+
+    def __call__(self, x_new: Tensor, x_old: Tensor, e_new: Tensor | None = None,
+                 e_old: Tensor | None = None) -> Tensor:
+        """Boolean ``(B,)``: which images have converged."""
+        tiny = torch.finfo(x_old.dtype).tiny
+        done = _per_sample_norm(x_new - x_old) / _per_sample_norm(x_old).clamp_min(tiny) < self.tol
+        if e_new is not None and e_old is not None:
+            done = done & ((e_old - e_new).abs() / e_old.abs().clamp_min(tiny) < self.tol)
+        return done

@@ -1,0 +1,76 @@
+"""Choices of lambda for the learned regularisers (issue 5): gradient balance (AR heuristic), discrepancy
+principle, noise-norm estimates and the ground-truth-free stopping rule."""
+
+from __future__ import annotations
+
+import math
+
+import deepinv as dinv
+import pytest
+import torch
+
+from deepinv_ext.algorithms.parameter_choice import (
+    RelativeChangeStop,
+    discrepancy_lambda,
+    gradient_balance_lambda,
+    noise_norm_gaussian,
+    noise_norm_log_poisson,
+)
+from deepinv_ext.priors.nett import NETT
+
+
+def test_gradient_balance_recovers_stationary_lambda():
+    """If every ground truth is exactly stationary for lam0, the rule returns lam0."""
+    torch.manual_seed(0)
+    prior = NETT(width=4, depth=1).double()
+    physics = dinv.physics.Denoising()
+    lam0 = 0.37
+    batches = []
+    for _ in range(3):
+        x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+        batches.append((x, x + lam0 * prior.grad(x)))  # A^T(Ax - y) = -lam0 grad R(x)
+    assert gradient_balance_lambda(batches, physics, prior) == pytest.approx(lam0, rel=1e-10)
+    # Lunz et al.'s rule (prior=None): the mean norm of A^T(Ax - y)
+    expected = sum(float((y - x).flatten(1).norm(dim=1).sum()) for x, y in batches) / 6
+    assert gradient_balance_lambda(batches, physics) == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError, match="pairs"):
+        gradient_balance_lambda([], physics)
+
+
+def test_discrepancy_principle_tikhonov():
+    """A = I, R = |x|^2/2: x_lam = y/(1+lam), residual lam/(1+lam)|y|; the principle gives delta/(|y|-delta)."""
+    y = torch.randn(1, 1, 10, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    physics = dinv.physics.Denoising()
+    delta = 0.3 * float(y.norm())
+    lam, trace = discrepancy_lambda(lambda lam: y / (1 + lam), y, physics, delta, steps=40)
+    assert lam == pytest.approx(delta / (float(y.norm()) - delta), rel=1e-6)
+    assert len(trace) == 40 and all(r > 0 for _, r in trace)
+    with pytest.raises(ValueError, match="lam_range"):
+        discrepancy_lambda(lambda lam: y, y, physics, delta, lam_range=(1.0, 0.1))
+
+
+def test_noise_norms_match_simulated_noise():
+    g = torch.Generator().manual_seed(0)
+    y = torch.zeros(4, 1, 40, 50)
+    noise = dinv.physics.GaussianNoise(0.2, rng=g)
+    measured = (noise(y) - y).flatten(1).norm(dim=1)
+    torch.testing.assert_close(measured, noise_norm_gaussian(0.2, y), rtol=0.05, atol=0)
+    N0, mu = 500.0, 0.05
+    clean = torch.full((4, 1, 40, 50), 10.0)
+    noisy = dinv.physics.LogPoissonNoise(N0=N0, mu=mu, rng=g)(clean)
+    measured = (noisy - clean).flatten(1).norm(dim=1)
+    torch.testing.assert_close(measured, noise_norm_log_poisson(noisy, N0, mu), rtol=0.1, atol=0)
+    with pytest.raises(ValueError, match="sigma"):
+        noise_norm_gaussian(-1.0, y)
+
+
+def test_relative_change_stop():
+    stop = RelativeChangeStop(tol=1e-3)
+    x = torch.ones(2, 1, 4, 4)
+    x_new = x.clone()
+    x_new[1] += 0.1
+    assert stop(x_new, x).tolist() == [True, False]
+    e = torch.tensor([1.0, 1.0])
+    assert stop(x, x, torch.tensor([0.5, 1.0]), e).tolist() == [False, True]
+    with pytest.raises(ValueError, match="tol"):
+        RelativeChangeStop(tol=math.nan)
