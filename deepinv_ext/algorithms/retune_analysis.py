@@ -11,8 +11,8 @@ Jacobian-free error obeys
 
     \frac{\|w_L - w\|}{\|w\|} \le \rho^L .
 
-:func:`layer_lipschitz` estimates :math:`\rho` by power iteration on :math:`J^\top J` (``torch.func.jvp`` /
-``vjp``), :func:`jacobian_free_error` measures the left-hand side, and :class:`LipschitzPenalty` keeps a trained
+:func:`layer_lipschitz` estimates :math:`\rho` by power iteration on :math:`J^\top J` (Jacobian-vector and
+vector-Jacobian products by autograd), :func:`jacobian_free_error` measures the left-hand side, and :class:`LipschitzPenalty` keeps a trained
 layer contractive (deepinv's :class:`deepinv.loss.JacobianSpectralNorm` inside a deepinv loss).
 
 Reference: M. Davy, L. Briceño-Arias, N. Pustelnik, "Restarted contractive operators to learn at equilibrium",
@@ -34,15 +34,37 @@ def _norms(v: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(v.flatten(1), dim=1).view(-1, *([1] * (v.ndim - 1)))
 
 
+class _Linearisation:
+    """The Jacobian of ``x -> layer(x, y, physics)`` at ``x`` through autograd: ``jvp`` by the double-backward trick,
+    ``vjp`` by one backward. Its graph is kept out of any enclosing ``saved_tensors_hooks`` (e.g. a
+    :class:`SavedTensorMeter` around a training step), which ``torch.func`` does not support."""
+
+    def __init__(self, layer: Callable, x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics):
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t)
+        with self._hooks, torch.enable_grad():
+            self.x = x.detach().requires_grad_(True)
+            self.out = layer(self.x, y, physics)
+            self.w = torch.zeros_like(self.out, requires_grad=True)
+            (self.jt_w,) = torch.autograd.grad(self.out, self.x, self.w, create_graph=True)
+
+    def vjp(self, v: torch.Tensor) -> torch.Tensor:
+        with self._hooks:
+            return torch.autograd.grad(self.out, self.x, v, retain_graph=True)[0].detach()
+
+    def jvp(self, u: torch.Tensor) -> torch.Tensor:
+        with self._hooks:
+            return torch.autograd.grad(self.jt_w, self.w, u, retain_graph=True)[0].detach()
+
+
 def layer_lipschitz(layer: Callable, x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics, *,
                     n_iter: int = 50, tol: float = 1e-5, generator: torch.Generator | None = None) -> torch.Tensor:
     r"""Spectral norm :math:`\|\partial_x T(x; y)\|_2` of a layer's Jacobian at ``x``, per batch element.
 
-    Power iteration :math:`u \leftarrow J^\top J u / \|J^\top J u\|` with Jacobian-vector products
-    (``torch.func.jvp``) and vector-Jacobian products (``torch.func.vjp``); the layer being applied per sample,
-    its Jacobian is block diagonal and each sample gets its own estimate. No graph is kept.
+    Power iteration :math:`u \leftarrow J^\top J u / \|J^\top J u\|` with Jacobian-vector products (double
+    backward) and vector-Jacobian products (autograd); the layer being applied per sample, its Jacobian is block
+    diagonal and each sample gets its own estimate. The returned tensor carries no graph.
 
-    :param layer: the layer, called as ``layer(x, y, physics)``.
+    :param layer: the layer, called as ``layer(x, y, physics)`` (twice differentiable in ``x``).
     :param torch.Tensor x: where to linearise, ``(B, C, H, W)``.
     :param int n_iter: maximum number of power iterations.
     :param float tol: stop when the estimates change by less than ``tol`` (relative).
@@ -51,20 +73,13 @@ def layer_lipschitz(layer: Callable, x: torch.Tensor, y: torch.Tensor, physics: 
     """
     if n_iter < 1:
         raise ValueError(f"n_iter must be >= 1, got {n_iter}")
-    x = x.detach()
-
-    def f(z: torch.Tensor) -> torch.Tensor:
-        return layer(z, y, physics)
-
+    lin = _Linearisation(layer, x, y, physics)
     u = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
     u = u / _norms(u)
-    with torch.no_grad():
-        _, vjp_fn = torch.func.vjp(f, x)
     est = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     for _ in range(n_iter):
-        with torch.no_grad():
-            _, ju = torch.func.jvp(f, (x,), (u,))
-            (jtju,) = vjp_fn(ju)
+        ju = lin.jvp(u)
+        jtju = lin.vjp(ju)
         new = _norms(ju).flatten()
         u = jtju / _norms(jtju).clamp_min(torch.finfo(x.dtype).tiny)
         done = bool(((new - est).abs() <= tol * new.abs().clamp_min(1e-12)).all())
@@ -89,7 +104,7 @@ def jacobian_free_error(layer: Callable, x_star: torch.Tensor, y: torch.Tensor, 
 
     :math:`w = (\operatorname{Id} - J^\top)^{-1} g` is solved by the fixed-point iteration
     :math:`w \leftarrow g + J^\top w` (convergent when the layer is a contraction) and
-    :math:`w_L = \sum_{k<L} (J^\top)^k g` is its truncation, both with ``torch.func.vjp`` at ``x_star``.
+    :math:`w_L = \sum_{k<L} (J^\top)^k g` is its truncation, both with vector-Jacobian products at ``x_star``.
 
     :param torch.Tensor x_star: (an approximation of) the fixed point.
     :param torch.Tensor grad_output: :math:`g = \nabla \ell(x^\star)`.
@@ -98,13 +113,13 @@ def jacobian_free_error(layer: Callable, x_star: torch.Tensor, y: torch.Tensor, 
     """
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
+    lin = _Linearisation(layer, x_star, y, physics)
     with torch.no_grad():
-        _, vjp_fn = torch.func.vjp(lambda z: layer(z, y, physics), x_star.detach())
         w, w_l = grad_output.clone(), None
         for k in range(max(n_iter, depth)):
             if k + 1 == depth:
                 w_l = w.clone()
-            new = grad_output + vjp_fn(w)[0]
+            new = grad_output + lin.vjp(w)
             change = float(torch.linalg.vector_norm(new - w) / torch.linalg.vector_norm(new).clamp_min(1e-30))
             w = new
             if k + 1 >= depth and change < tol:
@@ -166,25 +181,29 @@ class LipschitzPenalty(dinv.loss.Loss):
     :param float weight: :math:`\mu`.
     :param float eps: margin :math:`\varepsilon`; the penalty is active when the constant exceeds :math:`1-\varepsilon`.
     :param int max_iter: power iterations of :class:`deepinv.loss.JacobianSpectralNorm`.
-    :param int reduced_batchsize: evaluate on the first samples of the batch only (``None``: all).
+    :param int reduced_batchsize: evaluate on the first samples of the batch only (``None``: all; only with a
+        physics shared by the whole batch).
+    :param torch.nn.Module layer: the layer to penalise (default: ``model.iteration`` of the model being trained).
     """
 
     def __init__(self, weight: float = 1e-2, eps: float = 0.05, max_iter: int = 10,
-                 reduced_batchsize: int | None = None):
+                 reduced_batchsize: int | None = None, layer: torch.nn.Module | None = None):
         super().__init__()
         if weight < 0:
             raise ValueError(f"weight must be >= 0, got {weight}")
         self.weight, self.eps = float(weight), float(eps)
+        self.reduced_batchsize = reduced_batchsize
         self.spectral_norm = dinv.loss.JacobianSpectralNorm(max_iter=max_iter, tol=1e-3, eval_mode=False,
-                                                            reduction="max", reduced_batchsize=reduced_batchsize)
+                                                            reduction="max")
         self.last_lipschitz = float("nan")
+        self.layer = layer
 
     def forward(self, x_net: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics,
                 model: torch.nn.Module, **kwargs) -> torch.Tensor:
-        layer = getattr(model, "iteration", None)
+        layer = self.layer if self.layer is not None else getattr(model, "iteration", None)
         if layer is None:
             raise TypeError(f"model must be a ReTune (with an `iteration` layer), got {type(model)}")
-        n = x_net.shape[0] if self.spectral_norm.reduced_batchsize is None else self.spectral_norm.reduced_batchsize
+        n = x_net.shape[0] if self.reduced_batchsize is None else self.reduced_batchsize
         x = x_net[:n].detach().requires_grad_(True)
         out = layer(x, y[:n], physics)
         norm = self.spectral_norm(out, x)
