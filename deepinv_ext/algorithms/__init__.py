@@ -29,3 +29,7 @@ from deepinv_ext.algorithms.retune_wavelet import OrthoWavelet2d, WaveletL1Prior
 
 # --- spectral PnP (issue 7)
 from deepinv_ext.algorithms.spectral_pnp import SpectralPnP  # noqa: F401
+
+# --- TDV (issue 4)
+from deepinv_ext.algorithms.tdv_network import TDVNetwork, constrain_optimizer, prox_data_fidelity  # noqa: F401
+from deepinv_ext.algorithms.variational import VariationalSolver  # noqa: F401

@@ -1,0 +1,215 @@
+r"""TDV variational network: S semi-implicit gradient-flow steps on :math:`\lambda f + R` with learned T and lambda.
+
+The network of Kobler et al. discretises the gradient flow of the energy :math:`\lambda f(x, y) + R(x)`,
+:math:`f(x, y) = \frac12\|Ax - y\|_2^2`, on :math:`[0, T]` by :math:`S` semi-implicit steps,
+
+.. math::
+
+    x_0 = x_{\text{init}}, \qquad
+    x_s = \operatorname{prox}_{\frac{\lambda}{S} f(\cdot, y)}\Big(x_{s-1} - \frac{T}{S}\nabla R(x_{s-1})\Big),
+    \quad s = 1, \dots, S,
+
+with a learned stopping time :math:`T` and data weight :math:`\lambda`. The proximal map solves
+:math:`(\operatorname{Id} + \tau A^\top A)x = u + \tau A^\top y`, :math:`\tau = \lambda/S`: in closed form
+:math:`x = (u + \tau y)/(1 + \tau)` for denoising, through the singular value decomposition for deepinv's
+decomposable physics, and by conjugate gradients otherwise.
+
+A network trained at noise level :math:`\sigma_0` is applied at :math:`\sigma` by rescaling
+(:math:`\sigma_0/\sigma` is the factor ``s``): :math:`\hat x(y) = \mathrm{VN}(s\,y)/s`, since for a linear
+operator :math:`s y = A(s x) + s\epsilon` has noise level :math:`\sigma_0`.
+
+Training (with :class:`deepinv.Trainer`) keeps the constraints of the paper with :func:`constrain_optimizer` (a
+post-step hook on any torch optimizer calling :meth:`TDVNetwork.project`), and saves memory by gradient
+checkpointing of every step (``checkpointing=True``) on top of the hand-derived :math:`\nabla R` of
+:class:`deepinv_ext.priors.TDV`, whose activation saves only its input.
+
+Reference: E. Kobler, A. Effland, K. Kunisch, T. Pock, "Total Deep Variation for Linear Inverse Problems",
+CVPR 2020, eq. (7)-(8).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from deepinv.models import Reconstructor
+from deepinv.optim.linear import conjugate_gradient
+from deepinv.physics import DecomposablePhysics, Denoising, LinearPhysics, Physics
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from deepinv_ext.priors.tdv import TDV
+
+__all__ = ["TDVNetwork", "constrain_optimizer", "prox_data_fidelity"]
+
+
+def prox_data_fidelity(u: Tensor, y: Tensor, physics: Physics, tau: Tensor | float, max_iter: int = 50,
+                       tol: float = 1e-6) -> Tensor:
+    r""":math:`\operatorname{prox}_{\tau f}(u) = \arg\min_x \frac{\tau}{2}\|Ax - y\|^2 + \frac12\|x - u\|^2`.
+
+    Closed form for :class:`deepinv.physics.Denoising` (:math:`(u + \tau y)/(1+\tau)`) and other decomposable
+    physics (``physics.prox_l2``, which leaves the physics unchanged there); otherwise conjugate gradients on
+    :math:`(\operatorname{Id} + \tau A^\top A)x = u + \tau A^\top y` started at ``u``. Deepinv's
+    ``LinearPhysics.prox_l2`` is not called on that path because it overwrites the physics' ``solver``,
+    ``max_iter`` and ``tol``.
+
+    :param torch.Tensor u: the point ``(B, ...)``.
+    :param torch.Tensor y: the measurements.
+    :param deepinv.physics.LinearPhysics physics: the operator :math:`A`.
+    :param tau: a float or a tensor broadcasting against ``u`` (e.g. ``(B, 1, 1, 1)``).
+    :param int max_iter: maximum CG iterations.
+    :param float tol: relative CG tolerance.
+    """
+    if isinstance(physics, Denoising) and type(physics).A is Denoising.A:
+        return (u + tau * y) / (1 + tau)
+    if not isinstance(physics, LinearPhysics):
+        raise TypeError(f"physics must be a deepinv LinearPhysics, got {type(physics).__name__}")
+    if isinstance(physics, DecomposablePhysics) and not isinstance(tau, Tensor):
+        return physics.prox_l2(u, y, tau)
+    # eps: deepinv's default 1e-8 in the step-size denominator stalls CG near 1e-6 relative accuracy
+    return conjugate_gradient(lambda x: x + tau * physics.A_adjoint_A(x), u + tau * physics.A_adjoint(y),
+                              max_iter=max_iter, tol=tol, init=u, eps=torch.finfo(u.dtype).tiny)
+
+
+def constrain_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module) -> torch.optim.Optimizer:
+    r"""Make ``optimizer`` call ``model.project()`` after every step (a torch step post-hook), so that
+    :class:`deepinv.Trainer`, which has no post-step hook of its own, keeps the constraints. Returns the same
+    optimizer (its ``state_dict`` is unchanged, so Trainer checkpoints resume)."""
+    if not callable(getattr(model, "project", None)):
+        raise TypeError(f"model must have a project() method, got {type(model).__name__}")
+    optimizer.register_step_post_hook(lambda *_: model.project())
+    return optimizer
+
+
+class TDVNetwork(Reconstructor):
+    r"""TDV variational network :math:`x_s = \operatorname{prox}_{\frac{\lambda}{S}f}(x_{s-1} - \frac{T}{S}
+    \nabla R(x_{s-1}))`, :math:`s = 1..S` (see the module docstring).
+
+    Parameter names follow the authors' checkpoints (``T``, ``lmbda``, ``R.<TDV keys>``), so
+    :meth:`from_checkpoint` loads the published files as they are.
+
+    :param deepinv_ext.priors.TDV prior: the regulariser :math:`R` (default: ``TDV()``, 3 macro-blocks, 3 scales,
+        32 features).
+    :param int steps: the number of steps :math:`S`.
+    :param float T: initial stopping time :math:`T`.
+    :param float lmbda: initial data weight :math:`\lambda`.
+    :param float sigma_train: the noise level the network is (or was) trained for; at another ``sigma`` the input
+        is rescaled by ``sigma_train / sigma`` and the output scaled back (``None``: never rescale).
+    :param tuple T_range: the interval :math:`T` is projected onto by :meth:`project`.
+    :param tuple lmbda_range: the interval :math:`\lambda` is projected onto.
+    :param bool checkpointing: recompute each step in the backward pass instead of storing its graph (training
+        only; no effect under ``torch.no_grad``).
+    :param int cg_max_iter: CG iterations of the proximal map for non-decomposable physics.
+    :param float cg_tol: relative CG tolerance.
+    """
+
+    def __init__(self, prior: TDV | None = None, steps: int = 10, T: float = 0.001, lmbda: float = 0.01,
+                 sigma_train: float | None = 25 / 255, T_range: tuple[float, float] = (0.0, 1000.0),
+                 lmbda_range: tuple[float, float] = (0.0, 1000.0), checkpointing: bool = True,
+                 cg_max_iter: int = 50, cg_tol: float = 1e-6) -> None:
+        super().__init__()
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        for name, (lo, hi), v in (("T_range", T_range, T), ("lmbda_range", lmbda_range, lmbda)):
+            if not lo <= hi:
+                raise ValueError(f"{name} must be (low, high) with low <= high, got {(lo, hi)}")
+            if not lo <= v <= hi:
+                raise ValueError(f"initial value {v} lies outside {name} = {(lo, hi)}")
+        if sigma_train is not None and not sigma_train > 0:
+            raise ValueError(f"sigma_train must be positive or None, got {sigma_train}")
+        self.R = prior if prior is not None else TDV()
+        if not isinstance(self.R, TDV):
+            raise TypeError(f"prior must be a deepinv_ext.priors.TDV, got {type(self.R).__name__}")
+        self.S = steps
+        self.T = nn.Parameter(torch.tensor(float(T)))
+        self.lmbda = nn.Parameter(torch.tensor(float(lmbda)))
+        self.sigma_train = sigma_train
+        self.T_range, self.lmbda_range = tuple(T_range), tuple(lmbda_range)
+        self.checkpointing = checkpointing
+        self.cg_max_iter, self.cg_tol = cg_max_iter, cg_tol
+
+    @torch.no_grad()
+    def project(self) -> None:
+        r"""Restore the constraints in place: :math:`K` zero-mean with norm at most one, :math:`T` and
+        :math:`\lambda` in their ranges."""
+        self.R.project()
+        self.T.clamp_(*self.T_range)
+        self.lmbda.clamp_(*self.lmbda_range)
+
+    def noise_scale(self, y: Tensor, physics: Physics, sigma: float | Tensor | None = None) -> Tensor | None:
+        r"""The rescaling factor :math:`\sigma_0/\sigma` per batch element ``(B, 1, ..., 1)``, or ``None`` (no
+        rescaling: ``sigma_train`` is ``None``, or no noise level is given nor found in ``physics.noise_model``)."""
+        if self.sigma_train is None:
+            return None
+        if sigma is None:
+            sigma = getattr(getattr(physics, "noise_model", None), "sigma", None)
+        if sigma is None:
+            return None
+        sigma = torch.as_tensor(sigma, dtype=y.dtype, device=y.device).reshape(-1)
+        if sigma.numel() not in (1, y.shape[0]):
+            raise ValueError(f"sigma must be a scalar or one value per batch element ({y.shape[0]}), "
+                             f"got {sigma.numel()} values")
+        if not torch.all(sigma > 0):
+            raise ValueError(f"sigma must be positive to rescale to sigma_train, got {sigma.tolist()}")
+        return (self.sigma_train / sigma).reshape(-1, *([1] * (y.dim() - 1)))
+
+    def step(self, x: Tensor, y: Tensor, physics: Physics) -> Tensor:
+        r"""One step :math:`\operatorname{prox}_{\frac{\lambda}{S}f}(x - \frac{T}{S}\nabla R(x))`."""
+        u = x - (self.T / self.S).to(x.dtype) * self.R.grad(x)
+        tau = (self.lmbda / self.S).to(x.dtype)
+        return prox_data_fidelity(u, y, physics, tau, self.cg_max_iter, self.cg_tol)
+
+    def forward(self, y: Tensor, physics: Physics, x_init: Tensor | None = None,
+                sigma: float | Tensor | None = None, return_all: bool = False, **kwargs) -> Tensor | list[Tensor]:
+        r"""Run the :math:`S` steps.
+
+        :param torch.Tensor y: measurements.
+        :param deepinv.physics.LinearPhysics physics: the forward operator (with its noise model).
+        :param torch.Tensor x_init: :math:`x_0` (default: ``y`` for denoising, :math:`A^\top y` otherwise).
+        :param sigma: noise level of ``y`` for the rescaling (default: ``physics.noise_model.sigma``).
+        :param bool return_all: return the list :math:`[x_0, \dots, x_S]` instead of :math:`x_S`.
+        """
+        if not isinstance(y, Tensor):
+            raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}")
+        scale = self.noise_scale(y, physics, sigma)
+        z = y if scale is None else y * scale
+        if x_init is None:
+            x = z if isinstance(physics, Denoising) else physics.A_adjoint(z)
+        else:
+            x = x_init if scale is None else x_init * scale
+        use_cp = self.checkpointing and torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+        xs = [x]
+        for _ in range(self.S):
+            x = checkpoint(self.step, x, z, physics, use_reentrant=False) if use_cp else self.step(x, z, physics)
+            xs.append(x)
+        if scale is not None:
+            xs = [t / scale for t in xs]
+        return xs if return_all else xs[-1]
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu",
+                        sigma_train: float | None = 25 / 255, **kwargs) -> TDVNetwork:
+        r"""Load a published checkpoint of VLOGroup/tdv (e.g. ``tdv3-3-25-f32-gray.pth``, trained at
+        :math:`\sigma_0 = 25/255`) with ``torch.load(..., weights_only=True)``; ``kwargs`` go to the constructor."""
+        ck = torch.load(path, map_location=map_location, weights_only=True)
+        cfg = ck.get("config", {})
+        if cfg.get("D", {}).get("config", {}).get("use_prox", True) is not True:
+            raise ValueError(f"{path}: only the proximal (semi-implicit) scheme is supported")
+        prior = TDV.from_state_dict(TDV._published_config(ck), ck["model"])
+        net = cls(prior, steps=int(cfg.get("S", 10)), sigma_train=sigma_train, **kwargs)
+        with torch.no_grad():
+            net.T.copy_(ck["model"]["T"].reshape(()))
+            net.lmbda.copy_(ck["model"]["lmbda"].reshape(()))
+        return net
+
+    @classmethod
+    def contract_example(cls) -> dict:
+        from deepinv.physics import GaussianNoise
+
+        from deepinv_ext.datasets import RandomEllipsesDataset
+
+        torch.manual_seed(0)
+        prior = TDV(num_features=4, num_macro_blocks=1)
+        model = cls(prior, steps=2, T=0.05, lmbda=1.0)
+        physics = Denoising(GaussianNoise(0.1))
+        return {"model": model, "physics": physics, "dataset": RandomEllipsesDataset(4, 24, seed=0)}

@@ -1,0 +1,145 @@
+"""TDV variational network: proximal maps, noise-level rescaling, constraints, checkpointing, Trainer."""
+
+from pathlib import Path
+
+import deepinv as dinv
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from deepinv_ext.algorithms import TDVNetwork, constrain_optimizer, prox_data_fidelity
+from deepinv_ext.datasets import RandomEllipsesDataset
+from deepinv_ext.priors import TDV
+
+GRAY = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "tdv" / "tdv3-3-25-f32-gray.pth"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def small_net(dtype=torch.float32, **kwargs) -> TDVNetwork:
+    torch.manual_seed(0)
+    return TDVNetwork(TDV(num_features=4, num_macro_blocks=1), **({"steps": 3, "T": 0.05, "lmbda": 1.0} | kwargs)
+                      ).to(dtype)
+
+
+def blur_physics(dtype=torch.float64) -> dinv.physics.BlurFFT:
+    from deepinv.physics.functional.blur import gaussian_blur
+    return dinv.physics.BlurFFT((1, 16, 16), filter=gaussian_blur(sigma=(1.0, 1.0)).to(dtype),
+                                noise_model=dinv.physics.GaussianNoise(0.05))
+
+
+def test_prox_closed_form_and_cg_agree_and_are_optimal():
+    torch.manual_seed(0)
+    u, y = torch.randn(2, 1, 16, 16, dtype=torch.float64), torch.randn(2, 1, 16, 16, dtype=torch.float64)
+    tau = 0.3
+    closed = prox_data_fidelity(u, y, dinv.physics.Denoising(), tau)
+    identity = dinv.physics.LinearPhysics(A=lambda x: x, A_adjoint=lambda x: x)
+    cg = prox_data_fidelity(u, y, identity, torch.tensor(tau, dtype=torch.float64), tol=1e-12)
+    assert torch.allclose(closed, cg, atol=1e-10)
+    # blur: CG (tensor tau) against deepinv's FFT closed form, and the optimality condition
+    physics = blur_physics()
+    y = physics.A(torch.rand(2, 1, 16, 16, dtype=torch.float64))
+    solver, max_iter, tol = physics.solver, physics.max_iter, physics.tol
+    x_cg = prox_data_fidelity(u, y, physics, torch.tensor(tau, dtype=torch.float64), max_iter=200, tol=1e-12)
+    assert (physics.solver, physics.max_iter, physics.tol) == (solver, max_iter, tol)  # physics left unchanged
+    x_fft = prox_data_fidelity(u, y, physics, tau)
+    assert torch.allclose(x_cg, x_fft, atol=1e-8)
+    residual = x_cg - u + tau * physics.A_adjoint(physics.A(x_cg) - y)
+    assert residual.abs().max() < 1e-8
+
+
+def test_network_step_is_the_semi_implicit_scheme():
+    net = small_net(torch.float64, sigma_train=None)
+    physics = dinv.physics.Denoising()
+    z = torch.rand(2, 1, 16, 16, dtype=torch.float64)
+    xs = net(z, physics, return_all=True)
+    assert len(xs) == net.S + 1 and torch.equal(xs[0], z)
+    tau, h = net.lmbda / net.S, net.T / net.S
+    for a, b in zip(xs[:-1], xs[1:]):
+        expected = (a - h * net.R.grad(a) + tau * z) / (1 + tau)
+        assert torch.allclose(b, expected, atol=1e-12)
+
+
+def test_noise_level_rescaling_rule():
+    net = small_net(torch.float64, sigma_train=0.1)
+    plain = small_net(torch.float64, sigma_train=None)
+    y = torch.rand(2, 1, 16, 16, dtype=torch.float64)
+    sigma = torch.tensor([0.05, 0.2], dtype=torch.float64)
+    physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.05))
+    with torch.no_grad():
+        out = net(y, physics, sigma=sigma)
+        scale = (0.1 / sigma).view(2, 1, 1, 1)
+        assert torch.allclose(out, plain(y * scale, physics) / scale, atol=1e-12)
+        # sigma from the physics' noise model; no change at the training level
+        assert torch.allclose(net(y, physics), plain(2 * y, physics) / 2, atol=1e-12)
+        assert torch.allclose(net(y, physics, sigma=0.1), plain(y, physics), atol=1e-12)
+    with pytest.raises(ValueError, match="sigma"):
+        net(y, physics, sigma=torch.tensor([0.1, 0.2, 0.3]))
+
+
+def test_project_and_constrained_optimizer():
+    net = small_net(T_range=(0.0, 0.1), lmbda_range=(0.01, 5.0))
+    opt = constrain_optimizer(torch.optim.SGD(net.parameters(), lr=100.0), net)
+    for p in net.parameters():
+        p.grad = torch.randn_like(p)
+    net.T.grad.fill_(-1.0)  # pushes T above its range
+    net.lmbda.grad.fill_(1.0)  # pushes lambda below its range
+    opt.step()
+    assert net.T.item() == pytest.approx(0.1) and net.lmbda.item() == pytest.approx(0.01)
+    w = net.R.K1.weight.detach()
+    assert w.mean(dim=(1, 2, 3)).abs().max() < 1e-6
+    assert (w.pow(2).sum(dim=(1, 2, 3)).sqrt() <= 1 + 1e-6).all()
+    with pytest.raises(ValueError, match="T_range"):
+        TDVNetwork(TDV(num_features=4, num_macro_blocks=1), T=2.0, T_range=(0.0, 1.0))
+
+
+def test_checkpointing_gives_the_same_gradients():
+    physics = blur_physics()
+    x = torch.rand(2, 1, 16, 16, dtype=torch.float64)
+    y = physics(x)
+    grads = []
+    for cp in (False, True):
+        net = small_net(torch.float64, checkpointing=cp, steps=2)
+        loss = (net(y, physics) - x).pow(2).sum()
+        grads.append(torch.autograd.grad(loss, list(net.parameters())))
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-14)
+
+
+def test_short_trainer_run_lowers_the_loss(tmp_path):
+    torch.manual_seed(0)
+    net = small_net(steps=3, T=0.01, lmbda=0.5)
+    physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1))
+    data = RandomEllipsesDataset(8, 24, seed=0)
+    loader = DataLoader(data, batch_size=4, shuffle=False)
+    x = torch.cat([data[i]["x"][None] for i in range(8)])
+    y = physics(x, seed=1)
+
+    def loss() -> float:
+        with torch.no_grad():
+            return float((net(y, physics) - x).pow(2).mean())
+
+    before = loss()
+    opt = constrain_optimizer(torch.optim.Adam(net.parameters(), lr=2e-2), net)
+    trainer = dinv.Trainer(model=net, physics=physics, optimizer=opt, train_dataloader=loader, epochs=6,
+                           losses=dinv.loss.SupLoss(), online_measurements=True, save_path=str(tmp_path),
+                           verbose=False, show_progress_bar=False, compute_train_metrics=False, device="cpu")
+    trainer.train()
+    assert loss() < 0.9 * before
+    assert float(net.T) >= 0 and float(net.lmbda) >= 0
+
+
+@pytest.mark.skipif(not GRAY.exists(), reason="published TDV weights not found")
+def test_from_checkpoint_loads_T_lambda_and_steps():
+    ck = torch.load(GRAY, map_location="cpu", weights_only=True)
+    net = TDVNetwork.from_checkpoint(GRAY)
+    assert net.S == ck["config"]["S"]
+    assert float(net.T) == float(ck["model"]["T"]) and float(net.lmbda) == float(ck["model"]["lmbda"])
+    published = {k: v for k, v in ck["model"].items() if not k.endswith((".mask", ".blur"))}
+    assert set(net.state_dict()) == set(published)  # the published state-dict keys load as they are
