@@ -85,14 +85,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sweep-depths", type=int, nargs="+", default=[1, 3, 10])
     p.add_argument("--sweep-restarts", type=int, nargs="+", default=[0, 3, 10])
     p.add_argument("--sweep-steps", type=int, default=80)
+    p.add_argument("--lip-iters", type=int, default=30, help="power iterations of the Lipschitz estimate")
+    p.add_argument("--jf-iters", type=int, default=300, help="iterations of the exact adjoint solve (JF error)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--smoke", action="store_true", help="tiny run for CI (well under two minutes on a CPU)")
     a = p.parse_args(argv)
     if a.smoke:
         a.size, a.patch, a.depth, a.restarts, a.steps, a.batch = 32, 16, 2, 2, 3, 2
-        a.pretrain_steps, a.max_restarts, a.sweep_depths, a.sweep_restarts, a.sweep_steps = 4, 20, [1, 2], [0, 2], 2
-        a.penalty_iters = 2
+        a.pretrain_steps, a.max_restarts, a.sweep_depths, a.sweep_restarts, a.sweep_steps = 4, 10, [2], [0, 2], 2
+        a.penalty_iters, a.lip_iters, a.jf_iters = 2, 5, 30
     return a
 
 
@@ -265,7 +267,7 @@ def evaluate(model: torch.nn.Module, test, physics, layer, a) -> dict:
         out.update(psnr_depth=float("nan"), restarts=float("nan"), residual=res)
     out["psnr_fixed_point"] = psnr(x_fp, x)
     with torch.enable_grad():
-        out["lipschitz"] = float(layer_lipschitz(layer, x_fp, y, physics, n_iter=30).max())
+        out["lipschitz"] = float(layer_lipschitz(layer, x_fp, y, physics, n_iter=a.lip_iters).max())
     out["x_fp"] = x_fp
     return out
 
@@ -277,15 +279,19 @@ def _deq_step(deq, x, y, physics):
 
 
 # ----------------------------------------------------------------------------------------------- experiments
-def wavelet_layer(beta: float) -> ForwardBackwardLayer:
-    return ForwardBackwardLayer(WaveletL1Prior(level=3, wavelet="haar", weight=1.0), step=1.0 / beta, lam=0.02,
-                                data_lipschitz=beta)
+#: initial step in units of 1/beta; for denoising (A = Id) a step of 1 would make the layer constant in x
+STEP = {"deblur": 1.0, "denoise": 0.5}
 
 
-def pnp_layer(denoiser, beta: float) -> PnPForwardBackwardLayer:
+def wavelet_layer(beta: float, task: str = "deblur") -> ForwardBackwardLayer:
+    return ForwardBackwardLayer(WaveletL1Prior(level=3, wavelet="haar", weight=1.0), step=STEP[task] / beta,
+                                lam=0.02, data_lipschitz=beta)
+
+
+def pnp_layer(denoiser, beta: float, task: str = "deblur") -> PnPForwardBackwardLayer:
     import copy
 
-    return PnPForwardBackwardLayer(copy.deepcopy(denoiser), step=1.0 / beta, sigma=0.05, data_lipschitz=beta,
+    return PnPForwardBackwardLayer(copy.deepcopy(denoiser), step=STEP[task] / beta, sigma=0.05, data_lipschitz=beta,
                                    relaxation=0.5, train_denoiser=True)
 
 
@@ -315,29 +321,29 @@ def main(argv=None) -> dict:
               f"({r['restarts']} restarts, residual {r['residual']:.1e}, Lipschitz {r['lipschitz']:.3f})")
 
     # --- wavelet (variational) layers
-    u = untrained(wavelet_layer(beta).to(device), depth=L)
+    u = untrained(wavelet_layer(beta, a.task).to(device), depth=L)
     run("wavelet-untrained", u, u.iteration, [], steps=0)
-    m = standard_unrolling(wavelet_layer(beta).to(device), L)
+    m = standard_unrolling(wavelet_layer(beta, a.task).to(device), L)
     run("wavelet-unroll", m, m.iteration, [sup])
-    m = ReTune(wavelet_layer(beta).to(device), depth=L, restarts=R, monitor_every=max(a.steps // 5, 2))
+    m = ReTune(wavelet_layer(beta, a.task).to(device), depth=L, restarts=R, monitor_every=max(a.steps // 5, 2))
     run("wavelet-retune", m, m.iteration, [sup])
     monitor = {"wavelet-retune": m.monitor_log}
     # --- PnP layers with a pretrained DnCNN, fine-tuned under a Lipschitz penalty
     den = pretrain_denoiser(a, train_images, ckpt_dir, device)
-    base = pnp_layer(den, beta).to(device)
+    base = pnp_layer(den, beta, a.task).to(device)
     pen = [sup, LipschitzPenalty(weight=a.penalty, eps=a.penalty_eps, max_iter=a.penalty_iters, reduced_batchsize=1)]
     u = untrained(base, depth=L)
     run("pnp-untrained", u, u.iteration, [], steps=0)
-    m = standard_unrolling(pnp_layer(den, beta).to(device), L)
+    m = standard_unrolling(pnp_layer(den, beta, a.task).to(device), L)
     run("pnp-unroll", m, m.iteration, pen)
-    m = full_unrolling(pnp_layer(den, beta).to(device), L, R)
+    m = full_unrolling(pnp_layer(den, beta, a.task).to(device), L, R)
     run("pnp-full-unroll", m, m.iteration, pen)
-    deq = deq_baseline(pnp_layer(den, beta), max_iter=(R + 1) * L, tol=a.tol).to(device)
+    deq = deq_baseline(pnp_layer(den, beta, a.task), max_iter=(R + 1) * L, tol=a.tol).to(device)
     deq_layer = deq.prior[0].layer
     run("pnp-deq", deq, deq_layer, [sup, LipschitzPenalty(weight=a.penalty, eps=a.penalty_eps,
                                                           max_iter=a.penalty_iters, reduced_batchsize=1,
                                                           layer=deq_layer)])
-    m = ReTune(pnp_layer(den, beta).to(device), depth=L, restarts=R, monitor_every=max(a.steps // 5, 2))
+    m = ReTune(pnp_layer(den, beta, a.task).to(device), depth=L, restarts=R, monitor_every=max(a.steps // 5, 2))
     run("pnp-retune", m, m.iteration, pen)
     monitor["pnp-retune"] = m.monitor_log
 
@@ -345,13 +351,14 @@ def main(argv=None) -> dict:
     sweep = []
     for d in a.sweep_depths:
         for r in a.sweep_restarts:
-            mm = ReTune(wavelet_layer(beta).to(device), depth=d, restarts=r)
+            mm = ReTune(wavelet_layer(beta, a.task).to(device), depth=d, restarts=r)
             stats = train(f"sweep-L{d}-R{r}", mm, [sup], a, train_images, train_physics, ckpt_dir, a.sweep_steps,
                           device)
             torch.manual_seed(a.seed + 123)
             ev = evaluate(mm, test, test_physics, mm.iteration, a)
             y = test_physics.A(test)  # JF error of the L-layer adjoint at the fixed point, for the MSE gradient
-            jf = jacobian_free_error(mm.iteration, ev["x_fp"], y, test_physics, ev["x_fp"] - test, d, n_iter=300)
+            jf = jacobian_free_error(mm.iteration, ev["x_fp"], y, test_physics, ev["x_fp"] - test, d,
+                                     n_iter=a.jf_iters)
             sweep.append({"L": d, "R": r, "psnr_fixed_point": ev["psnr_fixed_point"], "jf_error": jf,
                           "jf_bound": ev["lipschitz"] ** d, "lipschitz": ev["lipschitz"], **stats})
             print(f"sweep L={d:2d} R={r:2d}: PSNR {ev['psnr_fixed_point']:.2f} dB, JF error {jf:.2e} "

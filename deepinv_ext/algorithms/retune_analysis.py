@@ -21,6 +21,7 @@ arXiv:2506.13239.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import deepinv as dinv
@@ -208,5 +209,7 @@ class LipschitzPenalty(dinv.loss.Loss):
         out = layer(x, y[:n], physics)
         norm = self.spectral_norm(out, x)
         self.last_lipschitz = float(norm.detach())
+        if not math.isfinite(self.last_lipschitz):  # a layer constant in x (zero Jacobian) makes the power step 0/0
+            return torch.zeros(x_net.shape[0], dtype=x_net.dtype, device=x_net.device)
         penalty = self.weight * torch.relu(norm - (1.0 - self.eps)) ** 2
         return penalty.expand(x_net.shape[0])
