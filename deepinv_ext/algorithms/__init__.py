@@ -23,6 +23,7 @@ from deepinv_ext.algorithms.retune_baselines import (  # noqa: F401
 from deepinv_ext.algorithms.retune_layers import (  # noqa: F401
     FixedPointLayer,
     ForwardBackwardLayer,
+    GradientStepLayer,
     PnPForwardBackwardLayer,
 )
 from deepinv_ext.algorithms.retune_wavelet import OrthoWavelet2d, WaveletL1Prior  # noqa: F401

@@ -9,7 +9,8 @@ unrolled network. The layers here are forward-backward (proximal gradient) steps
     T_\theta(x) = P_\theta\big(x - \gamma A^\top (A x - y)\big),
 
 with :math:`P_\theta = \operatorname{prox}_{\gamma\lambda g}` for a proximal prior (:class:`ForwardBackwardLayer`)
-or a denoiser :math:`D_\sigma` (plug-and-play, :class:`PnPForwardBackwardLayer`). The step is learned in
+or a denoiser :math:`D_\sigma` (plug-and-play, :class:`PnPForwardBackwardLayer`), or gradient steps on
+:math:`f + \lambda g` for a smooth learned prior such as TDV or AR (:class:`GradientStepLayer`). The step is learned in
 :math:`(0, 2/\beta)` with :math:`\beta \ge \|A\|^2` given by the user (``data_lipschitz``), so that for a convex
 prior the gradient step is nonexpansive and the layer is averaged (hence its iterates converge); it is a
 contraction when :math:`A^\top A \succ 0` (denoising, invertible blur).
@@ -25,7 +26,7 @@ import math
 import deepinv as dinv
 import torch
 
-__all__ = ["FixedPointLayer", "ForwardBackwardLayer", "PnPForwardBackwardLayer"]
+__all__ = ["FixedPointLayer", "ForwardBackwardLayer", "PnPForwardBackwardLayer", "GradientStepLayer"]
 
 
 def _logit(p: float) -> float:
@@ -181,3 +182,46 @@ class PnPForwardBackwardLayer(_GradientStepMixin):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
         return self.proximal_step(self.gradient_step(x, y, physics))
+
+
+class GradientStepLayer(_GradientStepMixin):
+    r"""Gradient-descent layer on :math:`\tfrac12\|Ax-y\|^2 + \lambda g(x)` for a smooth (learned) prior:
+    :math:`T_\theta(x) = x - \gamma\big(A^\top(Ax - y) + \lambda \nabla g(x)\big)`.
+
+    For TDV, AR/ACR or any :class:`deepinv.optim.Prior` with ``grad``. Learned: :math:`\gamma \in (0, 2/\beta)`,
+    :math:`\lambda = e^{\theta_\lambda}` and, with ``train_prior=True``, the prior's weights. Its fixed points are the
+    critical points of the energy; for a convex :math:`L_g`-smooth :math:`g` the layer is nonexpansive when
+    :math:`\gamma \le 2/(\beta + \lambda L_g)` (check with :func:`deepinv_ext.algorithms.layer_lipschitz`, or keep it
+    contractive with :class:`deepinv_ext.algorithms.LipschitzPenalty`).
+
+    :param deepinv.optim.Prior prior: a prior with ``grad(x)``.
+    :param float step: initial step size :math:`\gamma`.
+    :param float lam: initial regularisation weight :math:`\lambda`.
+    :param float data_lipschitz: upper bound :math:`\beta` on :math:`\|A\|^2`.
+    :param bool train_prior: train the prior's weights (else frozen).
+    :param bool train_step: learn :math:`\gamma`.
+    :param bool train_lam: learn :math:`\lambda`.
+    """
+
+    def __init__(self, prior: dinv.optim.Prior, step: float = 0.5, lam: float = 0.05, data_lipschitz: float = 1.0,
+                 train_prior: bool = False, train_step: bool = True, train_lam: bool = True):
+        super().__init__()
+        if not hasattr(prior, "grad"):
+            raise TypeError(f"prior must have a grad method (a deepinv.optim.Prior), got {type(prior)}")
+        if lam <= 0:
+            raise ValueError(f"lam must be positive, got {lam}")
+        self.prior = prior
+        if isinstance(prior, torch.nn.Module):
+            for p in prior.parameters():
+                p.requires_grad_(train_prior)
+        self._init_step(step, data_lipschitz, train_step)
+        self.log_lam = torch.nn.Parameter(torch.tensor(math.log(lam)), requires_grad=train_lam)
+
+    @property
+    def lam(self) -> torch.Tensor:
+        r"""Regularisation weight :math:`\lambda > 0`."""
+        return self.log_lam.exp()
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
+        gamma, lam = self.step.to(x.dtype), self.lam.to(x.dtype)
+        return x - gamma * (self.data_fidelity.grad(x, y, physics) + lam * self.prior.grad(x))
