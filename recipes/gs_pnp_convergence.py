@@ -51,7 +51,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 SMOKE = {"size": 32, "train_size": 64, "train_steps": 300, "channels": 16, "depth": 4, "max_iter": 400,
          "tol": 1e-6, "deltas": [0.1, 0.03, 0.01, 0.003, 0.001]}
-FULL = {"size": 64, "train_size": 128, "train_steps": 3000, "channels": 32, "depth": 5, "max_iter": 3000,
+FULL = {"size": 64, "train_size": 128, "train_steps": 1000, "channels": 16, "depth": 4, "max_iter": 5000,
         "tol": 1e-7, "deltas": [0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001]}
 
 
@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, help="test image side (default: 32 smoke, 64 full)")
     parser.add_argument("--blur", type=float, default=1.6, help="std of the Gaussian kernel (pixels)")
     parser.add_argument("--sigma-denoiser", type=float, default=0.05, help="fixed sigma of the denoiser")
-    parser.add_argument("--c", type=float, default=4.0, help="slope of lambda(delta) = c*delta + eps")
+    parser.add_argument("--c", type=float, default=10.0, help="slope of lambda(delta) = c*delta + eps")
     parser.add_argument("--eps", type=float, default=1e-4, help="floor of lambda(delta) = c*delta + eps")
     parser.add_argument("--deltas", type=float, nargs="+", help="noise levels (std on [0, 1] images)")
     parser.add_argument("--max-iter", type=int, help="maximum PnP iterations")
@@ -75,6 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-size", type=int, help="side of the training images before cropping")
     parser.add_argument("--channels", type=int, help="feature channels of the potential network")
     parser.add_argument("--depth", type=int, help="convolutions of the potential network")
+    parser.add_argument("--dtype", default="float64", choices=("float32", "float64"),
+                        help="dtype of the reconstructions (float64: F resolves smaller decreases)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared box)")
     args = parser.parse_args(argv)
     defaults = SMOKE if args.smoke else FULL
@@ -192,18 +194,20 @@ def main(argv: list[str] | None = None) -> dict:
     weights = Path(args.weights) if args.weights else train_denoiser(
         output, steps=args.train_steps, channels=args.channels, depth=args.depth, train_size=args.train_size,
         exclude=args.image, seed=args.seed)
-    denoiser = load_denoiser(weights)
+    dtype = getattr(torch, args.dtype)
+    denoiser = load_denoiser(weights).to(dtype)
     t_train = time.perf_counter() - t_start
 
-    x_true = SkimageImagesDataset(size=args.size, names=(args.image,))[0]["x"][None].to(torch.float32)
-    physics = dinv.physics.BlurFFT((1, args.size, args.size), filter=gaussian_blur(sigma=(args.blur, args.blur)))
-    w = torch.randn(x_true.shape, generator=torch.Generator().manual_seed(args.seed + 1))
+    x_true = SkimageImagesDataset(size=args.size, names=(args.image,))[0]["x"][None].to(dtype)
+    physics = dinv.physics.BlurFFT((1, args.size, args.size),
+                                   filter=gaussian_blur(sigma=(args.blur, args.blur), dtype=dtype))
+    w = torch.randn(x_true.shape, generator=torch.Generator().manual_seed(args.seed + 1), dtype=dtype)
     y_clean = physics.A(x_true)
     x0 = torch.full_like(x_true, 0.5)  # one starting point for every run (mid-grey)
     rule = AffineParameterRule(c=args.c, eps=args.eps)
 
     key = json.dumps({k: config[k] for k in ("image", "size", "blur", "sigma_denoiser", "c", "eps", "max_iter",
-                                             "tol", "seed")} | {"weights": str(weights)}, sort_keys=True)
+                                             "tol", "seed", "dtype")} | {"weights": str(weights)}, sort_keys=True)
     sweep_path = output / "sweep.pt"
     done = torch.load(sweep_path, weights_only=True) if sweep_path.is_file() else {}
     if done.get("key") != key:
@@ -239,13 +243,14 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\nGS-PnP deblurring, {args.image} {args.size}x{args.size}, Gaussian kernel std {args.blur}, "
           f"sigma_denoiser {args.sigma_denoiser}, lambda = {args.c}*delta + {args.eps}")
     print(f"{'delta':>8} {'lambda':>9} {'PSNR(y)':>8} {'PSNR':>7} {'|x-x_dag|':>10} {'rel':>8} {'iters':>6} "
-          f"{'bt':>4} {'F mono':>6} {'step K/1':>9} {'s':>6}")
+          f"{'bt':>4} {'conv':>5} {'F mono':>6} {'step K/1':>9} {'s':>6}")
     for r in rows:
         print(f"{r['delta']:8.4f} {r['lambda']:9.5f} {r['psnr_observation']:8.2f} {r['psnr']:7.2f} "
               f"{r['error_to_dagger']:10.4f} {r['rel_error_to_dagger']:8.4f} {r['iterations']:6d} "
-              f"{r['backtracks']:4d} {str(r['F_monotone']):>6} {r['step_ratio']:9.1e} {r['seconds']:6.1f}")
+              f"{r['backtracks']:4d} {str(r['converged']):>5} {str(r['F_monotone']):>6} {r['step_ratio']:9.1e} "
+              f"{r['seconds']:6.1f}")
     print(f"{'x_dag':>8} {dagger['lambda']:9.5f} {'':>8} {dagger['psnr']:7.2f} {'':>10} {'':>8} "
-          f"{dagger['iterations']:6d} {dagger['backtracks']:4d} {str(dagger['F_monotone']):>6} "
+          f"{dagger['iterations']:6d} {dagger['backtracks']:4d} {str(dagger['converged']):>5} {str(dagger['F_monotone']):>6} "
           f"{dagger['step_ratio']:9.1e}")
     print("checks:", json.dumps(checks))
 

@@ -72,9 +72,10 @@ class GradientStepPnP(Reconstructor):
 
     The iteration stops per element when the relative change of the objective,
     :math:`|F(x_{k+1}) - F(x_k)| / |F(x_{k+1})|` (``crit="objective"``, deepinv's ``crit_conv="cost"``), or of the
-    iterate, :math:`\|x_{k+1} - x_k\| / \|x_k\|` (``crit="iterate"``), falls below ``tol`` (also for a candidate
-    that the Armijo test rejects: then :math:`F` cannot decrease above rounding and :math:`x_k` is kept), or when
-    backtracking fails ``backtracking.max_iter`` times in a row. The output is the last iterate :math:`x_K` (``output="iterate"``)
+    iterate, :math:`\|x_{k+1} - x_k\| / \|x_k\|` (``crit="iterate"``), falls below ``tol``, or when the Armijo test
+    rejects a candidate that is within ``tol`` or whose :math:`F` differs from :math:`F(x_k)` only by rounding
+    (:math:`8\,\epsilon_{\text{dtype}}|F|`: converged to the precision of the dtype; :math:`x_k` is kept), or when
+    backtracking fails ``backtracking.max_iter`` times in a row (``history["backtracking_failed"]``). The output is the last iterate :math:`x_K` (``output="iterate"``)
     or its denoised version :math:`D_\sigma(x_K) = x_K - \nabla g_\sigma(x_K)` (``output="denoised"``, as the
     authors report).
 
@@ -260,8 +261,10 @@ class GradientStepPnP(Reconstructor):
                     else:
                         ok = F_c <= F - bt.gamma / tau * _sqnorm(cand - x)
                     take = pending & ok
-                    # a rejected candidate that is within tol of x: converged to rounding level (no step taken)
-                    stalled = stalled | (pending & ~ok & (self._change(F, F_c, x, cand) < self.tol))
+                    # a rejected candidate within tol of x, or whose F differs from F(x) only by rounding:
+                    # converged to the precision of the dtype (no step is taken)
+                    at_precision = (F_c - F).abs() <= 8 * torch.finfo(x.dtype).eps * F.abs()
+                    stalled = stalled | (pending & ~ok & (at_precision | (self._change(F, F_c, x, cand) < self.tol)))
                     if take.any():
                         grad_c = self._grad_from(g_c, leaf_c)
                         x_new = torch.where(_bcast(take, x), cand, x_new)
