@@ -1,0 +1,381 @@
+r"""Multi-coil MRI, Cartesian and non-Cartesian, as a differentiable deepinv physics through SigPy's NUFFT.
+
+The operator is
+
+.. math::
+
+    y_n = P\, F\, \mathrm{diag}(s_n)\, x, \qquad n = 1, \dots, N,
+
+with coil sensitivities :math:`s_n`, and either the centred unitary FFT :math:`F` followed by a Cartesian mask
+:math:`P` (deepinv's :class:`deepinv.physics.MultiCoilMRI`, which this class extends and calls unchanged), or
+SigPy's Kaiser-Bessel NUFFT :math:`F` at the k-space locations of a trajectory (Fessler-Sutton min-max gridding,
+scaled so that on a Cartesian grid it is the unitary centred DFT; :math:`P = I`).
+
+Conventions are deepinv's: images ``x`` are ``(B, 2, H, W)`` (real and imaginary part as channels), Cartesian
+k-space ``(B, 2, N, H, W)``, non-Cartesian k-space ``(B, 2, N, K)`` (as :class:`deepinv.physics.NonCartesianMRI`).
+Trajectories are SigPy's, ``(K, 2)`` or ``(B, K, 2)`` in cycles per field of view, in :math:`[-n_d/2, n_d/2]`
+(see :mod:`deepinv_ext.physics.trajectories`).
+
+Autograd: the NUFFT and its adjoint are a pair of :class:`torch.autograd.Function` whose backward is the other one
+(so double backward works too), batched over images and coils in one SigPy call when the trajectory is shared, one
+call per sample when each sample has its own trajectory (the loop stays inside the wrapper). Unlike SigPy's
+``to_pytorch_function``, they take and return complex torch tensors with a batch dimension and need no layout
+conversion. The gradient with respect to the trajectory is not computed.
+
+Devices: CPU tensors go through NumPy and SigPy's Numba kernels. CUDA tensors go to SigPy's CuPy kernels through
+DLPack, without a host round trip; this path needs CuPy and is **untested here** (no GPU on the machine this was
+written on). The Cartesian path is pure torch on any device.
+
+References: K. P. Pruessmann et al., "Advances in sensitivity encoding with arbitrary k-space trajectories",
+MRM 46(4), 2001 (CG-SENSE); J. A. Fessler and B. P. Sutton, "Nonuniform fast Fourier transforms using min-max
+interpolation", IEEE TSP 51(2), 2003; F. Ong and M. Lustig, "SigPy: a python package for high performance
+iterative reconstruction", ISMRM 2019.
+"""
+
+from __future__ import annotations
+
+import torch
+from deepinv.physics import MultiCoilMRI
+from deepinv.physics.noise import NoiseModel
+from torch import Tensor
+
+from deepinv_ext.physics.trajectories import pipe_menon_dcf
+
+__all__ = ["SigpyMultiCoilMRI", "nufft", "nufft_adjoint"]
+
+
+def _to_array(t: Tensor):
+    """A torch tensor as a NumPy (CPU) or CuPy (CUDA, through DLPack, untested here) array, sharing memory."""
+    t = t.detach().resolve_conj().contiguous()
+    if t.device.type == "cpu":
+        return t.numpy()
+    import cupy  # pragma: no cover - needs a GPU and CuPy
+
+    return cupy.from_dlpack(t)  # pragma: no cover
+
+
+def _to_tensor(a, device: torch.device) -> Tensor:
+    if type(a).__module__.startswith("numpy"):
+        return torch.from_numpy(a).to(device)
+    return torch.from_dlpack(a)  # pragma: no cover - CuPy
+
+
+def _sigpy_nufft(x: Tensor, coord: Tensor, oversamp: float, width: int) -> Tensor:
+    import sigpy as sp
+
+    coord = coord.to(x.real.dtype)
+    if coord.shape[0] == 1:
+        return _to_tensor(sp.nufft(_to_array(x), _to_array(coord[0]), oversamp, width), x.device)
+    return torch.stack([_to_tensor(sp.nufft(_to_array(x[b]), _to_array(coord[b]), oversamp, width), x.device)
+                        for b in range(x.shape[0])])
+
+
+def _sigpy_nufft_adjoint(y: Tensor, coord: Tensor, img_size: tuple[int, int], oversamp: float,
+                         width: int) -> Tensor:
+    import sigpy as sp
+
+    coord = coord.to(y.real.dtype)
+    if coord.shape[0] == 1:
+        out = sp.nufft_adjoint(_to_array(y), _to_array(coord[0]), (*y.shape[:-1], *img_size), oversamp, width)
+        return _to_tensor(out, y.device)
+    return torch.stack([
+        _to_tensor(sp.nufft_adjoint(_to_array(y[b]), _to_array(coord[b]), (*y.shape[1:-1], *img_size),
+                                    oversamp, width), y.device)
+        for b in range(y.shape[0])])
+
+
+class _NUFFT(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, coord: Tensor, oversamp: float, width: int) -> Tensor:
+        ctx.save_for_backward(coord)
+        ctx.conf = (tuple(x.shape[-2:]), oversamp, width)
+        return _sigpy_nufft(x, coord, oversamp, width)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (coord,) = ctx.saved_tensors
+        img_size, oversamp, width = ctx.conf
+        return _NUFFTAdjoint.apply(grad, coord, img_size, oversamp, width), None, None, None
+
+
+class _NUFFTAdjoint(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, y: Tensor, coord: Tensor, img_size: tuple[int, int], oversamp: float, width: int) -> Tensor:
+        ctx.save_for_backward(coord)
+        ctx.conf = (oversamp, width)
+        return _sigpy_nufft_adjoint(y, coord, img_size, oversamp, width)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (coord,) = ctx.saved_tensors
+        return _NUFFT.apply(grad, coord, *ctx.conf), None, None, None, None
+
+
+def nufft(x: Tensor, trajectory: Tensor, oversamp: float = 1.25, width: int = 4) -> Tensor:
+    r"""Differentiable batched SigPy NUFFT: complex ``(B, ..., H, W)`` to ``(B, ..., K)``.
+
+    :param torch.Tensor x: complex images; the leading dimension is the batch.
+    :param torch.Tensor trajectory: ``(K, 2)``, ``(1, K, 2)`` (shared) or ``(B, K, 2)`` (one per sample).
+    :param float oversamp: grid oversampling factor.
+    :param int width: Kaiser-Bessel kernel width.
+    """
+    coord = trajectory[None] if trajectory.ndim == 2 else trajectory
+    if coord.shape[0] > x.shape[0]:
+        x = x.expand(coord.shape[0], *x.shape[1:])
+    return _NUFFT.apply(x, coord, oversamp, width)
+
+
+def nufft_adjoint(y: Tensor, trajectory: Tensor, img_size: tuple[int, int], oversamp: float = 1.25,
+                  width: int = 4) -> Tensor:
+    r"""Differentiable batched adjoint of :func:`nufft`: complex ``(B, ..., K)`` to ``(B, ..., H, W)``."""
+    coord = trajectory[None] if trajectory.ndim == 2 else trajectory
+    if coord.shape[0] > y.shape[0]:
+        y = y.expand(coord.shape[0], *y.shape[1:])
+    return _NUFFTAdjoint.apply(y, coord, tuple(img_size), oversamp, width)
+
+
+class SigpyMultiCoilMRI(MultiCoilMRI):
+    r"""Multi-coil MRI, Cartesian (``mask``) or non-Cartesian (``trajectory``, SigPy NUFFT), differentiable.
+
+    :math:`y_n = P F \mathrm{diag}(s_n) x` (see the module docstring). With a ``mask`` (or neither) this is
+    deepinv's :class:`deepinv.physics.MultiCoilMRI` with input checks added, the same ``y`` for the same ``x``.
+    With a ``trajectory`` the FFT is SigPy's NUFFT and k-space is ``(B, 2, N, K)``.
+
+    Pseudo-inverse :meth:`A_dagger`, ``dagger="cg"`` (default): CG-SENSE, deepinv's conjugate gradient on
+    :math:`A^H A x = A^H y` (:meth:`deepinv.physics.LinearPhysics.A_dagger`); ``dagger="dcf"``: the
+    density-compensated, coil-normalised adjoint :math:`x = A^H(Dy) / \sum_n |s_n|^2` (:math:`D` = Pipe-Menon
+    weights, or the mask in the Cartesian case: the zero-filled SENSE combination), one pass, no iterations.
+
+    All geometry is held in registered buffers (``coil_maps``, ``mask``, ``trajectory``, ``dcf``), so
+    ``state_dict``, ``clone()``, ``.to(device)``, :meth:`update` and the generators of
+    :mod:`deepinv_ext.physics.trajectories` (keys ``trajectory``, ``dcf``) and deepinv's mask generators (key
+    ``mask``) work. In the non-Cartesian case ``mask`` is a buffer of ones kept for deepinv's base class.
+    Measurements with NaN/inf are refused by :meth:`A_dagger` (the hot paths :meth:`A`, :meth:`A_adjoint` check
+    shapes only).
+
+    :param torch.Tensor coil_maps: complex sensitivities ``(N, H, W)`` or ``(B, N, H, W)``.
+    :param torch.Tensor mask: Cartesian mask ``(H, W)``, ``(C, H, W)`` or ``(B, C, H, W)`` (deepinv's shapes),
+        e.g. from :class:`deepinv.physics.generator.EquispacedMaskGenerator`; ``None`` with no trajectory: full
+        sampling.
+    :param torch.Tensor trajectory: k-space locations ``(K, 2)`` or ``(B, K, 2)``, SigPy's convention.
+    :param str, torch.Tensor, None dcf: density compensation for non-Cartesian data: ``"pipe_menon"`` (computed
+        now and whenever the trajectory is updated without weights), weights ``(K,)``/``(B, K)``, or ``None``
+        (ones; then ``dagger="dcf"`` is the plain adjoint).
+    :param str dagger: ``"cg"`` (CG-SENSE) or ``"dcf"`` (density-compensated adjoint), see above.
+    :param float oversamp: NUFFT grid oversampling.
+    :param int width: NUFFT Kaiser-Bessel kernel width.
+    :param deepinv.physics.NoiseModel noise_model: e.g. :class:`deepinv.physics.GaussianNoise` (applied to the
+        real and imaginary parts of k-space; masked in the Cartesian case, as in deepinv).
+    :param int max_iter: CG iterations of :meth:`A_dagger` (deepinv's ``max_iter``).
+    :param float tol: CG tolerance.
+
+    :Examples:
+
+    >>> from deepinv_ext.physics.trajectories import radial_trajectory
+    >>> maps = SigpyMultiCoilMRI.birdcage_maps(4, (32, 32))
+    >>> physics = SigpyMultiCoilMRI(maps, trajectory=radial_trajectory((32, 32), n_spokes=16))
+    >>> physics.A(torch.randn(2, 2, 32, 32)).shape
+    torch.Size([2, 2, 4, 1024])
+    """
+
+    def __init__(self, coil_maps: Tensor, mask: Tensor | None = None, trajectory: Tensor | None = None, *,
+                 dcf: str | Tensor | None = "pipe_menon", dagger: str = "cg", oversamp: float = 1.25,
+                 width: int = 4, noise_model: NoiseModel | None = None, max_iter: int = 50, tol: float = 1e-6,
+                 device: torch.device | str = "cpu") -> None:
+        if mask is not None and trajectory is not None:
+            raise ValueError("pass either mask (Cartesian) or trajectory (non-Cartesian), not both")
+        if dagger not in ("cg", "dcf"):
+            raise ValueError(f"dagger must be 'cg' or 'dcf', got {dagger!r}")
+        if not (isinstance(dcf, Tensor) or dcf in (None, "pipe_menon")):
+            raise ValueError(f"dcf must be 'pipe_menon', a tensor or None, got {dcf!r}")
+        coil_maps = self._checked_maps(coil_maps)
+        img_size = tuple(coil_maps.shape[-2:])
+        self.cartesian = trajectory is None
+        if mask is not None:
+            self._check_mask_shape(mask, img_size)
+        kwargs = {} if noise_model is None else {"noise_model": noise_model}
+        super().__init__(mask=mask, coil_maps=coil_maps, img_size=img_size, device=device, max_iter=max_iter,
+                         tol=tol, solver="CG", **kwargs)
+        self.dagger, self.oversamp, self.width = dagger, oversamp, width
+        self.dcf_mode = dcf if isinstance(dcf, str) else None
+        if self.cartesian:
+            self.register_buffer("trajectory", None)
+            self.register_buffer("dcf", None)
+        else:
+            trajectory = self._checked_trajectory(trajectory)
+            self.register_buffer("trajectory", trajectory.to(device))
+            self.register_buffer("dcf", self._weights(trajectory, dcf).to(device))
+
+    # ----------------------------------------------------------------- checks
+    @staticmethod
+    def _checked_maps(coil_maps: Tensor) -> Tensor:
+        if not isinstance(coil_maps, Tensor) or not coil_maps.is_complex():
+            raise TypeError(f"coil_maps must be a complex tensor, got {type(coil_maps).__name__}"
+                            + (f" of dtype {coil_maps.dtype}" if isinstance(coil_maps, Tensor) else ""))
+        if coil_maps.ndim not in (3, 4):
+            raise ValueError(f"coil_maps must be (N, H, W) or (B, N, H, W), got shape {tuple(coil_maps.shape)}")
+        if not torch.isfinite(coil_maps).all():
+            raise ValueError("coil_maps contain NaN or inf")
+        return coil_maps if coil_maps.ndim == 4 else coil_maps[None]
+
+    @staticmethod
+    def _check_mask_shape(mask: Tensor, img_size: tuple[int, ...]) -> None:
+        if tuple(mask.shape[-2:]) != tuple(img_size):
+            raise ValueError(f"mask has spatial shape {tuple(mask.shape[-2:])}, coil_maps {tuple(img_size)}")
+        if not torch.isfinite(mask).all():
+            raise ValueError("mask contains NaN or inf")
+
+    def _checked_trajectory(self, trajectory: Tensor) -> Tensor:
+        if not isinstance(trajectory, Tensor) or trajectory.is_complex() or not trajectory.is_floating_point():
+            raise TypeError(f"trajectory must be a real floating tensor (K, 2) or (B, K, 2), got {trajectory!r:.80}")
+        traj = trajectory[None] if trajectory.ndim == 2 else trajectory
+        if traj.ndim != 3 or traj.shape[-1] != 2:
+            raise ValueError(f"trajectory must be (K, 2) or (B, K, 2), got shape {tuple(trajectory.shape)}")
+        if not torch.isfinite(traj).all():
+            raise ValueError("trajectory contains NaN or inf")
+        half = torch.tensor(self.coil_maps.shape[-2:], dtype=traj.dtype, device=traj.device) / 2
+        if (traj.abs() > half * (1 + 1e-6)).any():
+            raise ValueError(f"trajectory leaves [-H/2, H/2] x [-W/2, W/2] = +-{half.tolist()} (SigPy's units: "
+                             f"cycles per field of view), max |k| = {traj.abs().amax((0, 1)).tolist()}")
+        return traj
+
+    def _weights(self, traj: Tensor, dcf: str | Tensor | None) -> Tensor:
+        if isinstance(dcf, str):
+            return pipe_menon_dcf(traj, tuple(self.coil_maps.shape[-2:]))
+        if dcf is None:
+            return torch.ones(traj.shape[:2], dtype=traj.dtype, device=traj.device)
+        w = dcf[None] if dcf.ndim == 1 else dcf
+        if w.ndim != 2 or w.shape[-1] != traj.shape[1] or not torch.isfinite(w).all():
+            raise ValueError(f"dcf must be finite, (K,) or (B, K) with K = {traj.shape[1]}, got {tuple(dcf.shape)}")
+        return w.to(traj.dtype)
+
+    def _check_image(self, x: Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != 2 or tuple(x.shape[-2:]) != tuple(self.coil_maps.shape[-2:]):
+            raise ValueError(f"x must be (B, 2, H, W) with (H, W) = {tuple(self.coil_maps.shape[-2:])}, "
+                             f"got shape {tuple(x.shape)}")
+        self._check_batch(x.shape[0], "x")
+
+    def _check_kspace(self, y: Tensor) -> None:
+        n = self.coil_maps.shape[1]
+        tail = tuple(self.coil_maps.shape[-2:]) if self.cartesian else (self.trajectory.shape[1],)
+        if y.ndim != 3 + len(tail) or y.shape[1] != 2 or y.shape[2] != n or tuple(y.shape[3:]) != tail:
+            raise ValueError(f"y must be (B, 2, {n}, {', '.join(map(str, tail))}) (coils = {n} as in coil_maps), "
+                             f"got shape {tuple(y.shape)}")
+        self._check_batch(y.shape[0], "y")
+
+    def _check_batch(self, b: int, name: str) -> None:
+        for buf in ("coil_maps", "mask", "trajectory", "dcf"):
+            t = getattr(self, buf)
+            if t is not None and b != 1 and t.shape[0] not in (1, b):
+                raise ValueError(f"{name} has batch size {b}, but {buf} holds {t.shape[0]} samples")
+
+    # ----------------------------------------------------------------- parameters
+    def update_parameters(self, mask: Tensor | None = None, coil_maps: Tensor | None = None,
+                          trajectory: Tensor | None = None, dcf: Tensor | None = None, **kwargs) -> None:
+        r"""Update the coil maps, the mask (Cartesian) or the trajectory and weights (non-Cartesian).
+
+        A new trajectory without ``dcf`` gets Pipe-Menon weights recomputed if the physics was built with
+        ``dcf="pipe_menon"``, ones otherwise.
+        """
+        if coil_maps is not None:
+            coil_maps = self._checked_maps(coil_maps)
+            if tuple(coil_maps.shape[-2:]) != tuple(self.coil_maps.shape[-2:]):
+                raise ValueError(f"coil_maps of size {tuple(coil_maps.shape[-2:])} do not match the image size "
+                                 f"{tuple(self.coil_maps.shape[-2:])}")
+            self.coil_maps = coil_maps.to(self.coil_maps.device)
+        if self.cartesian:
+            if trajectory is not None or dcf is not None:
+                raise ValueError("a Cartesian SigpyMultiCoilMRI takes a mask, not a trajectory or dcf")
+            if mask is not None:
+                self._check_mask_shape(mask, tuple(self.coil_maps.shape[-2:]))
+        else:
+            if mask is not None:
+                raise ValueError("a non-Cartesian SigpyMultiCoilMRI takes a trajectory, not a mask")
+            if trajectory is not None:
+                traj = self._checked_trajectory(trajectory)
+                weights = self._weights(traj, self.dcf_mode if dcf is None else dcf)
+                self.trajectory = traj.to(self.trajectory.device)
+                self.dcf = weights.to(self.dcf.device)
+            elif dcf is not None:
+                self.dcf = self._weights(self.trajectory, dcf).to(self.dcf.device)
+        super().update_parameters(mask=mask, **kwargs)
+
+    # ----------------------------------------------------------------- operators
+    def A(self, x: Tensor, mask: Tensor | None = None, coil_maps: Tensor | None = None,
+          trajectory: Tensor | None = None, dcf: Tensor | None = None, **kwargs) -> Tensor:
+        r"""Multi-coil k-space of images ``x`` ``(B, 2, H, W)``: ``(B, 2, N, H, W)`` or ``(B, 2, N, K)``.
+
+        Parameters passed here update the physics first (as in deepinv).
+        """
+        self.update_parameters(mask=mask, coil_maps=coil_maps, trajectory=trajectory, dcf=dcf, **kwargs)
+        self._check_image(x)
+        if self.cartesian:
+            return super().A(x)
+        sx = self.coil_maps * self.to_torch_complex(x)[:, None]
+        return self.from_torch_complex(nufft(sx, self.trajectory, self.oversamp, self.width))
+
+    def A_adjoint(self, y: Tensor, mask: Tensor | None = None, coil_maps: Tensor | None = None,
+                  trajectory: Tensor | None = None, dcf: Tensor | None = None, **kwargs) -> Tensor:
+        r"""Adjoint :math:`A^H y = \sum_n \bar s_n F^H P y_n`, images ``(B, 2, H, W)``."""
+        self.update_parameters(mask=mask, coil_maps=coil_maps, trajectory=trajectory, dcf=dcf)
+        self._check_kspace(y)
+        if self.cartesian:
+            return super().A_adjoint(y, **kwargs)
+        img = nufft_adjoint(self.to_torch_complex(y), self.trajectory, tuple(self.coil_maps.shape[-2:]),
+                            self.oversamp, self.width)
+        return self.from_torch_complex((self.coil_maps.conj() * img).sum(dim=1))
+
+    def noise(self, x: Tensor, **kwargs) -> Tensor:
+        """Noise of the noise model (on sampled Cartesian locations only, as deepinv)."""
+        return super().noise(x, **kwargs) if self.cartesian else self.noise_model(x, **kwargs)
+
+    def A_dagger(self, y: Tensor, mode: str | None = None, **kwargs) -> Tensor:
+        r"""Pseudo-inverse: CG-SENSE (``mode="cg"``) or density-compensated adjoint (``mode="dcf"``).
+
+        :param torch.Tensor y: k-space, finite.
+        :param str mode: overrides the ``dagger`` of the constructor.
+        :param kwargs: passed to :meth:`deepinv.physics.LinearPhysics.A_dagger` for CG (``max_iter``, ``tol``)
+            or used to update the parameters.
+        """
+        if not torch.isfinite(y).all():
+            raise ValueError("y (k-space) contains NaN or inf")
+        mode = self.dagger if mode is None else mode
+        if mode == "cg":
+            params = {k: kwargs.pop(k) for k in ("mask", "coil_maps", "trajectory", "dcf") if k in kwargs}
+            self.update_parameters(**params)
+            return super(MultiCoilMRI, self).A_dagger(y, **kwargs)
+        if mode != "dcf":
+            raise ValueError(f"mode must be 'cg' or 'dcf', got {mode!r}")
+        self.update_parameters(**kwargs)
+        weighted = y if self.cartesian else y * self.dcf[:, None, None]
+        x = self.A_adjoint(weighted)
+        energy = (self.coil_maps.abs() ** 2).sum(dim=1)
+        inv = torch.where(energy > 1e-6 * energy.amax(), 1.0 / energy, torch.zeros_like(energy))
+        return x * inv[:, None].to(x.dtype)
+
+    # ----------------------------------------------------------------- test data
+    @staticmethod
+    def birdcage_maps(n_coils: int, img_size: tuple[int, int], normalize: bool = True,
+                      dtype: torch.dtype = torch.complex64) -> Tensor:
+        r"""SigPy's simulated birdcage sensitivities ``(N, H, W)`` (:func:`sigpy.mri.birdcage_maps`), scaled to
+        :math:`\sum_n |s_n|^2 = 1` per pixel with ``normalize`` (then :math:`A^H A = I` under full sampling)."""
+        import sigpy.mri as mr
+
+        maps = torch.from_numpy(mr.birdcage_maps((n_coils, *img_size))).to(dtype)
+        if normalize:
+            maps = maps / (maps.abs() ** 2).sum(0, keepdim=True).sqrt()
+        return maps
+
+    @classmethod
+    def contract_example(cls) -> dict:
+        """An 8x8, 2-coil radial physics (one trajectory shared by the batch), float64 images.
+
+        The contract check compares the batch with per-sample calls, which cannot hold for per-sample
+        geometry (each single image meets every trajectory): per-sample trajectories are tested in
+        tests/test_sigpy_mri.py."""
+        from deepinv_ext.physics.trajectories import radial_trajectory
+
+        base = radial_trajectory((8, 8), n_spokes=6, n_readout=12, dtype=torch.float64)
+        physics = cls(cls.birdcage_maps(2, (8, 8), dtype=torch.complex128), trajectory=base, dcf=None)
+        x = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        return {"physics": physics, "x": x}
