@@ -18,6 +18,7 @@ converges to the unique solution of :math:`[A^\top A + (\tau/\eta)\, r_\tau(D)]\
 from __future__ import annotations
 
 import math
+import warnings
 
 import deepinv as dinv
 import torch
@@ -171,7 +172,9 @@ class SpectralPnP(dinv.models.Reconstructor):
             # sets the scale for a relative 1e-5
             with torch.no_grad(), torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
-                rough = float(physics.compute_sqnorm(x[:1], max_iter=10, tol=0.0, verbose=False))
+                with warnings.catch_warnings():  # the rough pass never "converges" (tol=0), by design
+                    warnings.simplefilter("ignore", UserWarning)
+                    rough = float(physics.compute_sqnorm(x[:1], max_iter=10, tol=0.0, verbose=False))
                 sq = 1.01 * float(physics.compute_sqnorm(x[:1], max_iter=300, tol=1e-5 * rough, verbose=False))
             if not self.cache_norm:
                 return self._step(sq)
