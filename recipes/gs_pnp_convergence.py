@@ -13,7 +13,9 @@ reached by :math:`x_{k+1} = \operatorname{prox}_{\tau f}(x_k - \tau\lambda\nabla
 backtracking (:class:`deepinv_ext.algorithms.GradientStepPnP`). The denoiser :math:`D_\sigma = \operatorname{Id} -
 \nabla g_\sigma` is trained here on scikit-image's images (the test image excluded); :math:`\sigma` is fixed and
 :math:`\lambda` follows the a-priori rule :math:`\lambda(\delta) = c\delta + \varepsilon`
-(:class:`deepinv_ext.algorithms.AffineParameterRule`). As :math:`\delta \to 0` the reconstructions
+(:class:`deepinv_ext.algorithms.AffineParameterRule`; default :math:`c = 10`, :math:`\varepsilon = 10^{-4}`: the
+survey's :math:`c = 0.04` per percent, ``--c 4`` here, was set for GS-DRUNet, and the small denoiser trained here
+needs a larger weight at the highest noise levels to beat the PSNR of the data). As :math:`\delta \to 0` the reconstructions
 :math:`\hat x(\delta)` should converge to :math:`x^\dagger`, the fixed point on the noiseless data at
 :math:`\lambda = \varepsilon` from the same starting point.
 
