@@ -40,16 +40,18 @@ def test_prox_closed_form_and_cg_agree_and_are_optimal():
     tau = 0.3
     closed = prox_data_fidelity(u, y, dinv.physics.Denoising(), tau)
     identity = dinv.physics.LinearPhysics(A=lambda x: x, A_adjoint=lambda x: x)
-    cg = prox_data_fidelity(u, y, identity, torch.tensor(tau, dtype=torch.float64), tol=1e-12)
+    cg = prox_data_fidelity(u, y, identity, tau, tol=1e-12)
     assert torch.allclose(closed, cg, atol=1e-10)
     # blur: CG (tensor tau) against deepinv's FFT closed form, and the optimality condition
     physics = blur_physics()
     y = physics.A(torch.rand(2, 1, 16, 16, dtype=torch.float64))
     solver, max_iter, tol = physics.solver, physics.max_iter, physics.tol
-    x_cg = prox_data_fidelity(u, y, physics, torch.tensor(tau, dtype=torch.float64), max_iter=200, tol=1e-12)
+    x_cg = prox_data_fidelity(u, y, physics, torch.tensor(tau, dtype=torch.float64), max_iter=200, tol=1e-12,
+                              method="cg")
     assert (physics.solver, physics.max_iter, physics.tol) == (solver, max_iter, tol)  # physics left unchanged
-    x_fft = prox_data_fidelity(u, y, physics, tau)
+    x_fft = prox_data_fidelity(u, y, physics, torch.tensor(tau, dtype=torch.float64))
     assert torch.allclose(x_cg, x_fft, atol=1e-8)
+    assert torch.allclose(prox_data_fidelity(u, y, physics, tau), x_fft, atol=1e-12)
     residual = x_cg - u + tau * physics.A_adjoint(physics.A(x_cg) - y)
     assert residual.abs().max() < 1e-8
 
@@ -143,3 +145,24 @@ def test_from_checkpoint_loads_T_lambda_and_steps():
     assert float(net.T) == float(ck["model"]["T"]) and float(net.lmbda) == float(ck["model"]["lmbda"])
     published = {k: v for k, v in ck["model"].items() if not k.endswith((".mask", ".blur"))}
     assert set(net.state_dict()) == set(published)  # the published state-dict keys load as they are
+
+
+def test_stopping_time_derivative_and_optimal_T():
+    net = small_net(torch.float64, steps=3, T=0.05, sigma_train=None)
+    physics = dinv.physics.Denoising()
+    data = RandomEllipsesDataset(2, 16, seed=0)
+    x = torch.stack([data[i]["x"] for i in range(2)]).double()
+    torch.manual_seed(0)
+    y = x + 0.1 * torch.randn_like(x)
+    T0 = net.T.item()
+    loss, dT = net.stopping_time_derivative(y, physics, x)
+    eps = 1e-6
+    lp, _ = net.stopping_time_derivative(y, physics, x, T=T0 + eps)
+    lm, _ = net.stopping_time_derivative(y, physics, x, T=T0 - eps)
+    assert dT == pytest.approx((lp - lm) / (2 * eps), rel=1e-5)
+    assert net.T.item() == T0  # restored
+    T_star = net.optimal_stopping_time(y, physics, x, iterations=20)
+    j_star, d_star = net.stopping_time_derivative(y, physics, x, T=T_star)
+    assert abs(d_star) < 1e-3 * abs(dT) + 1e-6
+    for T in (0.5 * T_star, 1.5 * T_star + 1e-3):
+        assert j_star <= net.stopping_time_derivative(y, physics, x, T=T)[0]

@@ -87,3 +87,17 @@ def test_bad_arguments():
     physics, x, y = setup()
     with pytest.raises(ValueError, match="finite"):
         VariationalSolver(Quadratic(1.0))(y * float("nan"), physics)
+
+
+def test_super_resolution_with_tdv_decreases_the_energy():
+    physics = dinv.physics.DownsamplingMatlab(factor=2)
+    data = RandomEllipsesDataset(1, 32, seed=1)
+    x = data[0]["x"][None].double()
+    y = physics.A(x)
+    torch.manual_seed(2)
+    prior = TDV(num_features=8, num_macro_blocks=1).double()
+    solver = VariationalSolver(prior, weight=100.0, max_iter=15, cg_init_iter=5)
+    with torch.no_grad():
+        out = solver(y, physics)
+    assert out.shape == x.shape
+    assert solver.monotone() and solver.history[-1] < solver.history[0]

@@ -44,7 +44,7 @@ __all__ = ["TDVNetwork", "constrain_optimizer", "prox_data_fidelity"]
 
 
 def prox_data_fidelity(u: Tensor, y: Tensor, physics: Physics, tau: Tensor | float, max_iter: int = 50,
-                       tol: float = 1e-6) -> Tensor:
+                       tol: float = 1e-6, method: str = "auto") -> Tensor:
     r""":math:`\operatorname{prox}_{\tau f}(u) = \arg\min_x \frac{\tau}{2}\|Ax - y\|^2 + \frac12\|x - u\|^2`.
 
     Closed form for :class:`deepinv.physics.Denoising` (:math:`(u + \tau y)/(1+\tau)`) and other decomposable
@@ -59,13 +59,17 @@ def prox_data_fidelity(u: Tensor, y: Tensor, physics: Physics, tau: Tensor | flo
     :param tau: a float or a tensor broadcasting against ``u`` (e.g. ``(B, 1, 1, 1)``).
     :param int max_iter: maximum CG iterations.
     :param float tol: relative CG tolerance.
+    :param str method: ``"auto"`` (closed form where there is one, CG otherwise) or ``"cg"`` (always CG).
     """
-    if isinstance(physics, Denoising) and type(physics).A is Denoising.A:
-        return (u + tau * y) / (1 + tau)
+    if method not in ("auto", "cg"):
+        raise ValueError(f"method must be 'auto' or 'cg', got {method!r}")
     if not isinstance(physics, LinearPhysics):
         raise TypeError(f"physics must be a deepinv LinearPhysics, got {type(physics).__name__}")
-    if isinstance(physics, DecomposablePhysics) and not isinstance(tau, Tensor):
-        return physics.prox_l2(u, y, tau)
+    scalar = not isinstance(tau, Tensor) or tau.numel() == 1
+    if method == "auto" and isinstance(physics, Denoising) and type(physics).A is Denoising.A:
+        return (u + tau * y) / (1 + tau)
+    if method == "auto" and isinstance(physics, DecomposablePhysics) and scalar:
+        return physics.prox_l2(u, y, tau.reshape(()) if isinstance(tau, Tensor) else tau)
     # eps: deepinv's default 1e-8 in the step-size denominator stalls CG near 1e-6 relative accuracy
     return conjugate_gradient(lambda x: x + tau * physics.A_adjoint_A(x), u + tau * physics.A_adjoint(y),
                               max_iter=max_iter, tol=tol, init=u, eps=torch.finfo(u.dtype).tiny)
@@ -185,6 +189,49 @@ class TDVNetwork(Reconstructor):
         if scale is not None:
             xs = [t / scale for t in xs]
         return xs if return_all else xs[-1]
+
+    def stopping_time_derivative(self, y: Tensor, physics: Physics, x: Tensor, T: float | None = None,
+                                 sigma: float | Tensor | None = None) -> tuple[float, float]:
+        r"""The loss :math:`J(T) = \frac{1}{2B}\sum_b\|x_S(T) - x\|^2` and its derivative :math:`J'(T)`.
+
+        :math:`J'(T)` is the left-hand side of the optimality condition of the paper (Theorem 3.1, eq. (11)),
+        :math:`-\frac1S\sum_{s} \langle p_s, \nabla R(x_{s-1})\rangle` with the discrete adjoint states
+        :math:`p_s`, computed by backpropagation through the steps (which is that adjoint recursion).
+
+        :param torch.Tensor y: measurements.
+        :param torch.Tensor x: ground truth.
+        :param float T: the stopping time to evaluate at (default: the learned one).
+        """
+        T0 = self.T.detach().clone()
+        try:
+            with torch.no_grad():
+                if T is not None:
+                    self.T.fill_(T)
+            with torch.enable_grad():
+                loss = 0.5 * (self(y, physics, sigma=sigma) - x).pow(2).flatten(1).sum(1).mean()
+                (dT,) = torch.autograd.grad(loss, self.T)
+        finally:
+            with torch.no_grad():
+                self.T.copy_(T0)
+        return loss.item(), dT.item()
+
+    def optimal_stopping_time(self, y: Tensor, physics: Physics, x: Tensor, T_max: float | None = None,
+                              iterations: int = 12, sigma: float | Tensor | None = None) -> float:
+        r"""The stopping time :math:`T^*` on data :math:`(y, x)` at which :math:`J'(T^*) = 0`
+        (:meth:`stopping_time_derivative`), by bisection on :math:`[0, T_{max}]` (default: twice the learned
+        :math:`T`, doubled while :math:`J'` stays negative, at most 8 times)."""
+        lo, hi = 0.0, float(T_max) if T_max is not None else 2 * max(self.T.item(), 1e-6)
+        for _ in range(8):
+            if self.stopping_time_derivative(y, physics, x, hi, sigma)[1] >= 0:
+                break
+            lo, hi = hi, 2 * hi
+        for _ in range(iterations):
+            mid = 0.5 * (lo + hi)
+            if self.stopping_time_derivative(y, physics, x, mid, sigma)[1] < 0:
+                lo = mid
+            else:
+                hi = mid
+        return 0.5 * (lo + hi)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu",
