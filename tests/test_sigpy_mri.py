@@ -45,7 +45,6 @@ def test_cartesian_matches_deepinv_multicoil():
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_adjointness_cartesian_and_nufft(dtype):
-    tol = 1e-5 if dtype == torch.float64 else 1e-4
     masks = EquispacedMaskGenerator((N, N), acceleration=4, center_fraction=0.125).step(4, seed=1)["mask"]
     cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
     base = _radial().to(dtype)
@@ -53,8 +52,15 @@ def test_adjointness_cartesian_and_nufft(dtype):
     for physics in (SigpyMultiCoilMRI(_maps().to(cdtype), mask=masks),
                     SigpyMultiCoilMRI(_maps().to(cdtype), trajectory=base, dcf=None),
                     SigpyMultiCoilMRI(_maps().to(cdtype), trajectory=per_sample, dcf=None)):
-        error = float(physics.adjointness_test(_rand(1, 2, N, N).to(dtype)))
-        assert error < tol, error
+        if dtype == torch.float64:  # deepinv's test: relative to <v, Au>, a random number that may be near 0
+            torch.manual_seed(0)
+            error = float(physics.adjointness_test(_rand(1, 2, N, N).to(dtype)))
+        else:  # in float32 relative to |v| |Au|, which does not flake on a small <v, Au>
+            u = _rand(4, 2, N, N, seed=1).to(dtype)
+            au = physics.A(u)
+            v = _rand(*au.shape, seed=2).to(dtype)
+            error = float((torch.sum(v * au) - torch.sum(physics.A_adjoint(v) * u)).abs() / (v.norm() * au.norm()))
+        assert error < 1e-5, error
 
 
 def test_contract_cartesian():
