@@ -32,6 +32,7 @@ __all__ = ["check_physics", "check_prior", "check_denoiser", "check_reconstructo
 
 
 def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach(), b.detach()
     return float((a - b).abs().max() / b.abs().max().clamp_min(torch.finfo(b.dtype).tiny))
 
 
@@ -111,13 +112,13 @@ def _run_in_trainer(model: torch.nn.Module, physics: dinv.physics.Physics, datas
                     losses: list | None = None, batch_size: int = 2) -> None:
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=1e-4) if trainable else None
     device = next((b.device for b in physics.buffers()), torch.device("cpu"))
-    trainer = dinv.Trainer(model=model, physics=physics, optimizer=optimizer, train_dataloader=loader, epochs=1,
-                           max_batch_steps=1, losses=losses or dinv.loss.SupLoss(), online_measurements=True,
-                           device=device, save_path=None, verbose=False, show_progress_bar=False,
-                           compute_train_metrics=False)
-    trainer.train()
+    if trainable:  # deepinv's Trainer needs an optimizer; a model without parameters is only tested
+        trainer = dinv.Trainer(model=model, physics=physics, optimizer=torch.optim.Adam(trainable, lr=1e-4),
+                               train_dataloader=loader, epochs=1, max_batch_steps=1,
+                               losses=losses or dinv.loss.SupLoss(), online_measurements=True, device=device,
+                               save_path=None, verbose=False, show_progress_bar=False, compute_train_metrics=False)
+        trainer.train()
     metrics = dinv.test(model, loader, physics, metrics=dinv.metric.PSNR(), online_measurements=True,
                         device=device, verbose=False, show_progress_bar=False, compare_no_learning=False)
     values = [float(v) for k, v in metrics.items() if "PSNR" in k]
@@ -127,7 +128,8 @@ def _run_in_trainer(model: torch.nn.Module, physics: dinv.physics.Physics, datas
 def check_reconstructor(model: torch.nn.Module, physics: dinv.physics.Physics, dataset: Dataset, *,
                         batch_size: int = 2) -> None:
     r"""Check that ``model(y, physics)`` returns an image of the right shape, trains one step inside
-    :class:`deepinv.Trainer` (supervised loss, online measurements) and is evaluated by :func:`deepinv.test`."""
+    :class:`deepinv.Trainer` (supervised loss, online measurements; skipped for a model without trainable
+    parameters) and is evaluated by :func:`deepinv.test`."""
     x = next(iter(DataLoader(dataset, batch_size=batch_size)))["x"]
     x = x.to(next((b.device for b in physics.buffers()), x.device))
     with torch.no_grad():

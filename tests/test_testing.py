@@ -104,3 +104,12 @@ def test_check_dataset_catches_non_reproducible_items():
 def test_check_plugin_requires_an_example():
     with pytest.raises(AssertionError, match="contract_example"):
         testing.check_plugin(MatrixPhysics, kind="physics")
+
+
+def test_check_reconstructor_without_parameters():
+    class Pseudoinverse(dinv.models.Reconstructor):
+        def forward(self, y, physics, **kwargs):
+            return physics.A_dagger(y)
+
+    physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.05))
+    testing.check_reconstructor(Pseudoinverse(), physics, RandomEllipsesDataset(length=2, size=8))
