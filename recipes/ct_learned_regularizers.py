@@ -16,6 +16,13 @@ Each regulariser is trained on the same training phantoms inside :class:`deepinv
   (:class:`~deepinv_ext.losses.WassersteinCriticLoss`), clean phantoms against FBPs;
 - NETT (:class:`~deepinv_ext.priors.NETT`, :math:`p = 2`) by :class:`~deepinv_ext.losses.NETTLoss`.
 
+The artefact images of the training are ramp-filtered FBPs (``--train-filter``): they carry the noise that the
+regulariser must learn to penalise (Hann-filtered ones are smooth, and critics trained on them did not regularise
+the noise that gradient descent on the data term brings back: worse than FBP in a first run). The AR critic is not
+coercive: in sparse view, gradient descent ran off to :math:`g \to -\infty` on half of the images, so the AR
+reconstructions add ``--ar-eps`` times the squared distance of :math:`x` to :math:`[0, 1]^n`
+(:class:`~deepinv_ext.priors.AdversarialRegularizer` ``eps``/``box``; zero on valid images).
+
 Reconstruction of held-out phantoms: :math:`\min_x \tfrac12\|Ax - y\|^2 + \lambda R(x)` by
 :class:`deepinv_ext.algorithms.VariationalSolver` (accelerated gradient descent with Lipschitz backtracking, started
 at the FBP, stopped by the relative change, never by the ground truth); TV (deepinv's ``TVPrior``) by proximal
@@ -89,15 +96,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, nargs=3, default=[1e-3, 1e-2, 1e-3], metavar=("AR", "ACR", "NETT"))
     p.add_argument("--mu-gp", type=float, default=10.0, help="gradient-penalty weight")
+    p.add_argument("--ar-eps", type=float, default=1.0,
+                   help="AR: weight of eps*dist(x, [0, 1]^n)^2 added for the reconstruction (coercivity); 0 = plain AR")
     p.add_argument("--acr-filters", type=int, default=16)
     p.add_argument("--acr-layers", type=int, default=6)
     p.add_argument("--acr-smoothing", type=float, default=0.0)
     p.add_argument("--nett-width", type=int, default=16)
     p.add_argument("--train-filter", default="ramp", help="FBP filter of the training artefact images")
     p.add_argument("--lambda-rule", default="validation", choices=["validation", "heuristic", "discrepancy"])
-    p.add_argument("--grid", type=int, nargs="+", default=[-2, -1, 0, 1, 2], help="exponents k of lambda0*2^k")
-    p.add_argument("--iters", type=int, default=400, help="max iterations of the test solves")
-    p.add_argument("--val-iters", type=int, default=150, help="max iterations of the validation solves")
+    p.add_argument("--grid", type=int, nargs="+", default=[-1, 0, 1, 2, 3], help="exponents k of lambda0*2^k")
+    p.add_argument("--iters", type=int, default=300, help="max iterations of the test solves")
+    p.add_argument("--val-iters", type=int, default=300, help="max iterations of the validation solves")
     p.add_argument("--tol", type=float, default=1e-6, help="relative-change tolerance of the stopping rule")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
@@ -183,6 +192,8 @@ def train(method: str, physics: AstraCT, train_set, args, ckpt: Path) -> torch.n
         print(f"  {method} epoch {epoch + 1}/{epochs}: loss {value:.4f} ({time.time() - t0:.0f} s)", flush=True)
     prior = model.regularizer.eval()
     prior.requires_grad_(False)
+    if method == "AR":
+        prior.eps, prior.box = args.ar_eps, (0.0, 1.0)  # coercive term for the reconstruction, not the training
     return prior
 
 

@@ -67,8 +67,30 @@ def test_bad_input():
         ConvexAdversarialRegularizer(negative_slope=-0.1)
     with pytest.raises(ValueError, match="eps"):
         ConvexAdversarialRegularizer(eps=-1.0)
+    with pytest.raises(ValueError, match="eps"):
+        AdversarialRegularizer(eps=-1.0)
     with pytest.raises(ValueError, match="mu"):
         WassersteinCriticLoss(mu=-1.0)
+
+
+def test_ar_eps_makes_energy_coercive():
+    """With eps > 0 the AR energy grows without bound along every ray (the critic grows at most linearly)."""
+    torch.manual_seed(0)
+    prior = AdversarialRegularizer(widths=(4, 8), hidden=8).double()
+    d = torch.randn(8, 1, 12, 12, dtype=torch.float64)
+    plain = prior.fn(1e4 * d)
+    prior.eps = 1e-2
+    far, near = prior.fn(1e4 * d), prior.fn(1e2 * d)
+    torch.testing.assert_close(far - plain, 1e-2 * (1e4 * d).pow(2).sum(dim=(1, 2, 3)))
+    assert (far > near).all() and (near > prior.fn(torch.zeros_like(d))).all()
+    # box form: no bias inside [0, 1], coercive outside
+    boxed = AdversarialRegularizer(widths=(4, 8), hidden=8, eps=1e-2, box=(0.0, 1.0)).double()
+    boxed.load_state_dict(prior.state_dict())
+    inside = torch.rand(3, 1, 12, 12, dtype=torch.float64)
+    prior.eps = 0.0
+    torch.testing.assert_close(boxed.fn(inside), prior.fn(inside))
+    assert (boxed.fn(1e4 * d) > boxed.fn(1e2 * d)).all()
+    check_prior(boxed, 2 * inside - 0.5)
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.05])

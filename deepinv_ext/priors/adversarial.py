@@ -86,6 +86,16 @@ class AdversarialRegularizer(Prior):
     :param int kernel_size: convolution size.
     :param int hidden: units of the first dense layer.
     :param float negative_slope: leaky ReLU slope.
+    :param float eps: weight :math:`\varepsilon \ge 0` of an added :math:`\varepsilon\|x\|_2^2` (default 0, the
+        plain AR), or of :math:`\varepsilon\,\operatorname{dist}(x, [a, b]^n)^2` with ``box=(a, b)``. The critic alone is not coercive: where :math:`A` has a null space (sparse views) gradient
+        descent on :math:`\frac12\|Ax-y\|^2 + \lambda g_\theta` can run off to :math:`g_\theta \to -\infty`. A
+        critic with Lipschitz constant :math:`L` has :math:`g_\theta(x) \ge g_\theta(0) - L\|x\|`, so any
+        :math:`\varepsilon > 0` makes the energy coercive (minimisers exist, at norm :math:`\lesssim L/\varepsilon`).
+        The same holds for the squared distance to a box :math:`[a, b]^n` (``box``), which, unlike
+        :math:`\|x\|^2`, leaves images with values in the box (where the critic was trained) unbiased.
+        Neither is a trained parameter: both can be set on a trained critic.
+    :param tuple[float, float] box: the box :math:`[a, b]` of the ``eps`` term, or ``None`` for
+        :math:`\varepsilon\|x\|^2`.
 
     :Examples:
 
@@ -98,10 +108,16 @@ class AdversarialRegularizer(Prior):
     """
 
     def __init__(self, in_channels: int = 1, widths: tuple[int, ...] = (16, 32, 32, 64, 64, 128),
-                 kernel_size: int = 5, hidden: int = 256, negative_slope: float = 0.1) -> None:
+                 kernel_size: int = 5, hidden: int = 256, negative_slope: float = 0.1, eps: float = 0.0,
+                 box: tuple[float, float] | None = None) -> None:
         super().__init__()
         self.explicit_prior = True
         self.in_channels = _positive_int(in_channels, "in_channels")
+        if not (math.isfinite(eps) and eps >= 0):
+            raise ValueError(f"eps must be a finite number >= 0, got {eps}")
+        if box is not None and not (len(box) == 2 and float(box[0]) < float(box[1])):
+            raise ValueError(f"box must be None or (a, b) with a < b, got {box!r}")
+        self.eps, self.box = float(eps), (None if box is None else (float(box[0]), float(box[1])))
         _positive_int(kernel_size, "kernel_size")
         _positive_int(hidden, "hidden")
         if len(widths) < 1:
@@ -118,9 +134,14 @@ class AdversarialRegularizer(Prior):
         self.head = nn.Sequential(nn.Linear(prev, hidden), nn.LeakyReLU(negative_slope), nn.Linear(hidden, 1))
 
     def fn(self, x: Tensor, *args, **kwargs) -> Tensor:
-        r"""The critic value :math:`g_\theta(x)` of each batch element, shape ``(B,)``."""
+        r"""The critic value :math:`g_\theta(x)` (plus :math:`\varepsilon\|x\|^2`) of each batch element, shape
+        ``(B,)``."""
         _check_image(x, self.in_channels)
-        return self.head(self.features(x).mean(dim=(2, 3))).reshape(x.shape[0])
+        value = self.head(self.features(x).mean(dim=(2, 3))).reshape(x.shape[0])
+        if self.eps == 0:
+            return value
+        outside = x if self.box is None else x - x.clamp(*self.box)
+        return value + self.eps * outside.pow(2).sum(dim=(1, 2, 3))
 
     def grad(self, x: Tensor, *args, **kwargs) -> Tensor:
         r""":math:`\nabla g_\theta(x)` by autograd, same shape as ``x``."""
@@ -135,7 +156,7 @@ class AdversarialRegularizer(Prior):
     def contract_example(cls) -> dict:
         """A small critic in float64 on a batch of two 16x16 images."""
         torch.manual_seed(0)
-        prior = cls(widths=(4, 4, 8), hidden=8).double()
+        prior = cls(widths=(4, 4, 8), hidden=8, eps=1e-2).double()
         return {"prior": prior, "x": torch.rand(2, 1, 16, 16, dtype=torch.float64)}
 
 
