@@ -15,7 +15,8 @@ initialisation), for
     Gaussian noise of ``--ct-noise`` times the largest sinogram value), against FBP;
 (b) 8-coil Cartesian MRI (:class:`deepinv_ext.physics.SigpyMultiCoilMRI`, normalised SigPy birdcage maps,
     deepinv's equispaced 4x / 6x masks with 8% fully sampled centre, complex Gaussian noise of std ``--mri-noise``
-    per real channel), against the zero-filled SENSE combination and CG-SENSE.
+    per real channel), against the zero-filled SENSE combination and CG-SENSE (its iteration count, which
+    regularises by early stopping, chosen like lambda below).
 
 A one-channel real regulariser acts on a complex image :math:`x = u + iv` as :math:`R(u) + R(v)` (real and
 imaginary parts as two images; the MRI ground truth carries a smooth phase ramp of +-``--phase`` radians so that
@@ -85,22 +86,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--test-image", default="camera")
     parser.add_argument("--val-image", default="moon")
-    parser.add_argument("--ct-lambdas", type=float, nargs="+", default=[100.0, 300.0, 1000.0])
+    parser.add_argument("--ct-lambdas", type=float, nargs="+", default=[20.0, 50.0, 100.0])
     parser.add_argument("--mri-lambdas", type=float, nargs="+", default=[1000.0, 3000.0, 10000.0])
     parser.add_argument("--max-iter", type=int, default=100)
-    parser.add_argument("--ct-factors", type=int, nargs="+", default=[4, 8])
+    parser.add_argument("--ct-factors", type=int, nargs="*", default=[4, 8])
     parser.add_argument("--ct-noise", type=float, default=0.005)
-    parser.add_argument("--mri-factors", type=int, nargs="+", default=[4, 6])
+    parser.add_argument("--mri-factors", type=int, nargs="*", default=[4, 6])
     parser.add_argument("--mri-noise", type=float, default=0.01)
     parser.add_argument("--coils", type=int, default=8)
     parser.add_argument("--phase", type=float, default=math.pi / 8)
-    parser.add_argument("--cg-iters", type=int, default=30, help="CG-SENSE iterations of the baseline")
+    parser.add_argument("--cg-iters", type=int, nargs="+", default=[5, 10, 20, 40],
+                        help="CG-SENSE iterations of the baseline (early stopping regularises), chosen on --val-image")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="32x32, one lambda, 3 iterations")
     parser.add_argument("--output", default="runs/tdv_transfer")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.size, args.max_iter, args.cg_iters, args.coils = 32, 3, 5, 4
+        args.size, args.max_iter, args.cg_iters, args.coils = 32, 3, [5], 4
         args.ct_lambdas, args.mri_lambdas = [300.0], [3000.0]
     return args
 
@@ -140,7 +142,7 @@ def ct_task(factor: int, args, gen: torch.Generator):
         y = physics.A(x)
         return y + args.ct_noise * float(y.abs().max()) * torch.randn(y.shape, generator=gen)
 
-    baselines = {"FBP": lambda y: physics.A_dagger(y, fbp=True)}
+    baselines = {"FBP": (lambda y, _: physics.A_dagger(y, fbp=True), [None])}
     return physics, measure, baselines, lambda x: x
 
 
@@ -154,8 +156,8 @@ def mri_task(factor: int, args, gen: torch.Generator):
         y = physics.A(x)
         return y + physics.mask[:, :, None] * args.mri_noise * torch.randn(y.shape, generator=gen)
 
-    baselines = {"zero-filled": lambda y: physics.A_dagger(y, mode="dcf"),
-                 "CG-SENSE": lambda y: physics.A_dagger(y, mode="cg", max_iter=args.cg_iters, tol=1e-8)}
+    baselines = {"zero-filled": (lambda y, _: physics.A_dagger(y, mode="dcf"), [None]),
+                 "CG-SENSE": (lambda y, it: physics.A_dagger(y, mode="cg", max_iter=it, tol=1e-8), args.cg_iters)}
     return physics, measure, baselines, lambda x: complex_image(x, args.phase)
 
 
@@ -171,10 +173,11 @@ def run_task(name: str, task, prior: Prior, lambdas: list[float], x_val: torch.T
             scores[lam] = psnr(solver(y_val, physics), truth_val)
     lam = max(scores, key=scores.get) if scores else lambdas[0]
     rows, recs = [], {"ground truth": truth}
-    for method, fn in baselines.items():
+    for method, (fn, grid) in baselines.items():
+        param = max(grid, key=lambda q: psnr(fn(y_val, q), truth_val)) if len(grid) > 1 else grid[0]
         start = time.perf_counter()
-        rec = fn(y)
-        rows.append({"task": name, "method": method, "psnr": psnr(rec, truth), "lambda": None,
+        rec = fn(y, param)
+        rows.append({"task": name, "method": method, "psnr": psnr(rec, truth), "lambda": None, "param": param,
                      "seconds": time.perf_counter() - start})
         recs[method] = rec
     solver = VariationalSolver(prior, weight=lam, max_iter=args.max_iter, cg_init_iter=10)
@@ -229,10 +232,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         results += rows
         all_recs[name] = recs
         print(f"{name} done in {time.perf_counter() - start:.1f} s")
-    print(f"\n{'task':<10} {'method':<12} {'PSNR [dB]':>9} {'lambda':>8} {'time [s]':>8}")
+    print(f"\n{'task':<10} {'method':<12} {'PSNR [dB]':>9} {'lambda/iters':>12} {'time [s]':>8}")
     for r in results:
-        lam = "" if r["lambda"] is None else f"{r['lambda']:g}"
-        print(f"{r['task']:<10} {r['method']:<12} {r['psnr']:9.2f} {lam:>8} {r['seconds']:8.2f}")
+        par = r["lambda"] if r["lambda"] is not None else r.get("param")
+        par = "" if par is None else f"{par:g}"
+        print(f"{r['task']:<10} {r['method']:<12} {r['psnr']:9.2f} {par:>12} {r['seconds']:8.2f}")
     (out / "results.json").write_text(json.dumps(results, indent=2))
     figure(all_recs, out / "tdv_transfer.png")
     save_run_record(out, vars(args), args.seed)
