@@ -127,7 +127,7 @@ def main(argv=None) -> dict[str, dict[str, float]]:
     for name, row in table.items():
         print(f"{name:28s} {row['PSNR']:10.2f} {row['SSIM']:7.3f}")
 
-    fig, axes = plt.subplots(1, len(recons) + 1, figsize=(3 * (len(recons) + 1), 3.3))
+    fig, axes = plt.subplots(1, len(recons) + 1, figsize=(3 * (len(recons) + 1), 3.8))
     for ax, (name, image) in zip(axes, [("ground truth", x), *recons.items()]):
         ax.imshow(image[0, 0].clamp(0, 1), cmap="gray", vmin=0, vmax=1)
         label = name if name == "ground truth" else f"{name}\n{table[name]['PSNR']:.2f} dB"
