@@ -379,7 +379,7 @@ def save_outputs(all_results: dict, all_images: dict, args) -> None:
     (args.output / "results.md").write_text(table + "\n")
     (args.output / "results.json").write_text(json.dumps(all_results, indent=1, default=str))
     cols = ["GT", *METHODS]
-    fig, axes = plt.subplots(len(all_images), len(cols), figsize=(2.2 * len(cols), 2.4 * len(all_images)),
+    fig, axes = plt.subplots(len(all_images), len(cols), figsize=(2.2 * len(cols), 2.8 * len(all_images)),
                              squeeze=False)
     for row, (problem, imgs) in enumerate(all_images.items()):
         for col, name in enumerate(cols):
