@@ -92,3 +92,18 @@ def with_third_party(third_party_site, monkeypatch) -> Path:
     """Put the third-party plugin folder on ``sys.path`` for one test."""
     monkeypatch.syspath_prepend(str(third_party_site))
     return third_party_site
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Run every test on one intra-op thread.
+
+    The tests use tiny tensors; on a 2-core machine shared with other processes, OpenMP barriers between two threads
+    stall small convolutions and sparse products by 10-50x, and one thread is never slower at these sizes.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

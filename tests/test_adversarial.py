@@ -15,15 +15,6 @@ from deepinv_ext.priors.adversarial import AdversarialRegularizer, ConvexAdversa
 from deepinv_ext.testing import check_plugin, check_prior
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny problems run fastest on one thread (and do not fight other tests for the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _acr(**kwargs) -> ConvexAdversarialRegularizer:
     torch.manual_seed(1)
     args = {"num_filters": 6, "kernel_size": 3, "num_layers": 4, "eps": 1e-2}

@@ -28,7 +28,6 @@ class _Scaled(torch.nn.Module):
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.05])
 def test_acr_solve_monotone_and_converges(smoothing):
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     prior = ConvexAdversarialRegularizer(num_filters=6, kernel_size=3, num_layers=3, eps=1e-2,
                                          smoothing=smoothing).double()

@@ -12,14 +12,6 @@ from deepinv_ext.physics import AstraCT
 astra = pytest.importorskip("astra")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP barriers stall small sparse products by ~15 ms."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 PROJECTORS = [("parallel", "line"), ("parallel", "strip"), ("parallel", "linear"),
               ("fanbeam", "line_fanflat"), ("fanbeam", "strip_fanflat")]
 

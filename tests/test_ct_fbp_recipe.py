@@ -6,18 +6,8 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-import torch
 
 pytest.importorskip("astra")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP barriers stall small sparse products by ~15 ms."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_ct_fbp_recipe_tiny(tmp_path):

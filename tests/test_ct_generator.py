@@ -13,15 +13,6 @@ from deepinv_ext.physics import AstraCT, RandomViewsGenerator
 pytest.importorskip("astra")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP barriers stall small sparse products by ~15 ms."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_draws_sorted_subsets_reproducibly():
     generator = RandomViewsGenerator(torch.arange(40.0) * 4.5, n_views=10)
     a = generator.step(batch_size=3, seed=1)["angles"]

@@ -14,15 +14,6 @@ from deepinv_ext.physics.fbp import FILTERS, filter_sinogram, fourier_filter
 pytest.importorskip("astra")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP barriers stall small sparse products by ~15 ms."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _phantom(size: int) -> torch.Tensor:
     image = resize(shepp_logan_phantom(), (size, size), anti_aliasing=True)
     return torch.tensor(image, dtype=torch.float32)[None, None]

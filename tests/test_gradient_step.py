@@ -12,15 +12,6 @@ from deepinv_ext.datasets import RandomEllipsesDataset
 from deepinv_ext.denoisers import GradientStepDenoiser, SmallPotentialNet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny problems run fastest on one thread (and do not fight the other tests for the two cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def denoiser64() -> GradientStepDenoiser:
     torch.manual_seed(0)

@@ -16,15 +16,6 @@ from deepinv_ext.denoisers import GradientStepDenoiser, SmallPotentialNet
 SIZE = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny problems run fastest on one thread (and do not fight the other tests for the two cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _denoiser(dtype=torch.float32) -> GradientStepDenoiser:
     torch.manual_seed(0)
     return GradientStepDenoiser(SmallPotentialNet(in_channels=1, channels=6, depth=3)).to(dtype)

@@ -12,15 +12,6 @@ from deepinv_ext.denoisers import LinearSymmetricUNet
 from deepinv_ext.spectral import OperatorEig
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors on a shared 2-core box: one thread avoids oversubscription stalls (100x on small convs)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def net():
     torch.manual_seed(0)

@@ -14,14 +14,6 @@ from deepinv_ext.priors.nett import NETT
 from deepinv_ext.testing import check_plugin, check_prior
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_contract():
     check_plugin(NETT, "prior")
     check_plugin(NETTLoss, "loss")

@@ -11,14 +11,6 @@ from deepinv_ext.physics.sparse_ct import SystemMatrix, default_cache_dir, load_
 pytest.importorskip("astra")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP barriers stall small sparse products by ~15 ms."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 GEOM = CTGeometry((12, 10), tuple(float(a) for a in range(0, 180, 12)), 17)
 
 

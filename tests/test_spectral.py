@@ -37,15 +37,6 @@ def _rel(a, b):
     return float(((a - b).flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1)).max())
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors on a shared 2-core box: one thread avoids oversubscription stalls (100x on small convs)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def op():
     return _operator()

@@ -13,14 +13,6 @@ SHAPE = (1, 8, 8)
 N = 64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class MatrixDenoiser(dinv.models.Denoiser):
     """A linear denoiser given by a matrix (test helper)."""
 

@@ -22,15 +22,6 @@ needs_data = pytest.mark.skipif(not GRAY.exists(), reason=f"published TDV weight
 AUTHORS_PSNR_CROP = 27.009983
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # two threads on the shared 2-core box are 10x slower than one for these small convolutions
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def small_prior(dtype=torch.float64, **kwargs) -> TDV:
     torch.manual_seed(0)
     return TDV(**({"num_features": 4, "num_macro_blocks": 2} | kwargs)).to(dtype)

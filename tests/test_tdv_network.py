@@ -14,14 +14,6 @@ from deepinv_ext.priors import TDV
 GRAY = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "tdv" / "tdv3-3-25-f32-gray.pth"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def small_net(dtype=torch.float32, **kwargs) -> TDVNetwork:
     torch.manual_seed(0)
     return TDVNetwork(TDV(num_features=4, num_macro_blocks=1), **({"steps": 3, "T": 0.05, "lmbda": 1.0} | kwargs)

@@ -11,14 +11,6 @@ from deepinv_ext.datasets import RandomEllipsesDataset
 from deepinv_ext.priors import TDV
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class Quadratic(Prior):
     """R(x) = mu/2 ||x||^2."""
 
