@@ -1,8 +1,7 @@
 """Learned priors (``deepinv.optim.Prior`` subclasses with an energy ``fn(x)`` and its gradient ``grad(x)``)."""
 
-# --- AR/ACR/NETT (issue 5)
-from deepinv_ext.priors.adversarial import AdversarialRegularizer, ConvexAdversarialRegularizer  # noqa: F401
-from deepinv_ext.priors.nett import NETT  # noqa: F401
+from deepinv_ext.priors.adversarial import AdversarialRegularizer, ConvexAdversarialRegularizer
+from deepinv_ext.priors.nett import NETT
+from deepinv_ext.priors.tdv import TDV
 
-# --- TDV (issue 4)
-from deepinv_ext.priors.tdv import TDV  # noqa: F401
+__all__ = ["AdversarialRegularizer", "ConvexAdversarialRegularizer", "NETT", "TDV"]
