@@ -1,0 +1,25 @@
+"""Baselines of ReTune (retune_baselines): deepinv DEQ with a Jacobian-free backward."""
+
+from __future__ import annotations
+
+import torch
+from retune_helpers import blur_physics, noisy_data
+
+from deepinv_ext.algorithms import (
+    ForwardBackwardLayer,
+    WaveletL1Prior,
+    deq_baseline,
+)
+
+
+def test_deq_baseline_backpropagates_one_jacobian_free_step():
+    physics = blur_physics(dtype=torch.float32)
+    x, y = noisy_data(physics, dtype=torch.float32)
+    layer = ForwardBackwardLayer(WaveletL1Prior(level=2), step=1.5, lam=0.05)
+    deq = deq_baseline(layer, max_iter=30).train()
+    loss = (deq(y, physics) - x).pow(2).sum()
+    loss.backward()
+    grads = {n: p.grad for n, p in deq.named_parameters()}
+    assert grads["params_algo.stepsize.0"] is not None
+    assert grads["prior.0.layer.prior.log_weight"] is not None
+
