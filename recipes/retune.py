@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from deepinv_ext.algorithms import (
+    AnchoredLayer,
     ForwardBackwardLayer,
     LipschitzPenalty,
     PnPForwardBackwardLayer,
@@ -79,6 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pretrain-steps", type=int, default=300, help="Gaussian-denoising pretraining of the DnCNN")
     p.add_argument("--penalty", type=float, default=1.0, help="weight of the Lipschitz penalty (PnP layers)")
     p.add_argument("--penalty-eps", type=float, default=0.1, help="penalty active above Lipschitz 1 - eps")
+    p.add_argument("--anchor", type=float, default=0.0,
+                   help="anchor weight c of the trained PnP layers (AnchoredLayer: Lipschitz (1-c) Lip(T); 0: none)")
     p.add_argument("--penalty-iters", type=int, default=10, help="power iterations of the penalty")
     p.add_argument("--tol", type=float, default=1e-5)
     p.add_argument("--max-restarts", type=int, default=400)
@@ -288,11 +291,13 @@ def wavelet_layer(beta: float, task: str = "deblur") -> ForwardBackwardLayer:
                                 lam=0.02, data_lipschitz=beta)
 
 
-def pnp_layer(denoiser, beta: float, task: str = "deblur") -> PnPForwardBackwardLayer:
+def pnp_layer(denoiser, beta: float, task: str = "deblur", anchor: float = 0.0):
+    """Relaxed PnP layer with a copy of ``denoiser``; anchored (:class:`AnchoredLayer`) when ``anchor > 0``."""
     import copy
 
-    return PnPForwardBackwardLayer(copy.deepcopy(denoiser), step=STEP[task] / beta, sigma=0.05, data_lipschitz=beta,
-                                   relaxation=0.5, train_denoiser=True)
+    layer = PnPForwardBackwardLayer(copy.deepcopy(denoiser), step=STEP[task] / beta, sigma=0.05, data_lipschitz=beta,
+                                    relaxation=0.5, train_denoiser=True)
+    return AnchoredLayer(layer, contraction=anchor) if anchor > 0 else layer
 
 
 def main(argv=None) -> dict:
@@ -334,16 +339,17 @@ def main(argv=None) -> dict:
     pen = [sup, LipschitzPenalty(weight=a.penalty, eps=a.penalty_eps, max_iter=a.penalty_iters, reduced_batchsize=1)]
     u = untrained(base, depth=L)
     run("pnp-untrained", u, u.iteration, [], steps=0)
-    m = standard_unrolling(pnp_layer(den, beta, a.task).to(device), L)
+    m = standard_unrolling(pnp_layer(den, beta, a.task, a.anchor).to(device), L)
     run("pnp-unroll", m, m.iteration, pen)
-    m = full_unrolling(pnp_layer(den, beta, a.task).to(device), L, R)
+    m = full_unrolling(pnp_layer(den, beta, a.task, a.anchor).to(device), L, R)
     run("pnp-full-unroll", m, m.iteration, pen)
     deq = deq_baseline(pnp_layer(den, beta, a.task), max_iter=(R + 1) * L, tol=a.tol).to(device)
     deq_layer = deq.prior[0].layer
     run("pnp-deq", deq, deq_layer, [sup, LipschitzPenalty(weight=a.penalty, eps=a.penalty_eps,
                                                           max_iter=a.penalty_iters, reduced_batchsize=1,
                                                           layer=deq_layer)])
-    m = ReTune(pnp_layer(den, beta, a.task).to(device), depth=L, restarts=R, monitor_every=max(a.steps // 5, 2))
+    m = ReTune(pnp_layer(den, beta, a.task, a.anchor).to(device), depth=L, restarts=R,
+               monitor_every=max(a.steps // 5, 2))
     run("pnp-retune", m, m.iteration, pen)
     monitor["pnp-retune"] = m.monitor_log
 

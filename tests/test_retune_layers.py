@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import deepinv as dinv
+import pytest
 import torch
-from retune_helpers import noisy_data
+from retune_helpers import blur_physics, noisy_data, wavelet_layer
 
 from deepinv_ext.algorithms import (
+    AnchoredLayer,
     GradientStepLayer,
+    PnPForwardBackwardLayer,
     ReTune,
     layer_lipschitz,
 )
@@ -29,3 +32,45 @@ def test_gradient_step_layer_reaches_the_tikhonov_minimiser():
                             layer.log_lam)[0]
     assert torch.isfinite(g) and g != 0
 
+
+
+class _ScaledDenoiser(torch.nn.Module):
+    """An expansive 'denoiser' D(v) = s * v (Lipschitz s > 1), standing in for a trained, non-contractive one."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(scale, dtype=torch.float64))
+
+    def forward(self, x, sigma):
+        return self.scale * x
+
+
+def test_anchored_layer_is_a_contraction_around_an_expansive_pnp_layer():
+    physics = blur_physics()
+    x, y = noisy_data(physics)
+    inner = PnPForwardBackwardLayer(_ScaledDenoiser(1.05), step=1.0, sigma=0.05, train_denoiser=True).double()
+    c = 0.1
+    layer = AnchoredLayer(inner, contraction=c)
+    g = torch.Generator().manual_seed(1)
+    lip_inner = layer_lipschitz(inner, x, y, physics, n_iter=200, tol=1e-10, generator=g)
+    lip = layer_lipschitz(layer, x, y, physics, n_iter=200, tol=1e-10, generator=torch.Generator().manual_seed(1))
+    assert (lip_inner > 1).all()  # the PnP layer alone is expansive: its iterates would diverge
+    assert (lip < 1).all()
+    torch.testing.assert_close(lip, (1 - c) * lip_inner, rtol=1e-6, atol=0)
+    # hence ReTune's restarts reach its fixed point x* = (1-c) T(x*) + c A^T y
+    model = ReTune(layer, depth=3, restarts=2, tol=1e-10, max_restarts=2000).eval()
+    with torch.no_grad():
+        x_fp = model(y, physics)
+        assert model.residual_history[-1] < 1e-10
+        torch.testing.assert_close(layer(x_fp, y, physics), x_fp, rtol=0, atol=1e-8)
+    # and gradients reach the inner layer's parameters through the anchored layer
+    loss = (ReTune(layer, depth=2, restarts=3).train()(y, physics) - x).pow(2).sum()
+    g = torch.autograd.grad(loss, inner.denoiser.scale)[0]
+    assert torch.isfinite(g) and g != 0
+
+
+def test_anchored_layer_rejects_bad_contraction():
+    with pytest.raises(ValueError, match="contraction"):
+        AnchoredLayer(wavelet_layer(), contraction=1.0)
+    with pytest.raises(TypeError, match="layer"):
+        AnchoredLayer(lambda x, y, p: x, contraction=0.1)

@@ -23,6 +23,7 @@ from deepinv_ext.algorithms.retune_baselines import (
     untrained,
 )
 from deepinv_ext.algorithms.retune_layers import (
+    AnchoredLayer,
     FixedPointLayer,
     ForwardBackwardLayer,
     GradientStepLayer,
@@ -42,7 +43,7 @@ __all__ = [
     # plug-and-play
     "GradientStepPnP", "SpectralPnP",
     # ReTune
-    "ReTune", "FixedPointLayer", "ForwardBackwardLayer", "PnPForwardBackwardLayer", "GradientStepLayer",
+    "ReTune", "FixedPointLayer", "ForwardBackwardLayer", "PnPForwardBackwardLayer", "GradientStepLayer", "AnchoredLayer",
     "WaveletL1Prior", "OrthoWavelet2d", "LayerProxPrior", "standard_unrolling", "full_unrolling", "deq_baseline",
     "untrained", "layer_lipschitz", "jacobian_free_error", "jacobian_free_error_bound", "SavedTensorMeter",
     "LipschitzPenalty",

@@ -26,7 +26,7 @@ import math
 import deepinv as dinv
 import torch
 
-__all__ = ["FixedPointLayer", "ForwardBackwardLayer", "PnPForwardBackwardLayer", "GradientStepLayer"]
+__all__ = ["FixedPointLayer", "ForwardBackwardLayer", "PnPForwardBackwardLayer", "GradientStepLayer", "AnchoredLayer"]
 
 
 def _logit(p: float) -> float:
@@ -131,7 +131,8 @@ class PnPForwardBackwardLayer(_GradientStepMixin):
     Learned: the step :math:`\gamma \in (0, 2/\beta)`, the denoiser's noise level :math:`\sigma = e^{\theta_\sigma}`
     and, when ``train_denoiser=True``, the denoiser's weights. A trained denoiser is not contractive by itself: keep
     the layer contractive with :class:`deepinv_ext.algorithms.LipschitzPenalty` (built on deepinv's
-    :class:`deepinv.loss.JacobianSpectralNorm`) and check it with :func:`deepinv_ext.algorithms.layer_lipschitz`.
+    :class:`deepinv.loss.JacobianSpectralNorm`) or wrap it in :class:`AnchoredLayer` (a contraction whenever the
+    layer's constant is below :math:`1/(1-c)`), and check it with :func:`deepinv_ext.algorithms.layer_lipschitz`.
 
     :param deepinv.models.Denoiser denoiser: any deepinv denoiser ``denoiser(x, sigma)``.
     :param float step: initial step size :math:`\gamma`.
@@ -225,3 +226,41 @@ class GradientStepLayer(_GradientStepMixin):
     def forward(self, x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
         gamma, lam = self.step.to(x.dtype), self.lam.to(x.dtype)
         return x - gamma * (self.data_fidelity.grad(x, y, physics) + lam * self.prior.grad(x))
+
+
+class AnchoredLayer(FixedPointLayer):
+    r"""A layer made contractive by anchoring it to the initial iterate:
+    :math:`T^c_\theta(x) = (1 - c)\, T_\theta(x) + c\, x_0(y)` with :math:`x_0 = A^\top y` (the inner layer's
+    :meth:`~FixedPointLayer.init`).
+
+    Its Lipschitz constant in :math:`x` is exactly :math:`(1 - c)\,\mathrm{Lip}(T_\theta)`: it is a contraction as
+    soon as :math:`\mathrm{Lip}(T_\theta) < 1/(1-c)`, which leaves room for a trained denoiser that is slightly
+    expansive (forward-backward on a blur is only nonexpansive, :math:`\|I - \gamma A^\top A\| = 1`, so a PnP layer
+    is a contraction only if the denoiser is one). The fixed point moves towards :math:`x_0`; training at
+    equilibrium (ReTune) learns the inner layer for the anchored fixed point, so the bias is trained away. It is the
+    Halpern/Tikhonov-type anchoring of fixed-point theory, with a constant weight.
+
+    :param FixedPointLayer layer: the inner layer :math:`T_\theta`.
+    :param float contraction: the anchor weight :math:`c \in (0, 1)`.
+    """
+
+    def __init__(self, layer: FixedPointLayer, contraction: float = 0.1):
+        super().__init__()
+        if not isinstance(layer, torch.nn.Module) or not hasattr(layer, "init"):
+            raise TypeError(f"layer must be a FixedPointLayer, got {type(layer)}")
+        if not 0 < contraction < 1:
+            raise ValueError(f"contraction must lie in (0, 1), got {contraction}")
+        self.layer = layer
+        self.contraction = float(contraction)
+
+    def init(self, y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
+        return self.layer.init(y, physics)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
+        c = self.contraction
+        return (1.0 - c) * self.layer(x, y, physics) + c * self.layer.init(y, physics)
+
+    def lipschitz_bound(self) -> float | None:
+        """``(1 - c)`` times the inner layer's bound (``None`` if the inner bound is unknown)."""
+        inner = self.layer.lipschitz_bound()
+        return None if inner is None else (1.0 - self.contraction) * inner
