@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader
 from deepinv_ext.plugins import build, load_config
 from deepinv_ext.provenance import save_run_record, seed_everything
 
-__all__ = ["run_config", "latest_checkpoint"]
+__all__ = ["run_config", "latest_checkpoint", "resumable_checkpoints"]
 
 _SECTIONS = {"seed", "device", "output_dir", "physics", "model", "data", "training", "evaluation"}
 
@@ -56,6 +56,15 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
     """The Trainer checkpoint ``ckp_<epoch>.pth.tar`` with the highest epoch under ``folder``, if any."""
     found = [p for p in Path(folder).glob("**/ckp_*.pth.tar") if p.name.split("_")[1].split(".")[0].isdigit()]
     return max(found, key=lambda p: (int(p.name.split("_")[1].split(".")[0]), p.stat().st_mtime), default=None)
+
+
+def resumable_checkpoints(folder: str | Path) -> dict[str, Path | None]:
+    """:class:`deepinv.Trainer` keywords that resume from the newest checkpoint under ``folder`` and save into a
+    fresh ``folder/attempt<N>`` (the Trainer names its own sub-folder by the second, so two runs within one second
+    would otherwise collide): ``{"save_path": ..., "ckpt_pretrained": ...}``."""
+    folder = Path(folder)
+    attempt = len(list(folder.glob("attempt*"))) if folder.exists() else 0
+    return {"save_path": folder / f"attempt{attempt}", "ckpt_pretrained": latest_checkpoint(folder)}
 
 
 def _as_reconstructor(model: torch.nn.Module) -> torch.nn.Module:
@@ -121,13 +130,10 @@ def _train(model, physics, training, data, loader, metrics, output_dir, device, 
     optimizer_cls = getattr(torch.optim, training.get("optimizer", "Adam"))
     optimizer = optimizer_cls(model.parameters(), lr=float(training.get("lr", 1e-3)))
     losses = [build(loss) for loss in training.get("losses", [{"target": "deepinv.loss:SupLoss"}])]
-    checkpoints = output_dir / "checkpoints"
-    resume_from = latest_checkpoint(checkpoints)
-    attempt = len(list(checkpoints.glob("attempt*"))) if checkpoints.exists() else 0
     trainer = dinv.Trainer(
         model=model, physics=physics, optimizer=optimizer, train_dataloader=train_loader,
         epochs=int(training.get("epochs", 1)), losses=losses, metrics=metrics, online_measurements=True,
-        device=device, save_path=checkpoints / f"attempt{attempt}", ckp_interval=int(training.get("ckp_interval", 1)),
-        ckpt_pretrained=resume_from, verbose=verbose, show_progress_bar=verbose,
+        device=device, ckp_interval=int(training.get("ckp_interval", 1)), verbose=verbose, show_progress_bar=verbose,
+        **resumable_checkpoints(output_dir / "checkpoints"),
     )
     return trainer.train()

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 
 from deepinv_ext.datasets import RandomEllipsesDataset
 from deepinv_ext.provenance import save_run_record, seed_everything
-from deepinv_ext.runner import latest_checkpoint
+from deepinv_ext.runner import resumable_checkpoints
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -86,11 +86,9 @@ def train_post_processing(physics, args, output: Path) -> torch.nn.Module:
     model = dinv.models.ArtifactRemoval(unet, mode="pinv")
     train = DataLoader(RandomEllipsesDataset(args.train_images, args.size, seed=args.seed), batch_size=8,
                        shuffle=True, generator=torch.Generator().manual_seed(args.seed))
-    checkpoints = output / "checkpoints"
     trainer = dinv.Trainer(model=model, physics=physics, optimizer=torch.optim.Adam(model.parameters(), lr=args.lr),
                            train_dataloader=train, epochs=args.epochs, online_measurements=True, device="cpu",
-                           save_path=checkpoints / f"attempt{len(list(checkpoints.glob('attempt*')))}",
-                           ckpt_pretrained=latest_checkpoint(checkpoints), verbose=False,
+                           verbose=False, **resumable_checkpoints(output / "checkpoints"),
                            show_progress_bar=True, compute_train_metrics=False)
     return trainer.train()
 

@@ -38,6 +38,7 @@ from deepinv_ext.algorithms import TDVNetwork, constrain_optimizer
 from deepinv_ext.datasets import SkimageImagesDataset
 from deepinv_ext.priors import TDV
 from deepinv_ext.provenance import save_run_record, seed_everything
+from deepinv_ext.runner import resumable_checkpoints
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -107,11 +108,6 @@ def datasets(args) -> tuple[Dataset | None, Dataset]:
     return train, test
 
 
-def latest_checkpoint(folder: Path) -> Path | None:
-    found = sorted(folder.glob("*/ckp_*.pth.tar"), key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
-
-
 def build_model(args) -> TDVNetwork:
     if args.checkpoint:
         return TDVNetwork.from_checkpoint(args.checkpoint, sigma_train=args.sigma / 255)
@@ -123,13 +119,14 @@ def train(model: TDVNetwork, physics, train_set: Dataset, args, out: Path) -> No
     loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
                         generator=torch.Generator().manual_seed(args.seed))
     optimizer = constrain_optimizer(torch.optim.Adam(model.parameters(), lr=args.lr), model)
-    resume = args.resume or latest_checkpoint(out / "checkpoints")
-    if resume:
-        print(f"resuming from {resume}")
+    checkpointing = resumable_checkpoints(out / "checkpoints")
+    if args.resume:
+        checkpointing["ckpt_pretrained"] = args.resume
+    if checkpointing["ckpt_pretrained"]:
+        print(f"resuming from {checkpointing['ckpt_pretrained']}")
     trainer = dinv.Trainer(model=model, physics=physics, optimizer=optimizer, train_dataloader=loader,
                            epochs=args.epochs, losses=dinv.loss.SupLoss(), online_measurements=True,
-                           device=args.device, save_path=str(out / "checkpoints"), ckpt_pretrained=resume,
-                           ckp_interval=1, verbose=True, show_progress_bar=not args.smoke,
+                           device=args.device, ckp_interval=1, **checkpointing, verbose=True, show_progress_bar=not args.smoke,
                            compute_train_metrics=False, max_batch_steps=args.max_batch_steps)
     trainer.train()
 

@@ -47,3 +47,17 @@ def test_bad_config_sections(tmp_path):
     del config["model"]
     with pytest.raises(ValueError, match="'model'"):
         run_config(config, output_dir=tmp_path)
+
+
+def test_resumable_checkpoints_picks_the_highest_epoch_and_a_fresh_folder(tmp_path):
+    from deepinv_ext.runner import resumable_checkpoints
+
+    assert resumable_checkpoints(tmp_path / "none") == {"save_path": tmp_path / "none" / "attempt0",
+                                                        "ckpt_pretrained": None}
+    for attempt, epoch in (("attempt0", 0), ("attempt0", 1), ("attempt1", 2)):
+        (tmp_path / attempt / "stamp").mkdir(parents=True, exist_ok=True)
+        (tmp_path / attempt / "stamp" / f"ckp_{epoch}.pth.tar").write_bytes(b"")
+    (tmp_path / "attempt0" / "stamp" / "ckp_best.pth.tar").write_bytes(b"")  # newer, but not the latest epoch
+    kwargs = resumable_checkpoints(tmp_path)
+    assert kwargs["save_path"] == tmp_path / "attempt2"
+    assert kwargs["ckpt_pretrained"].name == "ckp_2.pth.tar"
