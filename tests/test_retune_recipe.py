@@ -1,0 +1,69 @@
+"""recipes/retune.py runs end to end on tiny sizes, reports its figure checks and resumes only a matching run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "retune.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("retune_recipe", RECIPE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_recipe_smoke_resume_and_config_guard(tmp_path):
+    recipe = _load()
+    args = ["--smoke", "--device", "cpu", "--parts", "pnp", "--output", str(tmp_path)]
+    out = recipe.main(args)
+    rows = out["rows"]
+    assert {"pnp-untrained", "pnp-unroll", "pnp-full-unroll", "pnp-deq", "pnp-retune"} <= set(rows)
+    assert all(torch.isfinite(torch.tensor(r["psnr_fixed_point"])) for r in rows.values())
+    table = (tmp_path / "table.txt").read_text()
+    assert "pnp-retune: fixed point reached" in table and "wavelet-retune" not in table
+    assert json.loads((tmp_path / "results.json").read_text())["sweep"] == []
+    # resume: the finished checkpoints are reloaded, so the trained models evaluate identically
+    again = recipe.main(args)["rows"]
+    assert again["pnp-retune"]["psnr_fixed_point"] == pytest.approx(rows["pnp-retune"]["psnr_fixed_point"])
+    # a checkpoint of another configuration is refused, naming the option that changed
+    with pytest.raises(RuntimeError, match="denoiser_lr"):
+        recipe.main(args + ["--denoiser-lr", "1e-2"])
+
+
+def test_figure_checks_compare_retune_with_its_baselines():
+    recipe = _load()
+    rows = {"pnp-untrained": {"psnr_fixed_point": 24.0},
+            "pnp-unroll": {"psnr_depth": 24.5},
+            "pnp-retune": {"psnr_fixed_point": 25.0, "residual": 5e-6, "lipschitz": 0.95}}
+    (line,) = recipe.figure_checks(rows, tol=1e-5)
+    assert "NO" not in line
+    rows["pnp-retune"].update(psnr_fixed_point=24.4, lipschitz=1.02)
+    (line,) = recipe.figure_checks(rows, tol=1e-5)
+    assert "contractive (Lipschitz < 1) NO" in line and "at least unrolling at depth L NO" in line
+    assert "beats untrained yes" in line
+    assert recipe.figure_checks({"pnp-retune": rows["pnp-retune"]}, tol=1e-5) == []
+
+
+def test_denoiser_weights_get_their_own_learning_rate():
+    import argparse
+
+    import deepinv as dinv
+
+    from deepinv_ext.algorithms import ReTune
+
+    recipe = _load()
+    den = dinv.models.DnCNN(1, 1, depth=2, nf=4, pretrained=None)
+    model = ReTune(recipe.pnp_layer(den, 1.0, anchor=0.1), depth=2, restarts=1)
+    groups = recipe.param_groups(model, argparse.Namespace(lr=1e-2, denoiser_lr=1e-4))
+    assert [g["lr"] for g in groups] == [1e-2, 1e-4]
+    n_den = sum(p.numel() for p in den.parameters())
+    assert sum(p.numel() for p in groups[1]["params"]) == n_den
+    assert len(groups[0]["params"]) == 3  # step, noise level, relaxation
