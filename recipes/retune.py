@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import zlib
 from pathlib import Path
 
 import deepinv as dinv
@@ -100,11 +101,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--smoke", action="store_true", help="tiny run for CI (well under two minutes on a CPU)")
+    if p.parse_known_args(argv)[0].smoke:  # smoke defaults; explicit options still win
+        p.set_defaults(size=32, patch=16, depth=2, restarts=2, steps=3, batch=2, pretrain_steps=4, max_restarts=10,
+                       sweep_depths=[2], sweep_restarts=[0, 2], sweep_steps=2, penalty_iters=2, lip_iters=5,
+                       jf_iters=30)
     a = p.parse_args(argv)
-    if a.smoke:
-        a.size, a.patch, a.depth, a.restarts, a.steps, a.batch = 32, 16, 2, 2, 3, 2
-        a.pretrain_steps, a.max_restarts, a.sweep_depths, a.sweep_restarts, a.sweep_steps = 4, 10, [2], [0, 2], 2
-        a.penalty_iters, a.lip_iters, a.jf_iters = 2, 5, 30
     return a
 
 
@@ -189,6 +190,7 @@ def physics_for(a, size: int, device) -> dinv.physics.LinearPhysics:
 # ----------------------------------------------------------------------------------------------- training
 def pretrain_denoiser(a, train_images, ckpt_dir: Path, device) -> torch.nn.Module:
     """DnCNN trained on blind Gaussian denoising of the training patches (sigma uniform in [0.01, 0.1])."""
+    torch.manual_seed(a.seed + 7)  # the same denoiser whichever --parts run before it
     den = dinv.models.DnCNN(1, 1, depth=5, nf=24, pretrained=None).to(device)
     path = ckpt_dir / "dncnn_pretrained.pt"
     if path.exists():
@@ -212,9 +214,12 @@ def train(name: str, model: torch.nn.Module, losses: list, a, train_images, phys
           device) -> dict:
     """Train ``model`` for ``steps`` Adam steps (resuming from ``ckpt_dir/name.pt``); returns time/memory stats."""
     path = ckpt_dir / f"{name}.pt"
+    torch.manual_seed(a.seed * 1000 + zlib.crc32(name.encode()) % 1000)  # training noise: per model, order-free
     opt = torch.optim.Adam(param_groups(model, a))
     state = {"step": 0, "times": [], "saved_bytes": None, "cuda_peak": None}
     config = training_config(a)
+    # patches are seeded per index; listing them (the DataLoader draws a seed) comes before the RNG is restored
+    batches = list(DataLoader(RandomPatches(train_images, a.patch, steps * a.batch, a.seed + 1), batch_size=a.batch))
     if path.exists():
         ck = torch.load(path, weights_only=False, map_location=device)
         if ck.get("config") != config:
@@ -224,8 +229,10 @@ def train(name: str, model: torch.nn.Module, losses: list, a, train_images, phys
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         state = ck["state"]
-    loader = DataLoader(RandomPatches(train_images, a.patch, steps * a.batch, a.seed + 1), batch_size=a.batch)
-    batches = list(loader)[state["step"]:]
+        torch.set_rng_state(ck["rng"])  # the noise of the remaining steps as in an uninterrupted run
+        if ck.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ck["cuda_rng"])
+    batches = batches[state["step"]:]
     model.train()
     for batch in tqdm(batches, desc=f"train {name}", leave=False, initial=state["step"], total=steps):
         x = batch["x"].to(device)
@@ -246,8 +253,9 @@ def train(name: str, model: torch.nn.Module, losses: list, a, train_images, phys
         state["saved_bytes"] = max(state["saved_bytes"] or 0, meter.bytes)
         state["step"] += 1
         if state["step"] % 25 == 0 or state["step"] == steps:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "state": state, "config": config},
-                       path)
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "state": state, "config": config,
+                        "rng": torch.get_rng_state(),
+                        "cuda_rng": torch.cuda.get_rng_state() if torch.device(device).type == "cuda" else None}, path)
     times = state["times"][1:] or state["times"]
     return {"time_per_step_s": sum(times) / max(len(times), 1), "saved_MB": (state["saved_bytes"] or 0) / 2**20,
             "cuda_peak_MB": None if state["cuda_peak"] is None else state["cuda_peak"] / 2**20}

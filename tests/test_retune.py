@@ -136,6 +136,19 @@ def test_retune_pnp_trains_in_deepinv_trainer_with_penalty(tmp_path):
     assert len(model.monitor_log) == 1 and model.monitor_log[0]["lipschitz"] > 0
 
 
+def test_monitoring_leaves_the_random_stream_of_the_training_unchanged():
+    physics = blur_physics()
+    _, y = noisy_data(physics)
+    states = []
+    for every in (0, 1):
+        model = ReTune(wavelet_layer(), depth=2, restarts=2, monitor_every=every).train()
+        torch.manual_seed(0)
+        model(y, physics)
+        states.append(torch.get_rng_state())
+        assert len(model.monitor_log) == every
+    assert torch.equal(*states)
+
+
 def test_bad_arguments_raise():
     layer = wavelet_layer()
     with pytest.raises(ValueError, match="depth"):

@@ -22,20 +22,23 @@ def _load():
 @pytest.mark.slow
 def test_recipe_smoke_resume_and_config_guard(tmp_path):
     recipe = _load()
-    args = ["--smoke", "--device", "cpu", "--parts", "pnp", "--output", str(tmp_path)]
-    out = recipe.main(args)
+    args = ["--smoke", "--device", "cpu", "--parts", "pnp"]
+    out = recipe.main(args + ["--output", str(tmp_path / "a")])
     rows = out["rows"]
     assert {"pnp-untrained", "pnp-unroll", "pnp-full-unroll", "pnp-deq", "pnp-retune"} <= set(rows)
     assert all(torch.isfinite(torch.tensor(r["psnr_fixed_point"])) for r in rows.values())
-    table = (tmp_path / "table.txt").read_text()
+    table = (tmp_path / "a" / "table.txt").read_text()
     assert "pnp-retune: fixed point reached" in table and "wavelet-retune" not in table
-    assert json.loads((tmp_path / "results.json").read_text())["sweep"] == []
-    # resume: the finished checkpoints are reloaded, so the trained models evaluate identically
-    again = recipe.main(args)["rows"]
-    assert again["pnp-retune"]["psnr_fixed_point"] == pytest.approx(rows["pnp-retune"]["psnr_fixed_point"])
+    assert json.loads((tmp_path / "a" / "results.json").read_text())["sweep"] == []
+    # a run extended from its checkpoints (3 steps after 3) ends where an uninterrupted 6-step run ends
+    extended = recipe.main(args + ["--steps", "6", "--output", str(tmp_path / "a")])["rows"]
+    fresh = recipe.main(args + ["--steps", "6", "--output", str(tmp_path / "b")])["rows"]
+    for name in ("pnp-unroll", "pnp-retune"):
+        assert extended[name]["psnr_fixed_point"] == pytest.approx(fresh[name]["psnr_fixed_point"], abs=1e-6)
+        assert extended[name]["psnr_fixed_point"] != pytest.approx(rows[name]["psnr_fixed_point"], abs=1e-6)
     # a checkpoint of another configuration is refused, naming the option that changed
     with pytest.raises(RuntimeError, match="denoiser_lr"):
-        recipe.main(args + ["--denoiser-lr", "1e-2"])
+        recipe.main(args + ["--denoiser-lr", "1e-2", "--output", str(tmp_path / "a")])
 
 
 def test_figure_checks_compare_retune_with_its_baselines():

@@ -152,7 +152,9 @@ class ReTune(dinv.models.Reconstructor):
         self.last_warm_start = x
         self._n_train_calls += 1
         if self.monitor_every and self._n_train_calls % self.monitor_every == 0:
-            self.monitor_log.append(self.diagnostics(x, y, physics, step=self._n_train_calls))
+            # the power iterations draw random vectors: on a forked RNG, so monitoring never changes the training
+            with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+                self.monitor_log.append(self.diagnostics(x, y, physics, step=self._n_train_calls))
         return self.unroll(x, y, physics)
 
     @torch.no_grad()
