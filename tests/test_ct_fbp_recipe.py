@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from recipe_helpers import load_recipe
 
 pytest.importorskip("astra")
 
 
 def test_ct_fbp_recipe_tiny(tmp_path):
-    path = Path(__file__).resolve().parents[1] / "recipes" / "ct_fbp.py"
-    spec = importlib.util.spec_from_file_location("ct_fbp_recipe", path)
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
+    recipe = load_recipe("ct_fbp")
     out = recipe.main(["--output", str(tmp_path), "--size", "32", "--views", "48", "--factors", "1", "4",
                        "--ellipses", "1", "--ls-iters", "5"])
     assert (tmp_path / "ct_fbp.png").exists() and (tmp_path / "run.json").exists()

@@ -1,15 +1,10 @@
 """The README's quickstart runs end to end (smoke size) and its table is sane."""
 
-import importlib.util
-from pathlib import Path
-
-RECIPE = Path(__file__).parents[1] / "recipes" / "quickstart.py"
+from recipe_helpers import load_recipe
 
 
 def test_quickstart_smoke(tmp_path):
-    spec = importlib.util.spec_from_file_location("quickstart", RECIPE)
-    quickstart = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(quickstart)
+    quickstart = load_recipe("quickstart")
     table = quickstart.main(["--smoke", "--output", str(tmp_path)])
     assert (tmp_path / "quickstart.png").exists() and (tmp_path / "run.json").exists()
     assert list((tmp_path / "checkpoints").glob("**/ckp_0.pth.tar"))

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
-
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "retune.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("retune_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from recipe_helpers import load_recipe
 
 
 @pytest.mark.slow
 def test_recipe_smoke_resume_and_config_guard(tmp_path):
-    recipe = _load()
+    recipe = load_recipe("retune")
     args = ["--smoke", "--device", "cpu", "--parts", "pnp"]
     out = recipe.main(args + ["--output", str(tmp_path / "a")])
     rows = out["rows"]
@@ -42,7 +32,7 @@ def test_recipe_smoke_resume_and_config_guard(tmp_path):
 
 
 def test_figure_checks_compare_retune_with_its_baselines():
-    recipe = _load()
+    recipe = load_recipe("retune")
     rows = {"pnp-untrained": {"psnr_fixed_point": 24.0},
             "pnp-unroll": {"psnr_depth": 24.5},
             "pnp-retune": {"psnr_fixed_point": 25.0, "residual": 5e-6, "lipschitz": 0.95}}
@@ -62,7 +52,7 @@ def test_denoiser_weights_get_their_own_learning_rate():
 
     from deepinv_ext.algorithms import ReTune
 
-    recipe = _load()
+    recipe = load_recipe("retune")
     den = dinv.models.DnCNN(1, 1, depth=2, nf=4, pretrained=None)
     model = ReTune(recipe.pnp_layer(den, 1.0, anchor=0.1), depth=2, restarts=1)
     groups = recipe.param_groups(model, argparse.Namespace(lr=1e-2, denoiser_lr=1e-4))
