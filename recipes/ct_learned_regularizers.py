@@ -9,10 +9,12 @@ from parallel-beam sinograms (:class:`deepinv_ext.physics.AstraCT`, sparse-matri
   photons per ray and attenuation scale ``mu = --mu``.
 
 Each regulariser is trained on the same training phantoms inside :class:`deepinv.Trainer`, through
-:class:`deepinv_ext.losses.RegularizerTrainingModel` (its output is the FBP, its ``.regularizer`` is trained):
+:class:`deepinv_ext.losses.RegularizerTrainingModel` (its output is the FBP, its ``.regularizer`` is trained), by
+Adam with a cosine decay of the learning rate over the epochs:
 
 - AR (:class:`~deepinv_ext.priors.AdversarialRegularizer`) and ACR
-  (:class:`~deepinv_ext.priors.ConvexAdversarialRegularizer`) by the Wasserstein critic loss with gradient penalty
+  (:class:`~deepinv_ext.priors.ConvexAdversarialRegularizer`, sized down to ``--acr-filters``/``--acr-layers``
+  for a CPU) by the Wasserstein critic loss with gradient penalty
   (:class:`~deepinv_ext.losses.WassersteinCriticLoss`), clean phantoms against FBPs;
 - NETT (:class:`~deepinv_ext.priors.NETT`, :math:`p = 2`) by :class:`~deepinv_ext.losses.NETTLoss`.
 
@@ -25,17 +27,23 @@ reconstructions add ``--ar-eps`` times the squared distance of :math:`x` to :mat
 
 Reconstruction of held-out phantoms: :math:`\min_x \tfrac12\|Ax - y\|^2 + \lambda R(x)` by
 :class:`deepinv_ext.algorithms.VariationalSolver` (accelerated gradient descent with Lipschitz backtracking, started
-at the FBP, stopped by the relative change, never by the ground truth); TV (deepinv's ``TVPrior``) by proximal
-gradient with the same ground-truth-free stopping rule; FBP with the Hann filter (the better of deepinv-ext's FBP
-filters here; also the artefact images of the training). The weight :math:`\lambda` of each method
-(``--lambda-rule``):
+at the FBP); TV (deepinv's ``TVPrior``) by FISTA; FBP with the Hann filter (the better of deepinv-ext's FBP
+filters here; also the artefact images of the training). Every solve stops by the relative change (``--tol``) or
+after an iteration budget :math:`K`, never by the ground truth. The weight :math:`\lambda` of each method and,
+with the default rule, its budget :math:`K` (``--lambda-rule``):
 
-- ``validation`` (default): the best mean PSNR on validation phantoms (disjoint from the test phantoms) over a
-  grid :math:`\lambda_0 2^k`, with :math:`\lambda_0` the gradient-balance heuristic
-  (:func:`~deepinv_ext.algorithms.parameter_choice.gradient_balance_lambda`; for AR/ACR it is Lunz et al.'s
-  :math:`\lambda = \mathbb{E}\|A^\top(Ax - y)\|` over training pairs);
-- ``heuristic``: :math:`\lambda_0` itself, no search;
-- ``discrepancy``: Morozov's discrepancy principle on the validation measurements (no ground truth at all).
+- ``validation`` (default): the pair :math:`(\lambda, K)` of best mean PSNR on validation phantoms (disjoint from
+  the test phantoms), :math:`\lambda` on a grid :math:`\lambda_0 2^k` (``--grid``), with :math:`\lambda_0` the
+  gradient-balance heuristic (:func:`~deepinv_ext.algorithms.parameter_choice.gradient_balance_lambda`; for AR/ACR
+  it is Lunz et al.'s :math:`\lambda = \mathbb{E}\|A^\top(Ax - y)\|` over training pairs), and :math:`K` among
+  ``--budgets`` (the iterates of one validation solve per :math:`\lambda`, recorded at each budget). The test
+  solves then run at most :math:`K` iterations. Lunz et al. reconstruct with AR by a fixed number of gradient
+  steps: the non-convex AR energy is not minimised but followed from the FBP (its PSNR peaks after 10-30 steps
+  and then falls); every method, TV included, gets the same rule, and a converged solve remains a candidate
+  (:math:`K` = the largest budget);
+- ``heuristic``: :math:`\lambda_0` itself, no search, ``--iters`` iterations;
+- ``discrepancy``: Morozov's discrepancy principle on the validation measurements (no ground truth at all),
+  ``--iters`` iterations.
 
 Prints a PSNR/SSIM table (also saved as ``results.md``/``results.json``), checks the convexity of the trained ACR
 (midpoint inequality on random pairs and second differences along random lines) and its solver's monotonicity and
@@ -50,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -85,16 +94,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--output", type=Path, default=Path("runs/ct_learned_regularizers"))
     p.add_argument("--smoke", action="store_true", help="tiny sizes, a CI check (< 2 min on a CPU)")
     p.add_argument("--size", type=int, default=64)
-    p.add_argument("--n-train", type=int, default=256)
-    p.add_argument("--n-val", type=int, default=4)
-    p.add_argument("--n-test", type=int, default=8)
+    p.add_argument("--n-train", type=int, default=2048)
+    p.add_argument("--n-val", type=int, default=8)
+    p.add_argument("--n-test", type=int, default=16)
     p.add_argument("--problems", nargs="+", default=["sparse_view", "low_dose"], choices=["sparse_view", "low_dose"])
     p.add_argument("--sigma", type=float, default=0.5, help="sparse view: sinogram noise std")
     p.add_argument("--photons", type=float, default=1000.0, help="low dose: incident photons per ray (N0)")
     p.add_argument("--mu", type=float, default=1 / 50, help="low dose: attenuation scale of LogPoissonNoise")
-    p.add_argument("--epochs", type=int, nargs=3, default=[12, 6, 12], metavar=("AR", "ACR", "NETT"))
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, nargs=3, default=[1e-3, 1e-2, 1e-3], metavar=("AR", "ACR", "NETT"))
+    p.add_argument("--epochs", type=int, nargs=3, default=[5, 3, 10], metavar=("AR", "ACR", "NETT"))
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, nargs=3, default=[1e-3, 1e-2, 2e-3], metavar=("AR", "ACR", "NETT"),
+                   help="initial learning rates (Adam, cosine decay over the epochs)")
     p.add_argument("--mu-gp", type=float, default=10.0, help="gradient-penalty weight")
     p.add_argument("--ar-eps", type=float, default=1.0,
                    help="AR: weight of eps*dist(x, [0, 1]^n)^2 added for the reconstruction (coercivity); 0 = plain AR")
@@ -104,15 +114,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--nett-width", type=int, default=16)
     p.add_argument("--train-filter", default="ramp", help="FBP filter of the training artefact images")
     p.add_argument("--lambda-rule", default="validation", choices=["validation", "heuristic", "discrepancy"])
-    p.add_argument("--grid", type=int, nargs="+", default=[-1, 0, 1, 2, 3], help="exponents k of lambda0*2^k")
+    p.add_argument("--grid", type=int, nargs="+", default=[-1, 0, 1, 2], help="exponents k of lambda0*2^k")
     p.add_argument("--iters", type=int, default=300, help="max iterations of the test solves")
     p.add_argument("--val-iters", type=int, default=300, help="max iterations of the validation solves")
+    p.add_argument("--budgets", type=int, nargs="+", default=[10, 20, 30, 50, 100, 200, 300],
+                   help="iteration budgets K scored along each validation solve (lambda and K chosen jointly)")
     p.add_argument("--tol", type=float, default=1e-6, help="relative-change tolerance of the stopping rule")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     if p.parse_known_args(argv)[0].smoke:  # smoke defaults; explicit options still win
         p.set_defaults(size=32, n_train=16, n_val=2, n_test=2, epochs=[1, 1, 1], acr_filters=8, acr_layers=3,
-                       nett_width=8, grid=[-1, 1], iters=30, val_iters=15)
+                       nett_width=8, grid=[-1, 1], iters=30, val_iters=15, budgets=[5, 15])
     return p.parse_args(argv)
 
 
@@ -181,6 +193,8 @@ def train(method: str, physics: AstraCT, train_set, args, ckpt: Path) -> torch.n
     epochs = args.epochs[index]
     for epoch in range(start, epochs):
         t0 = time.time()
+        for group in optimizer.param_groups:  # cosine decay of the learning rate, set per epoch (resumable)
+            group["lr"] = 0.5 * args.lr[index] * (1 + math.cos(math.pi * epoch / epochs))
         torch.manual_seed(args.seed + 1000 * (index + 1) + epoch)
         trainer = dinv.Trainer(model=model, physics=physics, optimizer=optimizer, losses=[loss], epochs=1,
                                train_dataloader=DataLoader(train_set, batch_size=args.batch, shuffle=True),
@@ -216,37 +230,49 @@ class ScaledPrior(torch.nn.Module):
         return self.lam * e, self.lam * g
 
 
-def solve_variational(prior, lam: float, y, physics, max_iter: int, tol: float, info: dict | None = None):
-    solver = VariationalSolver(ScaledPrior(prior, lam), weight=1.0, max_iter=max_iter, tol=tol,
+def solve_variational(prior, lam: float, y, physics, max_iter: int, tol: float, info: dict | None = None,
+                      record: tuple[int, ...] = ()):
+    r"""Accelerated gradient descent on :math:`\tfrac12\|Ax-y\|^2 + \lambda R(x)` from the FBP; returns the result
+    and the iterates at the iterations ``record``."""
+    solver = VariationalSolver(ScaledPrior(prior, lam), weight=1.0, max_iter=max_iter, tol=tol, record=record,
                                lipschitz_init=float(physics.compute_sqnorm(torch.rand(1, 1, *physics.img_size),
                                                                           max_iter=20, verbose=False)))
     x = solver(y, physics, x_init=fbp(y, physics))
     if info is not None:
         info.update(iterations=solver.iterations, monotone=solver.monotone(), max_iter=max_iter)
-    return x
+    return x, solver.snapshots
 
 
-def solve_tv(lam: float, y, physics, max_iter: int, tol: float, info: dict | None = None):
-    r"""Proximal gradient on :math:`\tfrac12\|Ax-y\|^2 + \lambda TV(x)` (step :math:`1/\|A\|^2`), from the FBP,
-    per image stopped by :class:`RelativeChangeStop`."""
+def solve_tv(lam: float, y, physics, max_iter: int, tol: float, info: dict | None = None,
+             record: tuple[int, ...] = ()):
+    r"""FISTA on :math:`\tfrac12\|Ax-y\|^2 + \lambda TV(x)` (step :math:`1/\|A\|^2`, TV prox by deepinv's
+    ``TVPrior``), from the FBP, per image stopped by :class:`RelativeChangeStop`; returns the result and the
+    iterates at ``record``."""
     tv = dinv.optim.TVPrior(def_crit=1e-6, n_it_max=100)
     lip = float(physics.compute_sqnorm(torch.rand(1, 1, *physics.img_size), max_iter=50, verbose=False)) * 1.01
     stop = RelativeChangeStop(tol)
-    x = fbp(y, physics)
+    x = x_prev = fbp(y, physics)
+    snapshots = {0: x.clone()} if 0 in record else {}
     active = torch.ones(x.shape[0], dtype=torch.bool)
-    k = 0
+    t, k = 1.0, 0
     while k < max_iter:
         k += 1
-        z = x - physics.A_adjoint(physics.A(x) - y) / lip
-        x_new = tv.prox(z, gamma=lam / lip)
+        t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
+        z = x + (t - 1) / t_new * (x - x_prev)
+        x_new = tv.prox(z - physics.A_adjoint(physics.A(z) - y) / lip, gamma=lam / lip)
         done = stop(x_new, x)
-        x = torch.where(active[:, None, None, None], x_new, x)
+        keep = active[:, None, None, None]
+        x_prev, x, t = torch.where(keep, x, x_prev), torch.where(keep, x_new, x), t_new
+        if k in record:
+            snapshots[k] = x.clone()
         active &= ~done
         if not active.any():
             break
+    for j in record:
+        snapshots.setdefault(j, x.clone())
     if info is not None:
         info.update(iterations=k, max_iter=max_iter)
-    return x
+    return x, snapshots
 
 
 def smoothed_tv(x: torch.Tensor) -> torch.Tensor:
@@ -261,12 +287,14 @@ class _SmoothTV(torch.nn.Module):
             return torch.autograd.grad(smoothed_tv(z).sum(), z)[0]
 
 
-def reconstruct(method: str, prior, lam: float, y, physics, max_iter: int, tol: float, info=None):
+def reconstruct(method: str, prior, lam: float, y, physics, max_iter: int, tol: float, info=None,
+                record: tuple[int, ...] = ()):
+    """The reconstruction of ``method`` and its iterates at ``record`` (none for FBP)."""
     if method == "FBP":
-        return fbp(y, physics)
+        return fbp(y, physics), {}
     if method == "TV":
-        return solve_tv(lam, y, physics, max_iter, tol, info)
-    return solve_variational(prior, lam, y, physics, max_iter, tol, info)
+        return solve_tv(lam, y, physics, max_iter, tol, info, record)
+    return solve_variational(prior, lam, y, physics, max_iter, tol, info, record)
 
 
 def psnr_ssim(x_hat: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -286,17 +314,20 @@ def choose_lambda(method, prior, problem, physics, train_x, val_x, val_y, args) 
     if args.lambda_rule == "heuristic":
         record["lambda"] = lam0
     elif args.lambda_rule == "validation":
+        # (lambda, K) jointly: one solve per lambda, its iterates at every budget K of --budgets scored
+        budgets = tuple(k for k in args.budgets if k <= args.val_iters) or (args.val_iters,)
         scores = {}
         for k in args.grid:
             lam = lam0 * 2.0 ** k
-            x_hat = reconstruct(method, prior, lam, val_y, physics, args.val_iters, args.tol)
-            scores[lam] = float(psnr_ssim(x_hat, val_x)[0].mean())
-        record["lambda"] = max(scores, key=scores.get)
+            _, snapshots = reconstruct(method, prior, lam, val_y, physics, max(budgets), args.tol, record=budgets)
+            scores[lam] = {K: float(psnr_ssim(snapshots[K], val_x)[0].mean()) for K in budgets}
+        record["lambda"], record["budget"] = max(((lam, K) for lam in scores for K in scores[lam]),
+                                                 key=lambda pair: scores[pair[0]][pair[1]])
         record["validation_psnr"] = scores
     else:
         lam, trace = discrepancy_lambda(
-            lambda lam: reconstruct(method, prior, lam, val_y, physics, args.val_iters, args.tol), val_y, physics,
-            noise_norm(problem, val_y, args), lam_range=(lam0 / 64, lam0 * 64), steps=len(args.grid) + 2)
+            lambda lam: reconstruct(method, prior, lam, val_y, physics, args.val_iters, args.tol)[0], val_y,
+            physics, noise_norm(problem, val_y, args), lam_range=(lam0 / 64, lam0 * 64), steps=len(args.grid) + 2)
         record.update(**{"lambda": lam, "discrepancy_trace": trace})
     return record
 
@@ -353,7 +384,8 @@ def run_problem(problem: str, args, data: dict) -> tuple[dict, dict]:
             lam = info["lambda"]["lambda"]
         else:
             lam = 0.0
-        x_hat = reconstruct(method, prior, lam, test_y, physics, args.iters, args.tol, info)
+        iters = info["lambda"].get("budget", args.iters) if method != "FBP" else args.iters
+        x_hat, _ = reconstruct(method, prior, lam, test_y, physics, iters, args.tol, info)
         psnr, ssim = psnr_ssim(x_hat, test_x)
         results[method] = {"psnr": float(psnr.mean()), "ssim": float(ssim.mean()), "psnr_per_image":
                            psnr.tolist(), "seconds": time.time() - t0, **info}

@@ -25,7 +25,7 @@ def test_recipe_smoke_and_resume(tmp_path):
     threads = torch.get_num_threads()
     recipe = _load()
     args = ["--smoke", "--problems", "sparse_view", "--size", "16", "--n-test", "1", "--grid", "0", "--iters", "8",
-            "--val-iters", "4", "--output", str(tmp_path)]
+            "--val-iters", "4", "--budgets", "2", "4", "--output", str(tmp_path)]
     try:
         results = recipe.main(args + ["--n-train", "8"])
         for name in ("results.md", "results.json", "run.json", "ct_learned_regularizers.png"):
@@ -34,6 +34,11 @@ def test_recipe_smoke_and_resume(tmp_path):
         assert set(recipe.METHODS) <= set(res)
         assert all(torch.isfinite(torch.tensor(res[m]["psnr"])) for m in recipe.METHODS)
         assert res["_checks"]["acr_convexity"]["pair_failures"] == 0
+        for method in ("TV", *recipe.LEARNED):  # (lambda, K) chosen jointly on validation, the test solve runs K
+            choice = res[method]["lambda"]
+            scores = next(iter(choice["validation_psnr"].values()))
+            assert {int(k) for k in scores} == {2, 4} and choice["budget"] in (2, 4)
+            assert res[method]["max_iter"] == choice["budget"] and res[method]["iterations"] <= choice["budget"]
         stored = json.loads((tmp_path / "results.json").read_text())
         assert stored["sparse_view"]["FBP"]["psnr"] == pytest.approx(res["FBP"]["psnr"])
         # resume: the per-epoch checkpoints are found and training is skipped; solves rerun identically

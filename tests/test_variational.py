@@ -93,3 +93,23 @@ def test_super_resolution_with_tdv_decreases_the_energy():
         out = solver(y, physics)
     assert out.shape == x.shape
     assert solver.monotone() and solver.history[-1] < solver.history[0]
+
+
+def test_record_keeps_the_iterates_of_shorter_runs():
+    """snapshots[k] is the iterate a solve with max_iter=k returns; budgets past the stop keep the final iterate."""
+    physics, x, y = setup()
+    prior = Quadratic(0.3)
+    solver = VariationalSolver(prior, weight=10.0, max_iter=60, cg_init_iter=3, record=(0, 5, 20, 60))
+    final = solver(y, physics)
+    assert set(solver.snapshots) == {0, 5, 20, 60}
+    torch.testing.assert_close(solver.snapshots[0], solver.initialise(y, physics))
+    for k in (5, 20):
+        short = VariationalSolver(prior, weight=10.0, max_iter=k, cg_init_iter=3)(y, physics)
+        torch.testing.assert_close(solver.snapshots[k], short, rtol=0, atol=1e-12)
+    assert not torch.equal(solver.snapshots[5], solver.snapshots[20])
+    early = VariationalSolver(prior, weight=10.0, max_iter=500, cg_init_iter=3, tol=1e-4, record=(500,))
+    out = early(y, physics)
+    assert early.iterations < 500 and torch.equal(early.snapshots[500], out)
+    torch.testing.assert_close(final, solver.snapshots[60])
+    with pytest.raises(ValueError, match="record"):
+        VariationalSolver(prior, max_iter=10, record=(11,))

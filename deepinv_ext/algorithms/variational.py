@@ -75,11 +75,16 @@ class VariationalSolver(Reconstructor):
     :param float tol: relative tolerance of the stopping rule.
     :param int max_backtracking: maximum increases of :math:`L` in one iteration.
     :param bool progress: show a tqdm progress bar.
+    :param tuple[int, ...] record: iterations :math:`k` whose iterates :math:`x_k` are kept in ``snapshots``
+        (a dict ``k -> x_k``; ``0`` is the initialisation, and an image stopped before :math:`k` keeps its final
+        iterate), so that one solve gives the reconstructions of every iteration budget :math:`K \le`
+        ``max_iter``, e.g. to choose an early-stopping :math:`K` on validation data (Lunz et al. 2018 reconstruct
+        by a fixed number of gradient steps).
     """
 
     def __init__(self, prior: Prior, weight: float = 1.0, max_iter: int = 200, cg_init_iter: int = 10,
                  lipschitz_init: float = 1.0, increase: float = 2.0, decrease: float = 0.9, tol: float = 1e-5,
-                 max_backtracking: int = 50, progress: bool = False) -> None:
+                 max_backtracking: int = 50, progress: bool = False, record: tuple[int, ...] = ()) -> None:
         super().__init__()
         if not callable(getattr(prior, "fn", None)) or not callable(getattr(prior, "grad", None)):
             raise TypeError(f"prior must have fn and grad methods, got {type(prior).__name__}")
@@ -94,6 +99,10 @@ class VariationalSolver(Reconstructor):
                             ("max_backtracking", max_backtracking)):
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        if any(isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= max_iter for k in record):
+            raise ValueError(f"record must hold iterations in [0, max_iter={max_iter}], got {record!r}")
+        self.record = tuple(sorted(set(record)))
+        self.snapshots: dict[int, Tensor] = {}
         self.prior = prior
         self.weight, self.max_iter, self.cg_init_iter = weight, max_iter, cg_init_iter
         self.lipschitz_init, self.increase, self.decrease, self.tol = lipschitz_init, increase, decrease, tol
@@ -168,6 +177,7 @@ class VariationalSolver(Reconstructor):
         active = torch.ones(B, dtype=torch.bool, device=x.device)
         self.history = [e.detach().clone()]
         self.iterations = 0
+        self.snapshots = {0: x.detach().clone()} if 0 in self.record else {}
         for k in tqdm(range(1, self.max_iter + 1), disable=not self.progress, desc="VariationalSolver"):
             t_new = (1 + torch.sqrt(1 + 4 * t * t)) / 2
             beta = _bcast((t - 1) / t_new, x)
@@ -198,10 +208,14 @@ class VariationalSolver(Reconstructor):
             L = torch.where(active, L * self.decrease, L)
             self.history.append(e.detach().clone())
             self.iterations = k
+            if k in self.record:
+                self.snapshots[k] = x.detach().clone()
             active = active & ~done
             if not active.any():
                 break
         self.lipschitz = L
+        for k in self.record:  # budgets beyond the last iteration: the final iterate
+            self.snapshots.setdefault(k, x.detach().clone())
         return x
 
     def monotone(self) -> bool:
