@@ -33,6 +33,12 @@ def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
+def _set_trainable(module, trainable: bool) -> None:
+    """Freeze or unfreeze the weights of ``module`` (a plain callable has none)."""
+    if isinstance(module, torch.nn.Module):
+        module.requires_grad_(trainable)
+
+
 class FixedPointLayer(torch.nn.Module):
     r"""Base class of a ReTune layer: ``forward(x, y, physics)`` is one iteration :math:`T_\theta(x; y)`.
 
@@ -155,9 +161,7 @@ class PnPForwardBackwardLayer(_GradientStepMixin):
         if sigma <= 0:
             raise ValueError(f"sigma must be positive, got {sigma}")
         self.denoiser = denoiser
-        if isinstance(denoiser, torch.nn.Module):
-            for p in denoiser.parameters():
-                p.requires_grad_(train_denoiser)
+        _set_trainable(denoiser, train_denoiser)
         self._init_step(step, data_lipschitz, train_step)
         self.log_sigma = torch.nn.Parameter(torch.tensor(math.log(sigma)), requires_grad=train_sigma)
         if relaxation is not None and not 0 < relaxation < 1:
@@ -212,9 +216,7 @@ class GradientStepLayer(_GradientStepMixin):
         if lam <= 0:
             raise ValueError(f"lam must be positive, got {lam}")
         self.prior = prior
-        if isinstance(prior, torch.nn.Module):
-            for p in prior.parameters():
-                p.requires_grad_(train_prior)
+        _set_trainable(prior, train_prior)
         self._init_step(step, data_lipschitz, train_step)
         self.log_lam = torch.nn.Parameter(torch.tensor(math.log(lam)), requires_grad=train_lam)
 
