@@ -48,7 +48,23 @@ with the default rule, its budget :math:`K` (``--lambda-rule``):
 Prints a PSNR/SSIM table (also saved as ``results.md``/``results.json``), checks the convexity of the trained ACR
 (midpoint inequality on random pairs and second differences along random lines) and its solver's monotonicity and
 convergence, saves a figure, per-epoch training checkpoints (a rerun with the same ``--output`` resumes) and a
-provenance record::
+provenance record.
+
+Default run (2048 training, 8 validation, 16 test phantoms; AR 5, ACR 3, NETT 10 epochs at batch 16): 37 min on a
+2-core CPU with one thread (training about 4 min per regulariser and problem). PSNR (dB) on the test phantoms:
+
+============  =====  =====  =====  =====  =====
+problem       FBP    TV     AR     ACR    NETT
+============  =====  =====  =====  =====  =====
+sparse view   27.76  30.55  29.58  29.25  30.35
+low dose      27.09  29.65  29.12  28.46  29.65
+============  =====  =====  =====  =====  =====
+
+The chosen budgets: AR 10 (sparse view) and 20 (low dose) iterations, ACR 100 and 50, NETT 300 and 50, TV 300
+(its PSNR flat from 100 on). Short of the issue's targets (learned +3 dB over FBP, AR/NETT +0.5 dB over TV): on
+piecewise-constant ellipses TV itself gains less than 3 dB over FBP, and NETT only matches TV at this training
+size; a wider NETT (32 channels, 6 epochs, 2.4x the cost per epoch) did worse on the validation phantoms
+(29.55 against 29.96 dB in sparse view). ::
 
     python recipes/ct_learned_regularizers.py --output runs/ct_learned_regularizers
     python recipes/ct_learned_regularizers.py --smoke --output runs/ct_learned_regularizers_smoke
