@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from recipe_helpers import load_recipe
 
 pytest.importorskip("deepinv_ext.algorithms.variational")
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "ct_learned_regularizers.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("ct_learned_regularizers", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
 def test_recipe_smoke_and_resume(tmp_path):
     threads = torch.get_num_threads()
-    recipe = _load()
+    recipe = load_recipe("ct_learned_regularizers")
     args = ["--smoke", "--problems", "sparse_view", "--size", "16", "--n-test", "1", "--grid", "0", "--iters", "8",
             "--val-iters", "4", "--budgets", "2", "4", "--output", str(tmp_path)]
     try:
