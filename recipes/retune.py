@@ -21,10 +21,10 @@ point (power iteration), peak training memory (bytes saved for backward; CUDA pe
 the issue's checks (fixed point reached, contractive there, better than the untrained layer, at least as good
 as standard unrolling at depth :math:`L`); a figure of the depth/restart interplay (wavelet layer: PSNR at the
 fixed point and measured Jacobian-free error as functions of :math:`L` and :math:`R`) and of the inference
-residuals. Checkpoints in ``--output/ckpt`` resume;
-a provenance record is saved beside the results::
+residuals. Checkpoints in ``--output/ckpt`` resume exactly (they keep the RNG state; a checkpoint of other options
+is refused); a provenance record is saved beside the results::
 
-    python recipes/retune.py --output runs/retune            # about 10-15 min on 2 CPU cores
+    python recipes/retune.py --output runs/retune            # about 15 min on one CPU thread
     python recipes/retune.py --smoke --output runs/retune_smoke
 """
 
