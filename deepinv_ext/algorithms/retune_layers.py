@@ -85,7 +85,21 @@ class _GradientStepMixin(FixedPointLayer):
         return max(1.0, abs(1.0 - float(self.step.detach()) * self.data_lipschitz))
 
 
-class ForwardBackwardLayer(_GradientStepMixin):
+class _WeightMixin(torch.nn.Module):
+    r"""Learned regularisation weight :math:`\lambda = e^{\theta_\lambda}` (parameter ``log_lam``)."""
+
+    def _init_lam(self, lam: float, train_lam: bool) -> None:
+        if lam <= 0:
+            raise ValueError(f"lam must be positive, got {lam}")
+        self.log_lam = torch.nn.Parameter(torch.tensor(math.log(lam)), requires_grad=train_lam)
+
+    @property
+    def lam(self) -> torch.Tensor:
+        r"""Regularisation weight :math:`\lambda > 0`."""
+        return self.log_lam.exp()
+
+
+class ForwardBackwardLayer(_WeightMixin, _GradientStepMixin):
     r"""Forward-backward layer with a proximal prior:
     :math:`T_\theta(x) = \operatorname{prox}_{\gamma\lambda g}(x - \gamma A^\top(Ax - y))`.
 
@@ -108,16 +122,9 @@ class ForwardBackwardLayer(_GradientStepMixin):
         super().__init__()
         if not hasattr(prior, "prox"):
             raise TypeError(f"prior must have a prox method (a deepinv.optim.Prior), got {type(prior)}")
-        if lam <= 0:
-            raise ValueError(f"lam must be positive, got {lam}")
         self.prior = prior
         self._init_step(step, data_lipschitz, train_step)
-        self.log_lam = torch.nn.Parameter(torch.tensor(math.log(lam)), requires_grad=train_lam)
-
-    @property
-    def lam(self) -> torch.Tensor:
-        r"""Regularisation weight :math:`\lambda > 0`."""
-        return self.log_lam.exp()
+        self._init_lam(lam, train_lam)
 
     def proximal_step(self, v: torch.Tensor, gamma: float | torch.Tensor) -> torch.Tensor:
         r""":math:`\operatorname{prox}_{\gamma\lambda g}(v)` for the step ``gamma``."""
@@ -189,7 +196,7 @@ class PnPForwardBackwardLayer(_GradientStepMixin):
         return self.proximal_step(self.gradient_step(x, y, physics))
 
 
-class GradientStepLayer(_GradientStepMixin):
+class GradientStepLayer(_WeightMixin, _GradientStepMixin):
     r"""Gradient-descent layer on :math:`\tfrac12\|Ax-y\|^2 + \lambda g(x)` for a smooth (learned) prior:
     :math:`T_\theta(x) = x - \gamma\big(A^\top(Ax - y) + \lambda \nabla g(x)\big)`.
 
@@ -213,17 +220,10 @@ class GradientStepLayer(_GradientStepMixin):
         super().__init__()
         if not hasattr(prior, "grad"):
             raise TypeError(f"prior must have a grad method (a deepinv.optim.Prior), got {type(prior)}")
-        if lam <= 0:
-            raise ValueError(f"lam must be positive, got {lam}")
         self.prior = prior
         _set_trainable(prior, train_prior)
         self._init_step(step, data_lipschitz, train_step)
-        self.log_lam = torch.nn.Parameter(torch.tensor(math.log(lam)), requires_grad=train_lam)
-
-    @property
-    def lam(self) -> torch.Tensor:
-        r"""Regularisation weight :math:`\lambda > 0`."""
-        return self.log_lam.exp()
+        self._init_lam(lam, train_lam)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
         gamma, lam = self.step.to(x.dtype), self.lam.to(x.dtype)
