@@ -73,9 +73,11 @@ size; a wider NETT (32 channels, 6 epochs, 2.4x the cost per epoch) did worse on
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import deepinv as dinv
@@ -128,6 +130,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--acr-layers", type=int, default=6)
     p.add_argument("--acr-smoothing", type=float, default=0.0)
     p.add_argument("--nett-width", type=int, default=16)
+    p.add_argument("--nett-interpolate", action="store_true",
+                   help="NETT: train on interpolated artefacts x + t(z - x) (NETTLoss(interpolate=True))")
     p.add_argument("--train-filter", default="ramp", help="FBP filter of the training artefact images")
     p.add_argument("--lambda-rule", default="validation", choices=["validation", "heuristic", "discrepancy"])
     p.add_argument("--grid", type=int, nargs="+", default=[-1, 0, 1, 2], help="exponents k of lambda0*2^k")
@@ -136,21 +140,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--budgets", type=int, nargs="+", default=[10, 20, 30, 50, 100, 200, 300],
                    help="iteration budgets K scored along each validation solve (lambda and K chosen jointly)")
     p.add_argument("--tol", type=float, default=1e-6, help="relative-change tolerance of the stopping rule")
+    p.add_argument("--methods", nargs="+", default=list(LEARNED), choices=LEARNED,
+                   help="learned regularisers to train and evaluate (FBP and TV always run)")
+    p.add_argument("--select-every", type=int, default=0, metavar="N",
+                   help="model selection: score the trained regulariser on the validation phantoms every N epochs "
+                        "(best PSNR over the lambda grid and budgets) and keep the best epoch; 0 keeps the last")
+    p.add_argument("--device", default="cpu", help="torch device of the training and the solves (e.g. cuda)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     if p.parse_known_args(argv)[0].smoke:  # smoke defaults; explicit options still win
         p.set_defaults(size=32, n_train=16, n_val=2, n_test=2, epochs=[1, 1, 1], acr_filters=8, acr_layers=3,
                        nett_width=8, grid=[-1, 1], iters=30, val_iters=15, budgets=[5, 15])
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.select_every and args.lambda_rule != "validation":
+        p.error("--select-every scores the epochs by the validation rule: use --lambda-rule validation")
+    return args
 
 
 # ------------------------------------------------------------------------------------------------ problems
 def make_physics(problem: str, args) -> AstraCT:
     if problem == "sparse_view":
         noise = dinv.physics.GaussianNoise(args.sigma)
-        return AstraCT(args.size, angles=torch.arange(0, 180, 6, dtype=torch.float64), noise_model=noise)
+        return AstraCT(args.size, angles=torch.arange(0, 180, 6, dtype=torch.float64), noise_model=noise,
+                       device=args.device)
     noise = dinv.physics.LogPoissonNoise(N0=args.photons, mu=args.mu)
-    return AstraCT(args.size, angles=180, noise_model=noise)
+    return AstraCT(args.size, angles=180, noise_model=noise, device=args.device)
 
 
 def fbp(y: torch.Tensor, physics: AstraCT, filter: str = "hann") -> torch.Tensor:
@@ -173,8 +187,9 @@ def noise_norm(problem: str, y: torch.Tensor, args) -> torch.Tensor:
     return noise_norm_log_poisson(y, args.photons, args.mu)
 
 
-def stack(dataset) -> torch.Tensor:
-    return torch.stack([dataset[i]["x"] for i in range(len(dataset))])
+def stack(dataset, device, n: int | None = None) -> torch.Tensor:
+    """The first ``n`` images of ``dataset`` (all by default) as one batch on ``device``."""
+    return torch.stack([dataset[i]["x"] for i in range(min(len(dataset), n or len(dataset)))]).to(device)
 
 
 def measure(physics: AstraCT, x: torch.Tensor, seed: int) -> torch.Tensor:
@@ -193,19 +208,37 @@ def make_prior(method: str, args) -> torch.nn.Module:
     return NETT(width=args.nett_width, depth=2)
 
 
-def train(method: str, physics: AstraCT, train_set, args, ckpt: Path) -> torch.nn.Module:
-    """Train one regulariser in deepinv.Trainer, one epoch per Trainer call, checkpointing every epoch."""
+def for_reconstruction(method: str, regularizer: torch.nn.Module, args) -> torch.nn.Module:
+    """The trained regulariser frozen for the solves (AR: with its coercive term, not used in the training)."""
+    prior = regularizer.eval()
+    prior.requires_grad_(False)
+    if method == "AR":
+        prior.eps, prior.box = args.ar_eps, (0.0, 1.0)
+    return prior
+
+
+def train(method: str, physics: AstraCT, train_set, args, ckpt: Path,
+          score: Callable[[torch.nn.Module], float] | None = None) -> tuple[torch.nn.Module, dict]:
+    """Train one regulariser in deepinv.Trainer, one epoch per Trainer call, checkpointing every epoch.
+
+    With ``--select-every N`` and ``score`` (validation PSNR of a frozen regulariser), the regulariser is scored
+    every N epochs and after the last one, and the best-scoring epoch is kept (``<method>_best.pt``). Returns the
+    frozen regulariser and the selection record (chosen epoch and the scores).
+    """
     index = LEARNED.index(method)
     torch.manual_seed(args.seed + 10 + index)
     model = RegularizerTrainingModel(make_prior(method, args), pseudo_inverse=TrainingFBP(args.train_filter))
+    model.to(args.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr[index])
-    start = 0
+    start, selection = 0, {"epoch": 0, "scores": {}}
+    best_path = ckpt.with_name(f"{ckpt.stem}_best.pt")
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=True)
+        state = torch.load(ckpt, weights_only=True, map_location=args.device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["epoch"])
-    loss = NETTLoss() if method == "NETT" else WassersteinCriticLoss(mu=args.mu_gp)
+        selection = state.get("selection", selection)
+    loss = NETTLoss(interpolate=args.nett_interpolate) if method == "NETT" else WassersteinCriticLoss(mu=args.mu_gp)
     epochs = args.epochs[index]
     for epoch in range(start, epochs):
         t0 = time.time()
@@ -214,17 +247,27 @@ def train(method: str, physics: AstraCT, train_set, args, ckpt: Path) -> torch.n
         torch.manual_seed(args.seed + 1000 * (index + 1) + epoch)
         trainer = dinv.Trainer(model=model, physics=physics, optimizer=optimizer, losses=[loss], epochs=1,
                                train_dataloader=DataLoader(train_set, batch_size=args.batch, shuffle=True),
-                               online_measurements=True, save_path=None, verbose=False, device="cpu",
+                               online_measurements=True, save_path=None, verbose=False, device=args.device,
+                               non_blocking_transfers=str(args.device).startswith("cuda"),
                                show_progress_bar=False, compute_train_metrics=False)
         trainer.train()
-        value = trainer.logs_total_loss_train.avg
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1}, ckpt)
-        print(f"  {method} epoch {epoch + 1}/{epochs}: loss {value:.4f} ({time.time() - t0:.0f} s)", flush=True)
-    prior = model.regularizer.eval()
-    prior.requires_grad_(False)
-    if method == "AR":
-        prior.eps, prior.box = args.ar_eps, (0.0, 1.0)  # coercive term for the reconstruction, not the training
-    return prior
+        message = f"  {method} epoch {epoch + 1}/{epochs}: loss {trainer.logs_total_loss_train.avg:.4f}"
+        if score is not None and args.select_every > 0 and ((epoch + 1) % args.select_every == 0
+                                                             or epoch + 1 == epochs):
+            value = score(for_reconstruction(method, copy.deepcopy(model.regularizer), args))
+            selection["scores"][str(epoch + 1)] = value
+            if value >= max(selection["scores"].values()):
+                selection["epoch"] = epoch + 1
+                torch.save(model.regularizer.state_dict(), best_path)
+            message += f", validation PSNR {value:.2f} dB (best: epoch {selection['epoch']})"
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                    "selection": selection}, ckpt)
+        print(f"{message} ({time.time() - t0:.0f} s)", flush=True)
+    if selection["epoch"]:
+        model.regularizer.load_state_dict(torch.load(best_path, weights_only=True, map_location=args.device))
+    else:
+        selection["epoch"] = epochs
+    return for_reconstruction(method, model.regularizer, args), selection
 
 
 # ------------------------------------------------------------------------------------------------ solvers
@@ -251,8 +294,8 @@ def solve_variational(prior, lam: float, y, physics, max_iter: int, tol: float, 
     r"""Accelerated gradient descent on :math:`\tfrac12\|Ax-y\|^2 + \lambda R(x)` from the FBP; returns the result
     and the iterates at the iterations ``record``."""
     solver = VariationalSolver(ScaledPrior(prior, lam), weight=1.0, max_iter=max_iter, tol=tol, record=record,
-                               lipschitz_init=float(physics.compute_sqnorm(torch.rand(1, 1, *physics.img_size),
-                                                                          max_iter=20, verbose=False)))
+                               lipschitz_init=float(physics.compute_sqnorm(
+                                   torch.rand(1, 1, *physics.img_size, device=y.device), max_iter=20, verbose=False)))
     x = solver(y, physics, x_init=fbp(y, physics))
     if info is not None:
         info.update(iterations=solver.iterations, monotone=solver.monotone(), max_iter=max_iter)
@@ -265,11 +308,12 @@ def solve_tv(lam: float, y, physics, max_iter: int, tol: float, info: dict | Non
     ``TVPrior``), from the FBP, per image stopped by :class:`RelativeChangeStop`; returns the result and the
     iterates at ``record``."""
     tv = dinv.optim.TVPrior(def_crit=1e-6, n_it_max=100)
-    lip = float(physics.compute_sqnorm(torch.rand(1, 1, *physics.img_size), max_iter=50, verbose=False)) * 1.01
+    lip = float(physics.compute_sqnorm(torch.rand(1, 1, *physics.img_size, device=y.device), max_iter=50,
+                                       verbose=False)) * 1.01
     stop = RelativeChangeStop(tol)
     x = x_prev = fbp(y, physics)
     snapshots = {0: x.clone()} if 0 in record else {}
-    active = torch.ones(x.shape[0], dtype=torch.bool)
+    active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     t, k = 1.0, 0
     while k < max_iter:
         k += 1
@@ -353,16 +397,18 @@ def choose_lambda(method, prior, problem, physics, train_x, val_x, val_y, args) 
 def acr_convexity(prior: ConvexAdversarialRegularizer, images: torch.Tensor, pairs: int, seed: int) -> dict:
     """Midpoint convexity on random pairs (phantom + noise and random images) and along random lines."""
     g = torch.Generator().manual_seed(seed)
+    images, device = images.cpu(), images.device
     idx = torch.randint(len(images), (pairs,), generator=g)
-    a = images[idx] + 0.2 * torch.randn(images[idx].shape, generator=g)
-    b = torch.rand(a.shape, generator=g) * 1.5 - 0.25
+    a = (images[idx] + 0.2 * torch.randn(images[idx].shape, generator=g)).to(device)
+    b = (torch.rand(a.shape, generator=g) * 1.5 - 0.25).to(device)
     gaps = torch.cat([prior.midpoint_convexity_gap(a[i:i + 64], b[i:i + 64]) for i in range(0, pairs, 64)])
     scale = torch.cat([prior.fn(a[i:i + 64]).abs() for i in range(0, pairs, 64)])
     tol = 1e-5 * scale.clamp(min=1.0)
     lines, points = 16, 41
     t = torch.linspace(-1, 1, points).reshape(1, points, 1, 1, 1)
-    base = images[torch.randint(len(images), (lines,), generator=g)]
-    direction = torch.randn(base.shape, generator=g)
+    base = images[torch.randint(len(images), (lines,), generator=g)].to(device)
+    direction = torch.randn(base.shape, generator=g).to(device)
+    t = t.to(device)
     values = torch.cat([prior.fn((base[i:i + 1, None] + t * direction[i:i + 1, None]).flatten(0, 1))
                         for i in range(lines)]).reshape(lines, points)
     second = values[:, 2:] - 2 * values[:, 1:-1] + values[:, :-2]
@@ -380,18 +426,25 @@ def run_problem(problem: str, args, data: dict) -> tuple[dict, dict]:
         print(f"[{problem}] results found in {out}, skipped", flush=True)
         return json.loads((out / "results.json").read_text()), torch.load(out / "images.pt", weights_only=True)
     physics = make_physics(problem, args)
-    train_x = stack(data["train"])
-    val_x, test_x = stack(data["val"]), stack(data["test"])
+    train_x = stack(data["train"], args.device, n=32)  # the lambda heuristics use 32 training images
+    val_x, test_x = stack(data["val"], args.device), stack(data["test"], args.device)
     val_y = measure(physics, val_x, args.seed + 1)
     test_y = measure(physics, test_x, args.seed + 2)
     results, images, extra = {}, {"GT": test_x}, {}
     priors = {}
-    for method in LEARNED:
+    methods = [m for m in METHODS if m not in LEARNED or m in args.methods]
+    for method in (m for m in methods if m in LEARNED):
         t0 = time.time()
         print(f"[{problem}] training {method}", flush=True)
-        priors[method] = train(method, physics, data["train"], args, out / f"{method}.pt")
+
+        def score(prior, method=method):
+            choice = choose_lambda(method, prior, problem, physics, train_x, val_x, val_y, args)
+            return max(max(scores.values()) for scores in choice["validation_psnr"].values())
+
+        priors[method], extra[f"{method}_selection"] = train(method, physics, data["train"], args,
+                                                            out / f"{method}.pt", score)
         extra[f"{method}_train_s"] = time.time() - t0
-    for method in METHODS:
+    for method in methods:
         t0 = time.time()
         prior = priors.get(method)
         info: dict = {}
@@ -408,30 +461,35 @@ def run_problem(problem: str, args, data: dict) -> tuple[dict, dict]:
         images[method] = x_hat
         print(f"[{problem}] {method:5s} PSNR {results[method]['psnr']:.2f} dB  SSIM {results[method]['ssim']:.4f}"
               f"  lambda {lam:.4g}  {info.get('iterations', '')} it  ({time.time() - t0:.0f} s)", flush=True)
-    n_pairs = 256 if args.smoke else 4096
-    extra["acr_convexity"] = acr_convexity(priors["ACR"], test_x, n_pairs, args.seed + 3)
-    print(f"[{problem}] ACR convexity: {extra['acr_convexity']}", flush=True)
+    if "ACR" in priors:
+        n_pairs = 256 if args.smoke else 4096
+        extra["acr_convexity"] = acr_convexity(priors["ACR"], test_x, n_pairs, args.seed + 3)
+        print(f"[{problem}] ACR convexity: {extra['acr_convexity']}", flush=True)
     results["_checks"] = extra
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    torch.save({k: v[:1].clone() for k, v in images.items()}, out / "images.pt")
+    torch.save({k: v[:1].cpu() for k, v in images.items()}, out / "images.pt")
     return results, images
 
 
 def save_outputs(all_results: dict, all_images: dict, args) -> None:
-    lines = ["| problem | " + " | ".join(METHODS) + " |", "|---" * (len(METHODS) + 1) + "|"]
+    methods = [m for m in METHODS if any(m in res for res in all_results.values())]
+    lines = ["| problem | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
     for problem, res in all_results.items():
-        lines.append(f"| {problem} | " + " | ".join(f"{res[m]['psnr']:.2f} / {res[m]['ssim']:.3f}" for m in METHODS)
-                     + " |")
+        lines.append(f"| {problem} | " + " | ".join(f"{res[m]['psnr']:.2f} / {res[m]['ssim']:.3f}" if m in res
+                                                    else "-" for m in methods) + " |")
     table = "PSNR (dB) / SSIM, mean over the test phantoms\n\n" + "\n".join(lines)
     print(table)
     (args.output / "results.md").write_text(table + "\n")
     (args.output / "results.json").write_text(json.dumps(all_results, indent=1, default=str))
-    cols = ["GT", *METHODS]
+    cols = ["GT", *methods]
     fig, axes = plt.subplots(len(all_images), len(cols), figsize=(2.2 * len(cols), 2.8 * len(all_images)),
                              squeeze=False)
     for row, (problem, imgs) in enumerate(all_images.items()):
         for col, name in enumerate(cols):
             ax = axes[row, col]
+            if name not in imgs:
+                ax.axis("off")
+                continue
             ax.imshow(imgs[name][0, 0].clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])

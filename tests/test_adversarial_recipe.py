@@ -40,3 +40,52 @@ def test_recipe_smoke_and_resume(tmp_path):
         assert again["sparse_view"]["AR"]["psnr"] == pytest.approx(res["AR"]["psnr"], rel=1e-5)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_epoch_selection_keeps_the_best_scored_epoch(tmp_path):
+    """``train`` with ``--select-every 1`` returns the regulariser of the best-scored epoch, not the last one, and
+    a rerun resumes the selection from the checkpoint."""
+    recipe = load_recipe("ct_learned_regularizers")
+    args = recipe.parse_args(["--smoke", "--size", "16", "--n-train", "4", "--batch", "2", "--epochs", "1", "1", "3",
+                              "--select-every", "1"])
+    physics = recipe.make_physics("sparse_view", args)
+    train_set = recipe.RandomEllipsesDataset(args.n_train, args.size, seed=0)
+    scores = iter([1.0, 3.0, 2.0])  # epoch 2 is the best
+    seen = []
+
+    def score(prior):
+        assert not prior.training and not any(p.requires_grad for p in prior.parameters())
+        seen.append({k: v.clone() for k, v in prior.state_dict().items()})
+        return next(scores)
+
+    ckpt = tmp_path / "NETT.pt"
+    prior, selection = recipe.train("NETT", physics, train_set, args, ckpt, score)
+    assert selection == {"epoch": 2, "scores": {"1": 1.0, "2": 3.0, "3": 2.0}}
+    chosen, last = prior.state_dict(), torch.load(ckpt, weights_only=True)["model"]
+    assert all(torch.equal(chosen[k], seen[1][k]) for k in chosen)
+    assert any(not torch.equal(chosen[k], last[f"regularizer.{k}"]) for k in chosen)
+    # resumed after the last epoch: no scoring, same choice
+    prior_again, again = recipe.train("NETT", physics, train_set, args, ckpt, lambda prior: pytest.fail("scored"))
+    assert again == selection
+    assert all(torch.equal(prior_again.state_dict()[k], chosen[k]) for k in chosen)
+
+
+def test_epoch_selection_needs_the_validation_rule():
+    recipe = load_recipe("ct_learned_regularizers")
+    with pytest.raises(SystemExit):
+        recipe.parse_args(["--select-every", "2", "--lambda-rule", "heuristic"])
+
+
+def test_method_subset(tmp_path):
+    """``--methods NETT`` trains and reports only NETT beside FBP and TV."""
+    threads = torch.get_num_threads()
+    recipe = load_recipe("ct_learned_regularizers")
+    try:
+        results = recipe.main(["--smoke", "--problems", "low_dose", "--size", "16", "--n-train", "4", "--n-test", "1",
+                               "--grid", "0", "--val-iters", "2", "--budgets", "2", "--iters", "2", "--methods",
+                               "NETT", "--output", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+    assert {m for m in results["low_dose"] if not m.startswith("_")} == {"FBP", "TV", "NETT"}
+    assert not (tmp_path / "low_dose" / "AR.pt").exists() and "acr_convexity" not in results["low_dose"]["_checks"]
+    assert "| FBP | TV | NETT |" in (tmp_path / "results.md").read_text()
