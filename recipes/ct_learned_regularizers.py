@@ -142,19 +142,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tol", type=float, default=1e-6, help="relative-change tolerance of the stopping rule")
     p.add_argument("--methods", nargs="+", default=list(LEARNED), choices=LEARNED,
                    help="learned regularisers to train and evaluate (FBP and TV always run)")
-    p.add_argument("--select-every", type=int, default=0, metavar="N",
-                   help="model selection: score the trained regulariser on the validation phantoms every N epochs "
-                        "(best PSNR over the lambda grid and budgets) and keep the best epoch; 0 keeps the last")
+    p.add_argument("--select-every", type=int, default=1, metavar="N",
+                   help="model selection: every N epochs, the validation PSNR of the regulariser with its lambda "
+                        "rule (the validation rule: best over the lambda grid and budgets); the best epoch is kept; "
+                        "0 keeps the last")
     p.add_argument("--device", default="cpu", help="torch device of the training and the solves (e.g. cuda)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     if p.parse_known_args(argv)[0].smoke:  # smoke defaults; explicit options still win
         p.set_defaults(size=32, n_train=16, n_val=2, n_test=2, epochs=[1, 1, 1], acr_filters=8, acr_layers=3,
                        nett_width=8, grid=[-1, 1], iters=30, val_iters=15, budgets=[5, 15])
-    args = p.parse_args(argv)
-    if args.select_every and args.lambda_rule != "validation":
-        p.error("--select-every scores the epochs by the validation rule: use --lambda-rule validation")
-    return args
+    return p.parse_args(argv)
 
 
 # ------------------------------------------------------------------------------------------------ problems
@@ -217,6 +215,19 @@ def for_reconstruction(method: str, regularizer: torch.nn.Module, args) -> torch
     return prior
 
 
+def training_config(args, method: str) -> dict:
+    """The options a training checkpoint of ``method`` depends on (a resumed run must not mix two
+    configurations): all but the output, the selection of problems and methods, the device and the test solves;
+    of the per-method options, those of ``method`` only."""
+    index = LEARNED.index(method)
+    skip = {"output", "smoke", "problems", "methods", "device", "threads", "iters", "n_test"}
+    own = {"AR": ("ar_",), "ACR": ("acr_",), "NETT": ("nett_",)}
+    foreign = tuple(prefix for m, prefixes in own.items() if m != method for prefix in prefixes)
+    config = {k: v for k, v in sorted(vars(args).items()) if k not in skip and not k.startswith(foreign)}
+    config.update(epochs=args.epochs[index], lr=args.lr[index])
+    return config
+
+
 def train(method: str, physics: AstraCT, train_set, args, ckpt: Path,
           score: Callable[[torch.nn.Module], float] | None = None) -> tuple[torch.nn.Module, dict]:
     """Train one regulariser in deepinv.Trainer, one epoch per Trainer call, checkpointing every epoch.
@@ -232,8 +243,13 @@ def train(method: str, physics: AstraCT, train_set, args, ckpt: Path,
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr[index])
     start, selection = 0, {"epoch": 0, "scores": {}}
     best_path = ckpt.with_name(f"{ckpt.stem}_best.pt")
+    config = training_config(args, method)
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=True, map_location=args.device)
+        if state.get("config") != config:
+            changed = sorted(k for k in config if state.get("config", {}).get(k) != config[k])
+            raise RuntimeError(f"{ckpt} was trained with other options ({', '.join(changed)}): use another "
+                               "--output, or delete it to retrain")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["epoch"])
@@ -261,7 +277,7 @@ def train(method: str, physics: AstraCT, train_set, args, ckpt: Path,
                 torch.save(model.regularizer.state_dict(), best_path)
             message += f", validation PSNR {value:.2f} dB (best: epoch {selection['epoch']})"
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                    "selection": selection}, ckpt)
+                    "selection": selection, "config": config}, ckpt)
         print(f"{message} ({time.time() - t0:.0f} s)", flush=True)
     if selection["epoch"]:
         model.regularizer.load_state_dict(torch.load(best_path, weights_only=True, map_location=args.device))
@@ -439,7 +455,10 @@ def run_problem(problem: str, args, data: dict) -> tuple[dict, dict]:
 
         def score(prior, method=method):
             choice = choose_lambda(method, prior, problem, physics, train_x, val_x, val_y, args)
-            return max(max(scores.values()) for scores in choice["validation_psnr"].values())
+            if "validation_psnr" in choice:
+                return max(max(scores.values()) for scores in choice["validation_psnr"].values())
+            x_hat, _ = reconstruct(method, prior, choice["lambda"], val_y, physics, args.val_iters, args.tol)
+            return float(psnr_ssim(x_hat, val_x)[0].mean())
 
         priors[method], extra[f"{method}_selection"] = train(method, physics, data["train"], args,
                                                             out / f"{method}.pt", score)

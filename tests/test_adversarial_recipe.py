@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -70,22 +71,26 @@ def test_epoch_selection_keeps_the_best_scored_epoch(tmp_path):
     assert all(torch.equal(prior_again.state_dict()[k], chosen[k]) for k in chosen)
 
 
-def test_epoch_selection_needs_the_validation_rule():
-    recipe = load_recipe("ct_learned_regularizers")
-    with pytest.raises(SystemExit):
-        recipe.parse_args(["--select-every", "2", "--lambda-rule", "heuristic"])
-
-
 def test_method_subset(tmp_path):
-    """``--methods NETT`` trains and reports only NETT beside FBP and TV."""
+    """``--methods NETT`` trains and reports only NETT beside FBP and TV; the epochs are scored with the heuristic
+    lambda rule too."""
     threads = torch.get_num_threads()
     recipe = load_recipe("ct_learned_regularizers")
     try:
         results = recipe.main(["--smoke", "--problems", "low_dose", "--size", "16", "--n-train", "4", "--n-test", "1",
-                               "--grid", "0", "--val-iters", "2", "--budgets", "2", "--iters", "2", "--methods",
-                               "NETT", "--output", str(tmp_path)])
+                               "--val-iters", "2", "--iters", "2", "--methods", "NETT", "--epochs", "1", "1", "2",
+                               "--lambda-rule", "heuristic", "--output", str(tmp_path)])
     finally:
         torch.set_num_threads(threads)
     assert {m for m in results["low_dose"] if not m.startswith("_")} == {"FBP", "TV", "NETT"}
     assert not (tmp_path / "low_dose" / "AR.pt").exists() and "acr_convexity" not in results["low_dose"]["_checks"]
     assert "| FBP | TV | NETT |" in (tmp_path / "results.md").read_text()
+    scores = results["low_dose"]["_checks"]["NETT_selection"]["scores"]
+    assert set(scores) == {"1", "2"} and all(math.isfinite(v) for v in scores.values())
+    # a checkpoint is not resumed under other training options
+    with pytest.raises(RuntimeError, match="other options.*nett_width"):
+        recipe.train("NETT", recipe.make_physics("low_dose", recipe.parse_args(["--smoke", "--size", "16"])),
+                     recipe.RandomEllipsesDataset(4, 16), recipe.parse_args(
+                         ["--smoke", "--size", "16", "--n-train", "4", "--val-iters", "2", "--iters", "2",
+                          "--methods", "NETT", "--epochs", "1", "1", "2", "--lambda-rule", "heuristic",
+                          "--nett-width", "4"]), tmp_path / "low_dose" / "NETT.pt")
