@@ -1,0 +1,46 @@
+"""RegularizerTrainingModel: the Trainer's model is the pseudo-inverse, its parameters are the regulariser's."""
+
+from __future__ import annotations
+
+import deepinv as dinv
+import pytest
+import torch
+
+from deepinv_ext.losses.pseudo_inverse import RegularizerTrainingModel, regularizer_of
+from deepinv_ext.physics import AstraCT
+from deepinv_ext.priors import NETT
+
+
+def test_forward_is_the_pseudo_inverse_without_graph():
+    torch.manual_seed(0)
+    physics = AstraCT(16, angles=12, backend="sparse", cache_dir=None)
+    y = physics.A(torch.rand(2, 1, 16, 16)).requires_grad_(True)
+    default = RegularizerTrainingModel(NETT(width=4, depth=1))
+    fbp = RegularizerTrainingModel(NETT(width=4, depth=1), pseudo_inverse=lambda y, p: p.A_dagger(y, fbp=True))
+    torch.testing.assert_close(default(y, physics), physics.A_dagger(y.detach()))
+    torch.testing.assert_close(fbp(y, physics), physics.A_dagger(y.detach(), fbp=True))
+    assert not default(y, physics).requires_grad and not fbp(y, physics).requires_grad
+    assert not torch.allclose(default(y, physics), fbp(y, physics))
+
+
+def test_parameters_and_state_are_the_regularizer():
+    prior = NETT(width=4, depth=1)
+    model = RegularizerTrainingModel(prior)
+    assert {id(p) for p in model.parameters()} == {id(p) for p in prior.parameters()}
+    assert set(model.state_dict()) == {f"regularizer.{k}" for k in prior.state_dict()}
+
+
+def test_regularizer_of():
+    prior, other = NETT(width=4, depth=1), NETT(width=4, depth=1)
+    model = RegularizerTrainingModel(prior)
+    assert regularizer_of(model, None, "L") is prior
+    assert regularizer_of(model, other, "L") is other
+    with pytest.raises(ValueError, match="MyLoss: pass regularizer"):
+        regularizer_of(torch.nn.Identity(), None, "MyLoss")
+
+
+def test_bad_input():
+    with pytest.raises(TypeError, match="regularizer must be a torch.nn.Module"):
+        RegularizerTrainingModel(dinv.optim.TVPrior().fn)
+    with pytest.raises(TypeError, match="pseudo_inverse must be callable"):
+        RegularizerTrainingModel(NETT(width=4, depth=1), pseudo_inverse=3)
