@@ -229,12 +229,13 @@ def training_config(args, method: str) -> dict:
 
 
 def train(method: str, physics: AstraCT, train_set, args, ckpt: Path,
-          score: Callable[[torch.nn.Module], float] | None = None) -> tuple[torch.nn.Module, dict]:
+          score: Callable[[torch.nn.Module], dict] | None = None) -> tuple[torch.nn.Module, dict]:
     """Train one regulariser in deepinv.Trainer, one epoch per Trainer call, checkpointing every epoch.
 
-    With ``--select-every N`` and ``score`` (validation PSNR of a frozen regulariser), the regulariser is scored
-    every N epochs and after the last one, and the best-scoring epoch is kept (``<method>_best.pt``). Returns the
-    frozen regulariser and the selection record (chosen epoch and the scores).
+    With ``--select-every N`` and ``score`` (a frozen regulariser's lambda choice, with its validation PSNR as
+    ``"score"``), the regulariser is scored every N epochs and after the last one, and the best-scoring epoch is
+    kept (``<method>_best.pt``). Returns the frozen regulariser and the selection record: the chosen epoch, the
+    scores, and the lambda choice of the chosen epoch (``"choice"``).
     """
     index = LEARNED.index(method)
     torch.manual_seed(args.seed + 10 + index)
@@ -270,10 +271,10 @@ def train(method: str, physics: AstraCT, train_set, args, ckpt: Path,
         message = f"  {method} epoch {epoch + 1}/{epochs}: loss {trainer.logs_total_loss_train.avg:.4f}"
         if score is not None and args.select_every > 0 and ((epoch + 1) % args.select_every == 0
                                                              or epoch + 1 == epochs):
-            value = score(for_reconstruction(method, copy.deepcopy(model.regularizer), args))
-            selection["scores"][str(epoch + 1)] = value
+            choice = score(for_reconstruction(method, copy.deepcopy(model.regularizer), args))
+            value = selection["scores"][str(epoch + 1)] = choice["score"]
             if value >= max(selection["scores"].values()):
-                selection["epoch"] = epoch + 1
+                selection.update(epoch=epoch + 1, choice=choice)
                 torch.save(model.regularizer.state_dict(), best_path)
             message += f", validation PSNR {value:.2f} dB (best: epoch {selection['epoch']})"
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
@@ -456,9 +457,11 @@ def run_problem(problem: str, args, data: dict) -> tuple[dict, dict]:
         def score(prior, method=method):
             choice = choose_lambda(method, prior, problem, physics, train_x, val_x, val_y, args)
             if "validation_psnr" in choice:
-                return max(max(scores.values()) for scores in choice["validation_psnr"].values())
-            x_hat, _ = reconstruct(method, prior, choice["lambda"], val_y, physics, args.val_iters, args.tol)
-            return float(psnr_ssim(x_hat, val_x)[0].mean())
+                choice["score"] = max(max(scores.values()) for scores in choice["validation_psnr"].values())
+            else:
+                x_hat, _ = reconstruct(method, prior, choice["lambda"], val_y, physics, args.val_iters, args.tol)
+                choice["score"] = float(psnr_ssim(x_hat, val_x)[0].mean())
+            return choice
 
         priors[method], extra[f"{method}_selection"] = train(method, physics, data["train"], args,
                                                             out / f"{method}.pt", score)
@@ -468,7 +471,8 @@ def run_problem(problem: str, args, data: dict) -> tuple[dict, dict]:
         prior = priors.get(method)
         info: dict = {}
         if method != "FBP":
-            info["lambda"] = choose_lambda(method, prior, problem, physics, train_x, val_x, val_y, args)
+            chosen = extra.get(f"{method}_selection", {}).get("choice")  # made when the kept epoch was scored
+            info["lambda"] = chosen or choose_lambda(method, prior, problem, physics, train_x, val_x, val_y, args)
             lam = info["lambda"]["lambda"]
         else:
             lam = 0.0

@@ -28,6 +28,9 @@ def test_recipe_smoke_and_resume(tmp_path):
         assert res["_checks"]["acr_convexity"]["pair_failures"] == 0
         for method in ("TV", *recipe.LEARNED):  # (lambda, K) chosen jointly on validation, the test solve runs K
             choice = res[method]["lambda"]
+            if method != "TV":  # the choice made when the kept epoch was scored is the one used
+                selection = res["_checks"][f"{method}_selection"]
+                assert choice == selection["choice"] and choice["score"] == selection["scores"]["1"]
             scores = next(iter(choice["validation_psnr"].values()))
             assert {int(k) for k in scores} == {2, 4} and choice["budget"] in (2, 4)
             assert res[method]["max_iter"] == choice["budget"] and res[method]["iterations"] <= choice["budget"]
@@ -57,11 +60,13 @@ def test_epoch_selection_keeps_the_best_scored_epoch(tmp_path):
     def score(prior):
         assert not prior.training and not any(p.requires_grad for p in prior.parameters())
         seen.append({k: v.clone() for k, v in prior.state_dict().items()})
-        return next(scores)
+        value = next(scores)
+        return {"lambda": 10 * value, "score": value}
 
     ckpt = tmp_path / "NETT.pt"
     prior, selection = recipe.train("NETT", physics, train_set, args, ckpt, score)
-    assert selection == {"epoch": 2, "scores": {"1": 1.0, "2": 3.0, "3": 2.0}}
+    assert selection == {"epoch": 2, "scores": {"1": 1.0, "2": 3.0, "3": 2.0},
+                         "choice": {"lambda": 30.0, "score": 3.0}}
     chosen, last = prior.state_dict(), torch.load(ckpt, weights_only=True)["model"]
     assert all(torch.equal(chosen[k], seen[1][k]) for k in chosen)
     assert any(not torch.equal(chosen[k], last[f"regularizer.{k}"]) for k in chosen)
