@@ -131,7 +131,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--acr-smoothing", type=float, default=0.0)
     p.add_argument("--nett-width", type=int, default=16)
     p.add_argument("--nett-interpolate", action="store_true",
-                   help="NETT: train on interpolated artefacts x + t(z - x) (NETTLoss(interpolate=True))")
+                   help="NETT: also fit interpolated artefacts x + t(z - x) (NETTLoss(interpolate=True))")
     p.add_argument("--train-filter", default="ramp", help="FBP filter of the training artefact images")
     p.add_argument("--lambda-rule", default="validation", choices=["validation", "heuristic", "discrepancy"])
     p.add_argument("--grid", type=int, nargs="+", default=[-1, 0, 1, 2], help="exponents k of lambda0*2^k")

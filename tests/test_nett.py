@@ -83,8 +83,9 @@ def test_trainer_lowers_nett_loss():
 
 
 def test_interpolated_artefacts():
-    """``interpolate=True`` fits Phi(x + t(z - x)) to t(z - x): zero loss for the exact artefact map Phi(w) = w - x,
-    while the two-end loss of Li et al. stays the same for it, and a map fitted at the ends only is penalised."""
+    """``interpolate=True`` also fits Phi(x + t(z - x)) to t(z - x): zero loss for the exact artefact map
+    Phi(w) = w - x, as Li et al.'s two-end loss; a map exact at the ends only passes the two-end loss but not this
+    one."""
     torch.manual_seed(0)
     clean, artefact = torch.rand(2, 4, 1, 8, 8, dtype=torch.float64)
 
