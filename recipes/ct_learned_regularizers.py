@@ -410,6 +410,19 @@ def choose_lambda(method, prior, problem, physics, train_x, val_x, val_y, args) 
 
 
 # ------------------------------------------------------------------------------------------------ checks
+SEGMENT = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
+
+
+@torch.no_grad()
+def segment_profile(prior, clean: torch.Tensor, artefact: torch.Tensor) -> list[float]:
+    r"""The regulariser along the segment from clean images :math:`x` to their artefact images :math:`z`,
+    :math:`(R(x + t(z - x)) - R(x)) / (R(z) - R(x))` at :math:`t` in ``SEGMENT``, averaged over the images:
+    :math:`t` for a linear rise (a Wasserstein critic), :math:`t^2` for a quadratic one; values near 0 for
+    :math:`t \le 1/2` mean that the regulariser does not see half the artefact."""
+    r0, r1 = prior.fn(clean), prior.fn(artefact)
+    return [float(((prior.fn(clean + t * (artefact - clean)) - r0) / (r1 - r0)).mean()) for t in SEGMENT]
+
+
 @torch.no_grad()
 def acr_convexity(prior: ConvexAdversarialRegularizer, images: torch.Tensor, pairs: int, seed: int) -> dict:
     """Midpoint convexity on random pairs (phantom + noise and random images) and along random lines."""
@@ -484,6 +497,11 @@ def run_problem(problem: str, args, data: dict) -> tuple[dict, dict]:
         images[method] = x_hat
         print(f"[{problem}] {method:5s} PSNR {results[method]['psnr']:.2f} dB  SSIM {results[method]['ssim']:.4f}"
               f"  lambda {lam:.4g}  {info.get('iterations', '')} it  ({time.time() - t0:.0f} s)", flush=True)
+    val_artefact = fbp(val_y, physics, args.train_filter)
+    for method, prior in priors.items():
+        extra[f"{method}_segment_profile"] = dict(zip(map(str, SEGMENT), segment_profile(prior, val_x, val_artefact)))
+        print(f"[{problem}] {method} along clean -> FBP ({args.train_filter}), (R(x_t) - R(x)) / (R(z) - R(x)) at t = "
+              + ", ".join(f"{t}: {v:.3f}" for t, v in extra[f"{method}_segment_profile"].items()), flush=True)
     if "ACR" in priors:
         n_pairs = 256 if args.smoke else 4096
         extra["acr_convexity"] = acr_convexity(priors["ACR"], test_x, n_pairs, args.seed + 3)

@@ -26,6 +26,9 @@ def test_recipe_smoke_and_resume(tmp_path):
         assert set(recipe.METHODS) <= set(res)
         assert all(torch.isfinite(torch.tensor(res[m]["psnr"])) for m in recipe.METHODS)
         assert res["_checks"]["acr_convexity"]["pair_failures"] == 0
+        for method in recipe.LEARNED:  # the profile along clean -> FBP runs from 0 to 1
+            profile = res["_checks"][f"{method}_segment_profile"]
+            assert profile["0.0"] == pytest.approx(0, abs=1e-5) and profile["1.0"] == pytest.approx(1, abs=1e-5)
         for method in ("TV", *recipe.LEARNED):  # (lambda, K) chosen jointly on validation, the test solve runs K
             choice = res[method]["lambda"]
             if method != "TV":  # the choice made when the kept epoch was scored is the one used
@@ -99,3 +102,21 @@ def test_method_subset(tmp_path):
                          ["--smoke", "--size", "16", "--n-train", "4", "--val-iters", "2", "--iters", "2",
                           "--methods", "NETT", "--epochs", "1", "1", "2", "--lambda-rule", "heuristic",
                           "--nett-width", "4"]), tmp_path / "low_dose" / "NETT.pt")
+
+
+def test_segment_profile():
+    """t^2 for a quadratic regulariser centred at the clean images, t for a linear one."""
+    recipe = load_recipe("ct_learned_regularizers")
+    clean, artefact = torch.rand(2, 3, 1, 8, 8, dtype=torch.float64)
+
+    class Quadratic:
+        def fn(self, x):
+            return (x - clean).pow(2).sum(dim=(1, 2, 3)) + 5.0
+
+    class Linear:
+        def fn(self, x):
+            return ((x - clean) * (artefact - clean)).sum(dim=(1, 2, 3)) - 2.0
+
+    ts = torch.tensor(recipe.SEGMENT, dtype=torch.float64)
+    torch.testing.assert_close(torch.tensor(recipe.segment_profile(Quadratic(), clean, artefact), dtype=ts.dtype), ts ** 2)
+    torch.testing.assert_close(torch.tensor(recipe.segment_profile(Linear(), clean, artefact), dtype=ts.dtype), ts)
