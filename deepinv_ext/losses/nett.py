@@ -11,15 +11,6 @@ This is the training strategy of Li et al. (2020): the regulariser
 :math:`R(x) = \sum_i v_i|\Phi(x)_i|^p` (:class:`deepinv_ext.priors.NETT`) is then small on clean images and large
 on images that carry the artefacts of the pseudo-inverse. Unlike the critic losses, it needs paired data.
 
-**Interpolated artefacts** (``interpolate=True``, an option of deepinv-ext, not in Li et al.): the loss gains the
-term :math:`\tfrac1N\|\Phi(z_t) - t(z - x)\|^2` at :math:`z_t = x + t(z - x)`, :math:`t \sim U[0, 1]` drawn per
-sample. Li et al.'s loss fits :math:`\Phi` at the two ends of the segment only, while the iterates of a NETT
-reconstruction run between them (from the pseudo-inverse towards cleaner images). Trained at the ends only, a
-network that removes the full artefact well can pass smaller ones through: :math:`R` then flattens near the clean
-images and stops regularising before the artefact is gone. Fitted along the segment,
-:math:`R(x + t(z - x)) \approx t^p \sum_i v_i |(z - x)_i|^p` grows with the amount of artefact, as the critics'
-gradient penalty acts on interpolates (Gulrajani et al. 2017).
-
 Reference: H. Li, J. Schwab, S. Antholzer, M. Haltmeier, *NETT: solving inverse problems with deep neural
 networks*, Inverse Problems 36 (2020) 065005.
 """
@@ -48,8 +39,6 @@ class NETTLoss(Loss):
 
     :param float clean_weight: :math:`\beta \ge 0`.
     :param deepinv_ext.priors.NETT regularizer: default ``model.regularizer`` at each call.
-    :param bool interpolate: also fit :math:`\Phi` on interpolated artefacts :math:`x + t(z - x)`,
-        :math:`t \sim U[0, 1]` (see the module docstring); ``False`` is Li et al.'s loss.
 
     :Examples:
 
@@ -62,14 +51,12 @@ class NETTLoss(Loss):
     torch.Size([3])
     """
 
-    def __init__(self, clean_weight: float = 1.0, regularizer: torch.nn.Module | None = None,
-                 interpolate: bool = False) -> None:
+    def __init__(self, clean_weight: float = 1.0, regularizer: torch.nn.Module | None = None) -> None:
         super().__init__()
         if not (math.isfinite(clean_weight) and clean_weight >= 0):
             raise ValueError(f"clean_weight must be a finite number >= 0, got {clean_weight}")
         self.clean_weight = float(clean_weight)
         self.regularizer = regularizer
-        self.interpolate = bool(interpolate)
 
     def forward(self, x: Tensor, x_net: Tensor, y: Tensor | None = None, physics: Any = None,
                 model: torch.nn.Module | None = None, **kwargs: Any) -> Tensor:
@@ -86,10 +73,6 @@ class NETTLoss(Loss):
             raise TypeError(f"NETTLoss: the regulariser must have a method phi(x), got {type(reg).__name__}")
         clean, artefact = x.detach(), x_net.detach()
         fit = (reg.phi(artefact) - (artefact - clean)).pow(2).flatten(1).mean(dim=1)
-        if self.interpolate:
-            t = torch.rand(clean.shape[0], *(1,) * (clean.ndim - 1), device=clean.device, dtype=clean.dtype)
-            between = clean + t * (artefact - clean)
-            fit = fit + (reg.phi(between) - (between - clean)).pow(2).flatten(1).mean(dim=1)
         if self.clean_weight == 0:
             return fit
         return fit + self.clean_weight * reg.phi(clean).pow(2).flatten(1).mean(dim=1)
