@@ -55,7 +55,8 @@ segment from the clean validation images to their training FBPs (:func:`segment_
 the trained ACR (midpoint inequality on random pairs and second differences along random lines) and its solver's
 monotonicity and convergence, saves a figure, per-epoch training checkpoints (a rerun with the same ``--output``
 resumes; a checkpoint of other training options is refused) and a provenance record. ``--methods`` trains and
-evaluates a subset of AR/ACR/NETT; ``--device cuda`` trains and solves on a GPU.
+evaluates a subset of AR/ACR/NETT; ``--device cuda`` trains and solves on a GPU (written for it, not yet run on
+one).
 
 Default run (2048 training, 8 validation, 16 test phantoms; AR 5, ACR 3, NETT 10 epochs at batch 16, every epoch
 scored): 2-core CPU, one thread a process, the two problems in separate processes that shared the two cores with a
