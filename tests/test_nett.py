@@ -80,4 +80,3 @@ def test_trainer_lowers_nett_loss():
     prior = model.regularizer
     with torch.no_grad():
         assert (prior.fn(clean) < prior.fn(artefact)).float().mean() > 0.9
-
