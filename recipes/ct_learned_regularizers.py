@@ -141,8 +141,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--acr-layers", type=int, default=6)
     p.add_argument("--acr-smoothing", type=float, default=0.0)
     p.add_argument("--nett-width", type=int, default=16)
-    p.add_argument("--train-filter", nargs="+", default=["ramp"],
-                   help="FBP filter(s) of the training artefact images (several: one drawn per image)")
+    p.add_argument("--train-filter", default="ramp", help="FBP filter of the training artefact images")
     p.add_argument("--lambda-rule", default="validation", choices=["validation", "heuristic", "discrepancy"])
     p.add_argument("--grid", type=int, nargs="+", default=[-1, 0, 1, 2], help="exponents k of lambda0*2^k")
     p.add_argument("--iters", type=int, default=300, help="max iterations of the test solves")
@@ -180,18 +179,13 @@ def fbp(y: torch.Tensor, physics: AstraCT, filter: str = "hann") -> torch.Tensor
 
 
 class TrainingFBP:
-    """The pseudo-inverse of the training (a picklable callable): FBP with one of the ``--train-filter`` filters,
-    drawn per image."""
+    """The pseudo-inverse of the training (a picklable callable): FBP with the ``--train-filter`` filter."""
 
-    def __init__(self, filters: list[str]):
-        self.filters = list(filters)
+    def __init__(self, filter: str):
+        self.filter = filter
 
     def __call__(self, y: torch.Tensor, physics: AstraCT) -> torch.Tensor:
-        if len(self.filters) == 1:
-            return fbp(y, physics, self.filters[0])
-        candidates = torch.stack([fbp(y, physics, f) for f in self.filters])
-        pick = torch.randint(len(self.filters), (y.shape[0],), device=y.device)
-        return candidates[pick, torch.arange(y.shape[0], device=y.device)]
+        return fbp(y, physics, self.filter)
 
 
 def noise_norm(problem: str, y: torch.Tensor, args) -> torch.Tensor:
@@ -512,10 +506,10 @@ def run_problem(problem: str, args, data: dict) -> tuple[dict, dict]:
         images[method] = x_hat
         print(f"[{problem}] {method:5s} PSNR {results[method]['psnr']:.2f} dB  SSIM {results[method]['ssim']:.4f}"
               f"  lambda {lam:.4g}  {info.get('iterations', '')} it  ({time.time() - t0:.0f} s)", flush=True)
-    val_artefact = fbp(val_y, physics, args.train_filter[0])
+    val_artefact = fbp(val_y, physics, args.train_filter)
     for method, prior in priors.items():
         extra[f"{method}_segment_profile"] = dict(zip(map(str, SEGMENT), segment_profile(prior, val_x, val_artefact)))
-        print(f"[{problem}] {method} along clean -> FBP ({args.train_filter[0]}), (R(x_t) - R(x)) / (R(z) - R(x)) at t = "
+        print(f"[{problem}] {method} along clean -> FBP ({args.train_filter}), (R(x_t) - R(x)) / (R(z) - R(x)) at t = "
               + ", ".join(f"{t}: {v:.3f}" for t, v in extra[f"{method}_segment_profile"].items()), flush=True)
     if "ACR" in priors:
         n_pairs = 256 if args.smoke else 4096
