@@ -444,10 +444,9 @@ def acr_convexity(prior: ConvexAdversarialRegularizer, images: torch.Tensor, pai
     scale = torch.cat([prior.fn(a[i:i + 64]).abs() for i in range(0, pairs, 64)])
     tol = 1e-5 * scale.clamp(min=1.0)
     lines, points = 16, 41
-    t = torch.linspace(-1, 1, points).reshape(1, points, 1, 1, 1)
+    t = torch.linspace(-1, 1, points, device=device).reshape(1, points, 1, 1, 1)
     base = images[torch.randint(len(images), (lines,), generator=g)].to(device)
     direction = torch.randn(base.shape, generator=g).to(device)
-    t = t.to(device)
     values = torch.cat([prior.fn((base[i:i + 1, None] + t * direction[i:i + 1, None]).flatten(0, 1))
                         for i in range(lines)]).reshape(lines, points)
     second = values[:, 2:] - 2 * values[:, 1:-1] + values[:, :-2]
@@ -479,7 +478,7 @@ def run_problem(problem: str, args, data: dict) -> tuple[dict, dict]:
         def score(prior, method=method):
             choice = choose_lambda(method, prior, problem, physics, train_x, val_x, val_y, args)
             if "validation_psnr" in choice:
-                choice["score"] = max(max(scores.values()) for scores in choice["validation_psnr"].values())
+                choice["score"] = choice["validation_psnr"][choice["lambda"]][choice["budget"]]  # the best pair
             else:
                 x_hat, _ = reconstruct(method, prior, choice["lambda"], val_y, physics, args.val_iters, args.tol)
                 choice["score"] = float(psnr_ssim(x_hat, val_x)[0].mean())
