@@ -140,7 +140,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--acr-filters", type=int, default=16)
     p.add_argument("--acr-layers", type=int, default=6)
     p.add_argument("--acr-smoothing", type=float, default=0.0)
+    p.add_argument("--acr-sfb-filters", type=int, default=320,
+                   help="ACR: filters of its sparsifying filter bank (Mukherjee et al.: 320); 0 = the ICNN alone")
     p.add_argument("--nett-width", type=int, default=16)
+    p.add_argument("--nett-noise", type=float, default=0.1,
+                   help="NETT: largest std of the Gaussian perturbations n of clean images it also learns to "
+                        "return, Phi(x + n) = n (NETTLoss noise_level); 0 = Li et al.'s loss")
     p.add_argument("--train-filter", default="ramp", help="FBP filter of the training artefact images")
     p.add_argument("--lambda-rule", default="validation", choices=["validation", "heuristic", "discrepancy"])
     p.add_argument("--grid", type=int, nargs="+", default=[-1, 0, 1, 2], help="exponents k of lambda0*2^k")
@@ -160,7 +165,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     if p.parse_known_args(argv)[0].smoke:  # smoke defaults; explicit options still win
         p.set_defaults(size=32, n_train=16, n_val=2, n_test=2, epochs=[1, 1, 1], acr_filters=8, acr_layers=3,
-                       nett_width=8, grid=[-1, 1], iters=30, val_iters=15, budgets=[5, 15])
+                       acr_sfb_filters=16, nett_width=8, grid=[-1, 1], iters=30, val_iters=15, budgets=[5, 15])
     return p.parse_args(argv)
 
 
@@ -211,7 +216,7 @@ def make_prior(method: str, args) -> torch.nn.Module:
         return AdversarialRegularizer()
     if method == "ACR":
         return ConvexAdversarialRegularizer(num_filters=args.acr_filters, num_layers=args.acr_layers,
-                                            smoothing=args.acr_smoothing)
+                                            smoothing=args.acr_smoothing, sfb_filters=args.acr_sfb_filters)
     return NETT(width=args.nett_width, depth=2)
 
 
@@ -264,7 +269,7 @@ def train(method: str, physics: AstraCT, train_set, args, ckpt: Path,
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["epoch"])
         selection = state.get("selection", selection)
-    loss = NETTLoss() if method == "NETT" else WassersteinCriticLoss(mu=args.mu_gp)
+    loss = NETTLoss(noise_level=args.nett_noise) if method == "NETT" else WassersteinCriticLoss(mu=args.mu_gp)
     epochs = args.epochs[index]
     for epoch in range(start, epochs):
         t0 = time.time()
@@ -315,13 +320,18 @@ class ScaledPrior(torch.nn.Module):
         return self.lam * e, self.lam * g
 
 
+def operator_sqnorm(physics: AstraCT, device, iters: int) -> float:
+    r""":math:`\|A\|^2` by ``iters`` power iterations from a random image."""
+    start = torch.rand(1, 1, *physics.img_size, device=device)
+    return float(physics.compute_sqnorm(start, max_iter=iters, verbose=False))
+
+
 def solve_variational(prior, lam: float, y, physics, max_iter: int, tol: float, info: dict | None = None,
                       record: tuple[int, ...] = ()):
     r"""Accelerated gradient descent on :math:`\tfrac12\|Ax-y\|^2 + \lambda R(x)` from the FBP; returns the result
     and the iterates at the iterations ``record``."""
     solver = VariationalSolver(ScaledPrior(prior, lam), weight=1.0, max_iter=max_iter, tol=tol, record=record,
-                               lipschitz_init=float(physics.compute_sqnorm(
-                                   torch.rand(1, 1, *physics.img_size, device=y.device), max_iter=20, verbose=False)))
+                               lipschitz_init=operator_sqnorm(physics, y.device, iters=20))
     x = solver(y, physics, x_init=fbp(y, physics))
     if info is not None:
         info.update(iterations=solver.iterations, monotone=solver.monotone(), max_iter=max_iter)
@@ -334,8 +344,7 @@ def solve_tv(lam: float, y, physics, max_iter: int, tol: float, info: dict | Non
     ``TVPrior``), from the FBP, per image stopped by :class:`RelativeChangeStop`; returns the result and the
     iterates at ``record``."""
     tv = dinv.optim.TVPrior(def_crit=1e-6, n_it_max=100)
-    lip = float(physics.compute_sqnorm(torch.rand(1, 1, *physics.img_size, device=y.device), max_iter=50,
-                                       verbose=False)) * 1.01
+    lip = operator_sqnorm(physics, y.device, iters=50) * 1.01
     stop = RelativeChangeStop(tol)
     x = x_prev = fbp(y, physics)
     snapshots = {0: x.clone()} if 0 in record else {}

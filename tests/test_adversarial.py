@@ -17,7 +17,7 @@ from deepinv_ext.testing import check_plugin, check_prior
 
 def _acr(**kwargs) -> ConvexAdversarialRegularizer:
     torch.manual_seed(1)
-    args = {"num_filters": 6, "kernel_size": 3, "num_layers": 4, "eps": 1e-2}
+    args = {"num_filters": 6, "kernel_size": 3, "num_layers": 4, "eps": 1e-2, "sfb_filters": 5, "sfb_kernel_size": 3}
     args.update(kwargs)
     return ConvexAdversarialRegularizer(**args).double()
 
@@ -99,6 +99,22 @@ def test_acr_midpoint_convexity_random_pairs(smoothing):
     assert (gap <= bound + 1e-10 * scale).all(), float((gap - bound).max())
 
 
+def test_acr_parts_add_up():
+    """The energy is the ICNN, plus the filter bank, plus (eps + beta)||x||^2; without the extras, the ICNN and
+    eps||x||^2 alone."""
+    x = torch.rand(3, 1, 10, 10, dtype=torch.float64)
+    full = _acr()
+    _scramble(full, scale=1.0)
+    beta = torch.nn.functional.softplus(full.l2_raw)
+    expected = full.critic(x) + full.filter_bank.fn(x) + (full.eps + beta) * x.pow(2).sum(dim=(1, 2, 3))
+    torch.testing.assert_close(full.fn(x), expected)
+    assert float(full.l2_weight) > full.eps
+    plain = _acr(sfb_filters=0, learn_l2=False)
+    assert plain.filter_bank is None and not any("l2" in k or "filter_bank" in k for k in plain.state_dict())
+    torch.testing.assert_close(plain.fn(x), plain.critic(x) + plain.eps * x.pow(2).sum(dim=(1, 2, 3)))
+    check_prior(full, x)
+
+
 def test_acr_convex_along_random_lines():
     prior = _acr()
     _scramble(prior)
@@ -113,7 +129,7 @@ def test_acr_convex_along_random_lines():
 
 def test_convexity_check_detects_negative_weights():
     """The convexity test can fail: a network with negative hidden weights is caught."""
-    prior = _acr(eps=0.0)
+    prior = _acr(eps=0.0, sfb_filters=0, learn_l2=False)
     _scramble(prior)
     prior.hidden_weights = lambda: [-torch.nn.functional.softplus(v) for v in prior.wz_raw] + [
         torch.nn.functional.softplus(prior.out_raw)]

@@ -11,6 +11,13 @@ This is the training strategy of Li et al. (2020): the regulariser
 :math:`R(x) = \sum_i v_i|\Phi(x)_i|^p` (:class:`deepinv_ext.priors.NETT`) is then small on clean images and large
 on images that carry the artefacts of the pseudo-inverse. Unlike the critic losses, it needs paired data.
 
+Optionally (``noise_level`` :math:`= s > 0`), a third term teaches :math:`\Phi` to return random perturbations of
+clean images as well, :math:`\tfrac1N\|\Phi(x + n) - n\|_2^2` with :math:`n = \sigma \xi`,
+:math:`\xi \sim \mathcal N(0, I)`, :math:`\sigma \sim U[0, s]` per sample. The artefacts of the pseudo-inverse
+span few directions (streaks); the perturbations make :math:`R(x + n) \approx \|n\|^p` grow in every direction
+around the clean images, also where the solver's iterates leave the segment from clean image to artefact image.
+This is an addition to Li et al.'s strategy.
+
 Reference: H. Li, J. Schwab, S. Antholzer, M. Haltmeier, *NETT: solving inverse problems with deep neural
 networks*, Inverse Problems 36 (2020) 065005.
 """
@@ -38,6 +45,8 @@ class NETTLoss(Loss):
     ``phi(x)``.
 
     :param float clean_weight: :math:`\beta \ge 0`.
+    :param float noise_level: largest standard deviation :math:`s \ge 0` of the perturbations (0: none, Li et al.'s
+        loss).
     :param deepinv_ext.priors.NETT regularizer: default ``model.regularizer`` at each call.
 
     :Examples:
@@ -51,11 +60,13 @@ class NETTLoss(Loss):
     torch.Size([3])
     """
 
-    def __init__(self, clean_weight: float = 1.0, regularizer: torch.nn.Module | None = None) -> None:
+    def __init__(self, clean_weight: float = 1.0, regularizer: torch.nn.Module | None = None,
+                 noise_level: float = 0.0) -> None:
         super().__init__()
-        if not (math.isfinite(clean_weight) and clean_weight >= 0):
-            raise ValueError(f"clean_weight must be a finite number >= 0, got {clean_weight}")
-        self.clean_weight = float(clean_weight)
+        for name, value in (("clean_weight", clean_weight), ("noise_level", noise_level)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        self.clean_weight, self.noise_level = float(clean_weight), float(noise_level)
         self.regularizer = regularizer
 
     def forward(self, x: Tensor, x_net: Tensor, y: Tensor | None = None, physics: Any = None,
@@ -72,10 +83,14 @@ class NETTLoss(Loss):
         if not callable(getattr(reg, "phi", None)):
             raise TypeError(f"NETTLoss: the regulariser must have a method phi(x), got {type(reg).__name__}")
         clean, artefact = x.detach(), x_net.detach()
-        fit = (reg.phi(artefact) - (artefact - clean)).pow(2).flatten(1).mean(dim=1)
-        if self.clean_weight == 0:
-            return fit
-        return fit + self.clean_weight * reg.phi(clean).pow(2).flatten(1).mean(dim=1)
+        loss = (reg.phi(artefact) - (artefact - clean)).pow(2).flatten(1).mean(dim=1)
+        if self.clean_weight > 0:
+            loss = loss + self.clean_weight * reg.phi(clean).pow(2).flatten(1).mean(dim=1)
+        if self.noise_level > 0:
+            sigma = self.noise_level * torch.rand(clean.shape[0], 1, 1, 1, dtype=clean.dtype, device=clean.device)
+            noise = sigma * torch.randn_like(clean)
+            loss = loss + (reg.phi(clean + noise) - noise).pow(2).flatten(1).mean(dim=1)
+        return loss
 
     @classmethod
     def contract_example(cls) -> dict:

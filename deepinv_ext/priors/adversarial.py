@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from deepinv.optim import Prior
 from torch import Tensor, nn
 
+from deepinv_ext.priors.filter_bank import SparsifyingFilterBank
+
 __all__ = ["AdversarialRegularizer", "ConvexAdversarialRegularizer", "autograd_energy_and_grad", "autograd_grad"]
 
 
@@ -169,18 +171,30 @@ def smooth_leaky_relu(x: Tensor, negative_slope: float = 0.2, smoothing: float =
 
 
 class ConvexAdversarialRegularizer(Prior):
-    r"""Adversarial convex regulariser (ACR): an input-convex critic plus :math:`\varepsilon\|x\|_2^2`.
+    r"""Adversarial convex regulariser (ACR): an input-convex critic, a sparsifying filter bank and an
+    :math:`\|x\|_2^2` term.
 
     .. math::
 
         z_1 = \sigma(W^x_0 x + b_0), \qquad z_{k+1} = \sigma(W^z_k z_k + W^x_k x + b_k)\ (k = 1, \dots, L-1),
 
-        g_\theta(x) = \operatorname{mean}_{\text{pixels}}\big(W^z_L z_L\big) + \varepsilon \|x\|_2^2,
+        g_\theta(x) = \operatorname{mean}_{\text{pixels}}\big(W^z_L z_L\big)
+        + w \sum_k \|h_k * x\|_1 + (\varepsilon + \beta) \|x\|_2^2,
 
     with 5x5 convolutions, :math:`\sigma` the leaky ReLU of slope 0.2 (convex and non-decreasing) and the
     hidden-to-hidden weights :math:`W^z_k \ge 0`. Then each :math:`z_k` is convex in :math:`x` (a non-negative
     combination of convex functions composed with a convex non-decreasing :math:`\sigma`), and so is
     :math:`g_\theta`; with :math:`\varepsilon > 0` it is :math:`2\varepsilon`-strongly convex.
+
+    The second and third terms are those of Mukherjee et al.'s full model (their public code): a sparsifying
+    filter bank (:class:`~deepinv_ext.priors.filter_bank.SparsifyingFilterBank`, learned filters :math:`h_k` and
+    weight :math:`w > 0`; ``sfb_filters=0`` leaves it out) and a learned weight :math:`\beta =
+    \operatorname{softplus}(\cdot) > 0` of :math:`\|x\|^2` (``learn_l2``), on top of the fixed floor
+    :math:`\varepsilon` that guarantees strong convexity. The filter bank adds what a small ICNN has trouble
+    learning, the sparsity of image gradients (it contains anisotropic TV). Both are convex, and both are trained
+    with the network by the same critic loss (:class:`deepinv_ext.losses.WassersteinCriticLoss`), whose gradient
+    penalty bounds the gradient of the whole energy; the authors' code penalises the network's gradient only and
+    keeps the filter bank in check by weight decay.
 
     **Non-negativity by parametrisation**: :math:`W^z_k = \operatorname{softplus}(V_k)` for free parameters
     :math:`V_k`, so any optimiser (and :class:`deepinv.Trainer`, which has no projection hook) keeps the network
@@ -198,7 +212,13 @@ class ConvexAdversarialRegularizer(Prior):
     :param int num_layers: number of hidden layers :math:`L`.
     :param float eps: weight :math:`\varepsilon \ge 0` of :math:`\|x\|_2^2` (the sum over pixels).
     :param float negative_slope: leaky ReLU slope in :math:`[0, 1]`.
-    :param float smoothing: 0 for the leaky ReLU, or the softplus width of its smooth version.
+    :param float smoothing: 0 for the leaky ReLU, or the softplus width of its smooth version; also the
+        smoothing of the filter bank's absolute value (:func:`~deepinv_ext.priors.filter_bank.smooth_abs`).
+    :param int sfb_filters: filters of the sparsifying filter bank (the authors': 10 banks of 32, i.e. 320);
+        0 for none.
+    :param int sfb_kernel_size: their size (the authors': 7).
+    :param bool learn_l2: learn the extra weight :math:`\beta` of :math:`\|x\|^2` (starting at
+        :math:`\operatorname{softplus}(-9) \approx 1.2 \cdot 10^{-4}`, as the authors'); ``False``: :math:`\beta = 0`.
 
     :Examples:
 
@@ -211,7 +231,8 @@ class ConvexAdversarialRegularizer(Prior):
     """
 
     def __init__(self, in_channels: int = 1, num_filters: int = 48, kernel_size: int = 5, num_layers: int = 10,
-                 eps: float = 1e-3, negative_slope: float = 0.2, smoothing: float = 0.0) -> None:
+                 eps: float = 1e-3, negative_slope: float = 0.2, smoothing: float = 0.0, sfb_filters: int = 320,
+                 sfb_kernel_size: int = 7, learn_l2: bool = True) -> None:
         super().__init__()
         self.explicit_prior = True
         self.in_channels = _positive_int(in_channels, "in_channels")
@@ -235,13 +256,25 @@ class ConvexAdversarialRegularizer(Prior):
             nn.Parameter(init + 0.5 * torch.randn(num_filters, num_filters, kernel_size, kernel_size))
             for _ in range(num_layers - 1))
         self.out_raw = nn.Parameter(init + 0.5 * torch.randn(1, num_filters, kernel_size, kernel_size))
+        _positive_int(sfb_filters, "sfb_filters", minimum=0)
+        self.filter_bank = (SparsifyingFilterBank(in_channels, sfb_filters, _positive_int(sfb_kernel_size,
+                                                                                          "sfb_kernel_size"),
+                                                  smoothing=self.smoothing) if sfb_filters else None)
+        self.l2_raw = nn.Parameter(torch.tensor(-9.0)) if learn_l2 else None
+
+    @property
+    def l2_weight(self) -> Tensor:
+        r"""The weight :math:`\varepsilon + \beta` of :math:`\|x\|_2^2` (:math:`\ge \varepsilon`)."""
+        beta = F.softplus(self.l2_raw) if self.l2_raw is not None else torch.zeros(())
+        return self.eps + beta
 
     def hidden_weights(self) -> list[Tensor]:
         r"""The non-negative weights :math:`W^z_1, \dots, W^z_L` (the last one maps to the output)."""
         return [F.softplus(v) for v in self.wz_raw] + [F.softplus(self.out_raw)]
 
     def critic(self, x: Tensor) -> Tensor:
-        r"""The convex network part of the energy (without :math:`\varepsilon\|x\|^2`), shape ``(B,)``."""
+        r"""The input-convex network part of the energy (without the filter bank and :math:`\|x\|^2`), shape
+        ``(B,)``."""
         _check_image(x, self.in_channels)
         act = self._act
         weights = self.hidden_weights()
@@ -254,8 +287,12 @@ class ConvexAdversarialRegularizer(Prior):
         return smooth_leaky_relu(x, self.negative_slope, self.smoothing)
 
     def fn(self, x: Tensor, *args, **kwargs) -> Tensor:
-        r"""The energy :math:`g_\theta(x) + \varepsilon\|x\|_2^2` of each batch element, shape ``(B,)``."""
-        return self.critic(x) + self.eps * x.pow(2).sum(dim=(1, 2, 3))
+        r"""The energy :math:`g_\theta(x)` of each batch element (network, filter bank and :math:`\|x\|^2`
+        term), shape ``(B,)``."""
+        energy = self.critic(x) + self.l2_weight.to(x.dtype) * x.pow(2).sum(dim=(1, 2, 3))
+        if self.filter_bank is not None:
+            energy = energy + self.filter_bank.fn(x)
+        return energy
 
     def grad(self, x: Tensor, *args, **kwargs) -> Tensor:
         r"""The gradient of :meth:`fn` by autograd, same shape as ``x``."""
@@ -275,5 +312,6 @@ class ConvexAdversarialRegularizer(Prior):
     def contract_example(cls) -> dict:
         """A 3-layer, 4-filter ICNN in float64 on a batch of two 12x12 images."""
         torch.manual_seed(0)
-        prior = cls(num_filters=4, kernel_size=3, num_layers=3, eps=1e-2).double()
+        prior = cls(num_filters=4, kernel_size=3, num_layers=3, eps=1e-2, sfb_filters=4, sfb_kernel_size=3,
+                    smoothing=0.1).double()
         return {"prior": prior, "x": torch.rand(2, 1, 12, 12, dtype=torch.float64)}
