@@ -81,7 +81,7 @@ def test_epoch_selection_keeps_the_best_scored_epoch(tmp_path):
 
 def test_method_subset(tmp_path):
     """``--methods NETT`` trains and reports only NETT beside FBP and TV; the epochs are scored with the heuristic
-    lambda rule too."""
+    lambda rule too; a later run of more methods into the same folder does not take the subset's results."""
     threads = torch.get_num_threads()
     recipe = load_recipe("ct_learned_regularizers")
     try:
@@ -95,6 +95,15 @@ def test_method_subset(tmp_path):
     assert "| FBP | TV | NETT |" in (tmp_path / "results.md").read_text()
     scores = results["low_dose"]["_checks"]["NETT_selection"]["scores"]
     assert set(scores) == {"1", "2"} and all(math.isfinite(v) for v in scores.values())
+    # a later run of more methods in the same folder evaluates again (the NETT checkpoint is reused)
+    try:
+        more = recipe.main(["--smoke", "--problems", "low_dose", "--size", "16", "--n-train", "4", "--n-test", "1",
+                            "--val-iters", "2", "--iters", "2", "--methods", "NETT", "ACR", "--epochs", "1", "1", "2",
+                            "--lambda-rule", "heuristic", "--output", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+    assert {"ACR", "NETT"} <= set(more["low_dose"]) and "acr_convexity" in more["low_dose"]["_checks"]
+    assert more["low_dose"]["_checks"]["NETT_selection"]["scores"] == scores
     # a checkpoint is not resumed under other training options
     with pytest.raises(RuntimeError, match="other options.*nett_width"):
         recipe.train("NETT", recipe.make_physics("low_dose", recipe.parse_args(["--smoke", "--size", "16"])),
