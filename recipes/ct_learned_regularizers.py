@@ -142,6 +142,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mu-gp", type=float, default=10.0, help="gradient-penalty weight")
     p.add_argument("--ar-eps", type=float, default=1.0,
                    help="AR: weight of eps*dist(x, [0, 1]^n)^2 added for the reconstruction (coercivity); 0 = plain AR")
+    p.add_argument("--ar-noise", type=float, default=0.0,
+                   help="AR: largest noise std of the noisy clean images that replace half of each artefact batch "
+                        "(WassersteinCriticLoss noise_level); 0 = Lunz et al.'s training")
+    p.add_argument("--acr-noise", type=float, default=0.0, help="ACR: the same as --ar-noise")
     p.add_argument("--acr-filters", type=int, default=16)
     p.add_argument("--acr-layers", type=int, default=6)
     p.add_argument("--acr-smoothing", type=float, default=0.0)
@@ -274,7 +278,10 @@ def train(method: str, physics: AstraCT, train_set, args, ckpt: Path,
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["epoch"])
         selection = state.get("selection", selection)
-    loss = NETTLoss(noise_level=args.nett_noise) if method == "NETT" else WassersteinCriticLoss(mu=args.mu_gp)
+    if method == "NETT":
+        loss = NETTLoss(noise_level=args.nett_noise)
+    else:
+        loss = WassersteinCriticLoss(mu=args.mu_gp, noise_level=args.ar_noise if method == "AR" else args.acr_noise)
     epochs = args.epochs[index]
     for epoch in range(start, epochs):
         t0 = time.time()

@@ -202,3 +202,39 @@ def test_gradient_penalty_keeps_critic_lipschitz():
         _train(WassersteinCriticLoss(mu=mu), model, epochs=8, physics=physics, data=data, lr=1e-2)
         norms[mu] = _critic_stats(model.regularizer, clean, artefact, 1.0)[1]
     assert norms[0.0] > 2.0 and norms[10.0] < 1.5, norms
+
+
+def test_noise_level_replaces_half_the_artefacts_by_noisy_clean_images():
+    g = torch.Generator().manual_seed(0)
+    clean, artefact = torch.rand(2, 6, 1, 8, 8, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(WassersteinCriticLoss().artefacts(clean, artefact), artefact)
+    mixed = WassersteinCriticLoss(noise_level=0.3, generator=torch.Generator().manual_seed(1)).artefacts(
+        clean, artefact)
+    torch.testing.assert_close(mixed[3:], artefact[3:])
+    residual = (mixed[:3] - clean[:3]).flatten(1)
+    assert (residual.std(dim=1) < 0.3 * 1.5).all() and (residual.abs().amax(dim=1) > 0).all()
+    with pytest.raises(ValueError, match="noise_level"):
+        WassersteinCriticLoss(noise_level=-1.0)
+
+
+def test_noise_level_makes_the_critic_rise_on_noise():
+    """Trained against stripe artefacts alone, the critic barely rises on Gaussian noise (measured: 0.05); trained
+    with half the artefacts replaced by noisy clean images, it does (0.46), and still rises on the stripes."""
+    data = RandomEllipsesDataset(length=16, size=16, seed=0)
+    clean = torch.stack([data[i]["x"] for i in range(16)])
+    stripes = 0.2 * torch.cos(torch.arange(16.0) * 2.0).reshape(1, 1, 16, 1).expand_as(clean)
+    noise = 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(3))
+    rise = {}
+    for level in (0.0, 0.2):
+        torch.manual_seed(0)
+        critic = AdversarialRegularizer(widths=(8, 8, 16), hidden=16)
+        loss = WassersteinCriticLoss(mu=10.0, regularizer=critic, noise_level=level)
+        optimizer = torch.optim.Adam(critic.parameters(), lr=1e-2)
+        for _ in range(100):
+            optimizer.zero_grad()
+            loss(clean, clean + stripes).mean().backward()
+            optimizer.step()
+        with torch.no_grad():
+            rise[level] = float((critic.fn(clean + noise) - critic.fn(clean)).mean())
+            assert float((critic.fn(clean + stripes) - critic.fn(clean)).mean()) > 1.0
+    assert rise[0.2] > 3 * rise[0.0] and rise[0.2] > 0.2, rise

@@ -14,6 +14,12 @@ keeping it (softly) 1-Lipschitz, so that :math:`-\mathcal{L}` estimates the Wass
 distributions. The data need not be paired: the clean images of the interpolates are a random permutation of the
 batch.
 
+Optionally (``noise_level`` :math:`= s > 0`), the first half of each artefact batch is replaced by clean images
+plus Gaussian noise, :math:`x + \sigma\xi` with :math:`\sigma \sim U[0, s]` per image: the critic then also
+learns to rise on perturbations of clean images in every direction, not only along the artefacts of the
+pseudo-inverse, such as the noise that gradient descent on the data term brings back. This is an addition to
+Lunz et al.'s training (compare :class:`deepinv_ext.losses.NETTLoss` ``noise_level``).
+
 Reference: S. Lunz, O. Öktem, C.-B. Schönlieb, *Adversarial regularizers in inverse problems*, NeurIPS 2018;
 I. Gulrajani et al., *Improved training of Wasserstein GANs*, NeurIPS 2017.
 """
@@ -46,7 +52,9 @@ class WassersteinCriticLoss(Loss):
     :param bool one_sided: penalise only gradient norms above 1 (:math:`(\cdot)_+^2`, the issue's form); ``False``
         gives the two-sided penalty :math:`(\|\nabla g\| - 1)^2` of Gulrajani et al.
     :param deepinv.optim.Prior regularizer: the critic; default: ``model.regularizer`` at each call.
-    :param torch.Generator generator: random source of the interpolation weights and the permutation.
+    :param float noise_level: largest noise standard deviation :math:`s \ge 0` of the noisy clean images that
+        replace half of the artefact batch (0: none, Lunz et al.'s loss).
+    :param torch.Generator generator: random source of the interpolation weights, the permutation and the noise.
 
     :Examples:
 
@@ -60,11 +68,12 @@ class WassersteinCriticLoss(Loss):
     """
 
     def __init__(self, mu: float = 10.0, one_sided: bool = True, regularizer: Prior | None = None,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, noise_level: float = 0.0) -> None:
         super().__init__()
-        if not (math.isfinite(mu) and mu >= 0):
-            raise ValueError(f"mu must be a finite number >= 0, got {mu}")
-        self.mu, self.one_sided = float(mu), bool(one_sided)
+        for name, value in (("mu", mu), ("noise_level", noise_level)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        self.mu, self.one_sided, self.noise_level = float(mu), bool(one_sided), float(noise_level)
         self.regularizer = regularizer
         self.generator = generator
 
@@ -83,13 +92,24 @@ class WassersteinCriticLoss(Loss):
             excess = excess.clamp(min=0)
         return excess.pow(2), norms
 
+    def artefacts(self, x: Tensor, x_net: Tensor) -> Tensor:
+        r"""The artefact batch: ``x_net``, its first half replaced by noisy clean images when ``noise_level > 0``."""
+        artefact = x_net.detach()
+        half = x.shape[0] // 2
+        if self.noise_level == 0 or half == 0:
+            return artefact
+        gen = self.generator
+        sigma = self.noise_level * torch.rand(half, 1, 1, 1, generator=gen, dtype=x.dtype).to(x.device)
+        noise = torch.randn(x[:half].shape, generator=gen, dtype=x.dtype).to(x.device)
+        return torch.cat([x[:half].detach() + sigma * noise, artefact[half:]])
+
     def components(self, x: Tensor, x_net: Tensor, model: torch.nn.Module | None = None) -> dict[str, Tensor]:
         r"""The loss's parts per sample: ``"clean"`` :math:`g(x)`, ``"artefact"`` :math:`g(z)`, ``"penalty"``,
         ``"grad_norm"`` at the interpolates."""
         if x.shape != x_net.shape:
             raise ValueError(f"x and x_net must have the same shape, got {tuple(x.shape)} and {tuple(x_net.shape)}")
         critic = regularizer_of(model, self.regularizer, type(self).__name__)
-        clean, artefact = x.detach(), x_net.detach()
+        clean, artefact = x.detach(), self.artefacts(x, x_net)
         with torch.enable_grad():
             penalty, norms = self.gradient_penalty(critic, clean, artefact) if self.mu > 0 else (
                 torch.zeros(x.shape[0], dtype=x.dtype, device=x.device), None)
