@@ -484,7 +484,9 @@ def run_problem(problem: str, args, data: dict) -> tuple[dict, dict]:
     methods = [m for m in METHODS if m not in LEARNED or m in args.methods]
     if (out / "results.json").exists() and (out / "images.pt").exists():  # finished before: resume
         done = json.loads((out / "results.json").read_text())
-        if all(m in done for m in methods):  # a run of fewer methods is evaluated again
+        # evaluated again: a run of more methods, or of a regulariser trained anew or under other options
+        if all(m in done and (m not in LEARNED or ((out / f"{m}.pt").exists() and done["_checks"].get(
+                f"{m}_config") == training_config(args, m))) for m in methods):
             print(f"[{problem}] results found in {out}, skipped", flush=True)
             return done, torch.load(out / "images.pt", weights_only=True)
     physics = make_physics(problem, args)
@@ -509,6 +511,7 @@ def run_problem(problem: str, args, data: dict) -> tuple[dict, dict]:
 
         priors[method], extra[f"{method}_selection"] = train(method, physics, data["train"], args,
                                                             out / f"{method}.pt", score)
+        extra[f"{method}_config"] = training_config(args, method)
         extra[f"{method}_train_s"] = time.time() - t0
     for method in methods:
         t0 = time.time()

@@ -104,6 +104,16 @@ def test_method_subset(tmp_path):
         torch.set_num_threads(threads)
     assert {"ACR", "NETT"} <= set(more["low_dose"]) and "acr_convexity" in more["low_dose"]["_checks"]
     assert more["low_dose"]["_checks"]["NETT_selection"]["scores"] == scores
+    # nor does it skip a regulariser whose checkpoint is gone (it is trained again)
+    for path in (tmp_path / "low_dose").glob("ACR*.pt"):
+        path.unlink()
+    try:
+        recipe.main(["--smoke", "--problems", "low_dose", "--size", "16", "--n-train", "4", "--n-test", "1",
+                     "--val-iters", "2", "--iters", "2", "--methods", "NETT", "ACR", "--epochs", "1", "1", "2",
+                     "--lambda-rule", "heuristic", "--output", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+    assert (tmp_path / "low_dose" / "ACR.pt").exists()
     # a checkpoint is not resumed under other training options
     with pytest.raises(RuntimeError, match="other options.*nett_width"):
         recipe.train("NETT", recipe.make_physics("low_dose", recipe.parse_args(["--smoke", "--size", "16"])),
