@@ -19,7 +19,10 @@ Adam with a cosine decay of the learning rate over the epochs:
   (:class:`~deepinv_ext.losses.WassersteinCriticLoss`), clean phantoms against FBPs;
 - NETT (:class:`~deepinv_ext.priors.NETT`, :math:`p = 2`) by :class:`~deepinv_ext.losses.NETTLoss`, which also
   teaches :math:`\Phi` to return Gaussian perturbations of the clean phantoms (``--nett-noise``, standard deviation
-  up to 0.1; 0 gives Li et al.'s loss).
+  up to 0.1; 0 gives Li et al.'s loss). The critics can be trained the same way (``--ar-noise``, ``--acr-noise``:
+  half of each artefact batch replaced by noisy clean images), off by default: with 0.1 AR gained 0.33 dB in
+  sparse view (29.91, SSIM 0.786 against 0.821) and lost 0.11 dB in low dose (29.01), and ACR did not gain in a
+  first epoch.
 
 The artefact images of the training are ramp-filtered FBPs (``--train-filter``): they carry the noise that the
 regulariser must learn to penalise (Hann-filtered ones are smooth, and critics trained on them did not regularise
