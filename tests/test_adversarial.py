@@ -6,6 +6,7 @@ from __future__ import annotations
 import deepinv as dinv
 import pytest
 import torch
+from perturbation_helpers import fit, stripes_and_noise
 from torch.utils.data import DataLoader
 
 from deepinv_ext.datasets import RandomEllipsesDataset
@@ -220,20 +221,13 @@ def test_noise_level_replaces_half_the_artefacts_by_noisy_clean_images():
 def test_noise_level_makes_the_critic_rise_on_noise():
     """Trained against stripe artefacts alone, the critic barely rises on Gaussian noise (measured: 0.05); trained
     with half the artefacts replaced by noisy clean images, it does (0.46), and still rises on the stripes."""
-    data = RandomEllipsesDataset(length=16, size=16, seed=0)
-    clean = torch.stack([data[i]["x"] for i in range(16)])
-    stripes = 0.2 * torch.cos(torch.arange(16.0) * 2.0).reshape(1, 1, 16, 1).expand_as(clean)
-    noise = 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(3))
+    clean, stripes, noise = stripes_and_noise()
     rise = {}
     for level in (0.0, 0.2):
         torch.manual_seed(0)
         critic = AdversarialRegularizer(widths=(8, 8, 16), hidden=16)
-        loss = WassersteinCriticLoss(mu=10.0, regularizer=critic, noise_level=level)
-        optimizer = torch.optim.Adam(critic.parameters(), lr=1e-2)
-        for _ in range(100):
-            optimizer.zero_grad()
-            loss(clean, clean + stripes).mean().backward()
-            optimizer.step()
+        fit(WassersteinCriticLoss(mu=10.0, regularizer=critic, noise_level=level), critic, clean, clean + stripes,
+            steps=100, lr=1e-2)
         with torch.no_grad():
             rise[level] = float((critic.fn(clean + noise) - critic.fn(clean)).mean())
             assert float((critic.fn(clean + stripes) - critic.fn(clean)).mean()) > 1.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import deepinv as dinv
 import pytest
 import torch
+from perturbation_helpers import fit, stripes_and_noise
 from torch.utils.data import DataLoader
 
 from deepinv_ext.datasets import RandomEllipsesDataset
@@ -85,20 +86,12 @@ def test_trainer_lowers_nett_loss():
 def test_noise_level_teaches_phi_the_perturbations():
     """With noise_level > 0, Phi also learns to return Gaussian perturbations of clean images (R grows off the
     artefact directions); trained on stripe artefacts alone, it does not."""
-    data = RandomEllipsesDataset(length=16, size=16, seed=0)
-    clean = torch.stack([data[i]["x"] for i in range(16)])
-    stripes = 0.2 * torch.cos(torch.arange(16.0) * 2.0).reshape(1, 1, 16, 1).expand_as(clean)
-    noise = 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(3))
+    clean, stripes, noise = stripes_and_noise()
     errors = {}
     for level in (0.0, 0.2):
         torch.manual_seed(0)
         prior = NETT(width=8, depth=1)
-        loss = NETTLoss(regularizer=prior, noise_level=level)
-        optimizer = torch.optim.Adam(prior.parameters(), lr=3e-3)
-        for _ in range(150):
-            optimizer.zero_grad()
-            loss(clean, clean + stripes).mean().backward()
-            optimizer.step()
+        fit(NETTLoss(regularizer=prior, noise_level=level), prior, clean, clean + stripes, steps=150, lr=3e-3)
         with torch.no_grad():
             errors[level] = float((prior.phi(clean + noise) - noise).pow(2).mean() / noise.pow(2).mean())
     assert errors[0.2] < 0.7 * errors[0.0], errors  # measured: 0.26 against 0.54
