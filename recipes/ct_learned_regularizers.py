@@ -81,9 +81,10 @@ The kept epochs: AR and ACR their last, NETT its 7th (sparse view) and 10th (low
 The chosen budgets: AR 10 (sparse view) and 20 (low dose) iterations, ACR 100 and 50, NETT 100 and 50, TV 300 (its
 PSNR flat from 100 on). The filter bank lifted ACR by 0.27 and 0.35 dB over the network alone (29.25 and 28.46);
 the perturbation term lifted NETT by 0.14 dB in sparse view (30.38 without it) and left it level in low dose
-(29.63). Short of the issue's targets (learned +3 dB over FBP, AR/NETT +0.5 dB over TV): on piecewise-constant ellipses TV itself gains
-less than 3 dB over FBP, and NETT only matches TV at this training size; a wider NETT (32 channels, 6 epochs, 2.4x
-the cost per epoch) did worse on the validation phantoms (29.55 against 29.96 dB in sparse view). ::
+(29.63). Short of the issue's targets (learned +3 dB over FBP, AR/NETT +0.5 dB over TV): on piecewise-constant
+ellipses TV itself gains less than 3 dB over FBP, and NETT only matches TV at this training size; a wider NETT (32
+channels, 6 epochs, 2.4x the cost per epoch) did worse on the validation phantoms (29.55 against 29.96 dB in sparse
+view). ::
 
     python recipes/ct_learned_regularizers.py --output runs/ct_learned_regularizers
     python recipes/ct_learned_regularizers.py --smoke --output runs/ct_learned_regularizers_smoke

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from deepinv.optim import Prior
 from torch import Tensor, nn
 
+from deepinv_ext.priors._validation import check_image, positive_int
 from deepinv_ext.priors.filter_bank import SparsifyingFilterBank
 
 __all__ = ["AdversarialRegularizer", "ConvexAdversarialRegularizer", "autograd_energy_and_grad", "autograd_grad"]
@@ -59,19 +60,6 @@ def autograd_energy_and_grad(fn: Callable[[Tensor], Tensor], x: Tensor) -> tuple
     return (energy if keep else energy.detach()), grad
 
 
-def _check_image(x: Tensor, channels: int) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != 4 or x.shape[1] != channels:
-        raise ValueError(f"x must have shape (B, {channels}, H, W), got {tuple(x.shape)}")
-
-
-def _positive_int(value: int, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 class AdversarialRegularizer(Prior):
     r"""Adversarial regulariser (AR): the energy :math:`g_\theta(x)` of a convolutional critic (non-convex).
 
@@ -89,8 +77,9 @@ class AdversarialRegularizer(Prior):
     :param int hidden: units of the first dense layer.
     :param float negative_slope: leaky ReLU slope.
     :param float eps: weight :math:`\varepsilon \ge 0` of an added :math:`\varepsilon\|x\|_2^2` (default 0, the
-        plain AR), or of :math:`\varepsilon\,\operatorname{dist}(x, [a, b]^n)^2` with ``box=(a, b)``. The critic alone is not coercive: where :math:`A` has a null space (sparse views) gradient
-        descent on :math:`\frac12\|Ax-y\|^2 + \lambda g_\theta` can run off to :math:`g_\theta \to -\infty`. A
+        plain AR), or of :math:`\varepsilon\,\operatorname{dist}(x, [a, b]^n)^2` with ``box=(a, b)``. The critic
+        alone is not coercive: where :math:`A` has a null space (sparse views) gradient descent on
+        :math:`\frac12\|Ax-y\|^2 + \lambda g_\theta` can run off to :math:`g_\theta \to -\infty`. A
         critic with Lipschitz constant :math:`L` has :math:`g_\theta(x) \ge g_\theta(0) - L\|x\|`, so any
         :math:`\varepsilon > 0` makes the energy coercive (minimisers exist, at norm :math:`\lesssim L/\varepsilon`).
         The same holds for the squared distance to a box :math:`[a, b]^n` (``box``), which, unlike
@@ -114,14 +103,14 @@ class AdversarialRegularizer(Prior):
                  box: tuple[float, float] | None = None) -> None:
         super().__init__()
         self.explicit_prior = True
-        self.in_channels = _positive_int(in_channels, "in_channels")
+        self.in_channels = positive_int(in_channels, "in_channels")
         if not (math.isfinite(eps) and eps >= 0):
             raise ValueError(f"eps must be a finite number >= 0, got {eps}")
         if box is not None and not (len(box) == 2 and float(box[0]) < float(box[1])):
             raise ValueError(f"box must be None or (a, b) with a < b, got {box!r}")
         self.eps, self.box = float(eps), (None if box is None else (float(box[0]), float(box[1])))
-        _positive_int(kernel_size, "kernel_size")
-        _positive_int(hidden, "hidden")
+        positive_int(kernel_size, "kernel_size")
+        positive_int(hidden, "hidden")
         if len(widths) < 1:
             raise ValueError("widths must name at least one convolution")
         layers: list[nn.Module] = []
@@ -129,7 +118,7 @@ class AdversarialRegularizer(Prior):
         n = len(widths)
         for i, width in enumerate(widths):
             stride = 2 if i >= n - 4 and n > 2 else 1
-            layers += [nn.Conv2d(prev, _positive_int(width, "widths"), kernel_size, stride=stride,
+            layers += [nn.Conv2d(prev, positive_int(width, "widths"), kernel_size, stride=stride,
                                  padding=kernel_size // 2), nn.LeakyReLU(negative_slope)]
             prev = width
         self.features = nn.Sequential(*layers)
@@ -138,7 +127,7 @@ class AdversarialRegularizer(Prior):
     def fn(self, x: Tensor, *args, **kwargs) -> Tensor:
         r"""The critic value :math:`g_\theta(x)` (plus :math:`\varepsilon\|x\|^2`) of each batch element, shape
         ``(B,)``."""
-        _check_image(x, self.in_channels)
+        check_image(x, self.in_channels)
         value = self.head(self.features(x).mean(dim=(2, 3))).reshape(x.shape[0])
         if self.eps == 0:
             return value
@@ -235,10 +224,10 @@ class ConvexAdversarialRegularizer(Prior):
                  sfb_kernel_size: int = 7, learn_l2: bool = True) -> None:
         super().__init__()
         self.explicit_prior = True
-        self.in_channels = _positive_int(in_channels, "in_channels")
-        _positive_int(num_filters, "num_filters")
-        _positive_int(kernel_size, "kernel_size")
-        _positive_int(num_layers, "num_layers")
+        self.in_channels = positive_int(in_channels, "in_channels")
+        positive_int(num_filters, "num_filters")
+        positive_int(kernel_size, "kernel_size")
+        positive_int(num_layers, "num_layers")
         if not (math.isfinite(eps) and eps >= 0):
             raise ValueError(f"eps must be a finite number >= 0, got {eps}")
         if not 0 <= negative_slope <= 1:
@@ -256,8 +245,8 @@ class ConvexAdversarialRegularizer(Prior):
             nn.Parameter(init + 0.5 * torch.randn(num_filters, num_filters, kernel_size, kernel_size))
             for _ in range(num_layers - 1))
         self.out_raw = nn.Parameter(init + 0.5 * torch.randn(1, num_filters, kernel_size, kernel_size))
-        _positive_int(sfb_filters, "sfb_filters", minimum=0)
-        self.filter_bank = (SparsifyingFilterBank(in_channels, sfb_filters, _positive_int(sfb_kernel_size,
+        positive_int(sfb_filters, "sfb_filters", minimum=0)
+        self.filter_bank = (SparsifyingFilterBank(in_channels, sfb_filters, positive_int(sfb_kernel_size,
                                                                                           "sfb_kernel_size"),
                                                   smoothing=self.smoothing) if sfb_filters else None)
         self.l2_raw = nn.Parameter(torch.tensor(-9.0)) if learn_l2 else None
@@ -275,7 +264,7 @@ class ConvexAdversarialRegularizer(Prior):
     def critic(self, x: Tensor) -> Tensor:
         r"""The input-convex network part of the energy (without the filter bank and :math:`\|x\|^2`), shape
         ``(B,)``."""
-        _check_image(x, self.in_channels)
+        check_image(x, self.in_channels)
         act = self._act
         weights = self.hidden_weights()
         z = act(self.wx[0](x))

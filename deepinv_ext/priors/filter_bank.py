@@ -2,7 +2,7 @@ r"""A sparsifying filter bank: the learned convex :math:`\ell^1` analysis term o
 
 .. math::
 
-    S_\theta(x) = w \sum_{k=1}^{K} \sum_{\text{pixels}} \big|(h_k * x)\big|, \qquad w = \operatorname{softplus}(\rho) > 0,
+    S_\theta(x) = w \sum_{k=1}^{K} \sum_{\text{pixels}} |h_k * x|, \qquad w = \operatorname{softplus}(\rho) > 0,
 
 with learned filters :math:`h_k` (7x7 by default) and a learned weight :math:`w`. It is convex (a non-negative sum of
 absolute values of linear maps) and, with finite-difference filters, it contains anisotropic total variation;
@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from deepinv.optim import Prior
 from torch import Tensor, nn
+
+from deepinv_ext.priors._validation import check_image, positive_int
 
 __all__ = ["SparsifyingFilterBank", "smooth_abs"]
 
@@ -62,8 +64,7 @@ class SparsifyingFilterBank(Prior):
         super().__init__()
         self.explicit_prior = True
         for name, value in (("in_channels", in_channels), ("num_filters", num_filters), ("kernel_size", kernel_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            positive_int(value, name)
         if not (math.isfinite(init_weight) and init_weight > 0):
             raise ValueError(f"init_weight must be a finite number > 0, got {init_weight}")
         if not (math.isfinite(smoothing) and smoothing >= 0):
@@ -79,8 +80,7 @@ class SparsifyingFilterBank(Prior):
 
     def fn(self, x: Tensor, *args, **kwargs) -> Tensor:
         r""":math:`S_\theta(x)` of each batch element, shape ``(B,)``."""
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"x must have shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        check_image(x, self.in_channels)
         responses = smooth_abs(self.filters(x), self.smoothing)
         return self.weight.to(x.dtype) * responses.sum(dim=(1, 2, 3))
 

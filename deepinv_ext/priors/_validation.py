@@ -1,0 +1,20 @@
+"""Argument checks shared by the learned priors (private module)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+
+def check_image(x: Tensor, channels: int) -> None:
+    """Raise unless ``x`` is a tensor of shape ``(B, channels, H, W)``."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 4 or x.shape[1] != channels:
+        raise ValueError(f"x must have shape (B, {channels}, H, W), got {tuple(x.shape)}")
+
+
+def positive_int(value: int, name: str, minimum: int = 1) -> int:
+    """``value`` if it is an integer (not a bool) ``>= minimum``; otherwise a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
