@@ -159,9 +159,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--nett-noise", type=float, default=0.1,
                    help="NETT: largest std of the Gaussian perturbations n of clean images it also learns to "
                         "return, Phi(x + n) = n (NETTLoss noise_level); 0 = Li et al.'s loss")
-    p.add_argument("--train-filter", nargs="+", default=["ramp"],
-                   help="FBP filter(s) of the training artefact images; several: a random convex combination of "
-                        "their FBPs per image")
+    p.add_argument("--train-filter", default="ramp", help="FBP filter of the training artefact images")
     p.add_argument("--lambda-rule", default="validation", choices=["validation", "heuristic", "discrepancy"])
     p.add_argument("--grid", type=int, nargs="+", default=[-1, 0, 1, 2], help="exponents k of lambda0*2^k")
     p.add_argument("--iters", type=int, default=300, help="max iterations of the test solves")
@@ -199,21 +197,13 @@ def fbp(y: torch.Tensor, physics: AstraCT, filter: str = "hann") -> torch.Tensor
 
 
 class TrainingFBP:
-    r"""The pseudo-inverse of the training (a picklable callable): FBP with the ``--train-filter`` filter or, with
-    several filters, :math:`\sum_k w_k\,\mathrm{FBP}_k(y)` with weights :math:`w` drawn per image uniformly on
-    the simplex (flat Dirichlet), so that the artefacts range from the noise of the ramp filter to the blur of
-    the smooth ones."""
+    """The pseudo-inverse of the training (a picklable callable): FBP with the ``--train-filter`` filter."""
 
-    def __init__(self, filters: list[str]):
-        self.filters = list(filters)
+    def __init__(self, filter: str):
+        self.filter = filter
 
     def __call__(self, y: torch.Tensor, physics: AstraCT) -> torch.Tensor:
-        if len(self.filters) == 1:
-            return fbp(y, physics, self.filters[0])
-        recons = torch.stack([fbp(y, physics, f) for f in self.filters])
-        w = -torch.rand(len(self.filters), recons.shape[1], device=y.device).log()
-        w = (w / w.sum(dim=0)).to(recons.dtype).reshape(*w.shape, *(1,) * (recons.ndim - 2))
-        return (w * recons).sum(dim=0)
+        return fbp(y, physics, self.filter)
 
 
 def noise_norm(problem: str, y: torch.Tensor, args) -> torch.Tensor:
@@ -262,8 +252,6 @@ def training_config(args, method: str) -> dict:
     foreign = tuple(prefix for m, prefixes in own.items() if m != method for prefix in prefixes)
     config = {k: v for k, v in sorted(vars(args).items()) if k not in skip and not k.startswith(foreign)}
     config.update(epochs=args.epochs[index], lr=args.lr[index])
-    if len(args.train_filter) == 1:  # stored as before the option took several filters
-        config["train_filter"] = args.train_filter[0]
     return config
 
 
@@ -547,10 +535,10 @@ def run_problem(problem: str, args, data: dict) -> tuple[dict, dict]:
         images[method] = x_hat
         print(f"[{problem}] {method:5s} PSNR {results[method]['psnr']:.2f} dB  SSIM {results[method]['ssim']:.4f}"
               f"  lambda {lam:.4g}  {info.get('iterations', '')} it  ({time.time() - t0:.0f} s)", flush=True)
-    val_artefact = fbp(val_y, physics, args.train_filter[0])
+    val_artefact = fbp(val_y, physics, args.train_filter)
     for method, prior in priors.items():
         extra[f"{method}_segment_profile"] = dict(zip(map(str, SEGMENT), segment_profile(prior, val_x, val_artefact)))
-        print(f"[{problem}] {method} along clean -> FBP ({args.train_filter[0]}), (R(x_t) - R(x)) / (R(z) - R(x)) at t = "
+        print(f"[{problem}] {method} along clean -> FBP ({args.train_filter}), (R(x_t) - R(x)) / (R(z) - R(x)) at t = "
               + ", ".join(f"{t}: {v:.3f}" for t, v in extra[f"{method}_segment_profile"].items()), flush=True)
     if "ACR" in priors:
         n_pairs = 256 if args.smoke else 4096
