@@ -125,6 +125,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 METHODS = ("FBP", "TV", "AR", "ACR", "NETT")
 LEARNED = ("AR", "ACR", "NETT")
+OPTIONS_ADDED_LATER = {"nett_descent": 0}  # option -> its value that reproduces the training from before it
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -159,6 +160,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--nett-noise", type=float, default=0.1,
                    help="NETT: largest std of the Gaussian perturbations n of clean images it also learns to "
                         "return, Phi(x + n) = n (NETTLoss noise_level); 0 = Li et al.'s loss")
+    p.add_argument("--nett-descent", type=int, default=0,
+                   help="NETT: normalised gradient steps on R from the artefact image, whose end point Phi also "
+                        "learns (0: off)")
     p.add_argument("--train-filter", default="ramp", help="FBP filter of the training artefact images")
     p.add_argument("--lambda-rule", default="validation", choices=["validation", "heuristic", "discrepancy"])
     p.add_argument("--grid", type=int, nargs="+", default=[-1, 0, 1, 2], help="exponents k of lambda0*2^k")
@@ -252,6 +256,9 @@ def training_config(args, method: str) -> dict:
     foreign = tuple(prefix for m, prefixes in own.items() if m != method for prefix in prefixes)
     config = {k: v for k, v in sorted(vars(args).items()) if k not in skip and not k.startswith(foreign)}
     config.update(epochs=args.epochs[index], lr=args.lr[index])
+    for option, off in OPTIONS_ADDED_LATER.items():  # left out when off: older checkpoints keep loading
+        if config.get(option) == off:
+            del config[option]
     return config
 
 
@@ -283,7 +290,7 @@ def train(method: str, physics: AstraCT, train_set, args, ckpt: Path,
         start = int(state["epoch"])
         selection = state.get("selection", selection)
     if method == "NETT":
-        loss = NETTLoss(noise_level=args.nett_noise)
+        loss = NETTLoss(noise_level=args.nett_noise, descent_steps=args.nett_descent)
     else:
         loss = WassersteinCriticLoss(mu=args.mu_gp, noise_level=args.ar_noise if method == "AR" else args.acr_noise)
     epochs = args.epochs[index]

@@ -18,6 +18,15 @@ span few directions (streaks); the perturbations make :math:`R(x + n) \approx \|
 around the clean images, also where the solver's iterates leave the segment from clean image to artefact image.
 This is an addition to Li et al.'s strategy.
 
+Optionally (``descent_steps`` :math:`= K > 0`), a fourth term teaches :math:`\Phi` the images that gradient
+descent on :math:`R` itself reaches from the artefact image: :math:`z' = z_K`, :math:`z_0 = z`,
+:math:`z_{k+1} = z_k - \gamma \tfrac{\|z - x\|}{K} \tfrac{\nabla R(z_k)}{\|\nabla R(z_k)\|}` with
+:math:`\gamma \sim U[0, 1]` per sample, and the term :math:`\tfrac1N\|\Phi(z') - (z' - x)\|_2^2`. A network
+trained on :math:`z` and :math:`x` alone has blind spots, images far from :math:`x` with :math:`\Phi \approx 0`,
+which the variational solve finds (its minimisers then have a smaller :math:`R` than the ground truth); the
+descent finds them during the training, as adversarial training does for classifiers. An addition to Li et al.'s
+strategy as well.
+
 Reference: H. Li, J. Schwab, S. Antholzer, M. Haltmeier, *NETT: solving inverse problems with deep neural
 networks*, Inverse Problems 36 (2020) 065005.
 """
@@ -47,6 +56,8 @@ class NETTLoss(Loss):
     :param float clean_weight: :math:`\beta \ge 0`.
     :param float noise_level: largest standard deviation :math:`s \ge 0` of the perturbations (0: none, Li et al.'s
         loss).
+    :param int descent_steps: normalised gradient steps :math:`K \ge 0` on :math:`R` from the artefact image (0:
+        none, Li et al.'s loss).
     :param deepinv_ext.priors.NETT regularizer: default ``model.regularizer`` at each call.
 
     :Examples:
@@ -61,12 +72,15 @@ class NETTLoss(Loss):
     """
 
     def __init__(self, clean_weight: float = 1.0, regularizer: torch.nn.Module | None = None,
-                 noise_level: float = 0.0) -> None:
+                 noise_level: float = 0.0, descent_steps: int = 0) -> None:
         super().__init__()
         for name, value in (("clean_weight", clean_weight), ("noise_level", noise_level)):
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if isinstance(descent_steps, bool) or not isinstance(descent_steps, int) or descent_steps < 0:
+            raise ValueError(f"descent_steps must be an integer >= 0, got {descent_steps!r}")
         self.clean_weight, self.noise_level = float(clean_weight), float(noise_level)
+        self.descent_steps = descent_steps
         self.regularizer = regularizer
 
     def forward(self, x: Tensor, x_net: Tensor, y: Tensor | None = None, physics: Any = None,
@@ -90,7 +104,22 @@ class NETTLoss(Loss):
             sigma = self.noise_level * torch.rand(clean.shape[0], 1, 1, 1, dtype=clean.dtype, device=clean.device)
             noise = sigma * torch.randn_like(clean)
             loss = loss + (reg.phi(clean + noise) - noise).pow(2).flatten(1).mean(dim=1)
+        if self.descent_steps > 0:
+            found = self.descend(reg, clean, artefact)
+            loss = loss + (reg.phi(found) - (found - clean)).pow(2).flatten(1).mean(dim=1)
         return loss
+
+    def descend(self, reg: torch.nn.Module, clean: Tensor, artefact: Tensor) -> Tensor:
+        r"""The images :math:`z'` of the descent term (detached): ``descent_steps`` normalised gradient steps on
+        :math:`R` from ``artefact``, of total length :math:`\gamma\|z - x\|`, :math:`\gamma \sim U[0, 1]`."""
+        shape = (clean.shape[0],) + (1,) * (clean.ndim - 1)
+        length = torch.rand(shape, dtype=clean.dtype, device=clean.device) * (artefact - clean).flatten(1).norm(
+            dim=1).reshape(shape) / self.descent_steps
+        z = artefact
+        for _ in range(self.descent_steps):
+            g = reg.grad(z.detach())
+            z = z - length * g / g.flatten(1).norm(dim=1).clamp_min(1e-12).reshape(shape)
+        return z.detach()
 
     @classmethod
     def contract_example(cls) -> dict:
