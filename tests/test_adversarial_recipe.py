@@ -139,3 +139,14 @@ def test_segment_profile():
     ts = torch.tensor(recipe.SEGMENT, dtype=torch.float64)
     torch.testing.assert_close(torch.tensor(recipe.segment_profile(Quadratic(), clean, artefact), dtype=ts.dtype), ts ** 2)
     torch.testing.assert_close(torch.tensor(recipe.segment_profile(Linear(), clean, artefact), dtype=ts.dtype), ts)
+
+
+def test_options_added_later_leave_the_config_of_older_checkpoints_unchanged():
+    """An option added after checkpoints were made enters the training config only when it changes the training,
+    so that those checkpoints keep loading when it is off."""
+    recipe = load_recipe("ct_learned_regularizers")
+    for option, off in recipe.OPTIONS_ADDED_LATER.items():
+        assert getattr(recipe.parse_args([]), option) == off  # off by default
+        assert option not in recipe.training_config(recipe.parse_args([]), "NETT")
+    on = recipe.training_config(recipe.parse_args(["--nett-descent", "3"]), "NETT")
+    assert on["nett_descent"] == 3 and on != recipe.training_config(recipe.parse_args([]), "NETT")
