@@ -23,7 +23,7 @@ descent on :math:`R` itself reaches from the artefact image: :math:`z' = z_K`, :
 :math:`z_{k+1} = z_k - \gamma \tfrac{\|z - x\|}{K} \tfrac{\nabla R(z_k)}{\|\nabla R(z_k)\|}` with
 :math:`\gamma \sim U[0, 1]` per sample, and the term :math:`\tfrac1N\|\Phi(z') - (z' - x)\|_2^2`. A network
 trained on :math:`z` and :math:`x` alone has blind spots, images far from :math:`x` with :math:`\Phi \approx 0`,
-which the variational solve finds (its minimisers then have a smaller :math:`R` than the ground truth); the
+which the variational solve finds (its reconstructions then carry patterns that :math:`R` does not see); the
 descent finds them during the training, as adversarial training does for classifiers. An addition to Li et al.'s
 strategy as well.
 
@@ -41,6 +41,7 @@ from deepinv.loss import Loss
 from torch import Tensor
 
 from deepinv_ext.losses.pseudo_inverse import RegularizerTrainingModel, regularizer_of
+from deepinv_ext.priors._validation import positive_int
 
 __all__ = ["NETTLoss"]
 
@@ -77,10 +78,8 @@ class NETTLoss(Loss):
         for name, value in (("clean_weight", clean_weight), ("noise_level", noise_level)):
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-        if isinstance(descent_steps, bool) or not isinstance(descent_steps, int) or descent_steps < 0:
-            raise ValueError(f"descent_steps must be an integer >= 0, got {descent_steps!r}")
         self.clean_weight, self.noise_level = float(clean_weight), float(noise_level)
-        self.descent_steps = descent_steps
+        self.descent_steps = positive_int(descent_steps, "descent_steps", minimum=0)
         self.regularizer = regularizer
 
     def forward(self, x: Tensor, x_net: Tensor, y: Tensor | None = None, physics: Any = None,
