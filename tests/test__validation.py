@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deepinv_ext.priors._validation import check_image, positive_int
+from deepinv_ext._validation import check_image, positive_int
 
 
 def test_check_image():

@@ -40,8 +40,8 @@ import torch
 from deepinv.loss import Loss
 from torch import Tensor
 
+from deepinv_ext._validation import positive_int
 from deepinv_ext.losses.pseudo_inverse import RegularizerTrainingModel, regularizer_of
-from deepinv_ext.priors._validation import positive_int
 
 __all__ = ["NETTLoss"]
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from deepinv.optim import Prior
 from torch import Tensor, nn
 
-from deepinv_ext.priors._validation import check_image, positive_int
+from deepinv_ext._validation import check_image, positive_int
 from deepinv_ext.priors.filter_bank import SparsifyingFilterBank
 
 __all__ = ["AdversarialRegularizer", "ConvexAdversarialRegularizer", "autograd_energy_and_grad", "autograd_grad"]

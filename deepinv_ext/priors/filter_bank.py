@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from deepinv.optim import Prior
 from torch import Tensor, nn
 
-from deepinv_ext.priors._validation import check_image, positive_int
+from deepinv_ext._validation import check_image, positive_int
 
 __all__ = ["SparsifyingFilterBank", "smooth_abs"]
 

@@ -1,4 +1,4 @@
-"""Argument checks shared by the learned priors (private module)."""
+"""Argument checks shared by the learned priors and their losses (private module)."""
 
 from __future__ import annotations
 
