@@ -129,7 +129,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 METHODS = ("FBP", "TV", "AR", "ACR", "NETT")
 LEARNED = ("AR", "ACR", "NETT")
-OPTIONS_ADDED_LATER = {"nett_descent": 0}  # option -> its value that reproduces the training from before it
+OPTIONS_ADDED_LATER = {"nett_descent": 0, "ar_descent": 0, "acr_descent": 0}  # option -> its value that reproduces the training from before it
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -155,6 +155,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="AR: largest noise std of the noisy clean images that replace half of each artefact batch "
                         "(WassersteinCriticLoss noise_level); 0 = Lunz et al.'s training")
     p.add_argument("--acr-noise", type=float, default=0.0, help="ACR: the same as --ar-noise")
+    p.add_argument("--ar-descent", type=int, default=0,
+                   help="AR: normalised gradient steps on the critic from the first half of each artefact batch, "
+                        "whose end points replace it (WassersteinCriticLoss descent_steps); 0 = off")
+    p.add_argument("--acr-descent", type=int, default=0, help="ACR: the same as --ar-descent")
     p.add_argument("--acr-filters", type=int, default=16)
     p.add_argument("--acr-layers", type=int, default=6)
     p.add_argument("--acr-smoothing", type=float, default=0.0)
@@ -296,7 +300,8 @@ def train(method: str, physics: AstraCT, train_set, args, ckpt: Path,
     if method == "NETT":
         loss = NETTLoss(noise_level=args.nett_noise, descent_steps=args.nett_descent)
     else:
-        loss = WassersteinCriticLoss(mu=args.mu_gp, noise_level=args.ar_noise if method == "AR" else args.acr_noise)
+        noise, descent = (args.ar_noise, args.ar_descent) if method == "AR" else (args.acr_noise, args.acr_descent)
+        loss = WassersteinCriticLoss(mu=args.mu_gp, noise_level=noise, descent_steps=descent)
     epochs = args.epochs[index]
     for epoch in range(start, epochs):
         t0 = time.time()

@@ -232,3 +232,29 @@ def test_noise_level_makes_the_critic_rise_on_noise():
             rise[level] = float((critic.fn(clean + noise) - critic.fn(clean)).mean())
             assert float((critic.fn(clean + stripes) - critic.fn(clean)).mean()) > 1.0
     assert rise[0.2] > 3 * rise[0.0] and rise[0.2] > 0.2, rise
+
+
+def test_descent_steps_replace_half_the_artefacts_by_descended_ones():
+    """descent_steps: the first half of the artefact batch moves down the critic (normalised steps, within the
+    artefact distance), the second half stays; after the noise when both are on; the critic is required."""
+    g = torch.Generator().manual_seed(0)
+    clean, artefact = torch.rand(2, 6, 1, 16, 16, generator=g, dtype=torch.float64)
+    critic = AdversarialRegularizer(widths=(4, 4, 8), hidden=8).double()
+    loss = WassersteinCriticLoss(descent_steps=2, generator=torch.Generator().manual_seed(1))
+    found = loss.artefacts(clean, artefact, critic)
+    torch.testing.assert_close(found[3:], artefact[3:])
+    with torch.no_grad():
+        assert (critic.fn(found[:3]) < critic.fn(artefact[:3])).all()
+    moved = (found[:3] - artefact[:3]).flatten(1).norm(dim=1)
+    assert (moved > 0).all() and (moved <= (artefact[:3] - clean[:3]).flatten(1).norm(dim=1) + 1e-9).all()
+    both = WassersteinCriticLoss(noise_level=0.3, descent_steps=2, generator=torch.Generator().manual_seed(1))
+    noisy = WassersteinCriticLoss(noise_level=0.3, generator=torch.Generator().manual_seed(1))
+    start = noisy.artefacts(clean, artefact)
+    found = both.artefacts(clean, artefact, critic)
+    assert ((found[:3] - start[:3]).flatten(1).norm(dim=1) <= (start[:3] - clean[:3]).flatten(1).norm(dim=1)
+            + 1e-9).all()
+    with pytest.raises(ValueError, match="critic"):
+        loss.artefacts(clean, artefact)
+    for bad in (-1, 0.5, True):
+        with pytest.raises(ValueError, match="descent_steps"):
+            WassersteinCriticLoss(descent_steps=bad)

@@ -20,6 +20,12 @@ learns to rise on perturbations of clean images in every direction, not only alo
 pseudo-inverse, such as the noise that gradient descent on the data term brings back. This is an addition to
 Lunz et al.'s training (compare :class:`deepinv_ext.losses.NETTLoss` ``noise_level``).
 
+Optionally (``descent_steps`` :math:`= K > 0`), the first half of the artefact batch is then replaced by the end
+points of :math:`K` normalised gradient steps on :math:`g` from it
+(:func:`deepinv_ext.losses.descent.normalised_descent`): images where the critic is low although they are not
+clean, which gradient descent on the variational energy would reach; the critic learns to rise on them. Also an
+addition to Lunz et al.'s training.
+
 Reference: S. Lunz, O. Öktem, C.-B. Schönlieb, *Adversarial regularizers in inverse problems*, NeurIPS 2018;
 I. Gulrajani et al., *Improved training of Wasserstein GANs*, NeurIPS 2017.
 """
@@ -34,6 +40,8 @@ from deepinv.loss import Loss
 from deepinv.optim import Prior
 from torch import Tensor
 
+from deepinv_ext._validation import positive_int
+from deepinv_ext.losses.descent import normalised_descent
 from deepinv_ext.losses.pseudo_inverse import RegularizerTrainingModel, regularizer_of
 
 __all__ = ["WassersteinCriticLoss"]
@@ -54,7 +62,10 @@ class WassersteinCriticLoss(Loss):
     :param deepinv.optim.Prior regularizer: the critic; default: ``model.regularizer`` at each call.
     :param float noise_level: largest noise standard deviation :math:`s \ge 0` of the noisy clean images that
         replace half of the artefact batch (0: none, Lunz et al.'s loss).
-    :param torch.Generator generator: random source of the interpolation weights, the permutation and the noise.
+    :param int descent_steps: normalised gradient steps :math:`K \ge 0` on the critic from the first half of the
+        artefact batch, whose end points replace it (0: none, Lunz et al.'s loss).
+    :param torch.Generator generator: random source of the interpolation weights, the permutation, the noise and
+        the step lengths.
 
     :Examples:
 
@@ -68,12 +79,14 @@ class WassersteinCriticLoss(Loss):
     """
 
     def __init__(self, mu: float = 10.0, one_sided: bool = True, regularizer: Prior | None = None,
-                 generator: torch.Generator | None = None, noise_level: float = 0.0) -> None:
+                 generator: torch.Generator | None = None, noise_level: float = 0.0,
+                 descent_steps: int = 0) -> None:
         super().__init__()
         for name, value in (("mu", mu), ("noise_level", noise_level)):
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
         self.mu, self.one_sided, self.noise_level = float(mu), bool(one_sided), float(noise_level)
+        self.descent_steps = positive_int(descent_steps, "descent_steps", minimum=0)
         self.regularizer = regularizer
         self.generator = generator
 
@@ -92,16 +105,24 @@ class WassersteinCriticLoss(Loss):
             excess = excess.clamp(min=0)
         return excess.pow(2), norms
 
-    def artefacts(self, x: Tensor, x_net: Tensor) -> Tensor:
-        r"""The artefact batch: ``x_net``, its first half replaced by noisy clean images when ``noise_level > 0``."""
+    def artefacts(self, x: Tensor, x_net: Tensor, critic: Prior | None = None) -> Tensor:
+        r"""The artefact batch: ``x_net``, its first half replaced by noisy clean images when ``noise_level > 0``,
+        then by the end points of the descent on ``critic`` from it when ``descent_steps > 0``."""
         artefact = x_net.detach()
         half = x.shape[0] // 2
-        if self.noise_level == 0 or half == 0:
+        if half == 0:
             return artefact
         gen = self.generator
-        sigma = self.noise_level * torch.rand(half, 1, 1, 1, generator=gen, dtype=x.dtype).to(x.device)
-        noise = torch.randn(x[:half].shape, generator=gen, dtype=x.dtype).to(x.device)
-        return torch.cat([x[:half].detach() + sigma * noise, artefact[half:]])
+        if self.noise_level > 0:
+            sigma = self.noise_level * torch.rand(half, 1, 1, 1, generator=gen, dtype=x.dtype).to(x.device)
+            noise = torch.randn(x[:half].shape, generator=gen, dtype=x.dtype).to(x.device)
+            artefact = torch.cat([x[:half].detach() + sigma * noise, artefact[half:]])
+        if self.descent_steps > 0:
+            if critic is None:
+                raise ValueError("WassersteinCriticLoss.artefacts: descent_steps > 0 needs the critic")
+            found = normalised_descent(critic, artefact[:half], x[:half].detach(), self.descent_steps, gen)
+            artefact = torch.cat([found, artefact[half:]])
+        return artefact
 
     def components(self, x: Tensor, x_net: Tensor, model: torch.nn.Module | None = None) -> dict[str, Tensor]:
         r"""The loss's parts per sample: ``"clean"`` :math:`g(x)`, ``"artefact"`` :math:`g(z)`, ``"penalty"``,
@@ -109,7 +130,7 @@ class WassersteinCriticLoss(Loss):
         if x.shape != x_net.shape:
             raise ValueError(f"x and x_net must have the same shape, got {tuple(x.shape)} and {tuple(x_net.shape)}")
         critic = regularizer_of(model, self.regularizer, type(self).__name__)
-        clean, artefact = x.detach(), self.artefacts(x, x_net)
+        clean, artefact = x.detach(), self.artefacts(x, x_net, critic)
         with torch.enable_grad():
             penalty, norms = self.gradient_penalty(critic, clean, artefact) if self.mu > 0 else (
                 torch.zeros(x.shape[0], dtype=x.dtype, device=x.device), None)

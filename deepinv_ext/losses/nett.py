@@ -18,14 +18,11 @@ span few directions (streaks); the perturbations make :math:`R(x + n) \approx \|
 around the clean images, also where the solver's iterates leave the segment from clean image to artefact image.
 This is an addition to Li et al.'s strategy.
 
-Optionally (``descent_steps`` :math:`= K > 0`), a fourth term teaches :math:`\Phi` the images that gradient
-descent on :math:`R` itself reaches from the artefact image: :math:`z' = z_K`, :math:`z_0 = z`,
-:math:`z_{k+1} = z_k - \gamma \tfrac{\|z - x\|}{K} \tfrac{\nabla R(z_k)}{\|\nabla R(z_k)\|}` with
-:math:`\gamma \sim U[0, 1]` per sample, and the term :math:`\tfrac1N\|\Phi(z') - (z' - x)\|_2^2`. A network
-trained on :math:`z` and :math:`x` alone has blind spots, images far from :math:`x` with :math:`\Phi \approx 0`,
-which the variational solve finds (its reconstructions then carry patterns that :math:`R` does not see); the
-descent finds them during the training, as adversarial training does for classifiers. An addition to Li et al.'s
-strategy as well.
+Optionally (``descent_steps`` :math:`= K > 0`), a fourth term :math:`\tfrac1N\|\Phi(z') - (z' - x)\|_2^2`
+teaches :math:`\Phi` the images :math:`z'` that :math:`K` normalised gradient steps on :math:`R` reach from the
+artefact image (:func:`deepinv_ext.losses.descent.normalised_descent`): the blind spots of :math:`\Phi`, images
+far from :math:`x` with :math:`\Phi \approx 0`, which the variational solve finds otherwise. An addition to Li et
+al.'s strategy as well.
 
 Reference: H. Li, J. Schwab, S. Antholzer, M. Haltmeier, *NETT: solving inverse problems with deep neural
 networks*, Inverse Problems 36 (2020) 065005.
@@ -41,6 +38,7 @@ from deepinv.loss import Loss
 from torch import Tensor
 
 from deepinv_ext._validation import positive_int
+from deepinv_ext.losses.descent import normalised_descent
 from deepinv_ext.losses.pseudo_inverse import RegularizerTrainingModel, regularizer_of
 
 __all__ = ["NETTLoss"]
@@ -104,21 +102,9 @@ class NETTLoss(Loss):
             noise = sigma * torch.randn_like(clean)
             loss = loss + (reg.phi(clean + noise) - noise).pow(2).flatten(1).mean(dim=1)
         if self.descent_steps > 0:
-            found = self.descend(reg, clean, artefact)
+            found = normalised_descent(reg, artefact, clean, self.descent_steps)
             loss = loss + (reg.phi(found) - (found - clean)).pow(2).flatten(1).mean(dim=1)
         return loss
-
-    def descend(self, reg: torch.nn.Module, clean: Tensor, artefact: Tensor) -> Tensor:
-        r"""The images :math:`z'` of the descent term (detached): ``descent_steps`` normalised gradient steps on
-        :math:`R` from ``artefact``, of total length :math:`\gamma\|z - x\|`, :math:`\gamma \sim U[0, 1]`."""
-        shape = (clean.shape[0],) + (1,) * (clean.ndim - 1)
-        length = torch.rand(shape, dtype=clean.dtype, device=clean.device) * (artefact - clean).flatten(1).norm(
-            dim=1).reshape(shape) / self.descent_steps
-        z = artefact
-        for _ in range(self.descent_steps):
-            g = reg.grad(z.detach())
-            z = z - length * g / g.flatten(1).norm(dim=1).clamp_min(1e-12).reshape(shape)
-        return z.detach()
 
     @classmethod
     def contract_example(cls) -> dict:
