@@ -146,8 +146,9 @@ def test_options_added_later_leave_the_config_of_older_checkpoints_unchanged():
     so that those checkpoints keep loading when it is off."""
     recipe = load_recipe("ct_learned_regularizers")
     for option, off in recipe.OPTIONS_ADDED_LATER.items():
-        assert getattr(recipe.parse_args([]), option) == off  # off by default
-        assert all(option not in recipe.training_config(recipe.parse_args([]), m) for m in recipe.LEARNED)
+        args = recipe.parse_args([f"--{option.replace('_', '-')}", str(off)])
+        assert all(option not in recipe.training_config(args, m) for m in recipe.LEARNED)
     for method, option in (("NETT", "nett_descent"), ("AR", "ar_descent"), ("ACR", "acr_descent")):
         on = recipe.training_config(recipe.parse_args([f"--{option.replace('_', '-')}", "3"]), method)
-        assert on[option] == 3 and on != recipe.training_config(recipe.parse_args([]), method)
+        off = recipe.parse_args([f"--{option.replace('_', '-')}", "0"])
+        assert on[option] == 3 and on != recipe.training_config(off, method)
