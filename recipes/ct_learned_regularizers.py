@@ -25,8 +25,8 @@ Adam with a cosine decay of the learning rate over the epochs:
   first epoch. The critics' artefact batches can also take the end points of ``--ar-descent``/``--acr-descent``
   normalised gradient steps down the critic (:class:`~deepinv_ext.losses.WassersteinCriticLoss`
   ``descent_steps``): on for AR (3 steps), which lifted it by 0.45 dB in sparse view (29.58 before) and 0.20 dB in
-  low dose (29.12); for ACR off until its full runs are made (its first two epochs in sparse view scored 29.54
-  and 29.90 dB on validation, against 29.09 and 29.32 without).
+  low dose (29.12); for ACR off until its low-dose run is made (in sparse view it scored 29.99 dB on test,
+  against 29.52 without).
 
 The artefact images of the training are ramp-filtered FBPs (``--train-filter``): they carry the noise that the
 regulariser must learn to penalise (Hann-filtered ones are smooth, and critics trained on them did not regularise
