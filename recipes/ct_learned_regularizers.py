@@ -133,7 +133,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 METHODS = ("FBP", "TV", "AR", "ACR", "NETT")
 LEARNED = ("AR", "ACR", "NETT")
-OPTIONS_ADDED_LATER = {"nett_descent": 0, "ar_descent": 0, "acr_descent": 0}  # option -> its value that reproduces the training from before it
+# option added after checkpoints were made -> its value that reproduces the training from before it
+OPTIONS_ADDED_LATER = {"nett_descent": 0, "ar_descent": 0, "acr_descent": 0}
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -22,3 +22,12 @@ def test_positive_int():
     for bad in (0, -1, 2.0, True, "3"):
         with pytest.raises(ValueError, match="n must be an integer >= 1"):
             positive_int(bad, "n")
+
+
+def test_nonnegative_number():
+    from deepinv_ext._validation import nonnegative_number
+
+    assert nonnegative_number(0, "a") == 0.0 and isinstance(nonnegative_number(2, "a"), float)
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="b must be a finite number >= 0"):
+            nonnegative_number(bad, "b")

@@ -32,7 +32,6 @@ I. Gulrajani et al., *Improved training of Wasserstein GANs*, NeurIPS 2017.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -40,7 +39,7 @@ from deepinv.loss import Loss
 from deepinv.optim import Prior
 from torch import Tensor
 
-from deepinv_ext._validation import positive_int
+from deepinv_ext._validation import nonnegative_number, positive_int
 from deepinv_ext.losses.descent import normalised_descent
 from deepinv_ext.losses.pseudo_inverse import RegularizerTrainingModel, regularizer_of
 
@@ -82,10 +81,8 @@ class WassersteinCriticLoss(Loss):
                  generator: torch.Generator | None = None, noise_level: float = 0.0,
                  descent_steps: int = 0) -> None:
         super().__init__()
-        for name, value in (("mu", mu), ("noise_level", noise_level)):
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-        self.mu, self.one_sided, self.noise_level = float(mu), bool(one_sided), float(noise_level)
+        self.mu, self.noise_level = nonnegative_number(mu, "mu"), nonnegative_number(noise_level, "noise_level")
+        self.one_sided = bool(one_sided)
         self.descent_steps = positive_int(descent_steps, "descent_steps", minimum=0)
         self.regularizer = regularizer
         self.generator = generator

@@ -30,14 +30,13 @@ networks*, Inverse Problems 36 (2020) 065005.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from deepinv.loss import Loss
 from torch import Tensor
 
-from deepinv_ext._validation import positive_int
+from deepinv_ext._validation import nonnegative_number, positive_int
 from deepinv_ext.losses.descent import normalised_descent
 from deepinv_ext.losses.pseudo_inverse import RegularizerTrainingModel, regularizer_of
 
@@ -73,10 +72,8 @@ class NETTLoss(Loss):
     def __init__(self, clean_weight: float = 1.0, regularizer: torch.nn.Module | None = None,
                  noise_level: float = 0.0, descent_steps: int = 0) -> None:
         super().__init__()
-        for name, value in (("clean_weight", clean_weight), ("noise_level", noise_level)):
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-        self.clean_weight, self.noise_level = float(clean_weight), float(noise_level)
+        self.clean_weight = nonnegative_number(clean_weight, "clean_weight")
+        self.noise_level = nonnegative_number(noise_level, "noise_level")
         self.descent_steps = positive_int(descent_steps, "descent_steps", minimum=0)
         self.regularizer = regularizer
 
