@@ -4,8 +4,8 @@ r"""TDV benchmark: our gradient and training step against the authors' code (VLO
    ours (:class:`deepinv_ext.priors.TDV`) against the authors' ``TDV.grad`` (their fused energy/gradient sweep,
    run with the pure-torch ``optoth`` padding stand-in of ``shared/tools``), interleaved, median time of
    ``--repeats`` calls each, the ratio printed, and the relative difference of the two gradients. With
-   ``--compile MODE`` also ours under ``torch.compile(mode=MODE)`` (``reduce-overhead`` replays CUDA graphs on a
-   GPU, where one 481x321 gradient is bound by kernel launches).
+   ``--compile MODE [MODE ...]`` also ours after ``TDV.compile_sweeps(MODE)`` (``torch.compile``; on a GPU one
+   481x321 gradient is bound by kernel launches, and ``reduce-overhead`` replays CUDA graphs).
 2. One training step (forward + backward of an :math:`\ell_2` loss) of the S-step network on a batch of patches:
    peak memory and time of ours with per-step checkpointing, ours differentiated naively, and the authors' ``VNet``
    differentiated naively and with their own per-step checkpointing (``efficient=True``). Each configuration runs
@@ -55,22 +55,23 @@ def load_reference(reference: str | None):
     return ref_model, RefTDV
 
 
-def published():
-    if not WEIGHTS.exists():
-        raise SystemExit(f"published weights not found at {WEIGHTS}")
-    return torch.load(WEIGHTS, map_location="cpu", weights_only=True)
+def published(path: Path):
+    if not path.exists():
+        raise SystemExit(f"published weights not found at {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def bench_grad(args, ref) -> None:
     from deepinv_ext.priors import TDV
 
-    ck = published()
-    ours = TDV.from_checkpoint(WEIGHTS).to(args.device)
+    ck = published(args.weights)
+    ours = TDV.from_checkpoint(args.weights).to(args.device)
     h, w = args.image
     x = torch.rand(1, 1, h, w, device=args.device)
     rows = [("ours", ours.grad)]
-    if args.compile:
-        rows.append((f"ours+compile({args.compile})", torch.compile(ours.grad, mode=args.compile)))
+    for mode in args.compile:
+        compiled = TDV.from_checkpoint(args.weights).to(args.device).compile_sweeps(mode)
+        rows.append((f"ours, compile_sweeps({mode})", compiled.grad))
     if ref is not None:
         theirs = ref[1](ck["config"]["R"]["config"])
         theirs.load_state_dict({k[2:]: v for k, v in ck["model"].items() if k.startswith("R.")})
@@ -86,7 +87,8 @@ def bench_grad(args, ref) -> None:
                 f(x)
                 sync(args.device)
                 times[name].append(time.perf_counter() - t)
-    print(f"\n== grad R on a {h}x{w} image ({args.device}, {torch.get_num_threads()} threads, "
+    tf32 = ", TF32 convolutions" if args.device.startswith("cuda") and torch.backends.cudnn.allow_tf32 else ""
+    print(f"\n== grad R on a {h}x{w} image ({args.device}{tf32}, {torch.get_num_threads()} threads, "
           f"median of {args.repeats}) ==")
     width = max(len(name) for name in times) + 2
     print(f"{'code':<{width}}{'median s':>12}{'min s':>10}")
@@ -106,12 +108,12 @@ def child(config: str, args) -> dict:
     from deepinv_ext.algorithms import TDVNetwork
 
     torch.manual_seed(0)
-    ck = published()
+    ck = published(args.weights)
     dev = args.device
     x = torch.rand(args.batch, 1, args.patch, args.patch, device=dev)
     y = x + 25 / 255 * torch.randn_like(x)
     if config.startswith("ours"):
-        net = TDVNetwork.from_checkpoint(WEIGHTS, checkpointing=(config == "ours-checkpointed")).to(dev)
+        net = TDVNetwork.from_checkpoint(args.weights, checkpointing=(config == "ours-checkpointed")).to(dev)
         net.S = args.steps
         physics = dinv.physics.Denoising()
 
@@ -177,9 +179,11 @@ def bench_training(args) -> None:
     results = {}
     for config in configs:
         cmd = [sys.executable, __file__, "--child", config, "--device", args.device, "--batch", str(args.batch),
-               "--patch", str(args.patch), "--steps", str(args.steps), "--threads", str(args.threads)]
+               "--patch", str(args.patch), "--steps", str(args.steps), "--threads", str(args.threads),
+               "--weights", str(args.weights)]
         if args.reference:
             cmd += ["--reference", args.reference]
+        cmd += [flag for flag, on in (("--cudnn-benchmark", args.cudnn_benchmark), ("--no-tf32", args.no_tf32)) if on]
         results[config] = {}
         for measure in ("memory", "time"):
             env = dict(os.environ)
@@ -208,8 +212,14 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--image", type=int, nargs=2, default=(321, 481), metavar=("H", "W"))
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--compile", metavar="MODE", help="also time ours under torch.compile(mode=MODE), "
-                                                     "e.g. reduce-overhead (CUDA graphs on a GPU) or default")
+    p.add_argument("--weights", type=Path, default=WEIGHTS, help="the published tdv3-3-25-f32-gray.pth")
+    p.add_argument("--compile", metavar="MODE", nargs="+", default=[],
+                   help="also time ours under torch.compile(mode=MODE) for each MODE, e.g. reduce-overhead "
+                        "(CUDA graphs on a GPU), default or max-autotune")
+    p.add_argument("--no-tf32", action="store_true",
+                   help="full float32 convolutions on the GPU (PyTorch lets cuDNN use TF32 by default)")
+    p.add_argument("--cudnn-benchmark", action="store_true",
+                   help="let cuDNN pick its fastest convolution algorithms (for both codes)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--patch", type=int, default=64)
     p.add_argument("--steps", type=int, default=10)
@@ -221,6 +231,8 @@ def main() -> None:
     p.add_argument("--measure", choices=("memory", "time"), default="memory", help=argparse.SUPPRESS)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    torch.backends.cudnn.allow_tf32 = not args.no_tf32
     if args.child:
         print(json.dumps(child(args.child, args)))
         return

@@ -130,7 +130,7 @@ def test_retune_pnp_trains_in_deepinv_trainer_with_penalty(tmp_path):
                            train_dataloader=loader, epochs=1,
                            losses=[dinv.loss.SupLoss(), LipschitzPenalty(weight=1.0, max_iter=3)],
                            metrics=dinv.metric.PSNR(), online_measurements=True, save_path=str(tmp_path),
-                           verbose=False, show_progress_bar=False)
+                           verbose=False, show_progress_bar=False, device="cpu")
     trainer.train()
     assert any(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))
     assert len(model.monitor_log) == 1 and model.monitor_log[0]["lipschitz"] > 0

@@ -92,6 +92,33 @@ def test_grad_is_differentiable_in_the_parameters():
     assert torch.allclose((gk * d).sum(), (fp - fm) / (2 * eps), rtol=1e-5)
 
 
+@pytest.mark.slow
+def test_compiled_sweeps_agree_and_training_stays_eager():
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    prior = small_prior(num_macro_blocks=1)
+    eager = small_prior(num_macro_blocks=1)
+    eager.load_state_dict(prior.state_dict())
+    assert prior.compile_sweeps() is prior
+    x = torch.rand(2, 1, 16, 20, dtype=torch.float64)
+    with torch.no_grad():
+        e, g = prior.energy_and_grad(x)
+        e0, g0 = eager.energy_and_grad(x)
+        assert torch.allclose(g, g0, rtol=1e-10, atol=1e-12 * float(g0.abs().max()))
+        assert torch.allclose(e, e0, rtol=1e-10) and torch.allclose(prior.fn(x), eager.fn(x), rtol=1e-10)
+    assert counters["stats"]["unique_graphs"] >= 2  # energy_and_grad and energy_map were compiled
+    compiled_graphs = counters["stats"]["unique_graphs"]
+    # recorded by autograd (parameters require grad): the eager sweep, differentiable in the parameters
+    (prior.grad(x) ** 2).sum().backward()
+    (eager.grad(x) ** 2).sum().backward()
+    assert counters["stats"]["unique_graphs"] == compiled_graphs
+    assert torch.equal(prior.K1.weight.grad, eager.K1.weight.grad)
+    with pytest.raises(ValueError, match="channels"):
+        prior.grad(torch.rand(1, 2, 16, 16, dtype=torch.float64))
+
+
 def test_projection_constraints():
     prior = small_prior(num_macro_blocks=1)
     with torch.no_grad():

@@ -128,6 +128,10 @@ class TDV(Prior):
     (``zero_mean``) and :math:`\ell_2` norm at most one; :meth:`project` restores them in place (call it after each
     optimizer step; :class:`deepinv_ext.algorithms.tdv_network.ProjectedOptimizer` does).
 
+    On a GPU one gradient of a single image is bound by kernel launches rather than arithmetic:
+    :meth:`compile_sweeps` runs the energy and gradient sweeps through :func:`torch.compile` (about 1.8x faster
+    on an H100 for a 481x321 image, see ``benchmarks/tdv.py``).
+
     :param int in_channels: image channels :math:`C`.
     :param int num_features: feature channels :math:`N_F` at the finest scale.
     :param int num_scales: scales of each macro-block's U-Net.
@@ -155,6 +159,26 @@ class TDV(Prior):
         b = torch.tensor(_BINOMIAL)
         self.register_buffer("blur", (b / b.sum()), persistent=False)
         self.project(surface=True)
+        self._compiled: dict | None = None  # the compiled sweeps, see compile_sweeps
+
+    def compile_sweeps(self, mode: str | None = "default", **options) -> TDV:
+        r"""Run :meth:`energy_map` (so :meth:`fn`) and :meth:`energy_and_grad` (so :meth:`grad`) through
+        :func:`torch.compile`, which fuses the padding, activation and adjoint folds between the convolutions;
+        the results agree with the eager sweeps to rounding. Each new image size compiles once more (then sizes
+        become dynamic). Only calls that autograd does not record (under :func:`torch.no_grad`, or with frozen
+        parameters and an input that needs no gradient) take the compiled sweeps; the others, training included,
+        stay eager (inductor's backward of the replicate padding breaks on channels-last features, torch 2.14).
+
+        With ``mode="reduce-overhead"`` (CUDA graphs) a call's output is overwritten by the next call of the same
+        size: ``clone()`` what must outlive it.
+
+        :param str mode: :func:`torch.compile`'s mode (``"default"``, ``"reduce-overhead"``, ``"max-autotune"``).
+        :param options: further keyword arguments of :func:`torch.compile`.
+        :return: the prior itself.
+        """
+        self._compiled = {"energy_map": torch.compile(self._energy_map, mode=mode, **options),
+                          "energy_and_grad": torch.compile(self._energy_and_grad, mode=mode, **options)}
+        return self
 
     # ----------------------------------------------------------------- constraints
     @torch.no_grad()
@@ -259,6 +283,9 @@ class TDV(Prior):
     def energy_map(self, x: Tensor) -> Tensor:
         r"""The pixelwise deep variation :math:`(w^\top\mathcal{N}(Kx))_i / N_F`, shape ``(B, 1, H, W)``."""
         self._check(x)
+        return self._sweep("energy_map", x)
+
+    def _energy_map(self, x: Tensor) -> Tensor:
         return self._conv(self._features(x, None), self.KN.weight) / self.num_features
 
     def fn(self, x: Tensor, *args, **kwargs) -> Tensor:
@@ -268,6 +295,15 @@ class TDV(Prior):
     def energy_and_grad(self, x: Tensor, get_energy: bool = True) -> tuple[Tensor | None, Tensor]:
         r""":math:`(R(x), \nabla R(x))` in one forward and one reverse sweep (energy ``None`` unless asked)."""
         self._check(x)
+        return self._sweep("energy_and_grad", x, get_energy)
+
+    def _sweep(self, name: str, x: Tensor, *args):
+        recorded = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        if self._compiled is None or recorded:
+            return getattr(self, "_" + name)(x, *args)
+        return self._compiled[name](x, *args)
+
+    def _energy_and_grad(self, x: Tensor, get_energy: bool) -> tuple[Tensor | None, Tensor]:
         keep: list = []
         feats = self._features(x, keep)
         energy = None
