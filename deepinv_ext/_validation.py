@@ -22,8 +22,9 @@ def positive_int(value: int, name: str, minimum: int = 1) -> int:
     return value
 
 
-def nonnegative_number(value: float, name: str) -> float:
-    """``value`` as a float if it is a finite number ``>= 0``; otherwise a ValueError naming ``name``."""
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+def finite_number(value: float, name: str, minimum: float = 0.0, strict: bool = False) -> float:
+    """``value`` as a float if it is a finite number ``>= minimum`` (``> minimum`` when ``strict``); otherwise a
+    ValueError naming ``name``."""
+    if not (math.isfinite(value) and (value > minimum if strict else value >= minimum)):
+        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {minimum:g}, got {value}")
     return float(value)

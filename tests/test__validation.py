@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deepinv_ext._validation import check_image, positive_int
+from deepinv_ext._validation import check_image, finite_number, positive_int
 
 
 def test_check_image():
@@ -24,10 +24,13 @@ def test_positive_int():
             positive_int(bad, "n")
 
 
-def test_nonnegative_number():
-    from deepinv_ext._validation import nonnegative_number
-
-    assert nonnegative_number(0, "a") == 0.0 and isinstance(nonnegative_number(2, "a"), float)
+def test_finite_number():
+    assert finite_number(0, "a") == 0.0 and isinstance(finite_number(2, "a"), float)
+    assert finite_number(1, "p", minimum=1) == 1.0 and finite_number(1e-9, "w", strict=True) == 1e-9
     for bad in (-0.1, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="b must be a finite number >= 0"):
-            nonnegative_number(bad, "b")
+            finite_number(bad, "b")
+    with pytest.raises(ValueError, match="w must be a finite number > 0"):
+        finite_number(0, "w", strict=True)
+    with pytest.raises(ValueError, match="p must be a finite number >= 1"):
+        finite_number(0.5, "p", minimum=1)

@@ -39,7 +39,7 @@ from deepinv.loss import Loss
 from deepinv.optim import Prior
 from torch import Tensor
 
-from deepinv_ext._validation import nonnegative_number, positive_int
+from deepinv_ext._validation import finite_number, positive_int
 from deepinv_ext.losses.descent import normalised_descent
 from deepinv_ext.losses.pseudo_inverse import RegularizerTrainingModel, regularizer_of
 
@@ -81,7 +81,7 @@ class WassersteinCriticLoss(Loss):
                  generator: torch.Generator | None = None, noise_level: float = 0.0,
                  descent_steps: int = 0) -> None:
         super().__init__()
-        self.mu, self.noise_level = nonnegative_number(mu, "mu"), nonnegative_number(noise_level, "noise_level")
+        self.mu, self.noise_level = finite_number(mu, "mu"), finite_number(noise_level, "noise_level")
         self.one_sided = bool(one_sided)
         self.descent_steps = positive_int(descent_steps, "descent_steps", minimum=0)
         self.regularizer = regularizer

@@ -36,7 +36,7 @@ import torch
 from deepinv.loss import Loss
 from torch import Tensor
 
-from deepinv_ext._validation import nonnegative_number, positive_int
+from deepinv_ext._validation import finite_number, positive_int
 from deepinv_ext.losses.descent import normalised_descent
 from deepinv_ext.losses.pseudo_inverse import RegularizerTrainingModel, regularizer_of
 
@@ -72,8 +72,8 @@ class NETTLoss(Loss):
     def __init__(self, clean_weight: float = 1.0, regularizer: torch.nn.Module | None = None,
                  noise_level: float = 0.0, descent_steps: int = 0) -> None:
         super().__init__()
-        self.clean_weight = nonnegative_number(clean_weight, "clean_weight")
-        self.noise_level = nonnegative_number(noise_level, "noise_level")
+        self.clean_weight = finite_number(clean_weight, "clean_weight")
+        self.noise_level = finite_number(noise_level, "noise_level")
         self.descent_steps = positive_int(descent_steps, "descent_steps", minimum=0)
         self.regularizer = regularizer
 

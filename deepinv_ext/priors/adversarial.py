@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from deepinv.optim import Prior
 from torch import Tensor, nn
 
-from deepinv_ext._validation import check_image, positive_int
+from deepinv_ext._validation import check_image, finite_number, positive_int
 from deepinv_ext.priors.filter_bank import SparsifyingFilterBank
 
 __all__ = ["AdversarialRegularizer", "ConvexAdversarialRegularizer", "autograd_energy_and_grad", "autograd_grad"]
@@ -104,8 +104,7 @@ class AdversarialRegularizer(Prior):
         super().__init__()
         self.explicit_prior = True
         self.in_channels = positive_int(in_channels, "in_channels")
-        if not (math.isfinite(eps) and eps >= 0):
-            raise ValueError(f"eps must be a finite number >= 0, got {eps}")
+        finite_number(eps, "eps")
         if box is not None and not (len(box) == 2 and float(box[0]) < float(box[1])):
             raise ValueError(f"box must be None or (a, b) with a < b, got {box!r}")
         self.eps, self.box = float(eps), (None if box is None else (float(box[0]), float(box[1])))
@@ -228,12 +227,10 @@ class ConvexAdversarialRegularizer(Prior):
         positive_int(num_filters, "num_filters")
         positive_int(kernel_size, "kernel_size")
         positive_int(num_layers, "num_layers")
-        if not (math.isfinite(eps) and eps >= 0):
-            raise ValueError(f"eps must be a finite number >= 0, got {eps}")
+        finite_number(eps, "eps")
         if not 0 <= negative_slope <= 1:
             raise ValueError(f"negative_slope must lie in [0, 1] (convex, non-decreasing), got {negative_slope}")
-        if not (math.isfinite(smoothing) and smoothing >= 0):
-            raise ValueError(f"smoothing must be a finite number >= 0, got {smoothing}")
+        finite_number(smoothing, "smoothing")
         self.eps, self.negative_slope, self.smoothing = float(eps), float(negative_slope), float(smoothing)
         self.padding = kernel_size // 2
         pad = self.padding

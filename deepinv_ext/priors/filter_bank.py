@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from deepinv.optim import Prior
 from torch import Tensor, nn
 
-from deepinv_ext._validation import check_image, positive_int
+from deepinv_ext._validation import check_image, finite_number, positive_int
 
 __all__ = ["SparsifyingFilterBank", "smooth_abs"]
 
@@ -65,10 +65,8 @@ class SparsifyingFilterBank(Prior):
         self.explicit_prior = True
         for name, value in (("in_channels", in_channels), ("num_filters", num_filters), ("kernel_size", kernel_size)):
             positive_int(value, name)
-        if not (math.isfinite(init_weight) and init_weight > 0):
-            raise ValueError(f"init_weight must be a finite number > 0, got {init_weight}")
-        if not (math.isfinite(smoothing) and smoothing >= 0):
-            raise ValueError(f"smoothing must be a finite number >= 0, got {smoothing}")
+        finite_number(init_weight, "init_weight", strict=True)
+        finite_number(smoothing, "smoothing")
         self.in_channels, self.smoothing = in_channels, float(smoothing)
         self.filters = nn.Conv2d(in_channels, num_filters, kernel_size, padding=kernel_size // 2, bias=False)
         self.weight_raw = nn.Parameter(torch.tensor(math.log(math.expm1(init_weight))))

@@ -27,13 +27,12 @@ networks*, Inverse Problems 36 (2020) 065005; survey (``shared/seeds``), section
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from deepinv.optim import Prior
 from torch import Tensor, nn
 
+from deepinv_ext._validation import finite_number
 from deepinv_ext.priors.adversarial import autograd_energy_and_grad, autograd_grad
 
 __all__ = ["NETT", "BoundedUNet"]
@@ -57,8 +56,7 @@ class BoundedUNet(nn.Module):
     def __init__(self, in_channels: int = 1, width: int = 16, depth: int = 2, bound: float = 2.0,
                  negative_slope: float = 0.2) -> None:
         super().__init__()
-        if not (math.isfinite(bound) and bound > 0):
-            raise ValueError(f"bound must be a finite number > 0, got {bound}")
+        finite_number(bound, "bound", strict=True)
         if depth < 0 or width < 1:
             raise ValueError(f"depth must be >= 0 and width >= 1, got depth={depth}, width={width}")
         self.bound, self.depth = float(bound), int(depth)
@@ -110,8 +108,7 @@ class NETT(Prior):
                  network: nn.Module | None = None, width: int = 16, depth: int = 2, bound: float = 2.0) -> None:
         super().__init__()
         self.explicit_prior = True
-        if not (math.isfinite(p) and p >= 1):
-            raise ValueError(f"p must be a finite number >= 1, got {p}")
+        finite_number(p, "p", minimum=1)
         weights = torch.as_tensor(weights, dtype=torch.get_default_dtype())
         if not (torch.isfinite(weights).all() and (weights > 0).all()):
             raise ValueError("weights must be finite and > 0 (v_i > 0 keeps R coercive)")
