@@ -129,7 +129,7 @@ class TDV(Prior):
     optimizer step; :class:`deepinv_ext.algorithms.tdv_network.ProjectedOptimizer` does).
 
     On a GPU one gradient of a single image is bound by kernel launches rather than arithmetic:
-    :meth:`compile_sweeps` runs the energy and gradient sweeps through :func:`torch.compile` (about 1.8x faster
+    :meth:`compile_sweeps` runs the energy and gradient sweeps through :func:`torch.compile` (about 2.2x faster
     on an H100 for a 481x321 image, see ``benchmarks/tdv.py``).
 
     :param int in_channels: image channels :math:`C`.
