@@ -214,7 +214,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--weights", type=Path, default=WEIGHTS, help="the published tdv3-3-25-f32-gray.pth")
     p.add_argument("--compile", metavar="MODE", nargs="+", default=[],
-                   help="also time ours under torch.compile(mode=MODE) for each MODE, e.g. reduce-overhead "
+                   help="also time ours after TDV.compile_sweeps(MODE) for each MODE, e.g. reduce-overhead "
                         "(CUDA graphs on a GPU), default or max-autotune")
     p.add_argument("--no-tf32", action="store_true",
                    help="full float32 convolutions on the GPU (PyTorch lets cuDNN use TF32 by default)")
