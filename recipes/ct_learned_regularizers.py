@@ -73,7 +73,7 @@ projector: an epoch of AR or ACR in 25-40 s; the README gives its figures).
 
 Default run (2048 training, 8 validation, 16 test phantoms; AR 5, ACR 3, NETT 10 epochs at batch 16, every epoch
 scored): 2-core CPU, the trainings in separate ``--methods`` processes into one folder, one thread each, two to
-four sharing the cores (an epoch of ACR, with its filter bank and descent, 5-10 min on two threads; of NETT 2-4
+four sharing the cores (an epoch of ACR, with its filter bank and descent, 5-11 min on two threads; of NETT 2-4
 min; of AR, with its descent, 2.5 min alone); a last run of all methods evaluated from the checkpoints. PSNR (dB)
 on the test phantoms:
 

@@ -298,8 +298,8 @@ class TDV(Prior):
         return self._sweep("energy_and_grad", x, get_energy)
 
     def _sweep(self, name: str, x: Tensor, *args):
-        recorded = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-        if self._compiled is None or recorded:
+        if self._compiled is None or (torch.is_grad_enabled() and (
+                x.requires_grad or any(p.requires_grad for p in self.parameters()))):  # eager, or recorded
             return getattr(self, "_" + name)(x, *args)
         return self._compiled[name](x, *args)
 
