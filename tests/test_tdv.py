@@ -119,6 +119,27 @@ def test_compiled_sweeps_agree_and_training_stays_eager():
         prior.grad(torch.rand(1, 2, 16, 16, dtype=torch.float64))
 
 
+def test_a_copy_of_a_compiled_prior_compiles_its_own_sweeps():
+    """deepcopy and pickling keep compile_sweeps' setting, and the copy's sweeps use the copy's weights (dynamo
+    with the eager backend: the tracing without inductor's code generation)."""
+    import copy
+    import pickle
+
+    prior = small_prior(num_macro_blocks=1).requires_grad_(False).compile_sweeps(mode=None, backend="eager")
+    x = torch.rand(1, 1, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        before = prior.fn(x)
+        twin = copy.deepcopy(prior)
+        for weight in twin.parameters():
+            weight.mul_(2.0)
+        assert twin._compiled is None and twin._compile_options == prior._compile_options
+        assert not torch.allclose(twin.fn(x), before)
+        assert torch.allclose(twin.fn(x), twin._energy_map(x).sum(dim=(1, 2, 3)), rtol=1e-12)
+        assert torch.equal(prior.fn(x), before)
+        thawed = pickle.loads(pickle.dumps(prior))
+        assert torch.allclose(thawed.fn(x), before, rtol=1e-12)
+
+
 def test_projection_constraints():
     prior = small_prior(num_macro_blocks=1)
     with torch.no_grad():

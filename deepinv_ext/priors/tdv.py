@@ -159,7 +159,8 @@ class TDV(Prior):
         b = torch.tensor(_BINOMIAL)
         self.register_buffer("blur", (b / b.sum()), persistent=False)
         self.project(surface=True)
-        self._compiled: dict | None = None  # the compiled sweeps, see compile_sweeps
+        self._compile_options: dict | None = None  # torch.compile's arguments, see compile_sweeps
+        self._compiled: dict | None = None  # the compiled sweeps, built at their first call
 
     def compile_sweeps(self, mode: str | None = "default", **options) -> TDV:
         r"""Run :meth:`energy_map` (so :meth:`fn`) and :meth:`energy_and_grad` (so :meth:`grad`) through
@@ -170,15 +171,19 @@ class TDV(Prior):
         stay eager (inductor's backward of the replicate padding breaks on channels-last features, torch 2.14).
 
         With ``mode="reduce-overhead"`` (CUDA graphs) a call's output is overwritten by the next call of the same
-        size: ``clone()`` what must outlive it.
+        size: ``clone()`` what must outlive it. The sweeps are compiled at their first call; a copy
+        (:func:`copy.deepcopy`, pickling) keeps the setting and compiles its own sweeps, for its own weights.
 
         :param str mode: :func:`torch.compile`'s mode (``"default"``, ``"reduce-overhead"``, ``"max-autotune"``).
         :param options: further keyword arguments of :func:`torch.compile`.
         :return: the prior itself.
         """
-        self._compiled = {"energy_map": torch.compile(self._energy_map, mode=mode, **options),
-                          "energy_and_grad": torch.compile(self._energy_and_grad, mode=mode, **options)}
+        self._compile_options, self._compiled = {"mode": mode, **options}, None
         return self
+
+    def __getstate__(self) -> dict:
+        # the compiled sweeps are bound to this instance (and cannot be pickled): a copy compiles its own
+        return {**super().__getstate__(), "_compiled": None}
 
     # ----------------------------------------------------------------- constraints
     @torch.no_grad()
@@ -298,9 +303,12 @@ class TDV(Prior):
         return self._sweep("energy_and_grad", x, get_energy)
 
     def _sweep(self, name: str, x: Tensor, *args):
-        if self._compiled is None or (torch.is_grad_enabled() and (
+        if self._compile_options is None or (torch.is_grad_enabled() and (
                 x.requires_grad or any(p.requires_grad for p in self.parameters()))):  # eager, or recorded
             return getattr(self, "_" + name)(x, *args)
+        if self._compiled is None:
+            self._compiled = {sweep: torch.compile(getattr(self, "_" + sweep), **self._compile_options)
+                              for sweep in ("energy_map", "energy_and_grad")}
         return self._compiled[name](x, *args)
 
     def _energy_and_grad(self, x: Tensor, get_energy: bool) -> tuple[Tensor | None, Tensor]:
