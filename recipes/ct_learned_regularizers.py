@@ -73,9 +73,8 @@ projector: an epoch of AR or ACR in 25-40 s; the README gives its figures).
 
 Default run (2048 training, 8 validation, 16 test phantoms; AR 20, ACR 8, NETT 10 epochs at batch 16, every epoch
 scored): 2-core CPU, the trainings in separate ``--methods`` processes, one thread each (an epoch of AR about 2 min,
-of ACR 10-14 min, of NETT 2-4 min); the sparse-view column evaluated from the checkpoints by one run of all methods
-(``--output runs/s9 --problems sparse_view``), the low-dose one gathered from the training runs (same seeds and
-test phantoms). PSNR (dB) on the test phantoms:
+of ACR 10-14 min, of NETT 2-4 min); then one run of all methods a problem evaluated them from the checkpoints
+(``--output runs/s9 --problems P``). PSNR (dB) on the test phantoms:
 
 ============  =====  =====  =====  =====  =====
 problem       FBP    TV     AR     ACR    NETT
@@ -84,15 +83,15 @@ sparse view   27.76  30.55  30.58  30.40  30.52
 low dose      27.09  29.65  29.87  29.35  29.60
 ============  =====  =====  =====  =====  =====
 
-The kept epochs: AR its 15th and 17th of 20, ACR its 7th and 4th of 8, NETT its
-7th (sparse view) and 10th of 10. The chosen budgets: AR 20 (sparse view) and 30 (low dose) iterations, ACR 300 and 200, NETT 100 and 50, TV 300 (its
-PSNR flat from 100 on). The filter bank lifted ACR (trained without the descent) by 0.27 and 0.35 dB over the
+The kept epochs: AR its 15th and 17th of 20, ACR its 7th and 4th of 8, NETT its 7th (sparse view) and 10th of
+10. The chosen budgets: AR 20 (sparse view) and 30 (low dose) iterations, ACR 300 and 200, NETT 100 and 50, TV 300
+(its PSNR flat from 100 on). The filter bank lifted ACR (trained without the descent) by 0.27 and 0.35 dB over the
 network alone (29.25 and 28.46); the perturbation term lifted NETT by 0.14 dB in sparse view (30.38 without it)
 and left it level in low dose (29.63). AR beats TV by 0.03 and 0.22 dB (and in SSIM, 0.852 and 0.819 against
-0.832 and 0.787); ACR comes within 0.5 dB of TV in both problems (-0.15, -0.30). Short of the issue's other targets (learned +3 dB over FBP, AR/NETT +0.5 dB over TV): on piecewise-constant
-ellipses TV itself gains less than 3 dB over FBP, and NETT only matches TV at this training size; a wider NETT (32
-channels, 6 epochs, 2.4x the cost per epoch) did worse on the validation phantoms (29.55 against 29.96 dB in sparse
-view). ::
+0.832 and 0.787); ACR comes within 0.5 dB of TV in both problems (-0.15, -0.30). Short of the issue's other
+targets (learned +3 dB over FBP, AR/NETT +0.5 dB over TV): on piecewise-constant ellipses TV itself gains less than
+3 dB over FBP, and NETT only matches TV at this training size; a wider NETT (32 channels, 6 epochs, 2.4x the cost
+per epoch) did worse on the validation phantoms (29.55 against 29.96 dB in sparse view). ::
 
     python recipes/ct_learned_regularizers.py --output runs/ct_learned_regularizers
     python recipes/ct_learned_regularizers.py --smoke --output runs/ct_learned_regularizers_smoke
