@@ -69,7 +69,9 @@ the trained ACR (midpoint inequality on random pairs and second differences alon
 monotonicity and convergence, saves a figure, per-epoch training checkpoints (a rerun with the same ``--output``
 resumes; a checkpoint of other training options is refused) and a provenance record. ``--methods`` trains and
 evaluates a subset of AR/ACR/NETT; ``--device cuda`` trains and solves on a GPU (run on an H100 with ASTRA's CUDA
-projector: an epoch of AR or ACR in 25-40 s; the README gives its figures).
+projector: an epoch of AR or ACR in 25-40 s; the README gives its figures). ``--texture t`` shades the ellipses
+with linear intensity ramps of relative amplitude :math:`t` (:func:`deepinv_ext.datasets.phantoms.random_ellipses`),
+images that are no longer piecewise constant.
 
 Default run (2048 training, 8 validation, 16 test phantoms; AR 20, ACR 8, NETT 10 epochs at batch 16, every epoch
 scored): 2-core CPU, the trainings in separate ``--methods`` processes, one thread each (an epoch of AR about 2 min,
@@ -133,7 +135,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 METHODS = ("FBP", "TV", "AR", "ACR", "NETT")
 LEARNED = ("AR", "ACR", "NETT")
 # option added after checkpoints were made -> its value that reproduces the training from before it
-OPTIONS_ADDED_LATER = {"nett_descent": 0, "ar_descent": 0, "acr_descent": 0}
+OPTIONS_ADDED_LATER = {"nett_descent": 0, "ar_descent": 0, "acr_descent": 0, "texture": 0.0}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -144,6 +146,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n-train", type=int, default=2048)
     p.add_argument("--n-val", type=int, default=8)
     p.add_argument("--n-test", type=int, default=16)
+    p.add_argument("--texture", type=float, default=0.0,
+                   help="amplitude of linear intensity ramps inside the ellipses (0: piecewise constant)")
     p.add_argument("--problems", nargs="+", default=["sparse_view", "low_dose"], choices=["sparse_view", "low_dose"])
     p.add_argument("--sigma", type=float, default=0.5, help="sparse view: sinogram noise std")
     p.add_argument("--photons", type=float, default=1000.0, help="low dose: incident photons per ray (N0)")
@@ -607,9 +611,9 @@ def main(argv=None) -> dict:
     args.output.mkdir(parents=True, exist_ok=True)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     save_run_record(args.output, config, args.seed)
-    data = {"train": RandomEllipsesDataset(args.n_train, args.size, seed=args.seed),
-            "val": RandomEllipsesDataset(args.n_val, args.size, seed=args.seed + 1),
-            "test": RandomEllipsesDataset(args.n_test, args.size, seed=args.seed + 2)}
+    data = {"train": RandomEllipsesDataset(args.n_train, args.size, seed=args.seed, texture=args.texture),
+            "val": RandomEllipsesDataset(args.n_val, args.size, seed=args.seed + 1, texture=args.texture),
+            "test": RandomEllipsesDataset(args.n_test, args.size, seed=args.seed + 2, texture=args.texture)}
     t0 = time.time()
     for problem in args.problems:
         run_problem(problem, args, data)

@@ -148,7 +148,8 @@ def test_options_added_later_leave_the_config_of_older_checkpoints_unchanged():
     for option, off in recipe.OPTIONS_ADDED_LATER.items():
         args = recipe.parse_args([f"--{option.replace('_', '-')}", str(off)])
         assert all(option not in recipe.training_config(args, m) for m in recipe.LEARNED)
-    for method, option in (("NETT", "nett_descent"), ("AR", "ar_descent"), ("ACR", "acr_descent")):
+    for method, option in (("NETT", "nett_descent"), ("AR", "ar_descent"), ("ACR", "acr_descent"),
+                           ("AR", "texture"), ("ACR", "texture"), ("NETT", "texture")):
         on = recipe.training_config(recipe.parse_args([f"--{option.replace('_', '-')}", "3"]), method)
         off = recipe.parse_args([f"--{option.replace('_', '-')}", "0"])
         assert on[option] == 3 and on != recipe.training_config(off, method)

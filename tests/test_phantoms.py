@@ -36,7 +36,26 @@ def test_same_items_across_dataloader_workers():
     assert torch.equal(loaded, torch.stack([data[i]["x"] for i in range(4)]))
 
 
-@pytest.mark.parametrize("kwargs", [{"length": 0}, {"size": 1}, {"seed": -1}])
+def test_texture_puts_linear_ramps_on_the_same_ellipses():
+    """Where the piecewise-constant phantom is flat (one set of ellipses over a 3x3 neighbourhood), the textured one
+    is affine: its second differences vanish there while its first differences do not."""
+    kwargs = dict(length=16, size=64, seed=0, dtype=torch.float64)
+    plain = torch.stack([item["x"][0] for item in RandomEllipsesDataset(**kwargs)])
+    textured = torch.stack([item["x"][0] for item in RandomEllipsesDataset(texture=0.5, **kwargs)])
+    windows = plain.unfold(1, 3, 1).unfold(2, 3, 1)  # (B, 62, 62, 3, 3)
+    flat = (windows.amax((-1, -2)) == windows.amin((-1, -2))) & (windows[..., 1, 1] > 0) & (windows[..., 1, 1] < 1)
+    inner = textured.unfold(1, 3, 1).unfold(2, 3, 1)
+    flat &= (inner.amin((-1, -2)) > 0) & (inner.amax((-1, -2)) < 1)  # no clipping in the window
+    assert flat.sum() > 1000, "too few flat interior pixels to test"
+    second_x = inner[..., 0, 1] - 2 * inner[..., 1, 1] + inner[..., 2, 1]
+    second_y = inner[..., 1, 0] - 2 * inner[..., 1, 1] + inner[..., 1, 2]
+    assert second_x[flat].abs().max() < 1e-12 and second_y[flat].abs().max() < 1e-12
+    first = (inner[..., 2, 1] - inner[..., 0, 1]).abs() + (inner[..., 1, 2] - inner[..., 1, 0]).abs()
+    assert (first[flat] > 1e-6).float().mean() > 0.9, "the textured phantom is flat where the plain one is"
+    assert not torch.equal(plain, textured)
+
+
+@pytest.mark.parametrize("kwargs", [{"length": 0}, {"size": 1}, {"seed": -1}, {"texture": -0.1}])
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         RandomEllipsesDataset(**kwargs)

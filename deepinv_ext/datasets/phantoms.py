@@ -20,7 +20,7 @@ __all__ = ["random_ellipses", "RandomEllipsesDataset", "SheppLoganPhantomDataset
 
 
 def random_ellipses(
-    size: int, rng: np.random.Generator, mean_ellipses: float = 50.0, interior: bool = False
+    size: int, rng: np.random.Generator, mean_ellipses: float = 50.0, interior: bool = False, texture: float = 0.0
 ) -> torch.Tensor:
     r"""Draw one random ellipse phantom of shape ``(size, size)`` with values in :math:`[0, 1]`.
 
@@ -29,11 +29,21 @@ def random_ellipses(
     :math:`a_k = (u - 1/2)\, e` (:math:`u \sim U[0,1]`, :math:`e \sim \mathrm{Exp}(0.4)`), semi-axes
     :math:`\sim 0.2\,\mathrm{Exp}(1)`, uniform centres and orientations.
 
+    With ``texture`` :math:`= t > 0` the ellipses are no longer piecewise constant: ellipse :math:`k` carries the
+    linear ramp :math:`a_k\,(1 + t\, g_k^\top u)`, where :math:`u \in` the unit disc is the point in the ellipse's own
+    normalised coordinates and :math:`g_k \sim \mathcal{N}(0, I_2/2)`, so that the intensity varies by about
+    :math:`\pm t\, a_k` across it. Smooth gradients are what TV penalises (staircasing) and a learned
+    regulariser need not. The ramps are drawn after everything else: the shapes and intensities are the same for
+    every ``texture``, and ``texture = 0`` gives the piecewise-constant phantoms exactly.
+
     :param int size: image side in pixels.
     :param numpy.random.Generator rng: the generator to draw from.
     :param float mean_ellipses: mean number of ellipses.
     :param bool interior: keep the centres in :math:`[-1/2, 1/2]^2` (default: :math:`[-1, 1]^2`).
+    :param float texture: amplitude :math:`t \ge 0` of the linear intensity ramps inside the ellipses.
     """
+    if texture < 0:
+        raise ValueError(f"texture must be non-negative, got {texture}")
     n = rng.poisson(mean_ellipses)
     intensity = (rng.random(n) - 0.5) * rng.exponential(0.4, n)
     axes = rng.exponential(size=(n, 2)) * 0.2
@@ -45,10 +55,13 @@ def random_ellipses(
     dx = x[None] - centre[:, 0, None, None]
     dy = y[None] - centre[:, 1, None, None]
     cos, sin = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]
-    x_rot = dx * cos + dy * sin
-    y_rot = -dx * sin + dy * cos
-    inside = (x_rot / axes[:, 0, None, None]) ** 2 + (y_rot / axes[:, 1, None, None]) ** 2 <= 1
-    image = np.tensordot(intensity, inside.astype(np.float64), axes=1) if n else np.zeros((size, size))
+    u = (dx * cos + dy * sin) / axes[:, 0, None, None]
+    v = (-dx * sin + dy * cos) / axes[:, 1, None, None]
+    inside = (u**2 + v**2 <= 1).astype(np.float64)
+    if texture > 0:
+        slope = rng.standard_normal((n, 2)) / np.sqrt(2)
+        inside = inside * (1 + texture * (slope[:, 0, None, None] * u + slope[:, 1, None, None] * v))
+    image = np.tensordot(intensity, inside, axes=1) if n else np.zeros((size, size))
     return torch.from_numpy(np.clip(image, 0.0, 1.0))
 
 
@@ -64,6 +77,8 @@ class RandomEllipsesDataset(Dataset):
         for testing).
     :param float mean_ellipses: mean number of ellipses per phantom.
     :param bool interior: keep ellipse centres in the central half of the field of view.
+    :param float texture: amplitude of linear intensity ramps inside the ellipses (0: piecewise constant); see
+        :func:`random_ellipses`.
     :param torch.dtype dtype: dtype of the images.
     :param Callable transform: optional transform applied to each image.
 
@@ -84,6 +99,7 @@ class RandomEllipsesDataset(Dataset):
         seed: int = 0,
         mean_ellipses: float = 50.0,
         interior: bool = False,
+        texture: float = 0.0,
         dtype: torch.dtype = torch.float32,
         transform: Callable | None = None,
     ):
@@ -94,7 +110,9 @@ class RandomEllipsesDataset(Dataset):
         if int(seed) < 0:
             raise ValueError(f"seed must be non-negative, got {seed}")
         self.length, self.size, self.seed = int(length), int(size), int(seed)
-        self.mean_ellipses, self.interior = float(mean_ellipses), bool(interior)
+        if float(texture) < 0:
+            raise ValueError(f"texture must be non-negative, got {texture}")
+        self.mean_ellipses, self.interior, self.texture = float(mean_ellipses), bool(interior), float(texture)
         self.dtype, self.transform = dtype, transform
 
     @classmethod
@@ -110,7 +128,7 @@ class RandomEllipsesDataset(Dataset):
             raise IndexError(f"index {index} out of range for a dataset of length {self.length}")
         index %= self.length
         rng = np.random.default_rng([self.seed, index])
-        x = random_ellipses(self.size, rng, self.mean_ellipses, self.interior).to(self.dtype)[None]
+        x = random_ellipses(self.size, rng, self.mean_ellipses, self.interior, self.texture).to(self.dtype)[None]
         if self.transform is not None:
             x = self.transform(x)
         return {"x": x}
