@@ -77,6 +77,30 @@ def test_noise_level_rescaling_rule():
         net(y, physics, sigma=torch.tensor([0.1, 0.2, 0.3]))
 
 
+def test_rescaled_output_has_the_image_shape_on_multicoil_mri():
+    # y (B, 2, N, H, W) has one more dimension than x (B, 2, H, W): the factor must not be shaped after y
+    from deepinv_ext.physics import SigpyMultiCoilMRI
+
+    torch.manual_seed(0)
+    net = TDVNetwork(TDV(in_channels=2, num_features=4, num_macro_blocks=1), steps=2, T=0.05, lmbda=1.0,
+                     sigma_train=0.1).double()
+    plain = TDVNetwork(net.R, steps=2, T=0.05, lmbda=1.0, sigma_train=None).double()
+    maps = SigpyMultiCoilMRI.birdcage_maps(3, (16, 16), dtype=torch.complex128)
+    mask = (torch.rand(16, 16, generator=torch.Generator().manual_seed(1)) < 0.5).double()
+    physics = SigpyMultiCoilMRI(maps, mask=mask, noise_model=dinv.physics.GaussianNoise(0.05))
+    x = torch.rand(2, 2, 16, 16, dtype=torch.float64)
+    y = physics(x)
+    with torch.no_grad():
+        out = net(y, physics)
+        assert out.shape == x.shape
+        assert torch.allclose(out, plain(2 * y, physics) / 2, atol=1e-10)
+        sigma = torch.tensor([0.05, 0.2], dtype=torch.float64)
+        out = net(y, physics, sigma=sigma)
+        assert out.shape == x.shape
+        scale = (0.1 / sigma).view(2, 1, 1, 1)
+        assert torch.allclose(out, plain(y * scale.unsqueeze(-1), physics) / scale, atol=1e-10)
+
+
 def test_project_and_constrained_optimizer():
     net = small_net(T_range=(0.0, 0.1), lmbda_range=(0.01, 5.0))
     opt = constrain_optimizer(torch.optim.SGD(net.parameters(), lr=100.0), net)

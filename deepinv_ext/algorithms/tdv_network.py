@@ -38,6 +38,7 @@ from deepinv.physics import DecomposablePhysics, Denoising, LinearPhysics, Physi
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from deepinv_ext._batch import per_sample
 from deepinv_ext.priors.tdv import TDV
 
 __all__ = ["TDVNetwork", "constrain_optimizer", "prox_data_fidelity"]
@@ -141,8 +142,12 @@ class TDVNetwork(Reconstructor):
         self.lmbda.clamp_(*self.lmbda_range)
 
     def noise_scale(self, y: Tensor, physics: Physics, sigma: float | Tensor | None = None) -> Tensor | None:
-        r"""The rescaling factor :math:`\sigma_0/\sigma` per batch element ``(B, 1, ..., 1)``, or ``None`` (no
-        rescaling: ``sigma_train`` is ``None``, or no noise level is given nor found in ``physics.noise_model``)."""
+        r"""The rescaling factor :math:`\sigma_0/\sigma` per batch element, shape ``(B,)``, or ``None`` (no
+        rescaling: ``sigma_train`` is ``None``, or no noise level is given nor found in ``physics.noise_model``).
+
+        It is a vector, not a tensor shaped after ``y``: measurements and images may have different numbers of
+        dimensions (multi-coil MRI: ``y`` is ``(B, 2, N, H, W)``, ``x`` is ``(B, 2, H, W)``), and each is scaled
+        by the factor broadcast to its own shape."""
         if self.sigma_train is None:
             return None
         if sigma is None:
@@ -150,12 +155,12 @@ class TDVNetwork(Reconstructor):
         if sigma is None:
             return None
         sigma = torch.as_tensor(sigma, dtype=y.dtype, device=y.device).reshape(-1)
-        if sigma.numel() not in (1, y.shape[0]):
+        if sigma.numel() not in (1, y.shape[0]) or sigma.numel() == 0:
             raise ValueError(f"sigma must be a scalar or one value per batch element ({y.shape[0]}), "
                              f"got {sigma.numel()} values")
         if not torch.all(sigma > 0):
             raise ValueError(f"sigma must be positive to rescale to sigma_train, got {sigma.tolist()}")
-        return (self.sigma_train / sigma).reshape(-1, *([1] * (y.dim() - 1)))
+        return (self.sigma_train / sigma).expand(y.shape[0])
 
     def step(self, x: Tensor, y: Tensor, physics: Physics) -> Tensor:
         r"""One step :math:`\operatorname{prox}_{\frac{\lambda}{S}f}(x - \frac{T}{S}\nabla R(x))`."""
@@ -176,18 +181,18 @@ class TDVNetwork(Reconstructor):
         if not isinstance(y, Tensor):
             raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}")
         scale = self.noise_scale(y, physics, sigma)
-        z = y if scale is None else y * scale
+        z = y if scale is None else y * per_sample(scale, y)
         if x_init is None:
             x = z if isinstance(physics, Denoising) else physics.A_adjoint(z)
         else:
-            x = x_init if scale is None else x_init * scale
+            x = x_init if scale is None else x_init * per_sample(scale, x_init)
         use_cp = self.checkpointing and torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
         xs = [x]
         for _ in range(self.S):
             x = checkpoint(self.step, x, z, physics, use_reentrant=False) if use_cp else self.step(x, z, physics)
             xs.append(x)
         if scale is not None:
-            xs = [t / scale for t in xs]
+            xs = [t / per_sample(scale, t) for t in xs]
         return xs if return_all else xs[-1]
 
     def stopping_time_derivative(self, y: Tensor, physics: Physics, x: Tensor, T: float | None = None,
