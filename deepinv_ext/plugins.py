@@ -25,6 +25,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from deepinv_ext._signature import accepted_keywords
+
 GROUP = "deepinv_ext.plugins"
 KINDS = ("physics", "prior", "denoiser", "algorithm", "loss", "dataset")
 
@@ -164,17 +166,13 @@ def _build_nested(value: Any) -> Any:
 
 
 def _check_signature(target: Any, kwargs: dict, key: str) -> None:
-    try:
-        signature = inspect.signature(target)
-    except (TypeError, ValueError):  # builtins without a signature: let the call decide
+    accepted = accepted_keywords(target)  # follows **kwargs along the constructor chain (deepinv's bases)
+    if accepted is None:  # a callable that takes anything, or no readable signature: let the call decide
         return
-    params = signature.parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     bad = [k for k in kwargs if k not in accepted]
     if bad:
-        raise TypeError(f"config for {key}: unknown key(s) {bad}; accepted keys: {accepted}")
+        raise TypeError(f"config for {key}: unknown key(s) {bad}; accepted keys: {sorted(accepted)}")
+    params = inspect.signature(target).parameters
     missing = [
         n
         for n, p in params.items()
@@ -183,7 +181,7 @@ def _check_signature(target: Any, kwargs: dict, key: str) -> None:
         and n not in kwargs
     ]
     if missing:
-        raise TypeError(f"config for {key}: missing required key(s) {missing}; accepted keys: {accepted}")
+        raise TypeError(f"config for {key}: missing required key(s) {missing}; accepted keys: {sorted(accepted)}")
 
 
 def build(config: Mapping | str | Path) -> Any:
@@ -196,6 +194,8 @@ def build(config: Mapping | str | Path) -> Any:
 
     :param config: the config mapping, or the path of a JSON/YAML file holding it.
     :raises TypeError: a key does not fit the target's signature (the message names it and the accepted keys).
+        A target whose constructor passes ``**kwargs`` on (to deepinv's base classes, say) is checked against the
+        whole chain of constructors the keywords can reach, so a misspelt key is refused there too.
     """
     if isinstance(config, (str, Path)):
         config = load_config(config)

@@ -6,6 +6,7 @@ import deepinv as dinv
 import numpy as np
 import pytest
 import torch
+from deepinv.physics.forward import adjoint_function
 
 from deepinv_ext.physics import AstraCT
 
@@ -117,7 +118,7 @@ def test_state_dict_clone_and_to(backend):
     b.angles.add_(7.0)  # in place: the ASTRA projector must be rebuilt
     x = _rand(2, 1, 16, 16)
     assert not torch.allclose(a.A(x), b.A(x))
-    assert set(a.state_dict()) >= {"angles", "full_angles", "detector_spacing", "source_radius", "detector_radius"}
+    assert set(a.state_dict()) == {"angles", "full_angles"}  # the other geometry constants are plain floats
     a.load_state_dict(b.state_dict())
     assert torch.equal(a.A(x), b.A(x))
     c = a.clone()
@@ -179,3 +180,181 @@ def test_bad_inputs():
         physics.A_adjoint(_rand(1, 1, 9, physics.n_detectors))
     with pytest.raises(ValueError, match="filter"):
         physics.fbp(_rand(1, 1, 8, physics.n_detectors), filter="butterworth")
+
+
+# ------------------------------------------------------------------------------------ torch.func (functorch)
+@pytest.mark.parametrize("per_sample", [False, True])
+@pytest.mark.parametrize("backend", ["astra", "sparse"])
+def test_torch_func_vjp_vmap_jvp(backend, per_sample):
+    physics = AstraCT(12, angles=12, backend=backend, cache_dir=None)
+    if per_sample:
+        physics.update(angles=torch.stack([physics.full_angles[::3], physics.full_angles[1::3]]))
+    xs = _rand(3, 2, 2, 12, 12)
+    # vmap folds the vmapped dimension into the batch (any in_dims): the same as one call per copy
+    expected = torch.stack([physics.A(x) for x in xs])
+    assert torch.allclose(torch.func.vmap(physics.A)(xs), expected)
+    assert torch.allclose(torch.func.vmap(physics.A, in_dims=1, out_dims=1)(xs.transpose(0, 1)),
+                          expected.transpose(0, 1))
+    ys = _rand(*expected.shape, seed=1)
+    assert torch.allclose(torch.func.vmap(physics.A_adjoint)(ys), torch.stack([physics.A_adjoint(y) for y in ys]))
+    # forward mode: A is linear, its jvp is A of the tangent
+    value, tangent = torch.func.jvp(physics.A, (xs[0],), (xs[1],))
+    assert torch.equal(value, physics.A(xs[0])) and torch.allclose(tangent, physics.A(xs[1]))
+    # deepinv's automatic adjoint goes through torch.func.vjp
+    adjoint = adjoint_function(physics.A, xs[0].shape, dtype=xs.dtype)
+    assert torch.allclose(adjoint(ys[0]), physics.A_adjoint(ys[0]), atol=1e-5)
+
+
+def test_torch_func_checks_finite_inputs_under_vjp():
+    physics = AstraCT(8, angles=4, backend="sparse", cache_dir=None)
+    bad = _rand(1, 1, 8, 8)
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="x holds NaN"):
+        torch.func.vjp(physics.A, bad)
+
+
+# ------------------------------------------------------------------------------------ clone
+@pytest.mark.parametrize("geometry", ["parallel", "fanbeam"])
+def test_clone_is_independent_and_works_after_deepinv_overwrites_buffers(geometry):
+    physics = AstraCT(12, angles=8, geometry=geometry, backend="astra")
+    x = _rand(2, 1, 12, 12)
+    y = physics.A(x)
+    clone = physics.clone()
+    assert torch.equal(clone.A(x), y)
+    physics.angles.fill_(0.0)  # deepinv's test_clone writes 0 and 1 into every buffer
+    assert torch.equal(clone.A(x), y) and not torch.equal(physics.A(x), y)
+    for buffer in clone.buffers():
+        buffer.fill_(1.0)
+    assert torch.isfinite(clone.A(x)).all() and torch.isfinite(physics.clone().A(x)).all()
+    # the detector and source distances are constants of the acquisition, not buffers a test can zero
+    assert isinstance(physics.detector_spacing, float) and isinstance(physics.source_radius, float)
+
+
+# ------------------------------------------------------------------------------------ normalize
+def test_normalize_scales_a_and_adjoint_and_keeps_fbp_an_inverse():
+    state = torch.random.get_rng_state()
+    unit = AstraCT(16, angles=24, backend="sparse", cache_dir=None, normalize=True)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the norm is computed with its own seed
+    raw = AstraCT(16, angles=24, backend="sparse", cache_dir=None)
+    assert not raw.normalize and "operator_norm" not in raw.state_dict() and "operator_norm" in unit.state_dict()
+    x = _rand(2, 1, 16, 16, dtype=torch.float64)
+    matrix = raw._matrix().matrix.to_dense().double()
+    norm = float(torch.linalg.matrix_norm(matrix, 2))
+    assert float(unit.operator_norm) == pytest.approx(norm, rel=1e-6)
+    assert float(unit.compute_sqnorm(x[:1], max_iter=200, tol=1e-10, verbose=False)) == pytest.approx(1.0, rel=1e-6)
+    y = unit.A(x)
+    assert torch.allclose(y, raw.A(x) / norm)
+    assert torch.allclose(unit.A_adjoint(y), raw.A_adjoint(y) / norm)
+    # deepinv's semantics: fbp inverts the normalised operator (multiplied by the norm), for both geometries
+    assert torch.allclose(unit.fbp(y), raw.fbp(raw.A(x)))
+    fan, fan_raw = (AstraCT(16, angles=24, geometry="fanbeam", backend="sparse", cache_dir=None, normalize=n)
+                    for n in (True, False))
+    assert torch.allclose(fan.A_dagger(fan.A(x), fbp=True), fan_raw.fbp(fan_raw.A(x)))
+    # least squares needs nothing
+    x_ls = unit.A_dagger(y, max_iter=200, tol=1e-10)
+    assert float((unit.A(x_ls) - y).norm() / y.norm()) < 1e-2
+    # float32 works too, and the norm stays that of the views given at construction
+    unit.update(angles=unit.full_angles[::2])
+    assert unit.A(x.float()).dtype == torch.float32 and float(unit.operator_norm) == pytest.approx(norm, rel=1e-6)
+
+
+class _Identity(torch.nn.Module):
+    def forward(self, x, sigma=None):
+        return x
+
+
+def test_normalized_operator_in_deepinv_adjoint_artifact_removal_and_pgd():
+    x = _rand(2, 1, 16, 16)
+    ratios, errors = {}, {}
+    for normalize in (False, True):
+        physics = AstraCT(16, angles=30, backend="sparse", cache_dir=None, normalize=normalize)
+        y = physics(x)
+        model = dinv.models.ArtifactRemoval(_Identity(), mode="adjoint")
+        ratios[normalize] = float(model(y, physics).norm() / x.norm())
+        # deepinv's PGD with its default step size 1 (L2 + Tikhonov)
+        pgd = dinv.optim.PGD(data_fidelity=dinv.optim.L2(), prior=dinv.optim.Tikhonov(), lambda_reg=1e-3,
+                             max_iter=30)
+        try:
+            with torch.no_grad():
+                errors[normalize] = float((pgd(y, physics) - x).norm() / x.norm())
+        except ValueError as err:  # the iterates overflowed: AstraCT refuses the NaN
+            assert "NaN" in str(err)
+            errors[normalize] = float("inf")
+    assert ratios[True] <= 1.0 < 100 * ratios[True] < ratios[False]  # A^T A x stays on the scale of x
+    assert errors[True] < 0.5 and not errors[False] < 1.0  # diverges without normalisation
+
+
+def test_normalize_must_be_a_bool():
+    with pytest.raises(TypeError, match="normalize"):
+        AstraCT(8, angles=4, normalize="yes")
+
+
+# ------------------------------------------------------------------------------------ keywords
+def test_misspelt_keyword_is_refused():
+    with pytest.raises(TypeError, match=r"'angels' \(did you mean 'angles'\?\).*noise_model"):
+        AstraCT(16, angels=20)
+    physics = AstraCT(8, angles=4, cache_dir=None, max_iter=7, tol=1e-3, noise_model=dinv.physics.GaussianNoise(0.1))
+    assert physics.max_iter == 7  # deepinv's own keywords still go through
+
+
+# ------------------------------------------------------------------------------------ per-sample views
+def _separate(physics, views, **kwargs):
+    return [AstraCT(physics.img_size, angles=v, n_detectors=physics.n_detectors, cache_dir=None, **kwargs)
+            for v in views]
+
+
+@pytest.mark.parametrize("backend", ["sparse", "astra"])
+@pytest.mark.parametrize("subset", [True, False])
+def test_per_sample_views_equal_one_operator_per_sample(backend, subset):
+    physics = AstraCT(16, angles=24, backend=backend, cache_dir=None)
+    full = physics.full_angles
+    views = torch.stack([full[::4], full[1::4], full[3::4]]) if subset else torch.stack(
+        [full[::4] + 1.0, full[1::4] + 2.0, full[3::4] + 0.5])  # not among full_angles: one matrix per sample
+    physics.update(angles=views)
+    x = _rand(3, 2, 16, 16, dtype=torch.float64)
+    y = _rand(3, 2, 6, physics.n_detectors, dtype=torch.float64, seed=1)
+    singles = _separate(physics, views, backend=backend)
+    tol = 1e-12 if backend == "sparse" else 1e-5
+    assert torch.allclose(physics.A(x), torch.cat([p.A(x[i: i + 1]) for i, p in enumerate(singles)]), atol=tol)
+    assert torch.allclose(physics.A_adjoint(y), torch.cat([p.A_adjoint(y[i: i + 1]) for i, p in enumerate(singles)]),
+                          atol=tol)
+    assert _adjoint_error(physics, x, y) < (1e-13 if backend == "sparse" else 1e-5)
+    for geometry_fbp in (physics.fbp(y), physics.A_dagger(y, fbp=True)):
+        expected = torch.cat([p.fbp(y[i: i + 1]) for i, p in enumerate(singles)])
+        assert torch.allclose(geometry_fbp, expected, atol=1e-5)
+
+
+def test_per_sample_views_fanbeam_fbp_and_gradcheck():
+    physics = AstraCT(10, angles=12, geometry="fanbeam", backend="sparse", cache_dir=None)
+    views = torch.stack([physics.full_angles[::2], physics.full_angles[1::2]])
+    physics.update(angles=views)
+    y = physics.A(_rand(2, 1, 10, 10, dtype=torch.float64))
+    singles = _separate(physics, views, geometry="fanbeam", backend="sparse")
+    assert torch.allclose(physics.fbp(y), torch.cat([p.fbp(y[i: i + 1]) for i, p in enumerate(singles)]))
+    x = _rand(2, 1, 10, 10, dtype=torch.float64).requires_grad_(True)
+    assert torch.autograd.gradcheck(physics.A, (x,), fast_mode=True)
+    assert torch.autograd.gradcheck(physics.A_adjoint, (y.detach().requires_grad_(True),), fast_mode=True)
+
+
+def test_shared_views_with_a_leading_one_and_bad_views():
+    physics = AstraCT(12, angles=12, backend="sparse", cache_dir=None)
+    x = _rand(3, 1, 12, 12)
+    shared = physics.A(x, angles=physics.full_angles[::2])
+    assert torch.equal(physics.A(x, angles=physics.full_angles[None, ::2]), shared)  # (1, n) is shared
+    physics.update(angles=physics.full_angles[::2].repeat(2, 1))
+    with pytest.raises(ValueError, match="angles holds 2 per-sample"):
+        physics.A(x)
+    with pytest.raises(ValueError, match="angles must be"):
+        physics.update(angles=torch.zeros(2, 2, 2))
+    with pytest.raises(ValueError, match="finite"):
+        physics.update(angles=torch.tensor([[0.0, float("inf")]]))
+
+
+def test_views_stored_in_float32_still_use_the_full_matrix():
+    """deepinv's HDF5Dataset loads generator parameters in float32: they must still match full_angles."""
+    physics = AstraCT(12, angles=7, backend="sparse", cache_dir=None)  # 180/7 degrees: not exact in float32
+    views = physics.full_angles.float()[None, ::2].repeat(2, 1)
+    assert not torch.equal(views.double(), physics.full_angles[None, ::2].repeat(2, 1))
+    physics.update(angles=views)
+    assert physics._view_index(physics._views()) is not None  # one batched product with the full matrix
+    assert physics._view_index(physics._views() + 1e-3) is None  # a different view is not matched

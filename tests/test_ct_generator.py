@@ -18,8 +18,8 @@ def test_draws_sorted_subsets_reproducibly():
     a = generator.step(batch_size=3, seed=1)["angles"]
     b = generator.step(batch_size=3, seed=1)["angles"]
     c = generator.step(batch_size=3)["angles"]
-    assert a.shape == (10,) and torch.equal(a, b) and not torch.equal(a, c)
-    assert bool((a[1:] > a[:-1]).all()) and set(a.tolist()) <= set(generator.full_angles.tolist())
+    assert a.shape == (3, 10) and torch.equal(a, b) and not torch.equal(a, c)
+    assert bool((a[:, 1:] > a[:, :-1]).all()) and set(a.flatten().tolist()) <= set(generator.full_angles.tolist())
 
 
 @pytest.mark.parametrize("n_views", [0, 41, 2.5])
@@ -60,6 +60,6 @@ def test_trainer_epoch_with_random_views(tmp_path):
                            show_progress_bar=False, compute_train_metrics=False, device="cpu")
     trainer.train()
     assert not torch.equal(before, model.conv.weight)
-    assert len(seen) >= 3 and all(s.numel() == 15 for s in seen)
-    assert len({tuple(s.tolist()) for s in seen}) > 1  # a new subset per batch
-    assert physics.angles.numel() == 15 and len(list(tmp_path.glob("*.npz"))) == 1  # one matrix, the full set
+    assert len(seen) >= 3 and all(s.shape == (2, 15) for s in seen)  # one set of views per sample
+    assert len({tuple(s.flatten().tolist()) for s in seen}) > 1  # a new subset per batch
+    assert physics.angles.shape[-1] == 15 and len(list(tmp_path.glob("*.npz"))) == 1  # one matrix, the full set

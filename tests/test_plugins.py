@@ -69,6 +69,17 @@ def test_build_names_the_bad_key():
         plugins.build({"kind": "dataset", "name": "ellipses", "sise": 32})
 
 
+def test_build_checks_keys_along_the_kwargs_chain():
+    # AstraCT passes **kwargs on to deepinv's LinearPhysics, which passes the rest to Physics, which ignores them
+    with pytest.raises(TypeError, match=r"unknown key\(s\) \['angels'\].*'angles'.*'noise_model'"):
+        plugins.build({"kind": "physics", "name": "astra_ct", "img_size": 8, "angels": 20, "cache_dir": None})
+    with pytest.raises(TypeError, match=r"unknown key\(s\) \['sigam'\]"):
+        plugins.build({"target": "deepinv.physics:Denoising", "sigam": 0.1})
+    physics = plugins.build({"kind": "physics", "name": "astra_ct", "img_size": 8, "angles": 4, "cache_dir": None,
+                             "noise_model": {"target": "deepinv.physics:GaussianNoise", "sigma": 0.1}})
+    assert physics.angles.numel() == 4 and abs(float(physics.noise_model.sigma) - 0.1) < 1e-7
+
+
 def test_build_from_json_and_yaml(tmp_path):
     config = {"kind": "dataset", "name": "ellipses", "length": 3, "size": 8, "seed": 5}
     (tmp_path / "c.json").write_text(json.dumps(config))

@@ -6,6 +6,7 @@ import pytest
 import sigpy
 import torch
 from deepinv.physics import GaussianNoise, MultiCoilMRI
+from deepinv.physics.forward import adjoint_function
 from deepinv.physics.generator import EquispacedMaskGenerator
 
 from deepinv_ext.physics.sigpy_mri import SigpyMultiCoilMRI
@@ -180,3 +181,43 @@ def test_short_variational_solve_lowers_the_objective():
     assert torch.all(energies[1:] <= energies[:-1] + 1e-9)
     assert float(energies[-1]) < 0.5 * float(energies[0])
     assert float((rec - x).norm()) < float((physics.A_adjoint(y) - x).norm())
+
+
+@pytest.mark.parametrize("kind", ["cartesian", "shared", "per_sample"])
+def test_torch_func_vjp_vmap_jvp(kind):
+    base = radial_trajectory((8, 8), n_spokes=4, n_readout=8, dtype=torch.float64)
+    if kind == "cartesian":
+        masks = EquispacedMaskGenerator((8, 8), acceleration=2, center_fraction=0.25).step(1, seed=0)["mask"]
+        physics = SigpyMultiCoilMRI(_maps(2, 8), mask=masks)
+    else:
+        trajectory = base if kind == "shared" else torch.stack([base, base.flip(-1)])
+        physics = SigpyMultiCoilMRI(_maps(2, 8), trajectory=trajectory, dcf=None)
+    xs = _rand(3, 2, 2, 8, 8)
+    expected = torch.stack([physics.A(x) for x in xs])
+    torch.testing.assert_close(torch.func.vmap(physics.A)(xs), expected)
+    torch.testing.assert_close(torch.func.vmap(physics.A, in_dims=1, out_dims=1)(xs.transpose(0, 1)),
+                               expected.transpose(0, 1))
+    ys = _rand(*expected.shape, seed=1)
+    torch.testing.assert_close(torch.func.vmap(physics.A_adjoint)(ys),
+                               torch.stack([physics.A_adjoint(y) for y in ys]))
+    value, tangent = torch.func.jvp(physics.A, (xs[0],), (xs[1],))
+    torch.testing.assert_close(value, physics.A(xs[0]))
+    torch.testing.assert_close(tangent, physics.A(xs[1]))
+    adjoint = adjoint_function(physics.A, xs[0].shape, dtype=xs.dtype)  # deepinv's, through torch.func.vjp
+    torch.testing.assert_close(adjoint(ys[0]), physics.A_adjoint(ys[0]))
+
+
+def test_vmap_over_the_trajectory():
+    """The trajectory can be vmapped too (each vmapped copy meets its own trajectory)."""
+    from deepinv_ext.physics.sigpy_mri import nufft
+
+    base = radial_trajectory((8, 8), n_spokes=4, n_readout=8, dtype=torch.float64)
+    coords = torch.stack([base, base.flip(-1), -base])
+    x = torch.complex(_rand(2, 2, 8, 8), _rand(2, 2, 8, 8, seed=1))
+    out = torch.func.vmap(nufft, in_dims=(None, 0))(x, coords)
+    torch.testing.assert_close(out, torch.stack([nufft(x, c) for c in coords]))
+
+
+def test_misspelt_keyword_is_refused():
+    with pytest.raises(TypeError, match="dfc"):
+        SigpyMultiCoilMRI(_maps(2, 8), trajectory=_radial(4, 8), dfc=None)

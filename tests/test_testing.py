@@ -67,12 +67,24 @@ class Quadratic(dinv.optim.Prior):
     def grad(self, x, *args, **kwargs):
         return x * (2.0 if self.wrong_grad else 1.0)
 
+    def prox(self, x, *args, gamma=1.0, **kwargs):
+        return x / (1 + gamma)
+
+
+class QuadraticWithoutProx(Quadratic):
+    prox = dinv.optim.Potential.prox  # deepinv's fallback: fixed-step gradient descent
+
 
 def test_check_prior():
     x = torch.randn(2, 1, 5, 5, dtype=torch.float64)
     testing.check_prior(Quadratic(), x)
     with pytest.raises(AssertionError, match="autograd"):
         testing.check_prior(Quadratic(wrong_grad=True), x)
+
+
+def test_check_prior_catches_a_prior_that_does_not_converge_in_deepinv_algorithms():
+    with pytest.raises(AssertionError, match="no prox of its own"):
+        testing.check_prior(QuadraticWithoutProx(), torch.randn(2, 1, 5, 5, dtype=torch.float64))
 
 
 def test_check_prior_catches_a_scalar_energy():

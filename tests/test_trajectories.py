@@ -95,3 +95,24 @@ def test_bad_inputs():
         spiral_trajectory((16, 16), 2, alpha=0.5)
     with pytest.raises(ValueError, match="trajectory"):
         pipe_menon_dcf(torch.zeros(4, 3), (16, 16))
+
+
+@pytest.mark.parametrize("cls,kwargs", [(RadialTrajectoryGenerator, {"n_spokes": 4, "n_readout": 8}),
+                                        (SpiralTrajectoryGenerator, {"n_interleaves": 2, "n_turns": 2,
+                                                                     "n_samples": 24})])
+def test_batched_trajectories_drive_sigpy_mri_per_sample(cls, kwargs):
+    """One trajectory (and weights) per sample, deepinv's convention: SigpyMultiCoilMRI applies each to its image."""
+    from deepinv_ext.physics import SigpyMultiCoilMRI
+
+    gen = cls((8, 8), dcf=True, dtype=torch.float64, **kwargs)
+    params = gen.step(batch_size=3, seed=0)
+    assert params["trajectory"].shape[0] == params["dcf"].shape[0] == 3
+    assert not torch.allclose(params["trajectory"][0], params["trajectory"][1])
+    maps = SigpyMultiCoilMRI.birdcage_maps(2, (8, 8), dtype=torch.complex128)
+    physics = SigpyMultiCoilMRI(maps, trajectory=gen.base.double())
+    x = torch.randn(3, 2, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = physics(x, **params)  # deepinv's physics(x, **params), as its Trainer calls it
+    for i in range(3):
+        single = SigpyMultiCoilMRI(maps, trajectory=params["trajectory"][i], dcf=params["dcf"][i])
+        torch.testing.assert_close(y[i: i + 1], single.A(x[i: i + 1]))
+        torch.testing.assert_close(physics.A_dagger(y, mode="dcf")[i: i + 1], single.A_dagger(y[i: i + 1], mode="dcf"))

@@ -26,6 +26,8 @@ This converges to stationary points for non-convex smooth :math:`E` with Lipschi
 Every batch element has its own :math:`L_k`, momentum, acceptance and stopping (a batch gives the results of its
 images one by one). Stopping rule, without ground truth: the relative change
 :math:`\|x_{k+1} - x_k\| / \|x_k\|` and the relative energy decrease both below ``tol``, or ``max_iter``.
+The iteration itself is :func:`deepinv_ext.priors.accelerated.accelerated_descent`, shared with the proximal
+operators of the smooth learned priors (:class:`deepinv_ext.priors.SmoothLearnedPrior`).
 
 Reference: E. Kobler, A. Effland, K. Kunisch, T. Pock, "Total Deep Variation for Linear Inverse Problems",
 CVPR 2020, appendix E; A. Beck, M. Teboulle, SIAM J. Imaging Sci. 2 (2009) (FISTA with backtracking);
@@ -40,17 +42,11 @@ from deepinv.optim import Prior
 from deepinv.optim.linear import conjugate_gradient
 from deepinv.physics import LinearPhysics
 from torch import Tensor
-from tqdm import tqdm
+
+from deepinv_ext.priors.accelerated import Backtracking, accelerated_descent
+from deepinv_ext.priors.accelerated import batch_sqnorm as _sqnorm
 
 __all__ = ["VariationalSolver"]
-
-
-def _bcast(v: Tensor, x: Tensor) -> Tensor:
-    return v.reshape(-1, *([1] * (x.dim() - 1)))
-
-
-def _sqnorm(x: Tensor) -> Tensor:
-    return x.pow(2).flatten(1).sum(dim=1)
 
 
 class VariationalSolver(Reconstructor):
@@ -58,8 +54,8 @@ class VariationalSolver(Reconstructor):
     backtracking and monotone restarts, initialised by CG (see the module docstring).
 
     After a call, ``history`` holds the energy of every iterate (a list of ``(B,)`` tensors, the first one at the
-    CG initialisation), ``iterations`` the number of iterations run and ``lipschitz`` the final :math:`L` per
-    batch element. The iterations run without autograd, unless autograd is enabled and the prior has trainable
+    CG initialisation), ``iterations`` the number of iterations run, ``lipschitz`` the final :math:`L` per
+    batch element and ``converged`` whether each element met the stopping rule before ``max_iter``. The iterations run without autograd, unless autograd is enabled and the prior has trainable
     parameters (e.g. inside :class:`deepinv.Trainer`): then they are differentiated by unrolling, with the
     backtracking and restart decisions held fixed, at a memory cost growing with ``max_iter``.
 
@@ -91,12 +87,8 @@ class VariationalSolver(Reconstructor):
         for name, value in (("weight", weight), ("lipschitz_init", lipschitz_init), ("tol", tol)):
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value}")
-        if not increase > 1:
-            raise ValueError(f"increase must be > 1, got {increase}")
-        if not 0 < decrease <= 1:
-            raise ValueError(f"decrease must lie in (0, 1], got {decrease}")
-        for name, value in (("max_iter", max_iter), ("cg_init_iter", cg_init_iter),
-                            ("max_backtracking", max_backtracking)):
+        self.backtracking = Backtracking(increase, decrease, max_backtracking)
+        for name, value in (("max_iter", max_iter), ("cg_init_iter", cg_init_iter)):
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative int, got {value!r}")
         if any(isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= max_iter for k in record):
@@ -110,6 +102,7 @@ class VariationalSolver(Reconstructor):
         self.history: list[Tensor] = []
         self.iterations = 0
         self.lipschitz: Tensor | None = None
+        self.converged: Tensor | None = None
 
     # ------------------------------------------------------------------ the energy
     def energy(self, x: Tensor, y: Tensor, physics: LinearPhysics) -> Tensor:
@@ -133,25 +126,6 @@ class VariationalSolver(Reconstructor):
         return conjugate_gradient(physics.A_adjoint_A, b, max_iter=self.cg_init_iter, tol=1e-8,
                                   eps=torch.finfo(b.dtype).tiny)
 
-    # ------------------------------------------------------------------ one iteration
-    def _backtrack(self, anchor: Tensor, e_anchor: Tensor, g: Tensor, L: Tensor, y: Tensor,
-                   physics: LinearPhysics, active: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        r"""Gradient step from ``anchor`` with :math:`L` increased per element until
-        :math:`E(x) \le E(\text{anchor}) - \|g\|^2/(2L)`; returns (x, E(x), L)."""
-        gsq = _sqnorm(g)
-        x = anchor - g / _bcast(L, g)
-        e = self.energy(x, y, physics)
-        for _ in range(self.max_backtracking):
-            bad = active & ~(e <= e_anchor - 0.5 * gsq / L)
-            if not bad.any():
-                break
-            L = torch.where(bad, L * self.increase, L)
-            x_try = anchor - g / _bcast(L, g)
-            e_try = self.energy(x_try, y, physics)
-            x = torch.where(_bcast(bad, x), x_try, x)
-            e = torch.where(bad, e_try, e)
-        return x, e, L
-
     def forward(self, y: Tensor, physics: LinearPhysics, x_init: Tensor | None = None, **kwargs) -> Tensor:
         r"""Solve for every batch element.
 
@@ -169,54 +143,30 @@ class VariationalSolver(Reconstructor):
 
     def _solve(self, y: Tensor, physics: LinearPhysics, x_init: Tensor | None) -> Tensor:
         x = self.initialise(y, physics) if x_init is None else x_init.clone()
-        B = x.shape[0]
-        e = self.energy(x, y, physics)
-        L = torch.full((B,), float(self.lipschitz_init), dtype=x.dtype, device=x.device)
-        t = torch.ones(B, dtype=x.dtype, device=x.device)
-        x_prev = x
-        active = torch.ones(B, dtype=torch.bool, device=x.device)
-        self.history = [e.detach().clone()]
-        self.iterations = 0
-        self.snapshots = {0: x.detach().clone()} if 0 in self.record else {}
-        for k in tqdm(range(1, self.max_iter + 1), disable=not self.progress, desc="VariationalSolver"):
-            t_new = (1 + torch.sqrt(1 + 4 * t * t)) / 2
-            beta = _bcast((t - 1) / t_new, x)
-            x_bar = x + beta * (x - x_prev)
-            e_bar, g = self.energy_and_grad(x_bar, y, physics)
-            x_new, e_new, L = self._backtrack(x_bar, e_bar, g, L, y, physics, active)
-            # monotone: where the momentum step raised the energy, redo a plain step from x_k and restart
-            up = active & ~(e_new <= e)
-            if up.any():
-                e_x, g_x = self.energy_and_grad(x, y, physics)
-                x_r, e_r, L_r = self._backtrack(x, e_x, g_x, L, y, physics, up)
-                x_new = torch.where(_bcast(up, x), x_r, x_new)
-                e_new = torch.where(up, e_r, e_new)
-                L = torch.where(up, L_r, L)
-                t_new = torch.where(up, torch.ones_like(t_new), t_new)
-                stuck = up & ~(e_new <= e)  # no decrease even without momentum (round-off): stay put
-                x_new = torch.where(_bcast(stuck, x), x, x_new)
-                e_new = torch.where(stuck, e, e_new)
-            # stopping rule per element: small relative change of x and of E
-            dx = torch.sqrt(_sqnorm(x_new - x)) / torch.sqrt(_sqnorm(x)).clamp_min(torch.finfo(x.dtype).tiny)
-            de = (e - e_new).abs() / e.abs().clamp_min(torch.finfo(x.dtype).tiny)
-            done = (dx < self.tol) & (de < self.tol)
-            keep = _bcast(active, x)
-            x_prev = torch.where(keep, x, x_prev)
-            x = torch.where(keep, x_new, x)
-            e = torch.where(active, e_new, e)
-            t = torch.where(active, t_new, t)
-            L = torch.where(active, L * self.decrease, L)
-            self.history.append(e.detach().clone())
-            self.iterations = k
+        self.snapshots, self.history = {}, []
+
+        def record(k: int, x_k: Tensor, e_k: Tensor) -> None:
+            self.history.append(e_k.detach().clone())
             if k in self.record:
-                self.snapshots[k] = x.detach().clone()
-            active = active & ~done
-            if not active.any():
-                break
-        self.lipschitz = L
+                self.snapshots[k] = x_k.detach().clone()
+
+        result = accelerated_descent(
+            lambda z: self.energy(z, y, physics), lambda z: self.energy_and_grad(z, y, physics), x,
+            max_iter=self.max_iter, lipschitz=float(self.lipschitz_init), backtracking=self.backtracking,
+            step_converged=self._small_change, callback=record, progress=self.progress)
+        self.iterations = len(self.history) - 1
+        self.lipschitz, self.converged = result.lipschitz, result.converged
         for k in self.record:  # budgets beyond the last iteration: the final iterate
-            self.snapshots.setdefault(k, x.detach().clone())
-        return x
+            self.snapshots.setdefault(k, result.x.detach().clone())
+        return result.x
+
+    def _small_change(self, x: Tensor, x_new: Tensor, e: Tensor, e_new: Tensor) -> Tensor:
+        r"""The stopping rule: :math:`\|x_{k+1} - x_k\| / \|x_k\|` and :math:`|E_k - E_{k+1}| / |E_k|` below
+        ``tol``."""
+        tiny = torch.finfo(x.dtype).tiny
+        dx = torch.sqrt(_sqnorm(x_new - x)) / torch.sqrt(_sqnorm(x)).clamp_min(tiny)
+        de = (e - e_new).abs() / e.abs().clamp_min(tiny)
+        return (dx < self.tol) & (de < self.tol)
 
     def monotone(self) -> bool:
         r"""Whether the energies of the last call never increased (up to round-off of the dtype)."""

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from deepinv.physics import LinearPhysics
 
+from deepinv_ext._signature import check_keywords
 from deepinv_ext.physics._astra_backends import AstraCPU, AstraCUDA
 from deepinv_ext.physics._astra_geometry import CTGeometry, validate
 from deepinv_ext.physics.fbp import FILTERS, fan_beam_fbp, filter_sinogram
@@ -21,7 +22,7 @@ __all__ = ["AstraCT"]
 BACKENDS = ("auto", "sparse", "astra")
 _MATRICES: OrderedDict[str, SystemMatrix] = OrderedDict()  # full-geometry matrices shared by clones (LRU)
 _MATRICES_KEPT = 4
-_GEOMETRY_BUFFERS = ("angles", "full_angles", "detector_spacing", "source_radius", "detector_radius")
+_GEOMETRY_BUFFERS = ("angles", "full_angles")
 
 
 class _Transient:
@@ -30,8 +31,7 @@ class _Transient:
     def __init__(self) -> None:
         self.key: Any = None
         self.generation = 0  # bumped whenever a geometry buffer is assigned
-        self.geometry: CTGeometry | None = None
-        self.ops: dict[str, Any] = {}
+        self.ops: dict[tuple, Any] = {}
 
     def __deepcopy__(self, memo: dict) -> _Transient:
         return _Transient()
@@ -44,16 +44,41 @@ class _Transient:
 
 
 class _LinearMap(torch.autograd.Function):
-    """``forward(x) = op(x)``, ``backward(g) = op_t(g)``: autograd through a linear map and its transpose."""
+    r"""``op(x)`` for a linear map ``op`` of a stack ``(N, ...)``, whose backward is its transpose ``op_t``.
+
+    In the ``setup_context`` style, so that :mod:`torch.func` transforms work (deepinv's
+    :func:`deepinv.physics.adjoint_function` calls :func:`torch.func.vjp`): ``vmap`` folds the vmapped dimension
+    into the leading stack dimension (one call of ``op``, no loop), ``jvp`` is ``op`` itself (the map is linear),
+    and the backward is again a :class:`_LinearMap`, so derivatives of any order exist. ``name``, when given,
+    names the input in the error raised on NaN/inf values (checked here, where the tensor is a plain one under
+    every transform).
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, op: Callable, op_t: Callable) -> torch.Tensor:
-        ctx.op, ctx.op_t = op, op_t
+    def forward(x: torch.Tensor, op: Callable, op_t: Callable, name: str | None) -> torch.Tensor:
+        if name is not None and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} holds NaN or infinite values")
         return op(x)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return _LinearMap.apply(grad, ctx.op_t, ctx.op), None, None
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        _, ctx.op, ctx.op_t, _ = inputs
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        return _LinearMap.apply(grad, ctx.op_t, ctx.op, None), None, None, None
+
+    @staticmethod
+    def jvp(ctx: Any, x_t: torch.Tensor, *_: Any) -> torch.Tensor:
+        return _LinearMap.apply(x_t, ctx.op, ctx.op_t, None)
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple, x: torch.Tensor, op: Callable, op_t: Callable,
+             name: str | None) -> tuple[torch.Tensor, int]:
+        x = x.movedim(in_dims[0], 0)
+        n_map, n_stack = x.shape[:2]
+        out = _LinearMap.apply(x.reshape(n_map * n_stack, *x.shape[2:]), op, op_t, name)
+        return out.reshape(n_map, n_stack, *out.shape[1:]), 0
 
 
 def _as_size(img_size: int | Sequence[int]) -> tuple[int, int]:
@@ -77,6 +102,17 @@ def _as_angles(angles: int | Sequence[float] | torch.Tensor, geometry: str) -> t
     if tensor.numel() < 1:
         raise ValueError("angles must hold at least one view")
     return tensor
+
+
+def _checked_views(angles: Any) -> torch.Tensor:
+    """New views for :meth:`AstraCT.update_parameters`: float64, ``(n_views,)`` or ``(B, n_views)``, finite."""
+    angles = torch.as_tensor(angles).detach().to(torch.float64)
+    if angles.ndim not in (1, 2) or angles.numel() < 1:
+        raise ValueError(f"angles must be (n_views,) or (B, n_views) with at least one view, got shape "
+                         f"{tuple(angles.shape)}")
+    if not bool(torch.isfinite(angles).all()):
+        raise ValueError("angles must hold finite view angles")
+    return angles
 
 
 class AstraCT(LinearPhysics):
@@ -114,14 +150,36 @@ class AstraCT(LinearPhysics):
     is voxel-driven; on smooth positive sinograms it stays within a few percent of the matched one). Measured on
     an H100.
 
-    **Autograd**: the backward of :math:`A` is :math:`A^\top` and vice versa. The sparse backend is float64 end
-    to end (``torch.autograd.gradcheck`` passes with its default tolerances); ASTRA's own paths compute in float32
-    (gradcheck with ``eps=1e-2, atol=1e-3, rtol=1e-2`` on float32 inputs).
+    **Normalisation** (``normalize``, deepinv's meaning, as :class:`deepinv.physics.Tomography`): with
+    ``normalize=True``, :meth:`A` and :meth:`A_adjoint` are divided by :math:`\|A\|_2` (buffer
+    ``operator_norm``, computed once at construction for the views given then, by deepinv's power method on
+    :math:`A^\top A`), so that :math:`\|A\| = 1`; :meth:`fbp` is multiplied by it, so that it still inverts
+    :math:`A`, and least squares (:meth:`A_dagger`) needs nothing. The norm is not recomputed when the views
+    change (a subset of views has a smaller norm), as in deepinv. The default is ``normalize=False``: measured
+    sinograms are line integrals in pixel units, as a scanner's (log-transformed) data are, so ``y`` from a
+    real acquisition and the noise level keep their physical meaning, and the recipes and regularisation weights
+    of this package are set on that scale. Pass ``normalize=True`` to use deepinv's algorithms with their
+    default step size 1 (:class:`deepinv.optim.PGD`, ...) or :class:`deepinv.models.ArtifactRemoval` with
+    ``mode="adjoint"``, which assume :math:`\|A\| \le 1`.
+
+    **Autograd**: the backward of :math:`A` is :math:`A^\top` and vice versa, as a :class:`torch.autograd.Function`
+    in the ``setup_context`` style, so :mod:`torch.func` transforms work: :func:`torch.func.vjp` (deepinv's
+    :func:`deepinv.physics.adjoint_function`), :func:`torch.func.vmap` (the vmapped dimension is folded into the
+    batch: one backend call) and :func:`torch.func.jvp` (forward mode: :math:`A` applied to the tangent) on every
+    backend. The sparse backend is float64 end to end (``torch.autograd.gradcheck`` passes with its default
+    tolerances); ASTRA's own paths compute in float32 (gradcheck with ``eps=1e-2, atol=1e-3, rtol=1e-2`` on
+    float32 inputs). There is no derivative with respect to the angles.
 
     **Changing views** (:class:`deepinv_ext.physics.RandomViewsGenerator`, ``physics.update(angles=...)``): the
-    buffer ``angles`` holds the current views, ``full_angles`` those given at construction. When the current views
-    are a subset of ``full_angles``, the sparse backend takes the rows of the cached full matrix (no ASTRA call);
-    other views build (and cache) a matrix of their own.
+    buffer ``angles`` holds the current views, ``(n_views,)`` shared by the batch or ``(B, n_views)`` one set of
+    views per sample (a leading dimension of 1 is shared too), and ``full_angles`` those given at construction.
+    When the current views are a subset of ``full_angles``, the sparse backend uses the cached full matrix (no
+    ASTRA call; a view matches within float32 rounding): shared views take its rows (made once per set of views);
+    per-sample views project every image onto all of ``full_angles`` in one batched product and gather each
+    sample's rows (the adjoint scatters into a zero full sinogram and applies the transpose: exact, at the cost of
+    projecting onto all the full views). Other views build (and cache) a matrix of their own; per-sample views that
+    are not a subset of ``full_angles``, and the ASTRA backend, loop over the samples inside the backend wrapper
+    (one matrix or ASTRA projector per sample).
 
     :param int, tuple img_size: image size ``H`` (square) or ``(H, W)`` (or ``(C, H, W)``; ``C`` is ignored).
     :param int, Sequence[float], torch.Tensor angles: the number of views (spread uniformly over
@@ -141,8 +199,10 @@ class AstraCT(LinearPhysics):
         ``$DEEPINV_EXT_CACHE/astra_matrices`` (or ``~/.cache/deepinv_ext/astra_matrices``), ``None`` for none.
     :param int sparse_max_nnz: size limit of the ``"auto"`` choice.
     :param bool check_finite: raise on NaN/inf inputs (one device-to-host sync per call on the GPU).
+    :param bool normalize: divide :math:`A` by its norm (above; default ``False``).
     :param torch.device, str device: where the buffers live.
-    :param kwargs: passed to :class:`deepinv.physics.LinearPhysics` (``noise_model``, ``max_iter``, ``tol``, ...).
+    :param kwargs: passed to :class:`deepinv.physics.LinearPhysics` (``noise_model``, ``max_iter``, ``tol``, ...);
+        a keyword that neither this class nor deepinv's constructors accept raises a :class:`TypeError`.
 
     |sep|
 
@@ -157,6 +217,12 @@ class AstraCT(LinearPhysics):
         >>> y = torch.rand(2, 1, 20, 46)
         >>> bool(abs((physics.A(x) * y).sum() - (x * physics.A_adjoint(y)).sum()) < 1e-3)
         True
+        >>> physics.update(angles=physics.full_angles[None, ::4].repeat(2, 1))  # views per sample
+        >>> physics.A(x).shape
+        torch.Size([2, 1, 5, 46])
+        >>> unit = AstraCT(32, angles=20, backend="sparse", cache_dir=None, normalize=True)
+        >>> round(float(unit.compute_sqnorm(x[:1], verbose=False)), 3)
+        1.0
 
     References: W. van Aarle et al., *Fast and flexible X-ray tomography using the ASTRA toolbox*, Optics Express
     24(22), 2016; A. C. Kak and M. Slaney, *Principles of Computerized Tomographic Imaging*, 1988 (FBP).
@@ -166,13 +232,16 @@ class AstraCT(LinearPhysics):
                  n_detectors: int | None = None, geometry: str = "parallel", projector: str | None = None,
                  backend: str = "auto", detector_spacing: float = 1.0, source_radius: float | None = None,
                  detector_radius: float | None = None, cache_dir: str | Path | None = "default",
-                 sparse_max_nnz: int = 60_000_000, check_finite: bool = True,
+                 sparse_max_nnz: int = 60_000_000, check_finite: bool = True, normalize: bool = False,
                  device: torch.device | str = "cpu", **kwargs: Any) -> None:
+        check_keywords(type(self), kwargs, type(self).__name__)
         super().__init__(device=device, **kwargs)
         if geometry not in ("parallel", "fanbeam"):
             raise ValueError(f"geometry must be 'parallel' or 'fanbeam', got {geometry!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if not isinstance(normalize, bool):
+            raise TypeError(f"normalize must be a bool, got {normalize!r}")
         size = _as_size(img_size)
         if not (float(detector_spacing) > 0 and math.isfinite(float(detector_spacing))):
             raise ValueError(f"detector_spacing must be positive and finite, got {detector_spacing}")
@@ -205,13 +274,18 @@ class AstraCT(LinearPhysics):
         self.n_detectors = n_detectors
         self.cache_dir = cache_dir
         self.check_finite = check_finite
+        # constants of the acquisition, not parameters: plain floats (a buffer could be set to an invalid value)
+        self.detector_spacing = geom.detector_spacing
+        self.source_radius = geom.source_radius
+        self.detector_radius = geom.detector_radius
         self.register_buffer("angles", full.clone())
         self.register_buffer("full_angles", full.clone())
-        self.register_buffer("detector_spacing", torch.tensor(float(detector_spacing), dtype=torch.float64))
-        self.register_buffer("source_radius", torch.tensor(geom.source_radius, dtype=torch.float64))
-        self.register_buffer("detector_radius", torch.tensor(geom.detector_radius, dtype=torch.float64))
         self._transient = _Transient()
+        self.normalize = False
         self.to(device)
+        if normalize:
+            self.register_buffer("operator_norm", self._norm(torch.device(device)))
+            self.normalize = True
 
     @staticmethod
     def _default_detectors(size: tuple[int, int], geometry: str, spacing: float, source_radius: float,
@@ -221,9 +295,21 @@ class AstraCT(LinearPhysics):
             half_diag *= (source_radius + detector_radius) / math.sqrt(source_radius**2 - half_diag**2)
         return int(math.ceil(2 * half_diag / spacing - 1e-9))
 
+    def _norm(self, device: torch.device) -> torch.Tensor:
+        r""":math:`\|A\|_2` by deepinv's power method, seeded (the global random state is left as it was), to a
+        relative tolerance of 1e-6 of the Schur bound :math:`\max(A\mathbf 1)\max(A^\top\mathbf 1)` on
+        :math:`\|A\|^2` (the weights are non-negative)."""
+        ones = torch.ones(1, 1, *self.img_size, dtype=torch.float64, device=device)
+        bound = float(self.A(ones).amax() * self.A_adjoint(torch.ones_like(self.A(ones))).amax())
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(0)
+            sqnorm = self.compute_sqnorm(ones, max_iter=500, tol=1e-6 * bound, verbose=False)
+        return sqnorm.sqrt().to(torch.float64)
+
     def extra_repr(self) -> str:
-        return (f"img_size={self.img_size}, n_angles={self.angles.numel()}, n_detectors={self.n_detectors}, "
-                f"geometry={self.geometry!r}, projector={self.projector!r}, backend={self.backend!r}")
+        return (f"img_size={self.img_size}, n_angles={self.angles.shape[-1]}, n_detectors={self.n_detectors}, "
+                f"geometry={self.geometry!r}, projector={self.projector!r}, backend={self.backend!r}, "
+                f"normalize={self.normalize}")
 
     # ----------------------------------------------------------------------------------------- geometry state
     def __setattr__(self, name: str, value: Any) -> None:
@@ -235,64 +321,114 @@ class AstraCT(LinearPhysics):
         """Changes whenever a geometry buffer is assigned, modified in place, moved or cast (no device sync)."""
         buffers = tuple(getattr(self, name) for name in _GEOMETRY_BUFFERS)
         return (self._transient.generation,) + tuple(
-            (b.device, b.dtype, b.data_ptr(), b._version, b.numel()) for b in buffers)
+            (b.device, b.dtype, b.data_ptr(), b._version, b.shape) for b in buffers)
 
-    def _ct_geometry(self, angles: torch.Tensor | None = None) -> CTGeometry:
+    def _cached(self, key: tuple, build: Callable[[], Any]) -> Any:
+        """``build()``, kept until a geometry buffer changes."""
         cache = self._transient
-        key = self._state_key()
-        if angles is None and cache.key == key and cache.geometry is not None:
-            return cache.geometry
-        values = (self.angles if angles is None else angles).detach().cpu().double()
-        geom = CTGeometry(self.img_size, tuple(values.tolist()), self.n_detectors, self.geometry,
-                          float(self.detector_spacing), float(self.source_radius), float(self.detector_radius))
-        if angles is None:
-            if cache.key != key:
-                cache.ops = {}
-            cache.key, cache.geometry = key, geom
-        return geom
+        state = self._state_key()
+        if cache.key != state:
+            cache.key, cache.ops = state, {}
+        if key not in cache.ops:
+            cache.ops[key] = build()
+        return cache.ops[key]
 
-    def _matrix(self) -> SystemMatrix:
-        geom = self._ct_geometry()
-        ops = self._transient.ops
-        if "sparse" in ops:
-            return ops["sparse"]
-        full = self._ct_geometry(self.full_angles)
-        full_key = full.key(self.projector)
-        index = self._view_index()
-        if index is not None or geom == full:
-            if full_key not in _MATRICES:
-                _MATRICES[full_key] = load_or_build(full, self.projector, self.cache_dir)
-                while len(_MATRICES) > _MATRICES_KEPT:
-                    _MATRICES.popitem(last=False)
-            _MATRICES.move_to_end(full_key)
-            matrix = _MATRICES[full_key]
-            if geom != full:
-                rows = (index[:, None] * self.n_detectors + torch.arange(self.n_detectors)).reshape(-1)
-                matrix = matrix.rows(rows)
-        else:
-            matrix = load_or_build(geom, self.projector, self.cache_dir)
-        ops["sparse"] = matrix
-        return matrix
+    def _ct_geometry(self, views: torch.Tensor) -> CTGeometry:
+        return CTGeometry(self.img_size, tuple(views.tolist()), self.n_detectors, self.geometry,
+                          self.detector_spacing, self.source_radius, self.detector_radius)
 
-    def _view_index(self) -> torch.Tensor | None:
-        """Indices of the current views in ``full_angles``, or ``None`` if some view is not among them."""
-        current, full = self.angles.detach().cpu(), self.full_angles.detach().cpu()
-        distance = (current[:, None] - full[None, :]).abs()
-        best, index = distance.min(dim=1)
-        return index if bool((best < 1e-9).all()) else None
+    def _views(self) -> torch.Tensor:
+        """The current views, float64 on the CPU: ``(n_views,)`` shared, or ``(B, n_views)`` per sample."""
+        views = self.angles.detach().cpu().double()
+        return views[0] if views.ndim == 2 and views.shape[0] == 1 else views
 
-    def _astra_op(self, device: torch.device) -> AstraCPU | AstraCUDA:
-        geom = self._ct_geometry()
-        ops = self._transient.ops
+    def _view_index(self, views: torch.Tensor) -> torch.Tensor | None:
+        """Indices of ``views`` (any shape) in ``full_angles``, or ``None`` if some view is not among them; a view
+        matches within float32 rounding (4 ulps: angles stored in float32, as deepinv's HDF5 datasets load
+        them, still match, e.g. within 1.7e-4 degrees at 360)."""
+        full = self.full_angles.detach().cpu().double()
+        best, index = (views[..., None] - full).abs().min(dim=-1)
+        tol = 4 * torch.finfo(torch.float32).eps * full.abs().clamp_min(1.0)[index]
+        return index if bool((best <= tol).all()) else None
+
+    def _full_matrix(self) -> SystemMatrix:
+        full = self._ct_geometry(self.full_angles.detach().cpu().double())
+        key = full.key(self.projector)
+        if key not in _MATRICES:
+            _MATRICES[key] = load_or_build(full, self.projector, self.cache_dir)
+            while len(_MATRICES) > _MATRICES_KEPT:
+                _MATRICES.popitem(last=False)
+        _MATRICES.move_to_end(key)
+        return _MATRICES[key]
+
+    def _matrix(self, views: torch.Tensor | None = None) -> SystemMatrix:
+        """The system matrix of the shared ``views`` (default: the current ones, which must be shared)."""
+        views = self._views() if views is None else views
+        index = self._view_index(views)
+        if index is None:
+            return load_or_build(self._ct_geometry(views), self.projector, self.cache_dir)
+        if torch.equal(index, torch.arange(self.full_angles.numel())):
+            return self._full_matrix()
+        rows = (index[:, None] * self.n_detectors + torch.arange(self.n_detectors)).reshape(-1)
+        return self._full_matrix().rows(rows)
+
+    def _astra_op(self, views: torch.Tensor, device: torch.device) -> AstraCPU | AstraCUDA:
+        geom = self._ct_geometry(views)
         if device.type == "cuda":
-            if "cuda" not in ops:
-                ops["cuda"] = AstraCUDA(geom)
-            return ops["cuda"]
+            return AstraCUDA(geom)
         if self.projector == "cuda":
             raise ValueError(f"projector='cuda' needs CUDA tensors, got a tensor on {device}")
-        if "cpu" not in ops:
-            ops["cpu"] = AstraCPU(geom, self.projector)
-        return ops["cpu"]
+        return AstraCPU(geom, self.projector)
+
+    # ------------------------------------------------------------------------------------------ backend maps
+    def _shared_maps(self, views: torch.Tensor, device: torch.device) -> tuple[Callable, Callable]:
+        """Projection and back-projection of stacks ``(N, H, W) <-> (N, n_views, n_detectors)`` for one set of
+        views. The matrix or ASTRA projector is fetched (made and cached) when a map runs, inside
+        :class:`_LinearMap`'s forward, where no :mod:`torch.func` transform wraps the tensors (torch cannot
+        construct a sparse tensor under one)."""
+        key = tuple(views.tolist())
+        if self.backend == "sparse":
+            return _sparse_maps(lambda: self._cached(("sparse", key), lambda: self._matrix(views)), self.img_size,
+                                (views.numel(), self.n_detectors))
+
+        def op() -> AstraCPU | AstraCUDA:
+            return self._cached((str(device), key), lambda: self._astra_op(views, device))
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            return op().forward(x).to(dtype=x.dtype, device=x.device)
+
+        def adjoint(y: torch.Tensor) -> torch.Tensor:
+            return op().adjoint(y).to(dtype=y.dtype, device=y.device)
+
+        return forward, adjoint
+
+    def _maps(self, device: torch.device, channels: int) -> tuple[Callable, Callable]:
+        r"""Projection and back-projection of stacks of ``channels``-channel images; with per-sample views
+        ``(B, n_views)`` the stack is read as ``(M, B, channels)`` (``M`` = 1, or vmapped copies)."""
+        views = self._views()
+        if views.ndim == 1:
+            return self._shared_maps(views, device)
+        index = self._view_index(views) if self.backend == "sparse" else None
+        if index is not None:
+            n_full = self.full_angles.numel()
+            full = _sparse_maps(lambda: self._cached(("full",), self._full_matrix), self.img_size,
+                                (n_full, self.n_detectors))
+            return _gathered_maps(full, index.to(device), n_full, channels)
+        return _looped_maps([self._shared_maps(v, device) for v in views], channels)
+
+    def _project(self, t: torch.Tensor, adjoint: bool) -> torch.Tensor:
+        """:math:`At` or :math:`A^\\top t` without normalisation, ``t`` of shape ``(B, C, ...)``."""
+        forward, back = self._maps(t.device, t.shape[1])
+        ops = (back, forward) if adjoint else (forward, back)
+        b, c = t.shape[:2]
+        out = _LinearMap.apply(t.reshape(b * c, *t.shape[2:]), *ops, self._input_name(adjoint))
+        return out.reshape(b, c, *out.shape[1:])
+
+    def _input_name(self, adjoint: bool) -> str | None:
+        return None if not self.check_finite else ("y" if adjoint else "x")
+
+    def _scaled(self, t: torch.Tensor) -> torch.Tensor:
+        return t / self.operator_norm if self.normalize else t
 
     # ------------------------------------------------------------------------------------------ operators
     def _check(self, t: torch.Tensor, name: str, shape: tuple[int, int]) -> None:
@@ -302,91 +438,85 @@ class AstraCT(LinearPhysics):
             raise ValueError(f"{name} must have shape (B, C, {shape[0]}, {shape[1]}), got {tuple(t.shape)}")
         if t.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"{name} must be float32 or float64, got {t.dtype}")
-        if self.check_finite and not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name} holds NaN or infinite values")
+        views = self.angles
+        if views.ndim == 2 and views.shape[0] not in (1, t.shape[0]):
+            raise ValueError(f"{name} has batch size {t.shape[0]}, but angles holds {views.shape[0]} per-sample "
+                             f"sets of views: expected a batch of {views.shape[0]}")
 
-    def _maps(self, device: torch.device) -> tuple[Callable, Callable]:
-        n_pix = self.img_size[0] * self.img_size[1]
-        sino = (self.angles.numel(), self.n_detectors)
-        if self.backend == "sparse":
-            matrix = self._matrix()
-
-            def forward(x):
-                return matrix.apply(x.reshape(-1, n_pix)).reshape((x.shape[0],) + sino)
-
-            def adjoint(y):
-                return matrix.apply_t(y.reshape(-1, sino[0] * sino[1])).reshape((y.shape[0],) + self.img_size)
-
-            return forward, adjoint
-        op = self._astra_op(device)
-
-        def forward_astra(x):
-            return op.forward(x).to(dtype=x.dtype, device=x.device)
-
-        def adjoint_astra(y):
-            return op.adjoint(y).to(dtype=y.dtype, device=y.device)
-
-        return forward_astra, adjoint_astra
+    def _sinogram_shape(self) -> tuple[int, int]:
+        return (self.angles.shape[-1], self.n_detectors)
 
     def A(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        r"""Forward projection :math:`Ax`: ``(B, C, H, W)`` -> ``(B, C, n_angles, n_detectors)``.
+        r"""Forward projection :math:`Ax`: ``(B, C, H, W)`` -> ``(B, C, n_angles, n_detectors)`` (divided by
+        :math:`\|A\|` when ``normalize``).
 
         :param torch.Tensor x: images, float32 or float64, on the CPU or a CUDA device.
         :param kwargs: ``angles`` updates the views first (as :meth:`update_parameters`).
         """
         self.update_parameters(**kwargs)
         self._check(x, "x", self.img_size)
-        forward, adjoint = self._maps(x.device)
-        b, c = x.shape[:2]
-        y = _LinearMap.apply(x.reshape((b * c,) + self.img_size), forward, adjoint)
-        return y.reshape(b, c, *y.shape[1:])
+        return self._scaled(self._project(x, adjoint=False))
 
     def A_adjoint(self, y: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        r"""Back-projection :math:`A^\top y`: ``(B, C, n_angles, n_detectors)`` -> ``(B, C, H, W)``.
+        r"""Back-projection :math:`A^\top y`: ``(B, C, n_angles, n_detectors)`` -> ``(B, C, H, W)`` (divided by
+        :math:`\|A\|` when ``normalize``).
 
         :param torch.Tensor y: sinograms, float32 or float64.
         :param kwargs: ``angles`` updates the views first.
         """
         self.update_parameters(**kwargs)
-        self._check(y, "y", (self.angles.numel(), self.n_detectors))
-        forward, adjoint = self._maps(y.device)
-        b, c = y.shape[:2]
-        x = _LinearMap.apply(y.reshape((b * c,) + y.shape[2:]), adjoint, forward)
-        return x.reshape(b, c, *self.img_size)
+        self._check(y, "y", self._sinogram_shape())
+        return self._scaled(self._project(y, adjoint=True))
 
     def update_parameters(self, angles: torch.Tensor | None = None, **kwargs: Any) -> None:
-        r"""Update the views (``angles``, degrees) and any other deepinv parameter."""
+        r"""Update the views and any other deepinv parameter.
+
+        :param torch.Tensor angles: views in degrees, ``(n_views,)`` shared by the batch or ``(B, n_views)`` per
+            sample (as :class:`deepinv_ext.physics.RandomViewsGenerator` draws them).
+        :param kwargs: passed to :meth:`deepinv.physics.LinearPhysics.update_parameters`.
+        """
         if angles is not None:
-            angles = torch.as_tensor(angles, dtype=torch.float64).flatten()
-            if angles.numel() < 1 or not bool(torch.isfinite(angles).all()):
-                raise ValueError("angles must hold at least one finite view angle")
+            angles = _checked_views(angles)
             if angles.shape != self.angles.shape or not torch.equal(angles.to(self.angles), self.angles):
                 self.angles = angles.to(self.angles)
         super().update_parameters(**kwargs)
 
     # ------------------------------------------------------------------------------------------ inverses
     def fbp(self, y: torch.Tensor, filter: str = "ramp", **kwargs: Any) -> torch.Tensor:
-        r"""Filtered back-projection (:mod:`deepinv_ext.physics.fbp`), in torch on ``y``'s device.
+        r"""Filtered back-projection (:mod:`deepinv_ext.physics.fbp`), in torch on ``y``'s device; with
+        ``normalize`` it inverts the normalised :math:`A` (multiplied by :math:`\|A\|`, as deepinv's).
 
         :param torch.Tensor y: sinograms ``(B, C, n_angles, n_detectors)``.
         :param str filter: ``"ramp"``, ``"shepp-logan"``, ``"cosine"``, ``"hamming"`` or ``"hann"``.
+        :param kwargs: ``angles`` updates the views first.
         """
         if filter not in FILTERS:
             raise ValueError(f"filter must be one of {FILTERS}, got {filter!r}")
         self.update_parameters(**kwargs)
-        self._check(y, "y", (self.angles.numel(), self.n_detectors))
-        n_angles = self.angles.numel()
+        self._check(y, "y", self._sinogram_shape())
+        n_angles = self.angles.shape[-1]
         if self.geometry == "parallel":
-            return self.A_adjoint(filter_sinogram(y, filter)) * (math.pi / n_angles)
+            x = self._project(filter_sinogram(y, filter), adjoint=True) * (math.pi / n_angles)
+        elif self.angles.ndim == 1 or self.angles.shape[0] == 1:
+            x = self._fan_fbp(y, self.angles.reshape(-1), filter)
+        else:  # per-sample views: one sample at a time
+            x = torch.cat([self._fan_fbp(y[i: i + 1], self.angles[i], filter) for i in range(y.shape[0])])
+        return x * self.operator_norm if self.normalize else x
+
+    def _fan_fbp(self, y: torch.Tensor, views: torch.Tensor, filter: str) -> torch.Tensor:
         b, c = y.shape[:2]
-        x = fan_beam_fbp(y.reshape(b * c, *y.shape[2:]), self.angles, self.img_size, float(self.detector_spacing),
-                         float(self.source_radius), float(self.detector_radius), filter)
+        x = fan_beam_fbp(y.reshape(b * c, *y.shape[2:]), views, self.img_size, self.detector_spacing,
+                         self.source_radius, self.detector_radius, filter)
         return x.reshape(b, c, *self.img_size)
 
     def A_dagger(self, y: torch.Tensor, fbp: bool = False, **kwargs: Any) -> torch.Tensor:
         r"""Pseudo-inverse in deepinv's convention: least squares by deepinv's solver (``fbp=False``, the
         keyword arguments go to :meth:`deepinv.physics.LinearPhysics.A_dagger`), or :meth:`fbp` (``fbp=True``,
-        ``filter=`` picks the filter)."""
+        ``filter=`` picks the filter).
+
+        :param torch.Tensor y: sinograms ``(B, C, n_angles, n_detectors)``.
+        :param bool fbp: filtered back-projection instead of least squares.
+        """
         if fbp:
             return self.fbp(y, **kwargs)
         return super().A_dagger(y, **kwargs)
@@ -397,3 +527,63 @@ class AstraCT(LinearPhysics):
         physics = cls(10, angles=10, backend="sparse", cache_dir=None)
         x = torch.rand(2, 1, 10, 10, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
         return {"physics": physics, "x": x}
+
+
+# ---------------------------------------------------------------------------------------------- stack maps
+def _sparse_maps(matrix: Callable[[], SystemMatrix], img_size: tuple[int, int],
+                 sino: tuple[int, int]) -> tuple[Callable, Callable]:
+    """Maps of stacks through the sparse system matrix that ``matrix()`` returns."""
+    n_pix = img_size[0] * img_size[1]
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return matrix().apply(x.reshape(-1, n_pix)).reshape((x.shape[0],) + sino)
+
+    def adjoint(y: torch.Tensor) -> torch.Tensor:
+        return matrix().apply_t(y.reshape(-1, sino[0] * sino[1])).reshape((y.shape[0],) + img_size)
+
+    return forward, adjoint
+
+
+def _per_sample(stack: torch.Tensor, batch: int, channels: int) -> torch.Tensor:
+    """A stack ``(N, ...)`` read as ``(M, batch, channels, ...)``."""
+    if stack.shape[0] % (batch * channels):
+        raise ValueError(f"a stack of {stack.shape[0]} images does not hold {batch} samples of {channels} channels")
+    return stack.reshape(-1, batch, channels, *stack.shape[1:])
+
+
+def _gathered_maps(full: tuple[Callable, Callable], index: torch.Tensor, n_full: int,
+                   channels: int) -> tuple[Callable, Callable]:
+    r"""Per-sample views as rows of the full operator: :math:`y_b = S_b A_{\mathrm{full}} x_b` (gather of the views
+    ``index[b]``), adjoint :math:`A_{\mathrm{full}}^\top S_b^\top y_b` (scatter-add into a zero full sinogram)."""
+    forward_full, adjoint_full = full
+    batch, n_views = index.shape
+
+    def views_index(like: torch.Tensor) -> torch.Tensor:
+        m, _, _, _, n_det = like.shape
+        return index[None, :, None, :, None].expand(m, batch, channels, n_views, n_det)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        y_full = _per_sample(forward_full(x), batch, channels)
+        shape = y_full.shape[:3] + (n_views, y_full.shape[-1])
+        return torch.gather(y_full, 3, views_index(y_full.new_empty(shape))).reshape(-1, *shape[3:])
+
+    def adjoint(y: torch.Tensor) -> torch.Tensor:
+        y = _per_sample(y, batch, channels)
+        y_full = y.new_zeros(y.shape[:3] + (n_full, y.shape[-1]))
+        y_full.scatter_add_(3, views_index(y), y)
+        return adjoint_full(y_full.reshape(-1, *y_full.shape[3:]))
+
+    return forward, adjoint
+
+
+def _looped_maps(maps: list[tuple[Callable, Callable]], channels: int) -> tuple[Callable, Callable]:
+    """Per-sample views, one backend call per sample (the loop of the ASTRA backend and of views outside
+    ``full_angles``)."""
+    batch = len(maps)
+
+    def run(t: torch.Tensor, which: int) -> torch.Tensor:
+        t = _per_sample(t, batch, channels)
+        outs = [maps[b][which](t[:, b].reshape(-1, *t.shape[3:])) for b in range(batch)]
+        return torch.stack([o.reshape(t.shape[0], channels, *o.shape[1:]) for o in outs], dim=1).flatten(0, 2)
+
+    return (lambda x: run(x, 0)), (lambda y: run(y, 1))

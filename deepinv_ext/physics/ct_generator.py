@@ -12,23 +12,28 @@ __all__ = ["RandomViewsGenerator"]
 
 
 class RandomViewsGenerator(PhysicsGenerator):
-    r"""Draw ``n_views`` of a full set of CT views at random, once per batch (compact sinograms of ``n_views``).
+    r"""Draw ``n_views`` of a full set of CT views at random for every sample (compact sinograms of ``n_views``).
 
-    Each :meth:`step` returns ``{"angles": theta}``, ``theta`` a sorted random subset (without replacement) of
-    ``full_angles`` in degrees, for :meth:`deepinv_ext.physics.AstraCT.update_parameters`, so that
+    Each :meth:`step` returns ``{"angles": theta}``, ``theta`` of shape ``(B, n_views)``: for each of the ``B``
+    samples a sorted random subset (without replacement, independent between samples) of ``full_angles`` in
+    degrees, for :meth:`deepinv_ext.physics.AstraCT.update_parameters`. This is deepinv's convention for generator
+    parameters (a leading batch dimension, one parameter per sample), so that
     ``deepinv.Trainer(online_measurements=True, physics_generator=generator)`` trains on a new angular
-    undersampling every batch. All images of a batch share the views (one physics per batch, as deepinv's
-    Trainer holds one).
+    undersampling for every image, and :func:`deepinv.datasets.generate_dataset` stores each sample's views
+    beside its sinogram (loaded back by :class:`deepinv.datasets.HDF5Dataset` with
+    ``load_physics_generator_params=True`` for offline training). ``step(batch_size=1)`` gives ``(1, n_views)``,
+    which :class:`~deepinv_ext.physics.AstraCT` shares over any batch.
 
     With :class:`~deepinv_ext.physics.AstraCT`'s sparse backend, the drawn views are rows of the system matrix
-    of ``full_angles``, which is built (or loaded from the disk cache) once: each step only selects rows and
-    transposes them (milliseconds for 64x64 images); the ASTRA backends rebuild ASTRA's projector instead, which is
-    as cheap. Give the physics the same full set of views as the generator (``AstraCT(size, angles=full_angles)``).
+    of ``full_angles``, which is built (or loaded from the disk cache) once: per-sample views project onto all the
+    full views in one batched product and keep each sample's rows; the ASTRA backend makes one projector per
+    sample instead. Give the physics the same full set of views as the generator
+    (``AstraCT(size, angles=full_angles)``).
 
     :param int, Sequence[float], torch.Tensor full_angles: the full set of views (a count means that many views
         spread uniformly over :math:`[0, 180)` degrees, as :class:`AstraCT`'s parallel-beam default), or an
         :class:`AstraCT` whose ``full_angles`` to use.
-    :param int n_views: views drawn per batch, ``1 <= n_views <= len(full_angles)``.
+    :param int n_views: views drawn per sample, ``1 <= n_views <= len(full_angles)``.
     :param torch.Generator rng: random generator (default: a new one).
     :param str device: device of the generated angles.
 
@@ -39,7 +44,7 @@ class RandomViewsGenerator(PhysicsGenerator):
         >>> from deepinv_ext.physics import RandomViewsGenerator
         >>> generator = RandomViewsGenerator(180, n_views=30)
         >>> generator.step(batch_size=4, seed=0)["angles"].shape
-        torch.Size([30])
+        torch.Size([4, 30])
     """
 
     def __init__(self, full_angles: int | Sequence[float] | torch.Tensor | Any, n_views: int,
@@ -61,24 +66,29 @@ class RandomViewsGenerator(PhysicsGenerator):
         self.n_views = n_views
 
     def step(self, batch_size: int = 1, seed: int | None = None, **kwargs: Any) -> dict:
-        r"""Draw one subset of views for a batch (``batch_size`` does not change it: the batch shares the views).
+        r"""Draw one subset of views per sample.
 
-        :param int batch_size: size of the batch (unused, for deepinv's interface).
+        :param int batch_size: number of samples :math:`B`.
         :param int seed: seed of the random generator for this draw.
-        :return: ``{"angles": tensor of n_views angles in degrees, sorted}``.
+        :return: ``{"angles": tensor (B, n_views) of angles in degrees, each row sorted}``.
         """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         self.rng_manual_seed(seed)
-        order = torch.randperm(self.full_angles.numel(), generator=self.rng, device=self.rng.device)
-        index = order[: self.n_views].sort().values.to(self.full_angles.device)
+        keys = torch.rand(batch_size, self.full_angles.numel(), generator=self.rng, device=self.rng.device)
+        index = keys.argsort(dim=1)[:, : self.n_views].sort(dim=1).values.to(self.full_angles.device)
         return {"angles": self.full_angles[index]}
 
     @classmethod
     def contract_example(cls) -> dict:
-        """The physics contract on an :class:`AstraCT` whose views were drawn by the generator (float64)."""
+        """The physics contract on an :class:`AstraCT` whose views were drawn by the generator (float64).
+
+        One draw shared by the batch: the contract compares the batch with per-sample calls, which cannot hold
+        for per-sample views (each single image would meet every set of views)."""
         from deepinv_ext.physics.astra_ct import AstraCT
 
         physics = AstraCT(10, angles=24, backend="sparse", cache_dir=None)
         generator = cls(physics, n_views=8)
-        physics.update(**generator.step(batch_size=2, seed=0))
+        physics.update(**generator.step(batch_size=1, seed=0))  # (1, n_views): shared, see check_physics
         x = torch.rand(2, 1, 10, 10, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
         return {"physics": physics, "x": x}

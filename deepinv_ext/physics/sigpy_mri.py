@@ -18,7 +18,10 @@ Trajectories are SigPy's, ``(K, 2)`` or ``(B, K, 2)`` in cycles per field of vie
 
 Autograd: the NUFFT and its adjoint are a pair of :class:`torch.autograd.Function` whose backward is the other one
 (so double backward works too), batched over images and coils in one SigPy call when the trajectory is shared, one
-call per sample when each sample has its own trajectory (the loop stays inside the wrapper). Unlike SigPy's
+call per sample when each sample has its own trajectory (the loop stays inside the wrapper). They are written in
+the ``setup_context`` style, so :mod:`torch.func` works on the physics: :func:`torch.func.vjp` (deepinv's
+:func:`deepinv.physics.adjoint_function`), :func:`torch.func.vmap` (the vmapped dimension is folded into the
+sample dimension) and :func:`torch.func.jvp` (forward mode). Unlike SigPy's
 ``to_pytorch_function``, they take and return complex torch tensors with a batch dimension and need no layout
 conversion. The gradient with respect to the trajectory is not computed.
 
@@ -33,6 +36,8 @@ iterative reconstruction", ISMRM 2019.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from deepinv.physics import MultiCoilMRI
@@ -84,31 +89,92 @@ def _sigpy_nufft_adjoint(y: Tensor, coord: Tensor, img_size: tuple[int, int], ov
         for b in range(y.shape[0])])
 
 
+def _fold_vmap(info: Any, in_dims: tuple, data: Tensor, coord: Tensor) -> tuple[Tensor, Tensor, int]:
+    r"""Fold a vmapped dimension of size :math:`V` into the leading (sample) dimension for one SigPy call:
+    ``data`` ``(V, B, ...)`` and ``coord`` ``(V, B_c, K, 2)`` become ``(V B, ...)`` and ``(V B, K, 2)``, or keep
+    a shared trajectory ``(1, K, 2)`` when the trajectory is not vmapped and shared. Returns the data, the
+    trajectory and ``B``."""
+    n_map = info.batch_size
+    data = data.movedim(in_dims[0], 0) if in_dims[0] is not None else data.expand(n_map, *data.shape)
+    if in_dims[1] is None and coord.shape[0] == 1:
+        return data.reshape(-1, *data.shape[2:]), coord, data.shape[1]
+    coord = coord.movedim(in_dims[1], 0) if in_dims[1] is not None else coord.expand(n_map, *coord.shape)
+    batch = max(data.shape[1], coord.shape[1])
+    data = data.expand(n_map, batch, *data.shape[2:])
+    coord = coord.expand(n_map, batch, *coord.shape[2:])
+    return data.reshape(-1, *data.shape[2:]), coord.reshape(-1, *coord.shape[2:]), batch
+
+
 class _NUFFT(torch.autograd.Function):
+    r"""SigPy's NUFFT of ``x`` ``(B, ..., H, W)`` at ``coord`` ``(1 or B, K, 2)``; backward :class:`_NUFFTAdjoint`.
+
+    ``setup_context`` style, so :mod:`torch.func` transforms work: ``vmap`` folds the vmapped dimension into the
+    sample dimension (:func:`_fold_vmap`, one SigPy call for a shared trajectory), ``jvp`` is the NUFFT of the
+    tangent of ``x`` (the map is linear in ``x``). No derivative with respect to ``coord`` (its tangent and
+    gradient are ignored).
+    """
+
     @staticmethod
-    def forward(ctx, x: Tensor, coord: Tensor, oversamp: float, width: int) -> Tensor:
-        ctx.save_for_backward(coord)
-        ctx.conf = (tuple(x.shape[-2:]), oversamp, width)
+    def forward(x: Tensor, coord: Tensor, oversamp: float, width: int) -> Tensor:
         return _sigpy_nufft(x, coord, oversamp, width)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        x, coord, oversamp, width = inputs
+        ctx.save_for_backward(coord)
+        ctx.save_for_forward(coord)
+        ctx.conf = (tuple(x.shape[-2:]), oversamp, width)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple:
         (coord,) = ctx.saved_tensors
         img_size, oversamp, width = ctx.conf
         return _NUFFTAdjoint.apply(grad, coord, img_size, oversamp, width), None, None, None
 
+    @staticmethod
+    def jvp(ctx: Any, x_t: Tensor, *_: Any) -> Tensor:
+        (coord,) = ctx.saved_tensors
+        return _NUFFT.apply(x_t, coord, *ctx.conf[1:])
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple, x: Tensor, coord: Tensor, oversamp: float,
+             width: int) -> tuple[Tensor, int]:
+        x, coord, batch = _fold_vmap(info, in_dims, x, coord)
+        out = _NUFFT.apply(x, coord, oversamp, width)
+        return out.reshape(info.batch_size, batch, *out.shape[1:]), 0
+
 
 class _NUFFTAdjoint(torch.autograd.Function):
+    """SigPy's adjoint NUFFT, ``(B, ..., K)`` to ``(B, ..., H, W)``; backward :class:`_NUFFT`; as :class:`_NUFFT`
+    for :mod:`torch.func`."""
+
     @staticmethod
-    def forward(ctx, y: Tensor, coord: Tensor, img_size: tuple[int, int], oversamp: float, width: int) -> Tensor:
-        ctx.save_for_backward(coord)
-        ctx.conf = (oversamp, width)
+    def forward(y: Tensor, coord: Tensor, img_size: tuple[int, int], oversamp: float, width: int) -> Tensor:
         return _sigpy_nufft_adjoint(y, coord, img_size, oversamp, width)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        _, coord, img_size, oversamp, width = inputs
+        ctx.save_for_backward(coord)
+        ctx.save_for_forward(coord)
+        ctx.conf = (img_size, oversamp, width)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple:
         (coord,) = ctx.saved_tensors
-        return _NUFFT.apply(grad, coord, *ctx.conf), None, None, None, None
+        return _NUFFT.apply(grad, coord, *ctx.conf[1:]), None, None, None, None
+
+    @staticmethod
+    def jvp(ctx: Any, y_t: Tensor, *_: Any) -> Tensor:
+        (coord,) = ctx.saved_tensors
+        return _NUFFTAdjoint.apply(y_t, coord, *ctx.conf)
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple, y: Tensor, coord: Tensor, img_size: tuple[int, int], oversamp: float,
+             width: int) -> tuple[Tensor, int]:
+        y, coord, batch = _fold_vmap(info, in_dims, y, coord)
+        out = _NUFFTAdjoint.apply(y, coord, img_size, oversamp, width)
+        return out.reshape(info.batch_size, batch, *out.shape[1:]), 0
 
 
 def nufft(x: Tensor, trajectory: Tensor, oversamp: float = 1.25, width: int = 4) -> Tensor:
@@ -301,6 +367,23 @@ class SigpyMultiCoilMRI(MultiCoilMRI):
         super().update_parameters(mask=mask, **kwargs)
 
     # ----------------------------------------------------------------- operators
+    @staticmethod
+    def to_torch_complex(x: Tensor) -> Tensor:
+        """``(B, 2, ...)`` real to ``(B, ...)`` complex, as deepinv's :class:`~deepinv.utils.mixins.MRIMixin` but
+        without ``view_as_complex`` (a view that :func:`torch.func.vmap` cannot batch).
+
+        :param torch.Tensor x: real and imaginary parts as channels.
+        """
+        return torch.complex(x[:, 0], x[:, 1])
+
+    @staticmethod
+    def from_torch_complex(x: Tensor) -> Tensor:
+        """``(B, ...)`` complex to ``(B, 2, ...)`` real (vmap-safe, see :meth:`to_torch_complex`).
+
+        :param torch.Tensor x: complex tensor.
+        """
+        return torch.stack([x.real, x.imag], dim=1)
+
     def A(self, x: Tensor, mask: Tensor | None = None, coil_maps: Tensor | None = None,
           trajectory: Tensor | None = None, dcf: Tensor | None = None, **kwargs) -> Tensor:
         r"""Multi-coil k-space of images ``x`` ``(B, 2, H, W)``: ``(B, 2, N, H, W)`` or ``(B, 2, N, K)``.

@@ -23,44 +23,27 @@ inverse problems*, arXiv:2008.02839 (2020); survey (``shared/seeds``), sections 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from deepinv.optim import Prior
 from torch import Tensor, nn
 
 from deepinv_ext._validation import check_image, finite_number, positive_int
 from deepinv_ext.priors.filter_bank import SparsifyingFilterBank
+from deepinv_ext.priors.smooth import (
+    ProxConfig,
+    SmoothLeakyReLU,
+    SmoothLearnedPrior,
+    autograd_energy_and_grad,
+    autograd_grad,
+    smooth_leaky_relu,
+)
 
-__all__ = ["AdversarialRegularizer", "ConvexAdversarialRegularizer", "autograd_energy_and_grad", "autograd_grad"]
-
-
-def autograd_grad(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    r""":math:`\nabla_x \sum_b fn(x)_b` by autograd, also inside ``torch.no_grad()``.
-
-    The graph is kept (``create_graph=True``) when ``x`` itself requires grad, so that the gradient can be
-    differentiated again (unrolling, gradient penalties); otherwise the result is detached.
-    """
-    keep = x.requires_grad
-    with torch.enable_grad():
-        z = x if keep else x.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(fn(z).sum(), z, create_graph=keep)
-    return grad
+__all__ = ["AdversarialRegularizer", "ConvexAdversarialRegularizer", "autograd_energy_and_grad", "autograd_grad",
+           "smooth_leaky_relu"]
 
 
-def autograd_energy_and_grad(fn: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
-    r""":math:`(fn(x), \nabla_x \sum_b fn(x)_b)` in one forward and one reverse sweep (detached unless ``x``
-    requires grad, as in :func:`autograd_grad`)."""
-    keep = x.requires_grad
-    with torch.enable_grad():
-        z = x if keep else x.detach().requires_grad_(True)
-        energy = fn(z)
-        (grad,) = torch.autograd.grad(energy.sum(), z, create_graph=keep)
-    return (energy if keep else energy.detach()), grad
-
-
-class AdversarialRegularizer(Prior):
+class AdversarialRegularizer(SmoothLearnedPrior):
     r"""Adversarial regulariser (AR): the energy :math:`g_\theta(x)` of a convolutional critic (non-convex).
 
     The critic follows Lunz et al. (2018): six 5x5 convolutions with leaky ReLU (slope 0.1), widths
@@ -87,6 +70,14 @@ class AdversarialRegularizer(Prior):
         Neither is a trained parameter: both can be set on a trained critic.
     :param tuple[float, float] box: the box :math:`[a, b]` of the ``eps`` term, or ``None`` for
         :math:`\varepsilon\|x\|^2`.
+    :param float smoothing: 0 for the leaky ReLU (Lunz et al.), or the softplus width of its smooth version
+        (:func:`~deepinv_ext.priors.smooth.smooth_leaky_relu`), which makes :math:`\nabla g_\theta` Lipschitz so that
+        :meth:`prox` and gradient solvers reach their tolerances (a piecewise-linear critic has a jumping gradient).
+    :param deepinv_ext.priors.ProxConfig prox_config: settings of the inner solve of :meth:`prox` (tolerance,
+        iterations, warm start; see :class:`~deepinv_ext.priors.SmoothLearnedPrior`).
+
+    ``grad`` and ``energy_and_grad`` are autograd's, differentiable in the parameters whenever autograd records;
+    ``prox`` is the inner solve of :class:`~deepinv_ext.priors.SmoothLearnedPrior`.
 
     :Examples:
 
@@ -100,14 +91,15 @@ class AdversarialRegularizer(Prior):
 
     def __init__(self, in_channels: int = 1, widths: tuple[int, ...] = (16, 32, 32, 64, 64, 128),
                  kernel_size: int = 5, hidden: int = 256, negative_slope: float = 0.1, eps: float = 0.0,
-                 box: tuple[float, float] | None = None) -> None:
-        super().__init__()
-        self.explicit_prior = True
+                 box: tuple[float, float] | None = None, smoothing: float = 0.0,
+                 prox_config: ProxConfig | None = None) -> None:
+        super().__init__(prox_config)
         self.in_channels = positive_int(in_channels, "in_channels")
         finite_number(eps, "eps")
         if box is not None and not (len(box) == 2 and float(box[0]) < float(box[1])):
             raise ValueError(f"box must be None or (a, b) with a < b, got {box!r}")
         self.eps, self.box = float(eps), (None if box is None else (float(box[0]), float(box[1])))
+        finite_number(smoothing, "smoothing")
         positive_int(kernel_size, "kernel_size")
         positive_int(hidden, "hidden")
         if len(widths) < 1:
@@ -118,10 +110,11 @@ class AdversarialRegularizer(Prior):
         for i, width in enumerate(widths):
             stride = 2 if i >= n - 4 and n > 2 else 1
             layers += [nn.Conv2d(prev, positive_int(width, "widths"), kernel_size, stride=stride,
-                                 padding=kernel_size // 2), nn.LeakyReLU(negative_slope)]
+                                 padding=kernel_size // 2), SmoothLeakyReLU(negative_slope, smoothing)]
             prev = width
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Linear(prev, hidden), nn.LeakyReLU(negative_slope), nn.Linear(hidden, 1))
+        self.head = nn.Sequential(nn.Linear(prev, hidden), SmoothLeakyReLU(negative_slope, smoothing),
+                                  nn.Linear(hidden, 1))
 
     def fn(self, x: Tensor, *args, **kwargs) -> Tensor:
         r"""The critic value :math:`g_\theta(x)` (plus :math:`\varepsilon\|x\|^2`) of each batch element, shape
@@ -133,32 +126,15 @@ class AdversarialRegularizer(Prior):
         outside = x if self.box is None else x - x.clamp(*self.box)
         return value + self.eps * outside.pow(2).sum(dim=(1, 2, 3))
 
-    def grad(self, x: Tensor, *args, **kwargs) -> Tensor:
-        r""":math:`\nabla g_\theta(x)` by autograd, same shape as ``x``."""
-        return autograd_grad(self.fn, x)
-
-    def energy_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        r""":math:`(g_\theta(x), \nabla g_\theta(x))` in one sweep (used by
-        :class:`deepinv_ext.algorithms.VariationalSolver`)."""
-        return autograd_energy_and_grad(self.fn, x)
-
     @classmethod
     def contract_example(cls) -> dict:
-        """A small critic in float64 on a batch of two 16x16 images."""
+        """A small smoothed critic in float64 on a batch of two 16x16 images."""
         torch.manual_seed(0)
-        prior = cls(widths=(4, 4, 8), hidden=8, eps=1e-2).double()
+        prior = cls(widths=(4, 4, 8), hidden=8, eps=1e-2, smoothing=0.1).double()
         return {"prior": prior, "x": torch.rand(2, 1, 16, 16, dtype=torch.float64)}
 
 
-def smooth_leaky_relu(x: Tensor, negative_slope: float = 0.2, smoothing: float = 0.0) -> Tensor:
-    r"""Leaky ReLU, or for ``smoothing = s > 0`` its smooth version
-    :math:`a x + (1 - a)\, s \log(1 + e^{x/s})`; both convex and non-decreasing (ICNN activations)."""
-    if smoothing <= 0:
-        return F.leaky_relu(x, negative_slope)
-    return negative_slope * x + (1 - negative_slope) * smoothing * F.softplus(x / smoothing)
-
-
-class ConvexAdversarialRegularizer(Prior):
+class ConvexAdversarialRegularizer(SmoothLearnedPrior):
     r"""Adversarial convex regulariser (ACR): an input-convex critic, a sparsifying filter bank and an
     :math:`\|x\|_2^2` term.
 
@@ -207,6 +183,9 @@ class ConvexAdversarialRegularizer(Prior):
     :param int sfb_kernel_size: their size (the authors': 7).
     :param bool learn_l2: learn the extra weight :math:`\beta` of :math:`\|x\|^2` (starting at
         :math:`\operatorname{softplus}(-9) \approx 1.2 \cdot 10^{-4}`, as the authors'); ``False``: :math:`\beta = 0`.
+    :param deepinv_ext.priors.ProxConfig prox_config: settings of the inner solve of :meth:`prox` (see
+        :class:`~deepinv_ext.priors.SmoothLearnedPrior`; with ``smoothing = 0`` the energy is not smooth and the
+        solve may stop at ``max_iter`` with a warning).
 
     :Examples:
 
@@ -220,9 +199,8 @@ class ConvexAdversarialRegularizer(Prior):
 
     def __init__(self, in_channels: int = 1, num_filters: int = 48, kernel_size: int = 5, num_layers: int = 10,
                  eps: float = 1e-3, negative_slope: float = 0.2, smoothing: float = 0.0, sfb_filters: int = 320,
-                 sfb_kernel_size: int = 7, learn_l2: bool = True) -> None:
-        super().__init__()
-        self.explicit_prior = True
+                 sfb_kernel_size: int = 7, learn_l2: bool = True, prox_config: ProxConfig | None = None) -> None:
+        super().__init__(prox_config)
         self.in_channels = positive_int(in_channels, "in_channels")
         positive_int(num_filters, "num_filters")
         positive_int(kernel_size, "kernel_size")
@@ -279,14 +257,6 @@ class ConvexAdversarialRegularizer(Prior):
         if self.filter_bank is not None:
             energy = energy + self.filter_bank.fn(x)
         return energy
-
-    def grad(self, x: Tensor, *args, **kwargs) -> Tensor:
-        r"""The gradient of :meth:`fn` by autograd, same shape as ``x``."""
-        return autograd_grad(self.fn, x)
-
-    def energy_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        r"""(:meth:`fn`, :meth:`grad`) in one sweep (used by :class:`deepinv_ext.algorithms.VariationalSolver`)."""
-        return autograd_energy_and_grad(self.fn, x)
 
     @torch.no_grad()
     def midpoint_convexity_gap(self, a: Tensor, b: Tensor) -> Tensor:

@@ -19,10 +19,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from deepinv.optim import Prior
 from torch import Tensor, nn
 
 from deepinv_ext._validation import check_image, finite_number, positive_int
+from deepinv_ext.priors.smooth import ProxConfig, SmoothLearnedPrior
 
 __all__ = ["SparsifyingFilterBank", "smooth_abs"]
 
@@ -34,7 +34,7 @@ def smooth_abs(x: Tensor, smoothing: float = 0.0) -> Tensor:
     return torch.sqrt(x * x + smoothing * smoothing) - smoothing
 
 
-class SparsifyingFilterBank(Prior):
+class SparsifyingFilterBank(SmoothLearnedPrior):
     r"""Learned convex sparsity prior :math:`S_\theta(x) = w \sum_k \|h_k * x\|_1` (Mukherjee et al.'s "SFB").
 
     The authors' code sums ten banks of 32 filters; that is one bank of 320 filters, computed here by a single
@@ -48,6 +48,9 @@ class SparsifyingFilterBank(Prior):
     :param float init_weight: the weight :math:`w` at initialisation (> 0).
     :param float smoothing: 0 for :math:`|\cdot|` (the authors' choice), or :math:`s > 0` for
         :math:`\sqrt{t^2 + s^2} - s` (:func:`smooth_abs`), whose gradient is Lipschitz.
+    :param deepinv_ext.priors.ProxConfig prox_config: settings of the inner solve of :meth:`prox`
+        (:class:`~deepinv_ext.priors.SmoothLearnedPrior`); it needs ``smoothing > 0`` to reach its tolerance (for
+        :math:`|\cdot|` it may stop at ``max_iter`` with a warning).
 
     :Examples:
 
@@ -60,9 +63,9 @@ class SparsifyingFilterBank(Prior):
     """
 
     def __init__(self, in_channels: int = 1, num_filters: int = 320, kernel_size: int = 7,
-                 init_weight: float = math.log1p(math.exp(-12.0)), smoothing: float = 0.0) -> None:
-        super().__init__()
-        self.explicit_prior = True
+                 init_weight: float = math.log1p(math.exp(-12.0)), smoothing: float = 0.0,
+                 prox_config: ProxConfig | None = None) -> None:
+        super().__init__(prox_config)
         for name, value in (("in_channels", in_channels), ("num_filters", num_filters), ("kernel_size", kernel_size)):
             positive_int(value, name)
         finite_number(init_weight, "init_weight", strict=True)
@@ -90,6 +93,10 @@ class SparsifyingFilterBank(Prior):
         slope = responses.sign() if s <= 0 else responses / torch.sqrt(responses * responses + s * s)
         k = self.filters.weight.to(x.dtype)
         return self.weight.to(x.dtype) * F.conv_transpose2d(slope, k, padding=self.filters.padding[0])
+
+    def energy_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        r"""(:meth:`fn`, :meth:`grad`), the gradient by its closed form."""
+        return self.fn(x), self.grad(x)
 
     @classmethod
     def contract_example(cls) -> dict:

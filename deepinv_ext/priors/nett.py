@@ -29,18 +29,17 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from deepinv.optim import Prior
 from torch import Tensor, nn
 
 from deepinv_ext._validation import finite_number
-from deepinv_ext.priors.adversarial import autograd_energy_and_grad, autograd_grad
+from deepinv_ext.priors.smooth import ProxConfig, SmoothLeakyReLU, SmoothLearnedPrior
 
 __all__ = ["NETT", "BoundedUNet"]
 
 
-def _block(cin: int, cout: int, slope: float) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.LeakyReLU(slope),
-                         nn.Conv2d(cout, cout, 3, padding=1), nn.LeakyReLU(slope))
+def _block(cin: int, cout: int, slope: float, smoothing: float) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), SmoothLeakyReLU(slope, smoothing),
+                         nn.Conv2d(cout, cout, 3, padding=1), SmoothLeakyReLU(slope, smoothing))
 
 
 class BoundedUNet(nn.Module):
@@ -48,40 +47,46 @@ class BoundedUNet(nn.Module):
 
     :param int in_channels: image channels.
     :param int width: channels of the first level (doubled at each coarser level).
-    :param int depth: number of down-sampling steps (the image sides must be divisible by :math:`2^{depth}`).
+    :param int depth: number of down-sampling steps. Any image size is taken: the input is padded (replicate, at
+        the bottom and right) to sides divisible by :math:`2^{depth}` and the output cropped back, so that
+        :math:`D` stays bounded by :math:`b` (and NETT coercive) for every size.
     :param float bound: output bound :math:`b > 0`.
     :param float negative_slope: leaky ReLU slope.
+    :param float smoothing: 0 for the leaky ReLU, or the softplus width of its smooth version
+        (:func:`~deepinv_ext.priors.smooth.smooth_leaky_relu`): then :math:`D` and :math:`R` have Lipschitz
+        gradients, and :meth:`NETT.prox` reaches its tolerance.
     """
 
     def __init__(self, in_channels: int = 1, width: int = 16, depth: int = 2, bound: float = 2.0,
-                 negative_slope: float = 0.2) -> None:
+                 negative_slope: float = 0.2, smoothing: float = 0.0) -> None:
         super().__init__()
         finite_number(bound, "bound", strict=True)
         if depth < 0 or width < 1:
             raise ValueError(f"depth must be >= 0 and width >= 1, got depth={depth}, width={width}")
         self.bound, self.depth = float(bound), int(depth)
         widths = [width * 2 ** k for k in range(depth + 1)]
-        self.down = nn.ModuleList(_block(c_in, c_out, negative_slope)
+        finite_number(smoothing, "smoothing")
+        self.down = nn.ModuleList(_block(c_in, c_out, negative_slope, smoothing)
                                   for c_in, c_out in zip([in_channels] + widths[:-1], widths))
         self.up = nn.ModuleList(nn.ConvTranspose2d(widths[k + 1], widths[k], 2, stride=2) for k in range(depth))
-        self.merge = nn.ModuleList(_block(2 * widths[k], widths[k], negative_slope) for k in range(depth))
+        self.merge = nn.ModuleList(_block(2 * widths[k], widths[k], negative_slope, smoothing)
+                                   for k in range(depth))
         self.out = nn.Conv2d(widths[0], in_channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         side = 2 ** self.depth
-        if x.shape[-1] % side or x.shape[-2] % side:
-            raise ValueError(f"x: the image sides must be divisible by 2**depth = {side}, got {tuple(x.shape[-2:])}")
+        h, w = x.shape[-2:]
+        z = F.pad(x, (0, -w % side, 0, -h % side), mode="replicate") if (h % side or w % side) else x
         skips = []
-        z = x
         for k, block in enumerate(self.down):
             z = block(z if k == 0 else F.avg_pool2d(z, 2))
             skips.append(z)
         for k in reversed(range(self.depth)):
             z = self.merge[k](torch.cat([self.up[k](z), skips[k]], dim=1))
-        return self.bound * torch.tanh(self.out(z) / self.bound)
+        return self.bound * torch.tanh(self.out(z)[..., :h, :w] / self.bound)
 
 
-class NETT(Prior):
+class NETT(SmoothLearnedPrior):
     r"""NETT regulariser :math:`R(x) = \sum_i v_i |\Phi(x)_i|^p` with :math:`\Phi(x) = x - D(x)`.
 
     :param int in_channels: image channels.
@@ -93,6 +98,11 @@ class NETT(Prior):
     :param int width: channels of the default U-Net.
     :param int depth: levels of the default U-Net.
     :param float bound: output bound of the default U-Net.
+    :param float smoothing: activation smoothing of the default U-Net (see :class:`BoundedUNet`).
+    :param deepinv_ext.priors.ProxConfig prox_config: settings of the inner solve of :meth:`prox`
+        (:class:`~deepinv_ext.priors.SmoothLearnedPrior`; :math:`R` is smooth for :math:`p > 1`).
+
+    ``grad`` and ``energy_and_grad`` are autograd's, differentiable in the parameters whenever autograd records.
 
     :Examples:
 
@@ -105,9 +115,9 @@ class NETT(Prior):
     """
 
     def __init__(self, in_channels: int = 1, p: float = 2.0, weights: float | Tensor = 1.0,
-                 network: nn.Module | None = None, width: int = 16, depth: int = 2, bound: float = 2.0) -> None:
-        super().__init__()
-        self.explicit_prior = True
+                 network: nn.Module | None = None, width: int = 16, depth: int = 2, bound: float = 2.0,
+                 smoothing: float = 0.0, prox_config: ProxConfig | None = None) -> None:
+        super().__init__(prox_config)
         finite_number(p, "p", minimum=1)
         weights = torch.as_tensor(weights, dtype=torch.get_default_dtype())
         if not (torch.isfinite(weights).all() and (weights > 0).all()):
@@ -116,7 +126,8 @@ class NETT(Prior):
             raise ValueError(f"weights must be a number or broadcast to (C, H, W), got shape {tuple(weights.shape)}")
         self.in_channels, self.p = int(in_channels), float(p)
         self.register_buffer("weights", weights)
-        self.network = network if network is not None else BoundedUNet(in_channels, width, depth, bound)
+        self.network = network if network is not None else BoundedUNet(in_channels, width, depth, bound,
+                                                                         smoothing=smoothing)
 
     def phi(self, x: Tensor) -> Tensor:
         r"""The artefact map :math:`\Phi(x) = x - D(x)`, shape of ``x``."""
@@ -129,17 +140,9 @@ class NETT(Prior):
         r""":math:`R(x)` of each batch element, shape ``(B,)``."""
         return (self.weights.to(x.dtype) * self.phi(x).abs().pow(self.p)).sum(dim=(1, 2, 3))
 
-    def grad(self, x: Tensor, *args, **kwargs) -> Tensor:
-        r""":math:`\nabla R(x)` by autograd, same shape as ``x``."""
-        return autograd_grad(self.fn, x)
-
-    def energy_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        r"""(:meth:`fn`, :meth:`grad`) in one sweep (used by :class:`deepinv_ext.algorithms.VariationalSolver`)."""
-        return autograd_energy_and_grad(self.fn, x)
-
     @classmethod
     def contract_example(cls) -> dict:
-        """A 4-channel, one-level NETT in float64 on two 8x8 images."""
+        """A 4-channel, one-level, smoothed NETT in float64 on two 8x8 images."""
         torch.manual_seed(0)
-        prior = cls(width=4, depth=1).double()
+        prior = cls(width=4, depth=1, smoothing=0.1).double()
         return {"prior": prior, "x": torch.rand(2, 1, 8, 8, dtype=torch.float64)}

@@ -30,8 +30,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from deepinv.optim import Prior
 from torch import Tensor, nn
+
+from deepinv_ext.priors.smooth import ProxConfig, SmoothLearnedPrior
 
 __all__ = ["TDV", "symmetric_pad", "symmetric_pad_adjoint"]
 
@@ -116,7 +117,7 @@ class _MacroBlock(nn.Module):
         self.conv_up = nn.ModuleList([_Conv(ch[i], ch[i - 1], 3) for i in range(1, num_scales)])
 
 
-class TDV(Prior):
+class TDV(SmoothLearnedPrior):
     r"""Total Deep Variation prior :math:`R(x) = \frac{1}{N_F}\sum_i (w^\top\mathcal{N}(Kx))_i` (TDV\ :sub:`l`).
 
     ``fn(x)`` returns the energy of each batch element, ``grad(x)`` its gradient (hand-derived, differentiable
@@ -138,11 +139,22 @@ class TDV(Prior):
     :param int num_macro_blocks: number of macro-blocks (the ``l`` of TDV\ :sub:`l`).
     :param int multiplier: feature growth per scale (the published weights use 1).
     :param bool zero_mean: impose the zero-mean constraint on :math:`K`.
+    :param float eps: weight :math:`\varepsilon \ge 0` of an added :math:`\varepsilon\|x\|_2^2` (default 0, the
+        TDV of the paper; not a trained parameter). A randomly initialised TDV can be unbounded below along
+        directions the data term does not see (the null space of a blur), where deepinv's splitting algorithms then
+        drift without converging; since :math:`R` grows at most linearly (residual blocks of the log-Student-t),
+        any :math:`\varepsilon > 0` makes the energy coercive.
+    :param deepinv_ext.priors.ProxConfig prox_config: settings of the inner solve of :meth:`prox`
+        (:class:`~deepinv_ext.priors.SmoothLearnedPrior`).
     """
 
     def __init__(self, in_channels: int = 1, num_features: int = 32, num_scales: int = 3,
-                 num_macro_blocks: int = 3, multiplier: int = 1, zero_mean: bool = True) -> None:
-        super().__init__()
+                 num_macro_blocks: int = 3, multiplier: int = 1, zero_mean: bool = True,
+                 eps: float = 0.0, prox_config: ProxConfig | None = None) -> None:
+        super().__init__(prox_config)
+        if not (isinstance(eps, (int, float)) and eps >= 0 and eps < float("inf")):
+            raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+        self.eps = float(eps)
         for name, value in (("in_channels", in_channels), ("num_features", num_features),
                             ("num_scales", num_scales), ("num_macro_blocks", num_macro_blocks),
                             ("multiplier", multiplier)):
@@ -150,7 +162,6 @@ class TDV(Prior):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if num_scales < 2:
             raise ValueError(f"num_scales must be at least 2, got {num_scales}")
-        self.explicit_prior = True
         self.in_channels, self.num_features, self.num_scales = in_channels, num_features, num_scales
         self.num_macro_blocks, self.multiplier, self.zero_mean = num_macro_blocks, multiplier, zero_mean
         self.K1 = _Conv(num_features, in_channels, 3)
@@ -294,13 +305,18 @@ class TDV(Prior):
         return self._conv(self._features(x, None), self.KN.weight) / self.num_features
 
     def fn(self, x: Tensor, *args, **kwargs) -> Tensor:
-        r"""The energy :math:`R(x)` of each batch element, shape ``(B,)``."""
-        return self.energy_map(x).sum(dim=(1, 2, 3))
+        r"""The energy :math:`R(x)` (plus :math:`\varepsilon\|x\|^2`) of each batch element, shape ``(B,)``."""
+        energy = self.energy_map(x).sum(dim=(1, 2, 3))
+        return energy + self.eps * x.pow(2).sum(dim=(1, 2, 3)) if self.eps else energy
 
     def energy_and_grad(self, x: Tensor, get_energy: bool = True) -> tuple[Tensor | None, Tensor]:
         r""":math:`(R(x), \nabla R(x))` in one forward and one reverse sweep (energy ``None`` unless asked)."""
         self._check(x)
-        return self._sweep("energy_and_grad", x, get_energy)
+        energy, grad = self._sweep("energy_and_grad", x, get_energy)
+        if not self.eps:
+            return energy, grad
+        energy = None if energy is None else energy + self.eps * x.pow(2).sum(dim=(1, 2, 3))
+        return energy, grad + 2 * self.eps * x
 
     def _sweep(self, name: str, x: Tensor, *args):
         if self._compile_options is None or (torch.is_grad_enabled() and (
@@ -369,6 +385,7 @@ class TDV(Prior):
 
     @classmethod
     def contract_example(cls) -> dict:
+        """A one-block, 4-feature TDV with :math:`\\varepsilon = 0.1` in float64 on two 17x14 images."""
         torch.manual_seed(0)
-        prior = cls(in_channels=1, num_features=4, num_scales=3, num_macro_blocks=2).double()
+        prior = cls(in_channels=1, num_features=4, num_scales=3, num_macro_blocks=1, eps=0.1).double()
         return {"prior": prior, "x": torch.rand(2, 1, 17, 14, dtype=torch.float64)}
