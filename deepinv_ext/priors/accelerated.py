@@ -41,6 +41,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from deepinv_ext._batch import per_sample
+
 __all__ = ["Backtracking", "DescentResult", "accelerated_descent", "batch_sqnorm"]
 
 Energy = Callable[[Tensor], Tensor]
@@ -55,10 +57,6 @@ def batch_sqnorm(x: Tensor) -> Tensor:
 def _roundoff(e: Tensor) -> Tensor:
     """The round-off allowance of an energy test: a few ulps of ``|e|`` (energies sum many terms)."""
     return 8 * torch.finfo(e.dtype).eps * e.detach().abs()
-
-
-def _bcast(v: Tensor, x: Tensor) -> Tensor:
-    return v.reshape(-1, *([1] * (x.dim() - 1)))
 
 
 @dataclass(frozen=True)
@@ -91,16 +89,16 @@ class Backtracking:
         ``(x, E(x), L)``."""
         gsq = batch_sqnorm(g)
         slack = _roundoff(e_anchor)
-        x = anchor - g / _bcast(L, g)
+        x = anchor - g / per_sample(L, g)
         e = energy(x)
         for _ in range(self.max_backtracking):
             bad = active & ~(e <= e_anchor - 0.5 * gsq / L + slack)
             if not bad.any():
                 break
             L = torch.where(bad, L * self.increase, L)
-            x_try = anchor - g / _bcast(L, g)
+            x_try = anchor - g / per_sample(L, g)
             e_try = energy(x_try)
-            x = torch.where(_bcast(bad, x), x_try, x)
+            x = torch.where(per_sample(bad, x), x_try, x)
             e = torch.where(bad, e_try, e)
         return x, e, L
 
@@ -145,19 +143,19 @@ def _momentum_step(state: _State, energy: Energy, energy_and_grad: EnergyAndGrad
     if up.any():
         e_x, g_x = energy_and_grad(x)
         x_r, e_r, L_r = backtracking.step(energy, x, e_x, g_x, L, up)
-        x_new = torch.where(_bcast(up, x), x_r, x_new)
+        x_new = torch.where(per_sample(up, x), x_r, x_new)
         e_new = torch.where(up, e_r, e_new)
         L = torch.where(up, L_r, L)
         t_new = torch.where(up, torch.ones_like(t_new), t_new)
         stuck = up & ~(e_new <= e + slack)  # no decrease even without momentum: stay put
-        x_new = torch.where(_bcast(stuck, x), x, x_new)
+        x_new = torch.where(per_sample(stuck, x), x, x_new)
         e_new = torch.where(stuck, e, e_new)
     return x_new, e_new, L, t_new
 
 
 def _freeze(state: _State, hit: Tensor, x: Tensor, e: Tensor) -> None:
     """Elements ``hit`` stop here, at ``(x, e)``, converged."""
-    state.x = torch.where(_bcast(hit, x), x, state.x)
+    state.x = torch.where(per_sample(hit, x), x, state.x)
     state.e = torch.where(hit, e, state.e)
     state.converged = state.converged | hit
     state.active = state.active & ~hit
@@ -195,7 +193,7 @@ def accelerated_descent(energy: Energy, energy_and_grad: EnergyAndGrad, x0: Tens
         callback(0, state.x, state.e)
     for k in tqdm(range(1, max_iter + 1), disable=not progress, desc="accelerated descent"):
         t_new = (1 + torch.sqrt(1 + 4 * state.t * state.t)) / 2
-        x_bar = state.x + _bcast((state.t - 1) / t_new, state.x) * (state.x - state.x_prev)
+        x_bar = state.x + per_sample((state.t - 1) / t_new, state.x) * (state.x - state.x_prev)
         e_bar, g = energy_and_grad(x_bar)
         if grad_converged is not None:
             _freeze(state, state.active & grad_converged(x_bar, g), x_bar, e_bar)
@@ -206,8 +204,8 @@ def accelerated_descent(energy: Energy, energy_and_grad: EnergyAndGrad, x0: Tens
         done = state.active & step_converged(state.x, x_new, state.e, e_new) if step_converged is not None \
             else torch.zeros_like(state.active)
         active = state.active
-        state.x_prev = torch.where(_bcast(active, state.x), state.x, state.x_prev)
-        state.x = torch.where(_bcast(active, state.x), x_new, state.x)
+        state.x_prev = torch.where(per_sample(active, state.x), state.x, state.x_prev)
+        state.x = torch.where(per_sample(active, state.x), x_new, state.x)
         state.e = torch.where(active, e_new, state.e)
         state.t = torch.where(active, t_new, state.t)
         state.L = torch.where(active, L * backtracking.decrease, state.L)
