@@ -158,6 +158,21 @@ def test_bad_construction(kwargs, match):
         AstraCT(16, **({"angles": 8} | kwargs))
 
 
+@pytest.mark.parametrize("img_size", [(16.5, 16), 16.0, 0, (16,), True, (16, True)])
+def test_img_size_must_be_positive_ints(img_size):
+    with pytest.raises(ValueError, match="img_size"):
+        AstraCT(img_size, angles=8, cache_dir=None)
+
+
+def test_a_float_count_of_views_is_refused_not_read_as_one_angle():
+    with pytest.raises(TypeError, match=r"angles.*\[8\.0\]"):
+        AstraCT(16, angles=8.0, cache_dir=None)
+    with pytest.raises(TypeError, match="scalar"):
+        AstraCT(16, angles=torch.tensor(8.0), cache_dir=None)
+    assert AstraCT(16, angles=[8.0], cache_dir=None).angles.tolist() == [8.0]
+    assert AstraCT(torch.Size([1, 16, 12]), angles=4, cache_dir=None).img_size == (16, 12)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without a CUDA device")
 def test_cuda_projector_without_cuda_device():
     with pytest.raises(ValueError, match="CUDA"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -82,23 +83,29 @@ class _LinearMap(torch.autograd.Function):
 
 
 def _as_size(img_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(img_size, int):
-        return (img_size, img_size)
-    size = tuple(int(s) for s in img_size)
-    if len(size) not in (2, 3):
-        raise ValueError(f"img_size must be an int, (H, W) or (C, H, W), got {img_size}")
-    return size[-2:]
+    """``(H, W)`` from an int, ``(H, W)`` or ``(C, H, W)`` of positive integers (a float is refused, not
+    truncated)."""
+    sides = (img_size, img_size) if isinstance(img_size, Integral) and not isinstance(img_size, bool) else img_size
+    if not isinstance(sides, Sequence) or len(sides) not in (2, 3) or any(
+            isinstance(s, bool) or not isinstance(s, Integral) or s < 1 for s in sides):
+        raise ValueError(f"img_size must be a positive int, (H, W) or (C, H, W) of positive ints, got {img_size!r}")
+    return tuple(int(s) for s in sides[-2:])
 
 
 def _as_angles(angles: int | Sequence[float] | torch.Tensor, geometry: str) -> torch.Tensor:
-    if isinstance(angles, bool):
-        raise TypeError("angles must be a number of views or a sequence/tensor of angles in degrees, got a bool")
+    if isinstance(angles, (bool, float)):
+        raise TypeError(f"angles must be an int number of views or a sequence/tensor of angles in degrees, got "
+                        f"{angles!r} (for one view at that angle pass [{angles!r}])")
     if isinstance(angles, int):
         if angles < 1:
             raise ValueError(f"angles must be a positive number of views, got {angles}")
         stop = 180.0 if geometry == "parallel" else 360.0
         return torch.arange(angles, dtype=torch.float64) * (stop / angles)
-    tensor = torch.as_tensor(angles, dtype=torch.float64).detach().cpu().flatten()
+    tensor = torch.as_tensor(angles, dtype=torch.float64).detach().cpu()
+    if tensor.ndim == 0:
+        raise TypeError(f"angles must be an int number of views or a sequence/tensor of angles in degrees, got the "
+                        f"scalar {angles!r} (for one view at that angle pass a one-element sequence)")
+    tensor = tensor.flatten()
     if tensor.numel() < 1:
         raise ValueError("angles must hold at least one view")
     return tensor
