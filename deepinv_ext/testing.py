@@ -18,6 +18,12 @@ deepinv-ext test suite checks every registered plugin:
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import inspect
+import io
+import os
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -81,8 +87,6 @@ class _DeepinvOperator:
         return found + (list(self.params),) if get_physics_param else found
 
     def __enter__(self) -> _DeepinvOperator:
-        import os
-        import tempfile
 
         self.original, self.operators = self.module.find_operator, self.module.OPERATORS
         self.module.find_operator, self.module.OPERATORS = self.find_operator, [*self.operators, _DEEPINV_NAME]
@@ -91,7 +95,6 @@ class _DeepinvOperator:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        import os
 
         os.chdir(self.cwd)
         self.tmp.cleanup()
@@ -123,10 +126,6 @@ def _run_deepinv_physics_tests(factory: PhysicsFactory, img_size: tuple, *, devi
     :return: ``{"test_name[param=value]": "passed" or "skipped: reason"}``.
     :raises AssertionError: naming every test that failed, with its error.
     """
-    import contextlib
-    import inspect
-    import io
-
     import pytest
     from deepinv.tests import test_physics as module
 
@@ -169,7 +168,6 @@ def _run_deepinv_physics_tests(factory: PhysicsFactory, img_size: tuple, *, devi
 def _copy(physics: dinv.physics.LinearPhysics) -> dinv.physics.LinearPhysics:
     """A deep copy of ``physics``: :func:`copy.deepcopy`, or deepinv's ``clone()`` (0.2 s, it walks the whole
     object graph) when the physics holds what deepcopy cannot copy (a ``torch.Generator``)."""
-    import copy
 
     try:
         return copy.deepcopy(physics)
