@@ -199,6 +199,8 @@ def build(config: Mapping | str | Path) -> Any:
     """
     if isinstance(config, (str, Path)):
         config = load_config(config)
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a mapping or the path of a JSON/YAML file, got {type(config).__name__}")
     if not _is_plugin_config(config):
         raise ValueError(f"a config needs 'kind' and 'name' keys (or 'target'), got keys {sorted(config)}")
     kwargs = dict(config)

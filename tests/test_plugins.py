@@ -80,6 +80,12 @@ def test_build_checks_keys_along_the_kwargs_chain():
     assert physics.angles.numel() == 4 and abs(float(physics.noise_model.sigma) - 0.1) < 1e-7
 
 
+@pytest.mark.parametrize("config", [42, None, ["kind", "name"]])
+def test_build_refuses_a_config_that_is_not_a_mapping(config):
+    with pytest.raises(TypeError, match="config must be a mapping"):
+        plugins.build(config)
+
+
 def test_build_from_json_and_yaml(tmp_path):
     config = {"kind": "dataset", "name": "ellipses", "length": 3, "size": 8, "seed": 5}
     (tmp_path / "c.json").write_text(json.dumps(config))

@@ -101,6 +101,13 @@ def test_rescaled_output_has_the_image_shape_on_multicoil_mri():
         assert torch.allclose(out, plain(y * scale.unsqueeze(-1), physics) / scale, atol=1e-10)
 
 
+@pytest.mark.parametrize("kwargs", [{"cg_max_iter": -1}, {"cg_max_iter": 0}, {"cg_max_iter": 5.0},
+                                    {"cg_tol": -1e-6}, {"cg_tol": float("nan")}])
+def test_bad_cg_settings_are_refused(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        TDVNetwork(TDV(num_features=4, num_macro_blocks=1), **kwargs)
+
+
 def test_project_and_constrained_optimizer():
     net = small_net(T_range=(0.0, 0.1), lmbda_range=(0.01, 5.0))
     opt = constrain_optimizer(torch.optim.SGD(net.parameters(), lr=100.0), net)

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from deepinv_ext._batch import per_sample
+from deepinv_ext._validation import finite_number, positive_int
 from deepinv_ext.priors.tdv import TDV
 
 __all__ = ["TDVNetwork", "constrain_optimizer", "prox_data_fidelity"]
@@ -122,6 +123,8 @@ class TDVNetwork(Reconstructor):
                 raise ValueError(f"initial value {v} lies outside {name} = {(lo, hi)}")
         if sigma_train is not None and not sigma_train > 0:
             raise ValueError(f"sigma_train must be positive or None, got {sigma_train}")
+        positive_int(cg_max_iter, "cg_max_iter")
+        finite_number(cg_tol, "cg_tol", strict=True)
         self.R = prior if prior is not None else TDV()
         if not isinstance(self.R, TDV):
             raise TypeError(f"prior must be a deepinv_ext.priors.TDV, got {type(self.R).__name__}")
