@@ -204,3 +204,9 @@ def test_published_weights_psnr_matches_authors_code_on_crop():
         out = net(z, dinv.physics.Denoising(dinv.physics.GaussianNoise(25 / 255)))
     psnr = float(dinv.metric.PSNR()(out, x))
     assert abs(psnr - AUTHORS_PSNR_CROP) < 0.01, f"PSNR {psnr:.6f} dB vs authors' {AUTHORS_PSNR_CROP} dB"
+
+
+@pytest.mark.parametrize("eps", [-0.1, float("nan"), float("inf")])
+def test_bad_eps_is_refused(eps):
+    with pytest.raises(ValueError, match="eps"):
+        TDV(num_features=4, num_macro_blocks=1, eps=eps)

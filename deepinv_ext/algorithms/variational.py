@@ -55,9 +55,10 @@ class VariationalSolver(Reconstructor):
 
     After a call, ``history`` holds the energy of every iterate (a list of ``(B,)`` tensors, the first one at the
     CG initialisation), ``iterations`` the number of iterations run, ``lipschitz`` the final :math:`L` per
-    batch element and ``converged`` whether each element met the stopping rule before ``max_iter``. The iterations run without autograd, unless autograd is enabled and the prior has trainable
-    parameters (e.g. inside :class:`deepinv.Trainer`): then they are differentiated by unrolling, with the
-    backtracking and restart decisions held fixed, at a memory cost growing with ``max_iter``.
+    batch element and ``converged`` whether each element met the stopping rule before ``max_iter``. The
+    iterations run without autograd, unless autograd is enabled and the prior has trainable parameters (e.g. inside
+    :class:`deepinv.Trainer`): then they are differentiated by unrolling, with the backtracking and restart
+    decisions held fixed, at a memory cost growing with ``max_iter``.
 
     :param deepinv.optim.Prior prior: a smooth prior with ``fn`` (per batch element) and ``grad``; an
         ``energy_and_grad(x)`` method (as :class:`deepinv_ext.priors.TDV` has) is used when present.
@@ -97,8 +98,7 @@ class VariationalSolver(Reconstructor):
         self.snapshots: dict[int, Tensor] = {}
         self.prior = prior
         self.weight, self.max_iter, self.cg_init_iter = weight, max_iter, cg_init_iter
-        self.lipschitz_init, self.increase, self.decrease, self.tol = lipschitz_init, increase, decrease, tol
-        self.max_backtracking, self.progress = max_backtracking, progress
+        self.lipschitz_init, self.tol, self.progress = lipschitz_init, tol, progress
         self.history: list[Tensor] = []
         self.iterations = 0
         self.lipschitz: Tensor | None = None

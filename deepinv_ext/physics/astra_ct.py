@@ -345,9 +345,13 @@ class AstraCT(LinearPhysics):
                           self.detector_spacing, self.source_radius, self.detector_radius)
 
     def _views(self) -> torch.Tensor:
-        """The current views, float64 on the CPU: ``(n_views,)`` shared, or ``(B, n_views)`` per sample."""
-        views = self.angles.detach().cpu().double()
-        return views[0] if views.ndim == 2 and views.shape[0] == 1 else views
+        """The current views, float64 on the CPU: ``(n_views,)`` shared, or ``(B, n_views)`` per sample (copied
+        from the buffer once per geometry state, not at every call: no host round trip on the GPU path)."""
+        def build() -> torch.Tensor:
+            views = self.angles.detach().cpu().double()
+            return views[0] if views.ndim == 2 and views.shape[0] == 1 else views
+
+        return self._cached(("views",), build)
 
     def _view_index(self, views: torch.Tensor) -> torch.Tensor | None:
         """Indices of ``views`` (any shape) in ``full_angles``, or ``None`` if some view is not among them; a view
@@ -415,12 +419,13 @@ class AstraCT(LinearPhysics):
         views = self._views()
         if views.ndim == 1:
             return self._shared_maps(views, device)
-        index = self._view_index(views) if self.backend == "sparse" else None
+        index = self._cached(("view_index", str(device)), lambda: _on(self._view_index(views), device)) \
+            if self.backend == "sparse" else None
         if index is not None:
             n_full = self.full_angles.numel()
             full = _sparse_maps(lambda: self._cached(("full",), self._full_matrix), self.img_size,
                                 (n_full, self.n_detectors))
-            return _gathered_maps(full, index.to(device), n_full, channels)
+            return _gathered_maps(full, index, n_full, channels)
         return _looped_maps([self._shared_maps(v, device) for v in views], channels)
 
     def _project(self, t: torch.Tensor, adjoint: bool) -> torch.Tensor:
@@ -537,6 +542,10 @@ class AstraCT(LinearPhysics):
 
 
 # ---------------------------------------------------------------------------------------------- stack maps
+def _on(index: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if index is None else index.to(device)
+
+
 def _sparse_maps(matrix: Callable[[], SystemMatrix], img_size: tuple[int, int],
                  sino: tuple[int, int]) -> tuple[Callable, Callable]:
     """Maps of stacks through the sparse system matrix that ``matrix()`` returns."""

@@ -30,17 +30,9 @@ from torch import Tensor, nn
 
 from deepinv_ext._validation import check_image, finite_number, positive_int
 from deepinv_ext.priors.filter_bank import SparsifyingFilterBank
-from deepinv_ext.priors.smooth import (
-    ProxConfig,
-    SmoothLeakyReLU,
-    SmoothLearnedPrior,
-    autograd_energy_and_grad,
-    autograd_grad,
-    smooth_leaky_relu,
-)
+from deepinv_ext.priors.smooth import ProxConfig, SmoothLeakyReLU, SmoothLearnedPrior, smooth_leaky_relu
 
-__all__ = ["AdversarialRegularizer", "ConvexAdversarialRegularizer", "autograd_energy_and_grad", "autograd_grad",
-           "smooth_leaky_relu"]
+__all__ = ["AdversarialRegularizer", "ConvexAdversarialRegularizer"]
 
 
 class AdversarialRegularizer(SmoothLearnedPrior):

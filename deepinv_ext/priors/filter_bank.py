@@ -82,21 +82,27 @@ class SparsifyingFilterBank(SmoothLearnedPrior):
     def fn(self, x: Tensor, *args, **kwargs) -> Tensor:
         r""":math:`S_\theta(x)` of each batch element, shape ``(B,)``."""
         check_image(x, self.in_channels)
-        responses = smooth_abs(self.filters(x), self.smoothing)
-        return self.weight.to(x.dtype) * responses.sum(dim=(1, 2, 3))
+        return self._energy(x, self.filters(x))
 
     def grad(self, x: Tensor, *args, **kwargs) -> Tensor:
         r""":math:`\nabla S_\theta(x) = w \sum_k h_k^\top \operatorname{sign}(h_k * x)` (the smoothed sign for
         ``smoothing > 0``), same shape as ``x``."""
+        return self._grad(x, self.filters(x))
+
+    def energy_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        r"""(:meth:`fn`, :meth:`grad`) from one convolution, the gradient by its closed form."""
+        check_image(x, self.in_channels)
         responses = self.filters(x)
+        return self._energy(x, responses), self._grad(x, responses)
+
+    def _energy(self, x: Tensor, responses: Tensor) -> Tensor:
+        return self.weight.to(x.dtype) * smooth_abs(responses, self.smoothing).sum(dim=(1, 2, 3))
+
+    def _grad(self, x: Tensor, responses: Tensor) -> Tensor:
         s = self.smoothing
         slope = responses.sign() if s <= 0 else responses / torch.sqrt(responses * responses + s * s)
         k = self.filters.weight.to(x.dtype)
         return self.weight.to(x.dtype) * F.conv_transpose2d(slope, k, padding=self.filters.padding[0])
-
-    def energy_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        r"""(:meth:`fn`, :meth:`grad`), the gradient by its closed form."""
-        return self.fn(x), self.grad(x)
 
     @classmethod
     def contract_example(cls) -> dict:

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from deepinv_ext._validation import finite_number
 from deepinv_ext.priors.smooth import ProxConfig, SmoothLearnedPrior
 
 __all__ = ["TDV", "symmetric_pad", "symmetric_pad_adjoint"]
@@ -152,9 +153,7 @@ class TDV(SmoothLearnedPrior):
                  num_macro_blocks: int = 3, multiplier: int = 1, zero_mean: bool = True,
                  eps: float = 0.0, prox_config: ProxConfig | None = None) -> None:
         super().__init__(prox_config)
-        if not (isinstance(eps, (int, float)) and eps >= 0 and eps < float("inf")):
-            raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
-        self.eps = float(eps)
+        self.eps = finite_number(eps, "eps")
         for name, value in (("in_channels", in_channels), ("num_features", num_features),
                             ("num_scales", num_scales), ("num_macro_blocks", num_macro_blocks),
                             ("multiplier", multiplier)):
