@@ -15,6 +15,7 @@ from deepinv.physics import LinearPhysics
 from deepinv_ext._signature import check_keywords
 from deepinv_ext.physics._astra_backends import AstraCPU, AstraCUDA
 from deepinv_ext.physics._astra_geometry import CTGeometry, validate
+from deepinv_ext.physics._stack_maps import LinearMap, gathered_maps, looped_maps, sparse_maps
 from deepinv_ext.physics.fbp import FILTERS, fan_beam_fbp, filter_sinogram
 from deepinv_ext.physics.sparse_ct import SystemMatrix, load_or_build
 
@@ -42,44 +43,6 @@ class _Transient:
 
     def __setstate__(self, state: dict) -> None:
         self.__init__()
-
-
-class _LinearMap(torch.autograd.Function):
-    r"""``op(x)`` for a linear map ``op`` of a stack ``(N, ...)``, whose backward is its transpose ``op_t``.
-
-    In the ``setup_context`` style, so that :mod:`torch.func` transforms work (deepinv's
-    :func:`deepinv.physics.adjoint_function` calls :func:`torch.func.vjp`): ``vmap`` folds the vmapped dimension
-    into the leading stack dimension (one call of ``op``, no loop), ``jvp`` is ``op`` itself (the map is linear),
-    and the backward is again a :class:`_LinearMap`, so derivatives of any order exist. ``name``, when given,
-    names the input in the error raised on NaN/inf values (checked here, where the tensor is a plain one under
-    every transform).
-    """
-
-    @staticmethod
-    def forward(x: torch.Tensor, op: Callable, op_t: Callable, name: str | None) -> torch.Tensor:
-        if name is not None and not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name} holds NaN or infinite values")
-        return op(x)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
-        _, ctx.op, ctx.op_t, _ = inputs
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
-        return _LinearMap.apply(grad, ctx.op_t, ctx.op, None), None, None, None
-
-    @staticmethod
-    def jvp(ctx: Any, x_t: torch.Tensor, *_: Any) -> torch.Tensor:
-        return _LinearMap.apply(x_t, ctx.op, ctx.op_t, None)
-
-    @staticmethod
-    def vmap(info: Any, in_dims: tuple, x: torch.Tensor, op: Callable, op_t: Callable,
-             name: str | None) -> tuple[torch.Tensor, int]:
-        x = x.movedim(in_dims[0], 0)
-        n_map, n_stack = x.shape[:2]
-        out = _LinearMap.apply(x.reshape(n_map * n_stack, *x.shape[2:]), op, op_t, name)
-        return out.reshape(n_map, n_stack, *out.shape[1:]), 0
 
 
 def _as_size(img_size: int | Sequence[int]) -> tuple[int, int]:
@@ -395,11 +358,11 @@ class AstraCT(LinearPhysics):
     def _shared_maps(self, views: torch.Tensor, device: torch.device) -> tuple[Callable, Callable]:
         """Projection and back-projection of stacks ``(N, H, W) <-> (N, n_views, n_detectors)`` for one set of
         views. The matrix or ASTRA projector is fetched (made and cached) when a map runs, inside
-        :class:`_LinearMap`'s forward, where no :mod:`torch.func` transform wraps the tensors (torch cannot
+        :class:`~deepinv_ext.physics._stack_maps.LinearMap`'s forward, where no :mod:`torch.func` transform wraps the tensors (torch cannot
         construct a sparse tensor under one)."""
         key = tuple(views.tolist())
         if self.backend == "sparse":
-            return _sparse_maps(lambda: self._cached(("sparse", key), lambda: self._matrix(views)), self.img_size,
+            return sparse_maps(lambda: self._cached(("sparse", key), lambda: self._matrix(views)), self.img_size,
                                 (views.numel(), self.n_detectors))
 
         def op() -> AstraCPU | AstraCUDA:
@@ -423,17 +386,17 @@ class AstraCT(LinearPhysics):
             if self.backend == "sparse" else None
         if index is not None:
             n_full = self.full_angles.numel()
-            full = _sparse_maps(lambda: self._cached(("full",), self._full_matrix), self.img_size,
+            full = sparse_maps(lambda: self._cached(("full",), self._full_matrix), self.img_size,
                                 (n_full, self.n_detectors))
-            return _gathered_maps(full, index, n_full, channels)
-        return _looped_maps([self._shared_maps(v, device) for v in views], channels)
+            return gathered_maps(full, index, n_full, channels)
+        return looped_maps([self._shared_maps(v, device) for v in views], channels)
 
     def _project(self, t: torch.Tensor, adjoint: bool) -> torch.Tensor:
         """:math:`At` or :math:`A^\\top t` without normalisation, ``t`` of shape ``(B, C, ...)``."""
         forward, back = self._maps(t.device, t.shape[1])
         ops = (back, forward) if adjoint else (forward, back)
         b, c = t.shape[:2]
-        out = _LinearMap.apply(t.reshape(b * c, *t.shape[2:]), *ops, self._input_name(adjoint))
+        out = LinearMap.apply(t.reshape(b * c, *t.shape[2:]), *ops, self._input_name(adjoint))
         return out.reshape(b, c, *out.shape[1:])
 
     def _input_name(self, adjoint: bool) -> str | None:
@@ -541,65 +504,5 @@ class AstraCT(LinearPhysics):
         return {"physics": physics, "x": x}
 
 
-# ---------------------------------------------------------------------------------------------- stack maps
 def _on(index: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
     return None if index is None else index.to(device)
-
-
-def _sparse_maps(matrix: Callable[[], SystemMatrix], img_size: tuple[int, int],
-                 sino: tuple[int, int]) -> tuple[Callable, Callable]:
-    """Maps of stacks through the sparse system matrix that ``matrix()`` returns."""
-    n_pix = img_size[0] * img_size[1]
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return matrix().apply(x.reshape(-1, n_pix)).reshape((x.shape[0],) + sino)
-
-    def adjoint(y: torch.Tensor) -> torch.Tensor:
-        return matrix().apply_t(y.reshape(-1, sino[0] * sino[1])).reshape((y.shape[0],) + img_size)
-
-    return forward, adjoint
-
-
-def _per_sample(stack: torch.Tensor, batch: int, channels: int) -> torch.Tensor:
-    """A stack ``(N, ...)`` read as ``(M, batch, channels, ...)``."""
-    if stack.shape[0] % (batch * channels):
-        raise ValueError(f"a stack of {stack.shape[0]} images does not hold {batch} samples of {channels} channels")
-    return stack.reshape(-1, batch, channels, *stack.shape[1:])
-
-
-def _gathered_maps(full: tuple[Callable, Callable], index: torch.Tensor, n_full: int,
-                   channels: int) -> tuple[Callable, Callable]:
-    r"""Per-sample views as rows of the full operator: :math:`y_b = S_b A_{\mathrm{full}} x_b` (gather of the views
-    ``index[b]``), adjoint :math:`A_{\mathrm{full}}^\top S_b^\top y_b` (scatter-add into a zero full sinogram)."""
-    forward_full, adjoint_full = full
-    batch, n_views = index.shape
-
-    def views_index(like: torch.Tensor) -> torch.Tensor:
-        m, _, _, _, n_det = like.shape
-        return index[None, :, None, :, None].expand(m, batch, channels, n_views, n_det)
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        y_full = _per_sample(forward_full(x), batch, channels)
-        shape = y_full.shape[:3] + (n_views, y_full.shape[-1])
-        return torch.gather(y_full, 3, views_index(y_full.new_empty(shape))).reshape(-1, *shape[3:])
-
-    def adjoint(y: torch.Tensor) -> torch.Tensor:
-        y = _per_sample(y, batch, channels)
-        y_full = y.new_zeros(y.shape[:3] + (n_full, y.shape[-1]))
-        y_full.scatter_add_(3, views_index(y), y)
-        return adjoint_full(y_full.reshape(-1, *y_full.shape[3:]))
-
-    return forward, adjoint
-
-
-def _looped_maps(maps: list[tuple[Callable, Callable]], channels: int) -> tuple[Callable, Callable]:
-    """Per-sample views, one backend call per sample (the loop of the ASTRA backend and of views outside
-    ``full_angles``)."""
-    batch = len(maps)
-
-    def run(t: torch.Tensor, which: int) -> torch.Tensor:
-        t = _per_sample(t, batch, channels)
-        outs = [maps[b][which](t[:, b].reshape(-1, *t.shape[3:])) for b in range(batch)]
-        return torch.stack([o.reshape(t.shape[0], channels, *o.shape[1:]) for o in outs], dim=1).flatten(0, 2)
-
-    return (lambda x: run(x, 0)), (lambda y: run(y, 1))

@@ -39,14 +39,13 @@ def implicit_prox(u_star: Tensor, x: Tensor, gamma: Tensor, grad: Callable[[Tens
     :param Callable grad: :math:`u \mapsto \nabla R_\theta(u)`, differentiable in ``u`` and :math:`\theta`.
     :param float tol: relative tolerance of the conjugate-gradient solve (per image).
     :param int max_iter: its maximum number of iterations.
-    :return: a tensor equal to ``u_star`` whose backward is the implicit derivative.
+    :return: a tensor equal to ``u_star`` whose backward is the implicit derivative (it always carries a graph:
+        call this only when a derivative is wanted, as :meth:`SmoothLearnedPrior.prox` does).
     """
     z = u_star.detach().requires_grad_(True)
     with torch.enable_grad():
         f = x - per_sample(gamma, z) * grad(z)
     out = u_star.detach() + (f - f.detach())
-    if not out.requires_grad:
-        return out.detach()
 
     def solve(g: Tensor) -> Tensor:
         def matvec(v: Tensor) -> Tensor:  # (I + gamma H) v = v - (dF/du)^T v, H symmetric
