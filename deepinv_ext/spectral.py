@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from deepinv_ext._batch import per_sample
+
 __all__ = ["ApplyInfo", "OperatorEig", "lanczos_apply", "lanczos_extreme", "chebyshev_apply", "cg_solve",
            "SpectralFilter", "ScalingFilter", "NeumannFilter", "FilterConditions"]
 
@@ -49,10 +51,6 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
 
 def _norm(a: Tensor) -> Tensor:
     return a.flatten(1).norm(dim=1)
-
-
-def _bc(s: Tensor, like: Tensor) -> Tensor:
-    return s.reshape(-1, *([1] * (like.ndim - 1)))
 
 
 @dataclass
@@ -128,7 +126,7 @@ def _tridiag(alpha: list[Tensor], beta: list[Tensor]) -> Tensor:
 def _lanczos(matvec: Matvec, v: Tensor, n_iter: int, callback: Callable | None = None):
     """Batched Lanczos with full reorthogonalisation; yields after each step (Q, alpha, beta)."""
     nv = _norm(v).clamp_min(torch.finfo(v.dtype).tiny)
-    Q = [v / _bc(nv, v)]
+    Q = [v / per_sample(nv, v)]
     alpha: list[Tensor] = []
     beta: list[Tensor] = []
     for k in range(n_iter):
@@ -136,13 +134,13 @@ def _lanczos(matvec: Matvec, v: Tensor, n_iter: int, callback: Callable | None =
         alpha.append(_dot(w, Q[k]))
         for _ in range(2):  # full reorthogonalisation, twice is enough
             for q in Q:
-                w = w - _bc(_dot(w, q), w) * q
+                w = w - per_sample(_dot(w, q), w) * q
         b = _norm(w)
         beta.append(b)
         stop = yield Q, alpha, beta, nv
         if stop or k + 1 == n_iter:
             return
-        Q.append(w / _bc(b.clamp_min(torch.finfo(v.dtype).tiny), w))
+        Q.append(w / per_sample(b.clamp_min(torch.finfo(v.dtype).tiny), w))
 
 
 def lanczos_apply(matvec: Matvec, v: Tensor, fn: ScalarFn, *, tol: float = 1e-6, max_iter: int = 100,
@@ -184,7 +182,7 @@ def lanczos_apply(matvec: Matvec, v: Tensor, fn: ScalarFn, *, tol: float = 1e-6,
             break
     if breakdown:
         err = 0.0
-    out = sum(_bc(coeff[:, i], v) * Q[i] for i in range(coeff.shape[-1]))
+    out = sum(per_sample(coeff[:, i], v) * Q[i] for i in range(coeff.shape[-1]))
     return out, ApplyInfo("lanczos", k, err, err < tol)
 
 
@@ -270,10 +268,10 @@ def cg_solve(matvec: Matvec, b: Tensor, *, x0: Tensor | None = None, tol: float 
         Mp = matvec(p)
         n_mv += 1
         alpha = rr / _dot(p, Mp).clamp_min(torch.finfo(b.dtype).tiny)
-        x = x + _bc(alpha, x) * p
-        r = r - _bc(alpha, r) * Mp
+        x = x + per_sample(alpha, x) * p
+        r = r - per_sample(alpha, r) * Mp
         rr_new = _dot(r, r)
-        p = r + _bc(rr_new / rr.clamp_min(torch.finfo(b.dtype).tiny), r) * p
+        p = r + per_sample(rr_new / rr.clamp_min(torch.finfo(b.dtype).tiny), r) * p
         rr = rr_new
     res = float((rr.sqrt() / nb).max().detach())
     return x, ApplyInfo("cg", n_mv, res, done(), state=r)

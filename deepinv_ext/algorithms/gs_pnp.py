@@ -33,16 +33,13 @@ from deepinv.physics import DecomposablePhysics, LinearPhysics
 from torch import Tensor
 from tqdm import tqdm
 
+from deepinv_ext._batch import per_sample
+
 __all__ = ["GradientStepPnP"]
 
 
 def _sqnorm(x: Tensor) -> Tensor:
     return x.pow(2).flatten(1).sum(dim=1)
-
-
-def _bcast(v: Tensor, x: Tensor) -> Tensor:
-    """A per-sample vector ``(B,)`` shaped to broadcast against ``x`` ``(B, ...)``."""
-    return v.reshape(-1, *([1] * (x.dim() - 1)))
 
 
 class GradientStepPnP(Reconstructor):
@@ -193,7 +190,7 @@ class GradientStepPnP(Reconstructor):
     def prox_data(self, z: Tensor, y: Tensor, physics: LinearPhysics, tau: Tensor | float) -> Tensor:
         r""":math:`\operatorname{prox}_{\tau f}(z)`; ``tau`` a float or one step per batch element (shape ``(B,)``)."""
         if isinstance(tau, Tensor):
-            tau = _bcast(tau.to(dtype=z.dtype, device=z.device), z)
+            tau = per_sample(tau.to(dtype=z.dtype, device=z.device), z)
         if isinstance(physics, DecomposablePhysics):
             return physics.prox_l2(z, y, tau)
         return least_squares(physics.A, physics.A_adjoint, y, z=z, init=z, gamma=tau, solver="CG",
@@ -249,7 +246,7 @@ class GradientStepPnP(Reconstructor):
             objective, steps, stepsizes, backtracks = [F], [], [], []
             bt = self.backtracking
             for _ in tqdm(range(self.max_iter), disable=not self.show_progress_bar, desc="GS-PnP"):
-                z = x - _bcast(tau * self.lambda_, x) * grad
+                z = x - per_sample(tau * self.lambda_, x) * grad
                 pending = active.clone()
                 x_new, F_new, grad_new = x, F, grad
                 n_back = torch.zeros(batch, dtype=torch.long, device=x.device)
@@ -267,15 +264,15 @@ class GradientStepPnP(Reconstructor):
                     stalled = stalled | (pending & ~ok & (at_precision | (self._change(F, F_c, x, cand) < self.tol)))
                     if take.any():
                         grad_c = self._grad_from(g_c, leaf_c)
-                        x_new = torch.where(_bcast(take, x), cand, x_new)
+                        x_new = torch.where(per_sample(take, x), cand, x_new)
                         F_new = torch.where(take, F_c, F_new)
-                        grad_new = torch.where(_bcast(take, x), grad_c, grad_new)
+                        grad_new = torch.where(per_sample(take, x), grad_c, grad_new)
                     pending = pending & ~ok & ~stalled
                     if not pending.any():
                         break
                     tau = torch.where(pending, bt.eta * tau, tau)
                     n_back = n_back + pending.long()
-                    z = torch.where(_bcast(pending, x), x - _bcast(tau * self.lambda_, x) * grad, z)
+                    z = torch.where(per_sample(pending, x), x - per_sample(tau * self.lambda_, x) * grad, z)
                 failed = failed | pending
                 step = _sqnorm(x_new - x).sqrt()
                 change = self._change(F, F_new, x, x_new)
@@ -304,5 +301,5 @@ class GradientStepPnP(Reconstructor):
             if self.output == "denoised":
                 return x - grad
             tau = self.history["stepsize"][-1].to(device=x.device, dtype=x.dtype)
-            return self.prox_data(x - _bcast(tau * self.lambda_, x) * grad, y, physics, tau)
+            return self.prox_data(x - per_sample(tau * self.lambda_, x) * grad, y, physics, tau)
         return x - grad if self.output == "denoised" else x

@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from deepinv.optim import Prior
 from torch import Tensor, nn
 
+from deepinv_ext._batch import per_sample
 from deepinv_ext.priors.accelerated import Backtracking, accelerated_descent, batch_sqnorm
 from deepinv_ext.priors.implicit import implicit_prox
 
@@ -271,7 +272,7 @@ class SmoothLearnedPrior(Prior):
     def _prox_energy_and_grad(self, u: Tensor, x: Tensor, gamma: Tensor) -> tuple[Tensor, Tensor]:
         energy, grad = self.energy_and_grad(u)
         e = 0.5 * batch_sqnorm(u - x) + gamma * energy.reshape(-1)
-        return e, u - x + gamma.reshape(-1, *([1] * (x.dim() - 1))) * grad
+        return e, u - x + per_sample(gamma, x) * grad
 
     def _prox_start(self, x: Tensor) -> tuple[Tensor, Tensor | float]:
         warm = self._prox_warm
