@@ -32,9 +32,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from deepinv_ext.plugins import PluginInfo, load
+from deepinv_ext.testing.bad_input import BadInputCase, bad_input_cases, check_bad_input
 
 __all__ = ["check_physics", "check_prior", "check_denoiser", "check_reconstructor", "check_loss", "check_dataset",
-           "check_plugin"]
+           "check_plugin", "BadInputCase", "bad_input_cases", "check_bad_input"]
 
 
 def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
