@@ -26,7 +26,7 @@ import torch
 from deepinv_ext.priors import TDV
 from deepinv_ext.priors.smooth import ProxConvergenceWarning
 
-WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tdv" / "tdv3-3-25-f32-color.pth"
+WEIGHTS = Path(__file__).resolve().parents[1] / "tests" / "data" / "tdv" / "tdv3-3-25-f32-color.pth"
 
 
 def run(prior: TDV, algorithm: str) -> str:

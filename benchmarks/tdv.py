@@ -36,7 +36,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / ".." / "shared"
-WEIGHTS = SHARED / "data" / "tdv" / "tdv3-3-25-f32-gray.pth"
+WEIGHTS = ROOT / "tests" / "data" / "tdv" / "tdv3-3-25-f32-gray.pth"  # the published weights, shipped
 
 
 def sync(device: str) -> None:

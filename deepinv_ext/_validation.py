@@ -185,7 +185,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
         raise ValueError(f"{what} {str(path)!r} is empty (0 bytes)")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, ValueError, KeyError,
+    except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, ValueError, KeyError, IndexError,
             AttributeError, UnicodeDecodeError) as err:
         raise ValueError(f"{what} {str(path)!r} is not a readable torch checkpoint ({type(err).__name__}): it is "
                          "truncated, corrupt, or holds objects other than tensors and plain containers") from None
@@ -195,3 +195,64 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     if missing:
         raise ValueError(f"{what} {str(path)!r} lacks the key(s) {missing}; it has {sorted(map(str, checkpoint))[:10]}")
     return checkpoint
+
+
+def boolean(value: Any, name: str) -> bool:
+    """``value`` if it is a bool; otherwise a TypeError naming ``name`` (a flag is never read by its truth value:
+    the string ``"False"`` is true)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_measurement(y: Any, physics: Any, x: Any = None, model: torch.nn.Module | None = None,
+                      name: str = "y", x_name: str = "x_init") -> Tensor:
+    r"""The entry check of a reconstruction algorithm ``model(y, physics)``, before it iterates.
+
+    ``physics`` must be a deepinv ``LinearPhysics``; ``y`` a finite real floating tensor holding at least one sample,
+    in the precision of ``model``'s parameters (:func:`check_dtype`), and of the shape of the measurements of
+    ``physics``: ``y.shape == physics.A(x).shape`` with :math:`x = A^\top y` (a ``y`` that merely broadcasts
+    against the operator, e.g. ``(B, 1, N, 1)`` for ``(B, 1, N, N)``, is refused). A starting point ``x`` (``None``:
+    the algorithm's default) must be a finite real floating tensor of ``y``'s dtype and of the shape of
+    :math:`A^\top y`.
+
+    :return: :math:`A^\top y` (``physics.A_adjoint(y)``), for algorithms that start there.
+    :raises TypeError: ``physics``, ``y`` or ``x`` of the wrong kind or dtype.
+    :raises ValueError: an empty batch, NaN or inf, or a shape that does not fit ``physics``.
+    """
+    from deepinv.physics import LinearPhysics
+
+    if not isinstance(physics, LinearPhysics):
+        raise TypeError(f"physics must be a deepinv.physics.LinearPhysics, got {type(physics).__name__}")
+    check_tensor(y, name)
+    check_batch(y, name)
+    check_finite(y, name)
+    if model is not None:
+        check_dtype(y, model, name)
+    try:
+        x_adj = physics.A_adjoint(y)
+        with torch.no_grad():
+            y_shape = physics.A(x_adj).shape
+    except (RuntimeError, IndexError, ValueError) as err:
+        raise ValueError(f"{name} of shape {tuple(y.shape)} does not fit {type(physics).__name__}: applying "
+                         f"its adjoint and the operator failed ({type(err).__name__}: {err})") from err
+    if tuple(y.shape) != tuple(y_shape):
+        raise ValueError(f"{name} must have the shape {tuple(y_shape)} of the measurements of "
+                         f"{type(physics).__name__} (physics.A(physics.A_adjoint({name}))), got {tuple(y.shape)}")
+    if x is not None:
+        check_tensor(x, x_name)
+        if x.dtype != y.dtype:
+            raise TypeError(f"{x_name} has dtype {x.dtype} but {name} has {y.dtype}: pass {x_name}.to({y.dtype})")
+        if x.shape != x_adj.shape:
+            raise ValueError(f"{x_name} must have the shape {tuple(x_adj.shape)} of physics.A_adjoint({name}), "
+                             f"got {tuple(x.shape)}")
+        check_finite(x, x_name)
+    return x_adj
+
+
+def floating_dtype(value: Any, name: str = "dtype") -> torch.dtype:
+    """``value`` if it is a real floating ``torch.dtype``; otherwise a TypeError naming ``name`` (an integer dtype
+    would truncate images in [0, 1] to zeros, a string is not a dtype)."""
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise TypeError(f"{name} must be a real floating torch.dtype such as torch.float32, got {value!r}")
+    return value

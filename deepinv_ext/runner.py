@@ -44,6 +44,7 @@ import deepinv as dinv
 import torch
 from torch.utils.data import DataLoader
 
+from deepinv_ext._validation import checked_device
 from deepinv_ext.plugins import build, load_config
 from deepinv_ext.provenance import save_run_record, seed_everything
 
@@ -76,7 +77,7 @@ def _as_reconstructor(model: torch.nn.Module) -> torch.nn.Module:
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return checked_device(name, "device")
 
 
 def run_config(config: dict[str, Any] | str | Path, output_dir: str | Path | None = None,
@@ -86,6 +87,7 @@ def run_config(config: dict[str, Any] | str | Path, output_dir: str | Path | Non
     :param config: the config mapping or a JSON/YAML file (schema in this module's docstring).
     :param output_dir: where outputs go (default: the config's ``output_dir``, else ``runs/<config name>``).
     :param bool verbose: print the Trainer's and the test's progress.
+    :raises ValueError: an unknown or missing section, or a ``device`` this machine does not have.
     """
     name = Path(config).stem if isinstance(config, (str, Path)) else "run"
     if isinstance(config, (str, Path)):
@@ -99,10 +101,10 @@ def run_config(config: dict[str, Any] | str | Path, output_dir: str | Path | Non
     if "test" not in config["data"]:
         raise ValueError("config: data.test is required")
     output_dir = Path(output_dir or config.get("output_dir") or Path("runs") / name)
+    device = _device(config.get("device", "auto"))
     seed = int(config.get("seed", 0))
     seed_everything(seed)
     save_run_record(output_dir, config, seed)
-    device = _device(config.get("device", "auto"))
 
     physics = build(config["physics"]).to(device)
     model = _as_reconstructor(build(config["model"])).to(device)

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from deepinv_ext._batch import per_sample
+from deepinv_ext._validation import finite_number, positive_int
 
 __all__ = ["ApplyInfo", "OperatorEig", "lanczos_apply", "lanczos_extreme", "chebyshev_apply", "cg_solve",
            "SpectralFilter", "ScalingFilter", "NeumannFilter", "FilterConditions"]
@@ -51,6 +52,12 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
 
 def _norm(a: Tensor) -> Tensor:
     return a.flatten(1).norm(dim=1)
+
+
+def _check_budget(tol: float, max_iter: int, iter_name: str = "max_iter") -> None:
+    """A matrix-free application needs a tolerance > 0 and at least one step (a ValueError names which)."""
+    finite_number(tol, "tol", strict=True)
+    positive_int(max_iter, iter_name)
 
 
 @dataclass
@@ -85,7 +92,8 @@ class OperatorEig:
     def __init__(self, matvec: Matvec, shape: Sequence[int], *, dtype: torch.dtype = torch.float64,
                  device: torch.device | str = "cpu", max_dim: int = 4096, chunk: int = 256,
                  symmetrize: bool = True) -> None:
-        self.shape = tuple(int(s) for s in shape)
+        self.shape = tuple(positive_int(s, "shape") for s in shape)
+        positive_int(chunk, "chunk")
         n = math.prod(self.shape)
         if n > max_dim:
             raise ValueError(f"OperatorEig: the operator has {n} unknowns (shape {self.shape}), above max_dim="
@@ -156,7 +164,10 @@ def lanczos_apply(matvec: Matvec, v: Tensor, fn: ScalarFn, *, tol: float = 1e-6,
     :param torch.Tensor v: batch of vectors.
     :param Callable fn: the scalar function, applied to a tensor of eigenvalues.
     :return: ``(h(D)v, ApplyInfo)``.
+    :raises ValueError: ``tol`` not > 0, ``max_iter`` or ``check_every`` not a positive integer.
     """
+    _check_budget(tol, max_iter)
+    positive_int(check_every, "check_every")
     prev, err, last, k = None, float("inf"), float("inf"), 0
     gen = _lanczos(matvec, v, max_iter)
     Q, alpha, beta, nv = next(gen)
@@ -194,6 +205,7 @@ def lanczos_extreme(matvec: Matvec, v0: Tensor, n_iter: int = 50) -> dict[str, f
     ``residual_min``, ``residual_max`` = :math:`|\beta_k s_{k,i}|`: each interval
     :math:`[\theta - \rho, \theta + \rho]` contains an eigenvalue of the operator.
     """
+    positive_int(n_iter, "n_iter")
     gen = _lanczos(matvec, v0, n_iter)
     for Q, alpha, beta, _ in gen:  # noqa: B007
         pass
@@ -221,8 +233,10 @@ def chebyshev_apply(matvec: Matvec, v: Tensor, fn: ScalarFn, bounds: tuple[float
     :math:`\mathrm{spec}(D)\subset[a, b]` (the caller's responsibility: pass bounds with a margin).
 
     :param tuple bounds: :math:`(a, b)`, an interval holding the spectrum.
+    :raises ValueError: ``tol`` not > 0, ``max_degree`` not a positive integer, ``bounds`` not an interval.
     """
-    a, b = float(bounds[0]), float(bounds[1])
+    _check_budget(tol, max_degree, "max_degree")
+    a, b = finite_number(bounds[0], "bounds[0]", minimum=None), finite_number(bounds[1], "bounds[1]", minimum=None)
     if not b > a:
         raise ValueError(f"bounds must be an interval (a, b) with b > a, got {bounds}")
     c = _chebyshev_coefficients(fn, a, b, 4 * max_degree)
@@ -250,7 +264,11 @@ def cg_solve(matvec: Matvec, b: Tensor, *, x0: Tensor | None = None, tol: float 
 
     Stops when every sample has :math:`\|r\| \le` ``tol`` :math:`\|b\|`, or when ``stop(x, r)`` (a boolean
     per sample) holds for all. ``error_estimate`` is the final relative residual.
+
+    :raises ValueError: ``tol`` not >= 0 or ``max_iter`` not an integer >= 0.
     """
+    finite_number(tol, "tol")
+    positive_int(max_iter, "max_iter", minimum=0)
     x = torch.zeros_like(b) if x0 is None else x0.clone()
     r = b - matvec(x) if x0 is not None else b.clone()
     n_mv = int(x0 is not None)
@@ -319,8 +337,8 @@ class SpectralFilter:
         return math.inf
 
     def check_tau(self, tau: float, bounds: tuple[float, float] = (0.0, 1.0)) -> None:
-        if not (isinstance(tau, (int, float)) and tau > 0):
-            raise ValueError(f"tau must be a positive number, got {tau!r}")
+        """Raise (ValueError) unless :math:`0 < \\tau <` :meth:`tau_max` for a spectrum in ``bounds``."""
+        finite_number(tau, "tau", strict=True)
         if tau >= self.tau_max(bounds):
             raise ValueError(f"tau={tau} is outside the admissible range (0, {self.tau_max(bounds):.4g}) of "
                              f"{type(self).__name__} for a spectrum in {bounds}")
@@ -354,7 +372,11 @@ class SpectralFilter:
             filter-specific one (``"cg"`` for :class:`ScalingFilter`, ``"polynomial"`` for :class:`NeumannFilter`).
         :param float tol: relative tolerance of the matrix-free methods.
         :param tuple bounds: an interval holding the spectrum of :math:`D`.
+        :param int max_iter: the largest number of operator applications (Lanczos steps, Chebyshev degree, CG).
+        :raises ValueError: an unknown method, a missing ``eig``/``bounds``, ``tol`` not > 0 or ``max_iter`` not a
+            positive integer.
         """
+        _check_budget(tol, max_iter)
         fn = lambda lam: self.h(lam, tau)  # noqa: E731
         if method == "eig":
             if eig is None:
@@ -406,6 +428,7 @@ class ScalingFilter(SpectralFilter):
         if method != "cg":
             return super().apply(matvec, v, tau, method=method, tol=tol, bounds=bounds, eig=eig,
                                  max_iter=max_iter)
+        _check_budget(tol, max_iter)
         self.check_tau(tau)
         if tau == 1.0:  # h_1(D) = D
             return matvec(v), ApplyInfo("cg", 1, 0.0, True)
@@ -444,9 +467,9 @@ class NeumannFilter(SpectralFilter):
     name = "neumann"
 
     def __init__(self, order: int = 2, rho: float = 0.9) -> None:
-        if not (isinstance(order, int) and order >= 2 and order % 2 == 0):
+        if positive_int(order, "order", minimum=2) % 2:
             raise ValueError(f"order must be an even integer >= 2, got {order!r}")
-        if not 0 < rho < 1:
+        if finite_number(rho, "rho", strict=True, maximum=1.0) == 1.0:
             raise ValueError(f"rho must lie in (0, 1), got {rho!r}")
         self.order, self.rho = order, rho
 

@@ -9,8 +9,7 @@ parallel-beam views with Gaussian noise of ``--noise`` times the largest sinogra
 - least squares: 30 conjugate-gradient steps on :math:`A^\top A x = A^\top y` (early stopping regularises);
 - TV: :math:`\min_x \tfrac12\|Ax-y\|^2 + \lambda\,\mathrm{TV}(x)` by deepinv's proximal gradient (``PGD``, 100
   steps from the FBP), :math:`\lambda` given relative to :math:`\|A\|^2` so that it suits either physics;
-- learned: a small U-Net applied to the FBP (FBPConvNet-style), trained with :class:`deepinv.Trainer`
-  (deepinv's ``ArtifactRemoval``).
+- learned: a small U-Net applied to the FBP (FBPConvNet-style), trained with :class:`deepinv.Trainer`.
 
 It prints a PSNR/SSIM table on held-out phantoms, saves a figure and a provenance record (config, seed, package
 versions) in ``--output``, and keeps the trained network's checkpoint so that a second run resumes instead of
@@ -31,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from deepinv_ext.datasets import RandomEllipsesDataset
+from deepinv_ext.physics import AstraCT
 from deepinv_ext.provenance import save_run_record, seed_everything
 from deepinv_ext.runner import resumable_checkpoints
 
@@ -59,18 +59,31 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def ct_physics(size: int, views: int) -> dinv.physics.LinearPhysics:
-    """deepinv-ext's ASTRA CT operator where ASTRA is installed (the ``[ct]`` extra), deepinv's torch one otherwise."""
-    try:
-        from deepinv_ext.physics import AstraCT
+    """deepinv-ext's ASTRA CT operator where ASTRA imports (the ``[ct]`` extra), deepinv's torch one otherwise.
 
-        return AstraCT(size, angles=views)
+    Decided here, at construction: ``AstraCT`` itself imports ASTRA only at its first projection."""
+    try:
+        import astra  # noqa: F401
     except ImportError:
         return dinv.physics.Tomography(views, size, circle=False, normalize=True)
+    return AstraCT(size, angles=views)
 
 
 def fbp(physics: dinv.physics.LinearPhysics, y: torch.Tensor) -> torch.Tensor:
-    """Ramp-filtered back-projection with either physics."""
-    return physics.A_dagger(y, fbp=True) if hasattr(physics, "fbp") else physics.A_dagger(y)
+    """Ramp-filtered back-projection with either physics (both take ``A_dagger(y, fbp=True)``)."""
+    return physics.A_dagger(y, fbp=True)
+
+
+class PostProcessing(dinv.models.Reconstructor):
+    r"""A network applied to the FBP, :math:`x = N(\mathrm{FBP}(y))` (FBPConvNet-style; deepinv's
+    ``ArtifactRemoval(mode="pinv")`` would feed it ``A_dagger(y)``, the least-squares solution)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, y: torch.Tensor, physics: dinv.physics.LinearPhysics, **kwargs) -> torch.Tensor:
+        return self.net(fbp(physics, y))
 
 
 def least_squares(physics: dinv.physics.LinearPhysics, y: torch.Tensor, steps: int = 30) -> torch.Tensor:
@@ -83,7 +96,7 @@ def train_post_processing(physics, args, output: Path) -> torch.nn.Module:
     """A small U-Net on the FBP, trained (or resumed) with deepinv's Trainer and a supervised loss."""
     unet = dinv.models.UNet(in_channels=1, out_channels=1, scales=3, batch_norm=False,
                             channels_per_scale=[16, 32, 64])
-    model = dinv.models.ArtifactRemoval(unet, mode="pinv")
+    model = PostProcessing(unet)
     train = DataLoader(RandomEllipsesDataset(args.train_images, args.size, seed=args.seed), batch_size=8,
                        shuffle=True, generator=torch.Generator().manual_seed(args.seed))
     trainer = dinv.Trainer(model=model, physics=physics, optimizer=torch.optim.Adam(model.parameters(), lr=args.lr),

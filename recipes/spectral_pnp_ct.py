@@ -48,26 +48,24 @@ from torch.utils.data import DataLoader
 from deepinv_ext.algorithms import SpectralPnP
 from deepinv_ext.datasets import RandomEllipsesDataset
 from deepinv_ext.denoisers import LinearSymmetricUNet
+from deepinv_ext.physics import AstraCT
 from deepinv_ext.provenance import save_run_record, seed_everything
 from deepinv_ext.spectral import NeumannFilter, OperatorEig, ScalingFilter
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-try:
-    from deepinv_ext.physics import AstraCT
-except ImportError:  # the ASTRA physics is optional
-    AstraCT = None
-
 
 def make_ct(size: int, views: int) -> tuple[dinv.physics.LinearPhysics, torch.dtype]:
-    """Parallel-beam CT: the ASTRA physics if importable (float64 in/out), else deepinv's Tomography (float32)."""
-    if AstraCT is not None:
-        try:
-            return AstraCT(size, angles=views), torch.float64
-        except Exception as err:  # noqa: BLE001 - fall back to deepinv's own operator
-            print(f"AstraCT unavailable ({err}); using deepinv.physics.Tomography")
-    return dinv.physics.Tomography(angles=views, img_width=size, circle=False, normalize=False), torch.float32
+    """Parallel-beam CT: the ASTRA physics where ASTRA imports (the ``[ct]`` extra; float64 in/out), else deepinv's
+    Tomography (float32). Decided here, at construction: ``AstraCT`` itself imports ASTRA only at its first
+    projection."""
+    try:
+        import astra  # noqa: F401
+    except ImportError:
+        print("ASTRA is not installed: using deepinv.physics.Tomography")
+        return dinv.physics.Tomography(angles=views, img_width=size, circle=False, normalize=False), torch.float32
+    return AstraCT(size, angles=views), torch.float64
 
 
 def fbp(physics: dinv.physics.LinearPhysics, y: torch.Tensor) -> torch.Tensor:

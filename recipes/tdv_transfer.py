@@ -26,7 +26,7 @@ shipped gray images in [0, 1], nothing is downloaded. PSNR (max 1) on the image 
 
 Usage::
 
-    python recipes/tdv_transfer.py --checkpoint /work/shared/data/tdv/tdv3-3-25-f32-gray.pth --output runs/tdv_transfer
+    python recipes/tdv_transfer.py --checkpoint tests/data/tdv/tdv3-3-25-f32-gray.pth --output runs/tdv_transfer
     python recipes/tdv_transfer.py --smoke --output /tmp/tdv_transfer_smoke     # < 1 min on a CPU
 
 Outputs in ``--output``: ``results.json`` (table), ``tdv_transfer.png`` (figure), ``run.json`` (provenance).
@@ -55,7 +55,7 @@ from deepinv_ext.provenance import save_run_record, seed_everything
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-DEFAULT_CHECKPOINT = Path("/work/shared/data/tdv/tdv3-3-25-f32-gray.pth")
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "tests" / "data" / "tdv" / "tdv3-3-25-f32-gray.pth"  # shipped
 
 
 class RealImagPrior(Prior):

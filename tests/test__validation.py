@@ -34,3 +34,51 @@ def test_finite_number():
         finite_number(0, "w", strict=True)
     with pytest.raises(ValueError, match="p must be a finite number >= 1"):
         finite_number(0.5, "p", minimum=1)
+
+
+def test_floating_dtype():
+    from deepinv_ext._validation import floating_dtype
+
+    assert floating_dtype(torch.float64) is torch.float64 and floating_dtype(torch.float16, "d") is torch.float16
+    for bad in (torch.int64, torch.bool, torch.uint8, torch.complex64, "float32", None, float):
+        with pytest.raises(TypeError, match="dtype must be a real floating torch.dtype"):
+            floating_dtype(bad)
+
+
+def test_boolean():
+    from deepinv_ext._validation import boolean
+
+    assert boolean(True, "flag") is True and boolean(False, "flag") is False
+    for bad in ("False", 0, 1, None):
+        with pytest.raises(TypeError, match="flag must be True or False"):
+            boolean(bad, "flag")
+
+
+def test_check_measurement():
+    import deepinv as dinv
+
+    from deepinv_ext._validation import check_measurement
+
+    physics = dinv.physics.BlurFFT((1, 8, 8), filter=dinv.physics.blur.gaussian_blur(sigma=1.0))
+    y = physics.A(torch.rand(2, 1, 8, 8))
+    torch.testing.assert_close(check_measurement(y, physics), physics.A_adjoint(y))
+    module = torch.nn.Linear(1, 1)  # float32 parameters
+    check_measurement(y, physics, torch.zeros(2, 1, 8, 8), model=module)
+    with pytest.raises(ValueError, match=r"y must have the shape \(2, 1, 8, 8\) of the measurements of BlurFFT"):
+        check_measurement(y[..., :1], physics)  # broadcasts: A(A^T y) has the full shape
+    with pytest.raises(ValueError, match=r"y of shape \(2, 1, 4, 4\) does not fit BlurFFT"):
+        check_measurement(y[..., :4, :4], physics)  # the adjoint itself fails inside torch
+    with pytest.raises(ValueError, match="y must hold at least one sample"):
+        check_measurement(y[:0], physics)
+    with pytest.raises(ValueError, match="y must be finite"):
+        check_measurement(y * float("nan"), physics)
+    with pytest.raises(TypeError, match="y has dtype torch.float64 but Linear computes in torch.float32"):
+        check_measurement(y.double(), physics, model=module)
+    with pytest.raises(TypeError, match="physics must be a deepinv.physics.LinearPhysics"):
+        check_measurement(y, dinv.physics.Physics(A=lambda x: x))
+    with pytest.raises(ValueError, match=r"x_init must have the shape \(2, 1, 8, 8\)"):
+        check_measurement(y, physics, torch.zeros(2, 1, 8, 9))
+    with pytest.raises(TypeError, match="x_init has dtype torch.float64 but y has torch.float32"):
+        check_measurement(y, physics, torch.zeros(2, 1, 8, 8, dtype=torch.float64))
+    with pytest.raises(ValueError, match="start must be finite"):
+        check_measurement(y, physics, torch.full((2, 1, 8, 8), float("nan")), x_name="start")

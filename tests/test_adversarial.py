@@ -253,3 +253,45 @@ def test_descent_steps_replace_half_the_artefacts_by_descended_ones():
     for bad in (-1, 0.5, True):
         with pytest.raises(ValueError, match="descent_steps"):
             WassersteinCriticLoss(descent_steps=bad)
+
+
+def _critic() -> AdversarialRegularizer:
+    torch.manual_seed(0)
+    return AdversarialRegularizer(widths=(2, 2), hidden=2).double()
+
+
+def test_critic_loss_refuses_an_empty_batch():
+    """The gradient penalty pairs samples: an empty batch raised an IndexError from inside."""
+    clean = torch.rand(0, 1, 8, 8, dtype=torch.float64)
+    with pytest.raises(ValueError, match="x must hold at least one sample"):
+        WassersteinCriticLoss(regularizer=_critic())(x=clean, x_net=clean)
+
+
+def test_critic_loss_refuses_bad_batches():
+    loss = WassersteinCriticLoss(regularizer=_critic())
+    clean, artefact = torch.rand(2, 2, 1, 8, 8, dtype=torch.float64)
+    with pytest.raises(TypeError, match="x has dtype torch.float32 but AdversarialRegularizer computes in"):
+        loss(x=clean.float(), x_net=artefact.float())
+    with pytest.raises(TypeError, match="x_net has dtype torch.float32"):
+        loss(x=clean, x_net=artefact.float())
+    with pytest.raises(TypeError, match="x_net must be a real floating tensor"):
+        loss(x=clean, x_net=artefact.long())
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        loss(x=clean.tolist(), x_net=artefact)
+    with pytest.raises(ValueError, match="x and x_net must have the same shape"):
+        loss(x=clean, x_net=artefact[:1])
+    artefact[0, 0, 0, 0] = float("nan")
+    assert not torch.isfinite(loss(x=clean, x_net=artefact)).all()
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"one_sided": "no"}, TypeError, "one_sided must be True or False"),
+    ({"regularizer": "critic"}, TypeError, "regularizer must be a torch.nn.Module with the method"),
+    ({"regularizer": torch.nn.Identity()}, TypeError, "regularizer must be a torch.nn.Module with the method"),
+    ({"generator": 0}, TypeError, "generator must be None or a torch.Generator"),
+    ({"mu": float("nan")}, ValueError, "mu must be a finite number"),
+    ({"descent_steps": 1.0}, ValueError, "descent_steps must be an integer"),
+])
+def test_critic_loss_constructor_names_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        WassersteinCriticLoss(**kwargs)

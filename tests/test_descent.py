@@ -49,3 +49,12 @@ def test_steps_lower_a_network_regulariser_within_the_artefact_distance():
     assert ((found - artefact).flatten(1).norm(dim=1) <= (artefact - clean).flatten(1).norm(dim=1) + 1e-9).all()
     again = normalised_descent(prior, artefact, clean, 2, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(found, again)  # the generator fixes the step lengths
+
+
+def test_steps_must_be_a_positive_integer():
+    import pytest
+
+    x = torch.zeros(1, 1, 4, 4)
+    for steps in (0, 1.5, True):
+        with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+            normalised_descent(DistanceToClean(x), x + 1, x, steps)

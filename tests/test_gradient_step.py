@@ -147,5 +147,71 @@ def test_gsdrunet_from_local_weights(tmp_path):
         torch.testing.assert_close(ours(x, 0.05), reference(x, 0.05), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="never downloads"):
         GradientStepDenoiser.from_gsdrunet("download", **kwargs)
-    with pytest.raises(ValueError, match="no file"):
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
         GradientStepDenoiser.from_gsdrunet(tmp_path / "missing.pth", **kwargs)
+
+
+@pytest.mark.parametrize("method", ["forward", "grad", "potential", "potential_and_grad"])
+@pytest.mark.parametrize("sigma, error", [(-0.1, ValueError), (float("nan"), ValueError), (float("inf"), ValueError),
+                                          ("0.1", TypeError), (True, TypeError),
+                                          (torch.tensor([0.1, -0.1]), ValueError),
+                                          (torch.tensor([0.1, float("nan")]), ValueError),
+                                          (torch.tensor([0.1j, 0.1j]), TypeError)])
+def test_bad_noise_level_is_refused(denoiser64, method, sigma, error):
+    """A negative or NaN sigma (a number or one per image) was used as it came: a silently wrong denoiser."""
+    with pytest.raises(error, match="sigma"):
+        getattr(denoiser64, method)(torch.rand(2, 1, 8, 8, dtype=torch.float64), sigma)
+
+
+@pytest.mark.parametrize("method", ["forward", "grad", "potential", "potential_and_grad"])
+def test_bad_images_are_refused(denoiser64, method):
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+    with pytest.raises(TypeError, match="x has dtype torch.float32 but GradientStepDenoiser computes in torch.float64"):
+        getattr(denoiser64, method)(x.float(), 0.1)
+    for bad in (x.long(), x > 0.5, x.to(torch.complex128)):
+        with pytest.raises(TypeError, match="x must be a real floating tensor"):
+            getattr(denoiser64, method)(bad, 0.1)
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        getattr(denoiser64, method)(x.numpy(), 0.1)
+    out = getattr(denoiser64, method)(x[:0], 0.0)  # an empty batch works (and sigma 0 does)
+    assert all(t.shape[0] == 0 for t in (out if isinstance(out, tuple) else (out,)))
+
+
+@pytest.mark.parametrize("build, error, match", [
+    (lambda: GradientStepDenoiser(SmallPotentialNet(), alpha=float("inf")), ValueError, "alpha must be a finite"),
+    (lambda: GradientStepDenoiser(SmallPotentialNet(), alpha=True), TypeError, "alpha must be a real number"),
+    (lambda: GradientStepDenoiser(SmallPotentialNet(), create_graph="yes"), TypeError, "create_graph must be"),
+    (lambda: SmallPotentialNet(in_channels=1.0), ValueError, "in_channels must be an integer"),
+    (lambda: SmallPotentialNet(channels=True), ValueError, "channels must be an integer"),
+    (lambda: SmallPotentialNet(depth=3.0), ValueError, "depth must be an integer >= 2"),
+    (lambda: GradientStepDenoiser.from_gsdrunet(None, nb=1.0, nc=(2, 2, 2, 2)), ValueError, "nb must be an integer"),
+    (lambda: GradientStepDenoiser.from_gsdrunet(None, nb=1, nc=(2, 2)), ValueError, "nc must be four integers"),
+    (lambda: GradientStepDenoiser.from_gsdrunet(None, nb=1, nc=(2, 2, 2, 2.0)), ValueError, "nc must be an integer"),
+    (lambda: GradientStepDenoiser.from_gsdrunet(None, in_channels=1.0, nb=1, nc=(2, 2, 2, 2)), ValueError,
+     "in_channels must be an integer"),
+    (lambda: GradientStepDenoiser.from_gsdrunet(None, nb=1, nc=(2, 2, 2, 2), device="cuda:99"), ValueError,
+     "device='cuda:99'"),
+])
+def test_bad_constructor_arguments_are_named(build, error, match):
+    with pytest.raises(error, match=match):
+        build()
+
+
+def test_gsdrunet_weights_file_is_named_when_broken(tmp_path):
+    kwargs = {"in_channels": 1, "nb": 1, "nc": (2, 2, 2, 2)}
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint at all" * 10)
+    torch.save({"state_dict": {"student_grad.model.m_head.weight": torch.zeros(1)}}, tmp_path / "foreign.pth")
+    torch.save([torch.zeros(1)], tmp_path / "a_list.pth")
+    torch.save({"state_dict": 3}, tmp_path / "not_a_state.pth")
+    for name in ("empty", "garbage", "foreign", "a_list", "not_a_state"):
+        with pytest.raises(ValueError, match=f"GS-DRUNet weights '.*{name}.pth'"):
+            GradientStepDenoiser.from_gsdrunet(tmp_path / f"{name}.pth", **kwargs)
+
+
+def test_bad_noise_level_is_refused_whatever_the_network():
+    """The check is the denoiser's own, not SmallPotentialNet's: GS-DRUNet took a negative sigma as it came."""
+    denoiser = GradientStepDenoiser.from_gsdrunet(None, in_channels=1, nb=1, nc=(2, 2, 2, 2))
+    for sigma in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="sigma must be a finite number >= 0"):
+            denoiser(torch.rand(1, 1, 8, 8), sigma)

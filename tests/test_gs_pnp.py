@@ -9,7 +9,7 @@ import torch
 from deepinv.optim import BacktrackingConfig
 from deepinv.physics.functional.blur import gaussian_blur
 
-from deepinv_ext.algorithms import AffineParameterRule, GradientStepPnP
+from deepinv_ext.algorithms import AffineParameterRule, GradientStepPnP, NotConvergedWarning
 from deepinv_ext.datasets import RandomEllipsesDataset
 from deepinv_ext.denoisers import GradientStepDenoiser, SmallPotentialNet
 
@@ -60,6 +60,7 @@ def test_steps_vanish_and_fixed_point_is_stationary():
     with torch.no_grad():
         x_hat = model(y, physics, init=x0)
     history = model.history
+    assert model.converged.shape == (2,) and model.converged.all()
     assert (history["objective"].diff(dim=0) <= 0).all()
     steps = history["step"]
     assert (steps[-1] < 1e-6 * steps[0]).all(), f"steps did not vanish: {steps[0]} -> {steps[-1]}"
@@ -134,6 +135,69 @@ def test_parameter_rule():
         AffineParameterRule(c=-1.0)
 
 
+class _FlippedGradient(GradientStepPnP):
+    """A mutant: the gradient of the potential with the wrong sign."""
+
+    @staticmethod
+    def _grad_from(g, leaf):
+        return -GradientStepPnP._grad_from(g, leaf)
+
+
+@pytest.mark.parametrize("dtype,lambda_,batch,crit", [(torch.float64, 10.0, 2, "objective"),
+                                                      (torch.float64, 10.0, 2, "iterate"),
+                                                      (torch.float32, 3.0, 8, "objective")])
+def test_a_gradient_with_the_wrong_sign_stalls_and_is_not_reported_converged(dtype, lambda_, batch, crit):
+    """No candidate lowers F as predicted: backtracking shrinks the step until the objective cannot show a change,
+    and that must be a stall (not converged, warned), neither "converged to the precision of the dtype" nor a
+    tiny step that passed the Armijo test on round-off (float32: image 3 of this batch), nor a shrunken candidate
+    within tol of x_k (crit="iterate")."""
+    physics, _, y = _problem(dtype, batch=batch)
+    model = _FlippedGradient(_denoiser(dtype), lambda_=lambda_, sigma_denoiser=0.05, max_iter=20, tol=1e-7, crit=crit,
+                             backtracking=BacktrackingConfig(eta=0.5, max_iter=60))
+    with torch.no_grad(), pytest.warns(NotConvergedWarning, match="found no step"):
+        x_hat = model(y, physics)
+    assert not model.converged.any() and model.history["backtracking_failed"].all()
+    torch.testing.assert_close(x_hat, physics.A_adjoint(y), rtol=0, atol=0)
+
+
+def test_a_budget_too_small_is_not_reported_as_convergence():
+    physics, _, y = _problem()
+    model = GradientStepPnP(_denoiser(), lambda_=0.5, sigma_denoiser=0.05, max_iter=2, tol=1e-12)
+    with torch.no_grad(), pytest.warns(NotConvergedWarning, match="2 reached max_iter=2"):
+        model(y, physics)
+    assert model.converged.tolist() == [False, False] and model.history["converged"].tolist() == [False, False]
+
+
+@pytest.mark.parametrize("kwargs,error,name", [
+    ({"max_iter": 10.0}, ValueError, "max_iter"), ({"max_iter": 0}, ValueError, "max_iter"),
+    ({"prox_max_iter": True}, ValueError, "prox_max_iter"), ({"tol": float("nan")}, ValueError, "tol"),
+    ({"sigma_denoiser": float("inf")}, ValueError, "sigma_denoiser"), ({"lambda_": "1"}, TypeError, "lambda_"),
+    ({"stepsize": -1.0}, ValueError, "stepsize"), ({"prox_tol": 0.0}, ValueError, "prox_tol"),
+    ({"show_progress_bar": "no"}, TypeError, "show_progress_bar"),
+    ({"backtracking": BacktrackingConfig(gamma=1.0)}, ValueError, "gamma"),
+    ({"backtracking": BacktrackingConfig(eta=float("nan"))}, ValueError, "eta"),
+    ({"backtracking": BacktrackingConfig(max_iter=2.0)}, ValueError, "backtracking.max_iter"),
+])
+def test_bad_constructor_arguments_are_named(kwargs, error, name):
+    with pytest.raises(error, match=name):
+        GradientStepPnP(_denoiser(), **({"lambda_": 1.0, "sigma_denoiser": 0.05} | kwargs))
+
+
+def test_bad_measurements_are_refused_before_iterating():
+    physics, _, y = _problem()
+    model = GradientStepPnP(_denoiser(), lambda_=1.0, sigma_denoiser=0.05, max_iter=2)
+    with pytest.raises(ValueError, match=r"y must have the shape \(2, 1, 16, 16\)"):
+        model(y[..., :1], physics)  # broadcasts against the blur
+    with pytest.raises(ValueError, match="y must hold at least one sample"):
+        model(y[:0], physics)
+    with pytest.raises(TypeError, match=r"y has dtype torch.float64 but GradientStepPnP computes in torch.float32"):
+        model(y.double(), physics)
+    with pytest.raises(TypeError, match="y must be a real floating tensor"):
+        model(y.to(torch.complex64), physics)
+    with pytest.raises(TypeError, match="init has dtype"):
+        model(y, physics, init=y.double())
+
+
 def test_bad_arguments():
     physics, _, y = _problem()
     denoiser = _denoiser()
@@ -144,9 +208,25 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="crit"):
         GradientStepPnP(denoiser, lambda_=1.0, sigma_denoiser=0.05, crit="cost")
     model = GradientStepPnP(denoiser, lambda_=1.0, sigma_denoiser=0.05, max_iter=2)
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="y must be finite"):
         model(torch.full_like(y, float("nan")), physics)
     with pytest.raises(TypeError, match="LinearPhysics"):
         model(y, dinv.physics.Physics(A=lambda x: x))
     with pytest.raises(ValueError, match="init"):
         model(y, physics, init=torch.zeros(2, 1, SIZE + 1, SIZE))
+
+
+def test_every_accepted_step_meets_the_armijo_condition():
+    """F(x_k) - F(x_{k+1}) >= gamma / tau_k ||x_{k+1} - x_k||^2 on every iteration (from the recorded history), on
+    a problem where plain decrease would accept steps that this sufficient decrease refuses."""
+    physics, _, y = _problem(torch.float64)
+    config = BacktrackingConfig(gamma=0.45, eta=0.5, max_iter=30)
+    model = GradientStepPnP(_denoiser(torch.float64), lambda_=1.0, sigma_denoiser=0.05, stepsize=100.0, max_iter=30,
+                            tol=1e-12, backtracking=config)
+    with torch.no_grad():
+        model(y, physics)
+    h = model.history
+    decrease = -h["objective"].diff(dim=0)
+    demanded = config.gamma / h["stepsize"] * h["step"] ** 2
+    assert (h["backtracks"] > 0).any() and (h["step"] > 0).all()
+    assert (decrease >= demanded).all(), (decrease - demanded).min()

@@ -50,7 +50,7 @@ def test_spectral_bounds_and_calibration_match_eigendecomposition(net):
 def test_bad_input_errors(net):
     with pytest.raises(ValueError, match="divisible"):
         net(torch.randn(1, 1, 10, 10, dtype=torch.float64))
-    with pytest.raises(ValueError, match="channels"):
+    with pytest.raises(ValueError, match=r"x must have shape \(B, 1, H, W\)"):
         net(torch.randn(1, 3, 16, 16, dtype=torch.float64))
 
 
@@ -77,3 +77,46 @@ def test_trains_as_gaussian_denoiser_in_deepinv_trainer(tmp_path):
     trainer.train()
     assert mse() < 0.5 * before
     assert net.is_symmetric((1, 16, 16))
+
+
+def test_forward_refuses_another_precision_but_the_spectral_methods_run_in_their_own(net):
+    x = torch.randn(2, 1, 16, 16, dtype=torch.float64)
+    with pytest.raises(TypeError, match="x has dtype torch.float32 but LinearSymmetricUNet computes in torch.float64"):
+        net(x.float())
+    for bad in (x.long(), x.to(torch.complex128)):
+        with pytest.raises(TypeError, match="x must be a real floating tensor"):
+            net(bad)
+    assert net(x[:0]).shape == (0, 1, 16, 16)
+    single = LinearSymmetricUNet(channels=(2, 2), convs_per_scale=1)  # float32 weights, float64 Lanczos
+    assert single.is_symmetric((1, 8, 8)) and single.spectral_bounds((1, 8, 8), n_iter=8)["lambda_max"] > 0
+
+
+@pytest.mark.parametrize("sigma", [-0.1, float("nan"), "0.1"])
+def test_forward_refuses_a_bad_noise_level_even_though_it_ignores_it(net, sigma):
+    with pytest.raises((TypeError, ValueError), match="sigma"):
+        net(torch.randn(1, 1, 16, 16, dtype=torch.float64), sigma)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"in_channels": True}, ValueError, "in_channels must be an integer"),
+    ({"in_channels": 1.0}, ValueError, "in_channels must be an integer"),
+    ({"convs_per_scale": 2.0}, ValueError, "convs_per_scale must be an integer"),
+    ({"channels": (2.0, 4)}, ValueError, "channels must be an integer"),
+    ({"channels": ()}, ValueError, "channels must be a non-empty tuple"),
+    ({"channels": 4}, ValueError, "channels must be a non-empty tuple"),
+    ({"sigma": float("nan")}, ValueError, "sigma must be a finite number > 0"),
+    ({"sigma": -0.1}, ValueError, "sigma must be a finite number > 0"),
+    ({"device": "cuda:99"}, ValueError, "device='cuda:99'"),
+])
+def test_bad_constructor_arguments_are_named(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        LinearSymmetricUNet(**{"channels": (2,), **kwargs})
+
+
+def test_bad_spectral_arguments_are_named(net):
+    with pytest.raises(ValueError, match="n_iter must be an integer"):
+        net.spectral_bounds((1, 8, 8), n_iter=4.0)
+    with pytest.raises(ValueError, match="n_probes must be an integer"):
+        net.is_symmetric((1, 8, 8), n_probes=1.5)
+    with pytest.raises(ValueError, match="margin must be a finite number"):
+        net.calibrate_spectrum(shape=(1, 8, 8), n_iter=4, margin=float("nan"))

@@ -27,3 +27,24 @@ def test_camera_is_the_scikit_image_camera():
 def test_unknown_name():
     with pytest.raises(ValueError, match="names"):
         SkimageImagesDataset(names=("lena",))
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"names": "camera"}, TypeError, r"names must be a tuple of image names, e.g. \('camera',\)"),
+    ({"names": ()}, ValueError, "names must hold at least one of"),
+    ({"size": 16.0}, ValueError, "size must be an integer >= 2"),
+    ({"size": 1}, ValueError, "size must be an integer >= 2"),
+    ({"grayscale": "no"}, TypeError, "grayscale must be True or False"),
+    ({"dtype": torch.int64}, TypeError, "dtype must be a real floating torch.dtype"),
+])
+def test_bad_arguments_are_named(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        SkimageImagesDataset(**{"size": 8, "names": ("camera",), **kwargs})
+
+
+def test_index_must_be_an_integer():
+    data = SkimageImagesDataset(size=8, names=("camera",))
+    with pytest.raises(TypeError, match="index must be an integer"):
+        data[0.0]
+    with pytest.raises(IndexError):
+        data[1]

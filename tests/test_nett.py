@@ -132,3 +132,25 @@ def test_descent_term_adds_the_end_points():
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="descent_steps"):
             NETTLoss(descent_steps=bad)
+
+
+def test_nett_loss_refuses_bad_batches_and_regularizers():
+    torch.manual_seed(0)
+    prior = NETT(width=2, depth=1).double()
+    loss = NETTLoss(regularizer=prior)
+    clean, artefact = torch.rand(2, 2, 1, 8, 8, dtype=torch.float64)
+    assert loss(x=clean[:0], x_net=artefact[:0]).shape == (0,)  # an empty batch works
+    with pytest.raises(TypeError, match="x has dtype torch.float32 but NETT computes in"):
+        loss(x=clean.float(), x_net=artefact.float())
+    with pytest.raises(TypeError, match="x_net has dtype torch.float32"):
+        loss(x=clean, x_net=artefact.float())
+    with pytest.raises(TypeError, match="x must be a real floating tensor"):
+        loss(x=clean.long(), x_net=artefact)
+    with pytest.raises(ValueError, match="x and x_net must have the same shape"):
+        loss(x=clean, x_net=artefact[:1])
+    with pytest.raises(TypeError, match="regularizer must be a torch.nn.Module with the method"):
+        NETTLoss(regularizer="nett")
+    with pytest.raises(TypeError, match=r"regularizer must be a torch.nn.Module with the method\(s\) phi, grad"):
+        NETTLoss(regularizer=prior.network, descent_steps=1)
+    with pytest.raises(TypeError, match="model.regularizer must be a torch.nn.Module with the method"):
+        NETTLoss()(x=clean, x_net=artefact, model=RegularizerTrainingModel(torch.nn.Identity()))

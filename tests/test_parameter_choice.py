@@ -74,3 +74,27 @@ def test_relative_change_stop():
     assert stop(x, x, torch.tensor([0.5, 1.0]), e).tolist() == [False, True]
     with pytest.raises(ValueError, match="tol"):
         RelativeChangeStop(tol=math.nan)
+
+
+def test_bad_arguments_are_named():
+    from deepinv_ext.algorithms import AffineParameterRule
+
+    y = torch.rand(2, 1, 4, 4)
+    for call, error, name in (
+            (lambda: AffineParameterRule(c="1"), TypeError, "c"),
+            (lambda: AffineParameterRule(eps=float("nan")), ValueError, "eps"),
+            (lambda: AffineParameterRule()(float("inf")), ValueError, "delta"),
+            (lambda: AffineParameterRule()(torch.tensor([0.1, float("nan")])), ValueError, "delta"),
+            (lambda: noise_norm_gaussian(float("inf"), y), ValueError, "sigma"),
+            (lambda: noise_norm_log_poisson(y, float("inf"), 1.0), ValueError, "N0"),
+            (lambda: noise_norm_log_poisson(y, 1e4, float("nan")), ValueError, "mu"),
+            (lambda: discrepancy_lambda(lambda lam: y, y, None, 1.0, lam_range=(1e-3, float("inf"))), ValueError,
+             "lam_range"),
+            (lambda: discrepancy_lambda(lambda lam: y, y, None, 1.0, tau=float("inf")), ValueError, "tau"),
+            (lambda: discrepancy_lambda(lambda lam: y, y, None, 1.0, steps=2.0), ValueError, "steps"),
+            (lambda: discrepancy_lambda(lambda lam: y, y, None, -1.0), ValueError, "noise_norm"),
+            (lambda: discrepancy_lambda(lambda lam: y, y, None, torch.ones(3)), ValueError, "noise_norm"),
+            (lambda: RelativeChangeStop(tol="1e-6"), TypeError, "tol")):
+        with pytest.raises(error, match=name):
+            call()
+    assert noise_norm_gaussian(0.1, y[:0]).shape == (0,)

@@ -95,3 +95,52 @@ def test_trainer_epoch_with_deepinv_model_and_metrics(tmp_path):
     results = evaluate()
     assert results["PSNR"] > initial["PSNR"] + 0.5, (initial, results)
     assert 0 < results["SSIM"] <= 1
+
+
+@pytest.mark.parametrize("cls, kwargs, error, match", [
+    (RandomEllipsesDataset, {"seed": 1.5}, ValueError, "seed must be an integer >= 0"),
+    (RandomEllipsesDataset, {"seed": True}, ValueError, "seed must be an integer >= 0"),
+    (RandomEllipsesDataset, {"length": 8.0}, ValueError, "length must be an integer >= 1"),
+    (RandomEllipsesDataset, {"size": 16.0}, ValueError, "size must be an integer >= 2"),
+    (RandomEllipsesDataset, {"size": "16"}, ValueError, "size must be an integer >= 2"),
+    (RandomEllipsesDataset, {"dtype": torch.int64}, TypeError, "dtype must be a real floating torch.dtype"),
+    (RandomEllipsesDataset, {"dtype": torch.complex64}, TypeError, "dtype must be a real floating torch.dtype"),
+    (RandomEllipsesDataset, {"dtype": "float32"}, TypeError, "dtype must be a real floating torch.dtype"),
+    (RandomEllipsesDataset, {"mean_ellipses": float("nan")}, ValueError, "mean_ellipses must be a finite number"),
+    (RandomEllipsesDataset, {"mean_ellipses": -1.0}, ValueError, "mean_ellipses must be a finite number >= 0"),
+    (RandomEllipsesDataset, {"texture": float("inf")}, ValueError, "texture must be a finite number"),
+    (RandomEllipsesDataset, {"interior": "yes"}, TypeError, "interior must be True or False"),
+    (RandomEllipsesDataset, {"transform": 2}, TypeError, "transform must be None or callable"),
+    (SheppLoganPhantomDataset, {"size": 0}, ValueError, "size must be an integer >= 2"),
+    (SheppLoganPhantomDataset, {"size": 8.0}, ValueError, "size must be an integer >= 2"),
+    (SheppLoganPhantomDataset, {"length": 1.5}, ValueError, "length must be an integer >= 1"),
+    (SheppLoganPhantomDataset, {"dtype": torch.int64}, TypeError, "dtype must be a real floating torch.dtype"),
+])
+def test_bad_arguments_are_named(cls, kwargs, error, match):
+    """seed=1.5 was truncated to 1, dtype=torch.int64 gave all-zero images, size 0 gave an empty phantom."""
+    with pytest.raises(error, match=match):
+        cls(**{"size": 8, **kwargs})
+
+
+def test_index_must_be_an_integer():
+    for data in (RandomEllipsesDataset(length=2, size=8), SheppLoganPhantomDataset(size=8, length=2)):
+        for index in (1.0, "0", True):
+            with pytest.raises(TypeError, match="index must be an integer"):
+                data[index]
+        with pytest.raises(IndexError):
+            data[2]
+        assert torch.equal(data[-1]["x"], data[1]["x"])
+
+
+def test_random_ellipses_names_bad_arguments():
+    import numpy as np
+
+    from deepinv_ext.datasets import random_ellipses
+
+    rng = np.random.default_rng(0)
+    for kwargs, error, match in (({"size": 8.0}, ValueError, "size"), ({"size": 0}, ValueError, "size"),
+                                 ({"rng": 0}, TypeError, "rng must be a numpy.random.Generator"),
+                                 ({"mean_ellipses": float("nan")}, ValueError, "mean_ellipses"),
+                                 ({"texture": float("nan")}, ValueError, "texture")):
+        with pytest.raises(error, match=match):
+            random_ellipses(**{"size": 8, "rng": rng, **kwargs})

@@ -44,3 +44,18 @@ def test_bad_input():
         RegularizerTrainingModel(dinv.optim.TVPrior().fn)
     with pytest.raises(TypeError, match="pseudo_inverse must be callable"):
         RegularizerTrainingModel(NETT(width=4, depth=1), pseudo_inverse=3)
+
+
+def test_check_regularizer_and_check_pair():
+    from deepinv_ext.losses.pseudo_inverse import check_pair, check_regularizer
+
+    prior = NETT(width=2, depth=1)
+    check_regularizer(prior, ("fn", "phi"))
+    with pytest.raises(TypeError, match=r"critic must be a torch.nn.Module with the method\(s\) fn, missing"):
+        check_regularizer(prior, ("fn", "missing"), "critic")
+    x = torch.rand(1, 1, 8, 8)
+    check_pair(x, x, prior)
+    with pytest.raises(TypeError, match="x_net has dtype torch.float64"):
+        check_pair(x, x.double(), prior)
+    with pytest.raises(ValueError, match="same shape"):
+        check_pair(x, x[..., :4], prior)

@@ -11,6 +11,7 @@ from retune_helpers import CountingLayer, blur_physics, noisy_data, wavelet_laye
 from deepinv_ext.algorithms import (
     ForwardBackwardLayer,
     LipschitzPenalty,
+    NotConvergedWarning,
     PnPForwardBackwardLayer,
     ReTune,
     SavedTensorMeter,
@@ -93,6 +94,7 @@ def test_fixed_point_stopping_rule():
     depth, tol = 4, 1e-6
     model = ReTune(wavelet_layer(), depth=depth, restarts=2, tol=tol, max_restarts=500).eval()
     x_hat = model(y, physics)
+    assert model.converged.tolist() == [True, True]
     hist = model.residual_history
     assert len(hist) == depth * model.last_restarts
     ends = hist[depth - 1::depth]
@@ -101,7 +103,9 @@ def test_fixed_point_stopping_rule():
     assert one_more < 2 * tol
     # the cap is respected and the history is then the full length
     capped = ReTune(wavelet_layer(), depth=depth, restarts=2, tol=1e-14, max_restarts=3).eval()
-    capped(y, physics)
+    with pytest.warns(NotConvergedWarning, match="2 of 2 images did not converge"):
+        capped(y, physics)
+    assert capped.converged.tolist() == [False, False]
     assert capped.last_restarts == 3 and len(capped.residual_history) == 3 * depth
     assert capped.residual_history[-1] >= 1e-14
 
@@ -162,3 +166,45 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="step"):
         ForwardBackwardLayer(WaveletL1Prior(), step=2.5, data_lipschitz=1.0)
 
+
+
+def test_convergence_is_reported_per_image_and_only_with_a_stopping_rule():
+    physics = blur_physics()
+    _, y = noisy_data(physics)
+    y[1] = 0.0  # the fixed point of the second image is 0, reached at once
+    model = ReTune(wavelet_layer(), depth=2, restarts=1, tol=1e-8, max_restarts=2).eval()
+    with pytest.warns(NotConvergedWarning, match="1 of 2 images"):
+        model(y, physics)
+    assert model.converged.tolist() == [False, True]
+    model.inference = "unrolled"
+    model(y, physics)
+    assert model.converged is None
+
+
+@pytest.mark.parametrize("kwargs,error,name", [
+    ({"depth": 2.0}, ValueError, "depth"), ({"depth": True}, ValueError, "depth"),
+    ({"restarts": 1.5}, ValueError, "restarts"), ({"tol": float("nan")}, ValueError, "tol"),
+    ({"tol": "1e-5"}, TypeError, "tol"), ({"max_restarts": 0}, ValueError, "max_restarts"),
+    ({"monitor_every": -1}, ValueError, "monitor_every"), ({"show_progress_bar": "no"}, TypeError, "show_progress_bar"),
+])
+def test_bad_constructor_arguments_are_named(kwargs, error, name):
+    with pytest.raises(error, match=name):
+        ReTune(wavelet_layer(), **kwargs)
+
+
+def test_bad_measurements_are_refused_before_iterating():
+    physics = blur_physics()
+    _, y = noisy_data(physics)
+    model = ReTune(wavelet_layer(), depth=2, restarts=1, max_restarts=2).eval()
+    with pytest.raises(ValueError, match=r"y must have the shape \(2, 1, 16, 16\)"):
+        model(y[..., :1], physics)  # broadcasts against the blur: refused, not a full image
+    with pytest.raises(ValueError, match="y must hold at least one sample"):
+        model(y[:0], physics)
+    with pytest.raises(ValueError, match="y must be finite"):
+        model(torch.full_like(y, float("inf")), physics)
+    with pytest.raises(TypeError, match=r"y has dtype torch.float32 but ReTune computes in torch.float64"):
+        model(y.float(), physics)
+    with pytest.raises(TypeError, match="physics must be a deepinv.physics.LinearPhysics"):
+        model(y, dinv.physics.Physics(A=lambda x: x))
+    with pytest.raises(ValueError, match="x_init must have the shape"):
+        model.fixed_point(y, physics, x_init=y[:1])

@@ -61,3 +61,26 @@ def test_lipschitz_penalty_value_and_gradient():
     (grad_c,) = torch.autograd.grad(value.mean(), model.iteration.denoiser.c)
     assert grad_c > 0  # gradient descent shrinks the expansive denoiser
 
+
+
+def test_bad_analysis_arguments_are_named():
+    import pytest
+
+    from deepinv_ext.algorithms import jacobian_free_error_bound
+
+    layer = wavelet_layer()
+    physics = dinv.physics.Denoising()
+    x, y = noisy_data(physics)
+    for kwargs, name in (({"n_iter": 0}, "n_iter"), ({"n_iter": 2.0}, "n_iter"), ({"tol": float("nan")}, "tol")):
+        with pytest.raises(ValueError, match=name):
+            layer_lipschitz(layer, x, y, physics, **kwargs)
+    with pytest.raises(ValueError, match="depth"):
+        jacobian_free_error_bound(0.5, 2.0)
+    with pytest.raises(ValueError, match="lipschitz"):
+        jacobian_free_error_bound(float("nan"), 2)
+    with pytest.raises(ValueError, match="depth"):
+        jacobian_free_error(layer, x, y, physics, torch.ones_like(x), depth=0)
+    for kwargs, name in (({"weight": -1.0}, "weight"), ({"eps": float("inf")}, "eps"), ({"max_iter": 0}, "max_iter"),
+                         ({"reduced_batchsize": 0}, "reduced_batchsize")):
+        with pytest.raises(ValueError, match=name):
+            LipschitzPenalty(**kwargs)

@@ -23,3 +23,17 @@ def test_deq_baseline_backpropagates_one_jacobian_free_step():
     assert grads["params_algo.stepsize.0"] is not None
     assert grads["prior.0.layer.prior.log_weight"] is not None
 
+
+
+def test_bad_baseline_arguments_are_named():
+    import pytest
+
+    from deepinv_ext.algorithms import full_unrolling
+
+    layer = ForwardBackwardLayer(WaveletL1Prior(level=2))
+    with pytest.raises(ValueError, match="restarts"):
+        full_unrolling(layer, depth=2, restarts=1.5)  # was truncated to 1
+    with pytest.raises(ValueError, match="max_iter"):
+        deq_baseline(layer, max_iter=0)
+    with pytest.raises(ValueError, match="tol"):
+        deq_baseline(layer, tol=float("nan"))

@@ -74,3 +74,31 @@ def test_anchored_layer_rejects_bad_contraction():
         AnchoredLayer(wavelet_layer(), contraction=1.0)
     with pytest.raises(TypeError, match="layer"):
         AnchoredLayer(lambda x, y, p: x, contraction=0.1)
+
+
+@pytest.mark.parametrize("kwargs,error,name", [
+    ({"step": float("nan")}, ValueError, "step"), ({"step": 0.0}, ValueError, "step"),
+    ({"step": "1"}, TypeError, "step"), ({"data_lipschitz": float("nan")}, ValueError, "data_lipschitz"),
+    ({"data_lipschitz": 0.0}, ValueError, "data_lipschitz"), ({"lam": float("inf")}, ValueError, "lam"),
+    ({"lam": -1.0}, ValueError, "lam"), ({"train_step": "no"}, TypeError, "train_step"),
+    ({"train_lam": 1}, TypeError, "train_lam"),
+])
+def test_bad_layer_arguments_are_named(kwargs, error, name):
+    from deepinv_ext.algorithms import ForwardBackwardLayer, WaveletL1Prior
+
+    with pytest.raises(error, match=name):
+        ForwardBackwardLayer(WaveletL1Prior(level=2), **kwargs)
+
+
+def test_bad_pnp_and_anchor_arguments_are_named():
+    denoiser = dinv.models.MedianFilter()
+    for kwargs, name in (({"sigma": float("nan")}, "sigma"), ({"sigma": 0.0}, "sigma"),
+                         ({"relaxation": 1.0}, "relaxation"), ({"relaxation": float("nan")}, "relaxation")):
+        with pytest.raises(ValueError, match=name):
+            PnPForwardBackwardLayer(denoiser, **kwargs)
+    with pytest.raises(TypeError, match="train_denoiser"):
+        PnPForwardBackwardLayer(denoiser, train_denoiser="yes")
+    with pytest.raises(ValueError, match="contraction"):
+        AnchoredLayer(wavelet_layer(), contraction=float("nan"))
+    with pytest.raises(TypeError, match="train_prior"):
+        GradientStepLayer(dinv.optim.TVPrior(), train_prior=None)

@@ -14,7 +14,7 @@ from deepinv_ext.algorithms import (
 def test_wavelet_basis_is_orthonormal_and_prox_firmly_nonexpansive(wavelet):
     if wavelet != "haar":
         pytest.importorskip("pywt")
-    prior = WaveletL1Prior(level=3, wavelet=wavelet, weight=0.3)
+    prior = WaveletL1Prior(level=3, wavelet=wavelet, weight=0.3).double()
     g = torch.Generator().manual_seed(2)
     x = torch.randn(2, 3, 16, 16, generator=g, dtype=torch.float64)
     z = torch.randn(2, 3, 16, 16, generator=g, dtype=torch.float64)
@@ -27,5 +27,5 @@ def test_wavelet_basis_is_orthonormal_and_prox_firmly_nonexpansive(wavelet):
         assert float((px - pz).pow(2).sum()) <= float(((px - pz) * (x - z)).sum()) + 1e-12
         assert float(prior.fn(px).sum()) < float(prior.fn(x).sum())  # shrinks the coefficients
     with pytest.raises(ValueError, match="divisible"):
-        prior.prox(torch.zeros(1, 1, 12, 12), gamma=0.1)
+        prior.prox(torch.zeros(1, 1, 12, 12, dtype=torch.float64), gamma=0.1)
 

@@ -152,7 +152,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="trajectory"):
         SigpyMultiCoilMRI(maps, trajectory=3 * _radial(), dcf=None)
     physics = SigpyMultiCoilMRI(maps, trajectory=_radial(), dcf=None)
-    with pytest.raises(ValueError, match="x must be"):
+    with pytest.raises(ValueError, match="x must have shape"):
         physics.A(_rand(1, 2, N, N + 1))
     y = physics.A(_rand(1, 2, N, N))
     with pytest.raises(ValueError, match="coils"):

@@ -50,3 +50,34 @@ def test_rows_select_views():
     assert isinstance(sub, SystemMatrix) and sub.shape == (17, 120)
     assert torch.equal(sub.matrix.to_dense(), matrix.matrix.to_dense()[17:34])
     assert torch.equal(sub.matrix_t.to_dense(), matrix.matrix.to_dense()[17:34].T)
+
+
+@pytest.mark.parametrize("corruption", ["garbage", "empty", "truncated", "foreign"])
+def test_corrupt_cache_file_is_rebuilt_with_a_warning_naming_it(tmp_path, corruption):
+    import warnings
+
+    built = load_or_build(GEOM, "linear", cache_dir=tmp_path)
+    (path,) = tmp_path.glob("linear-*.npz")
+    good = path.read_bytes()
+    if corruption == "foreign":  # a readable matrix of another geometry under this name
+        other = CTGeometry((12, 10), GEOM.angles[:3], 17)
+        load_or_build(other, "linear", cache_dir=tmp_path)
+        (other_path,) = set(tmp_path.glob("linear-*.npz")) - {path}
+        other_path.replace(path)
+    else:
+        path.write_bytes({"garbage": b"not a matrix" * 10, "empty": b"", "truncated": good[: len(good) // 2]}[
+            corruption])
+    with pytest.warns(RuntimeWarning, match=f"{path.name}.*rebuilding it"):
+        rebuilt = load_or_build(GEOM, "linear", cache_dir=tmp_path)
+    assert torch.equal(rebuilt.matrix.to_dense(), built.matrix.to_dense())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the file was rewritten: it loads without a warning
+        assert torch.equal(load_or_build(GEOM, "linear", cache_dir=tmp_path).matrix.to_dense(),
+                           built.matrix.to_dense())
+
+
+def test_cache_dir_must_be_a_folder():
+    with pytest.raises(TypeError, match="cache_dir"):
+        load_or_build(GEOM, "linear", cache_dir=3)
+    with pytest.raises(ValueError, match="cache_dir"):  # not read as the current directory
+        load_or_build(GEOM, "linear", cache_dir="")

@@ -159,3 +159,26 @@ def test_generic_functions_and_extreme_eigenvalues(op):
     assert abs(b["lambda_min"] - 0.01) < 1e-6 and abs(b["lambda_max"] - 0.99) < 1e-6
     with pytest.raises(ValueError, match="bounds"):
         chebyshev_apply(matvec, v, torch.exp, (1.0, 0.0))
+
+
+def test_bad_budgets_are_named(op):
+    """A negative tolerance used to run every application to its cap (1000 denoiser calls in 5 PnP iterations)."""
+    matvec, _, _ = op
+    v = torch.randn(2, *SHAPE, dtype=torch.float64)
+    fn = lambda lam: lam  # noqa: E731
+    for call, name in ((lambda: lanczos_apply(matvec, v, fn, tol=-1.0), "tol"),
+                       (lambda: lanczos_apply(matvec, v, fn, max_iter=0), "max_iter"),
+                       (lambda: lanczos_apply(matvec, v, fn, check_every=1.5), "check_every"),
+                       (lambda: chebyshev_apply(matvec, v, fn, (0.0, 1.0), tol=float("nan")), "tol"),
+                       (lambda: chebyshev_apply(matvec, v, fn, (0.0, float("inf"))), "bounds"),
+                       (lambda: cg_solve(matvec, v, tol=-1.0), "tol"),
+                       (lambda: cg_solve(matvec, v, max_iter=2.0), "max_iter"),
+                       (lambda: ScalingFilter().apply(matvec, v, 0.5, tol=-1.0), "tol"),
+                       (lambda: ScalingFilter().apply(matvec, v, 0.5, method="lanczos", max_iter=0), "max_iter"),
+                       (lambda: ScalingFilter().check_tau(float("nan")), "tau"),
+                       (lambda: NeumannFilter(order=2.0), "order"), (lambda: NeumannFilter(order=3), "order"),
+                       (lambda: NeumannFilter(rho=float("nan")), "rho"), (lambda: NeumannFilter(rho=1.0), "rho"),
+                       (lambda: lanczos_extreme(matvec, v[:1], n_iter=0), "n_iter"),
+                       (lambda: OperatorEig(matvec, SHAPE, chunk=0), "chunk")):
+        with pytest.raises(ValueError, match=name):
+            call()

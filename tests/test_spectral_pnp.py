@@ -6,7 +6,7 @@ import deepinv as dinv
 import pytest
 import torch
 
-from deepinv_ext.algorithms import SpectralPnP
+from deepinv_ext.algorithms import NotConvergedWarning, SpectralPnP
 from deepinv_ext.spectral import NeumannFilter, ScalingFilter
 
 SHAPE = (1, 8, 8)
@@ -58,10 +58,11 @@ def test_fixed_point_solves_the_linear_system(filt, tau, method, accel):
     physics, A = _matrix_physics()
     x_true = torch.randn(2, *SHAPE, dtype=torch.float64)
     y = physics.A(x_true) + 0.05 * torch.randn(2, 40, dtype=torch.float64)
+    # filter_tol 1e-11: the Chebyshev error bound (its coefficient tail) cannot certify less in float64
     model = SpectralPnP(MatrixDenoiser(M), filt, tau, method=method, acceleration=accel, tol=1e-11,
-                        filter_tol=1e-12, max_iter=5000)
+                        filter_tol=1e-11, max_iter=5000)
     x = model(y, physics)
-    assert model.last_info["converged"]
+    assert model.last_info["converged"] and model.converged.all() and model.converged.shape == (2,)
     eta = model.last_info["stepsize"]
     assert eta <= 1.0 / 9.0 + 1e-12  # eta = 1 / ||A||^2 computed, ||A||^2 = 9
     lam, V = torch.linalg.eigh(M)
@@ -119,3 +120,74 @@ def test_clear_errors():
         SpectralPnP(good, filter=lambda l: l)
     with pytest.raises(ValueError, match="max_dim"):
         SpectralPnP(good, tau=0.1, method="eig", max_eig_dim=10)(y, physics)
+
+
+@pytest.mark.parametrize("kwargs,error,name", [
+    ({"filter_tol": -1.0}, ValueError, "filter_tol"),  # made 1000 denoiser calls in 5 iterations
+    ({"max_iter": 0}, ValueError, "max_iter"),  # raised UnboundLocalError
+    ({"max_iter": 5.0}, ValueError, "max_iter"), ({"max_iter": True}, ValueError, "max_iter"),
+    ({"tol": float("nan")}, ValueError, "tol"), ({"tau": float("inf")}, ValueError, "tau"),
+    ({"tau": "0.1"}, TypeError, "tau"), ({"stepsize": float("nan")}, ValueError, "stepsize"),
+    ({"step_factor": 2.5}, ValueError, "step_factor"), ({"method": "svd"}, ValueError, "method"),
+    ({"sym_tol": 0.0}, ValueError, "sym_tol"), ({"max_eig_dim": 10.0}, ValueError, "max_eig_dim"),
+    ({"check": "no"}, TypeError, "check"), ({"cache_norm": 1}, TypeError, "cache_norm"),
+    ({"spectrum": (0.9, 0.1)}, ValueError, "spectrum"), ({"spectrum": (0.1, float("nan"))}, ValueError, "spectrum"),
+    ({"eig": "eig"}, TypeError, "eig"), ({"sigma": -1.0}, ValueError, "sigma"),
+])
+def test_bad_constructor_arguments_are_named(kwargs, error, name):
+    with pytest.raises(error, match=name):
+        SpectralPnP(MatrixDenoiser(_spd(0.1, 0.9)), **({"tau": 0.1} | kwargs))
+
+
+def test_bad_measurements_are_refused_before_iterating():
+    physics, A = _matrix_physics()
+    model = SpectralPnP(MatrixDenoiser(_spd(0.1, 0.9)), tau=0.1, max_iter=3)
+    y = torch.randn(2, 40, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"y of shape \(2, 40, 1\) does not fit"):
+        model(y[..., None], physics)
+    with pytest.raises(ValueError, match="y must hold at least one sample"):
+        model(y[:0], physics)
+    with pytest.raises(TypeError, match=r"y has dtype torch.float32 but SpectralPnP computes in torch.float64"):
+        model(y.float(), physics)
+    with pytest.raises(ValueError, match="x_init must have the shape"):
+        model(y, physics, x_init=torch.zeros(2, 64, dtype=torch.float64))
+    blur = dinv.physics.BlurFFT((1, 8, 8), filter=dinv.physics.blur.gaussian_blur(sigma=1.0).double())
+    with pytest.raises(ValueError, match=r"y must have the shape \(2, 1, 8, 8\)"):
+        model(torch.rand(2, 1, 8, 1, dtype=torch.float64), blur)  # broadcasts against the blur
+
+
+def test_convergence_is_reported_per_image():
+    M = _spd(0.05, 0.95)
+    physics, A = _matrix_physics()
+    y = torch.randn(2, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y[1] = 0.0  # the second image is at its fixed point x = 0 from the start
+    model = SpectralPnP(MatrixDenoiser(M), tau=0.3, tol=1e-10, filter_tol=1e-12, max_iter=3)
+    with pytest.warns(NotConvergedWarning, match="1 of 2 images did not converge"):
+        model(y, physics)
+    assert model.converged.tolist() == [False, True] and not model.last_info["converged"]
+
+
+def test_a_filter_application_that_misses_its_tolerance_is_not_convergence():
+    """The outer iteration settles, but its filter applications are not within filter_tol (a Chebyshev bound cannot
+    certify 1e-13 in float64): the images are not reported converged."""
+    physics, A = _matrix_physics()
+    y = torch.randn(2, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    model = SpectralPnP(MatrixDenoiser(_spd(0.05, 0.95)), NeumannFilter(2), tau=0.5, method="chebyshev",
+                        tol=1e-3, filter_tol=1e-13, max_iter=50)
+    with pytest.warns(NotConvergedWarning, match="missed filter_tol=1e-13"):
+        model(y, physics)
+    assert not model.converged.any() and model.last_info["last_change"] < 1e-3
+
+
+def test_exact_eigendecomposition_of_a_float32_denoiser():
+    """method="eig" assembles the float32 network's matrix in float32 and diagonalises it in float64 (it refused the
+    float32 network with a dtype error when the columns were fed to it in float64)."""
+    example = SpectralPnP.contract_example()
+    model, physics = example["model"], example["physics"]
+    model.method = "eig"
+    x = example["dataset"][0]["x"][None]
+    y = physics.A(x)
+    out = model(y, physics)
+    assert out.dtype == torch.float32 and out.shape == x.shape and torch.isfinite(out).all()
+    eig = next(iter(model._eig.values()))
+    assert eig.eigenvalues.dtype == torch.float64

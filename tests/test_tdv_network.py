@@ -11,7 +11,7 @@ from deepinv_ext.algorithms import TDVNetwork, constrain_optimizer, prox_data_fi
 from deepinv_ext.datasets import RandomEllipsesDataset
 from deepinv_ext.priors import TDV
 
-GRAY = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "tdv" / "tdv3-3-25-f32-gray.pth"
+GRAY = Path(__file__).resolve().parent / "data" / "tdv" / "tdv3-3-25-f32-gray.pth"  # shipped test data
 
 
 def small_net(dtype=torch.float32, **kwargs) -> TDVNetwork:
@@ -160,7 +160,6 @@ def test_short_trainer_run_lowers_the_loss(tmp_path):
     assert float(net.T) >= 0 and float(net.lmbda) >= 0
 
 
-@pytest.mark.skipif(not GRAY.exists(), reason="published TDV weights not found")
 def test_from_checkpoint_loads_T_lambda_and_steps():
     ck = torch.load(GRAY, map_location="cpu", weights_only=True)
     net = TDVNetwork.from_checkpoint(GRAY)
@@ -189,3 +188,51 @@ def test_stopping_time_derivative_and_optimal_T():
     assert abs(d_star) < 1e-3 * abs(dT) + 1e-6
     for T in (0.5 * T_star, 1.5 * T_star + 1e-3):
         assert j_star <= net.stopping_time_derivative(y, physics, x, T=T)[0]
+
+
+@pytest.mark.parametrize("kwargs,error,name", [
+    ({"steps": 2.0}, ValueError, "steps"), ({"steps": True}, ValueError, "steps"), ({"steps": 0}, ValueError, "steps"),
+    ({"T": float("nan")}, ValueError, "T"), ({"lmbda": "1"}, TypeError, "lmbda"),
+    ({"T_range": (0.0, float("inf"))}, ValueError, "T_range"), ({"lmbda_range": 5.0}, ValueError, "lmbda_range"),
+    ({"sigma_train": float("nan")}, ValueError, "sigma_train"), ({"sigma_train": 0.0}, ValueError, "sigma_train"),
+    ({"checkpointing": "no"}, TypeError, "checkpointing"),
+])
+def test_bad_constructor_arguments_are_named(kwargs, error, name):
+    with pytest.raises(error, match=name):
+        TDVNetwork(TDV(num_features=4, num_macro_blocks=1), **kwargs)
+
+
+def test_bad_measurements_are_refused_before_the_steps():
+    net = small_net(torch.float64, sigma_train=None)
+    physics = blur_physics()
+    y = physics.A(torch.rand(2, 1, 16, 16, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"y must have the shape \(2, 1, 16, 16\)"):
+        net(y[..., :1], physics)  # broadcasts against the blur
+    with pytest.raises(ValueError, match="y must hold at least one sample"):
+        net(y[:0], physics)
+    with pytest.raises(ValueError, match="y must be finite"):
+        net(y * float("nan"), physics)
+    with pytest.raises(TypeError, match=r"y has dtype torch.float32 but TDVNetwork computes in torch.float64"):
+        net(y.float(), physics)
+    with pytest.raises(TypeError, match="physics must be a deepinv.physics.LinearPhysics"):
+        net(y, dinv.physics.Physics(A=lambda x: x))
+    with pytest.raises(ValueError, match="sigma"):
+        small_net(torch.float64)(y, physics, sigma=float("inf"))
+    with pytest.raises(TypeError, match="return_all"):
+        net(y, physics, return_all="yes")
+
+
+def test_bad_helper_arguments_are_named(tmp_path):
+    u = torch.rand(1, 1, 8, 8, dtype=torch.float64)
+    identity = dinv.physics.LinearPhysics(A=lambda x: x, A_adjoint=lambda x: x)
+    for kwargs, name in (({"max_iter": 0}, "max_iter"), ({"tol": -1.0}, "tol"), ({"tau": float("nan")}, "tau")):
+        with pytest.raises(ValueError, match=name):
+            prox_data_fidelity(u, u, identity, **({"tau": 0.5} | kwargs))
+    with pytest.raises(TypeError, match="optimizer"):
+        constrain_optimizer(None, small_net())
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.pth"):
+        TDVNetwork.from_checkpoint(empty)
+    with pytest.raises(ValueError, match="iterations"):
+        small_net(torch.float64).optimal_stopping_time(u, dinv.physics.Denoising(), u, iterations=0)

@@ -6,7 +6,7 @@ import torch
 from deepinv.optim import Prior
 from deepinv.physics.functional.blur import gaussian_blur
 
-from deepinv_ext.algorithms import VariationalSolver
+from deepinv_ext.algorithms import NotConvergedWarning, VariationalSolver
 from deepinv_ext.datasets import RandomEllipsesDataset
 from deepinv_ext.priors import TDV
 
@@ -71,6 +71,59 @@ def test_batch_equals_per_sample():
     assert torch.allclose(batch, single, atol=1e-12)
 
 
+class FlippedQuadratic(Quadratic):
+    """A mutant prior: grad returns -grad of its fn."""
+
+    def grad(self, x, *args, **kwargs):
+        return -super().grad(x)
+
+
+def _relative_gradient(solver, x, x0, y, physics):
+    reference = VariationalSolver(solver.prior if not isinstance(solver.prior, FlippedQuadratic)
+                                  else Quadratic(solver.prior.mu), weight=solver.weight)
+    norm = lambda z: reference.energy_and_grad(z, y, physics)[1].flatten(1).norm(dim=1)  # noqa: E731
+    return norm(x) / norm(x0)
+
+
+@pytest.mark.parametrize("prior_name", ["quadratic", "tdv"])
+def test_a_converged_solve_ends_at_a_stationary_point(prior_name):
+    """||grad E(x)|| / ||grad E(x_0)|| is small where the solver says it converged (TDV: denoising, well posed)."""
+    physics, x, y = setup()
+    if prior_name == "tdv":
+        torch.manual_seed(1)
+        prior, weight, physics = TDV(num_features=8, num_macro_blocks=1).double(), 5.0, dinv.physics.Denoising()
+        y = x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(2), dtype=x.dtype)
+    else:
+        prior, weight = Quadratic(0.5), 20.0
+    solver = VariationalSolver(prior, weight=weight, max_iter=300, cg_init_iter=2, tol=1e-7)
+    with torch.no_grad():
+        out = solver(y, physics)
+        relative = _relative_gradient(solver, out, solver.initialise(y, physics), y, physics)
+    assert solver.converged.shape == (2,) and solver.converged.all() and not solver.stalled.any()
+    assert (relative < 1e-5).all(), relative
+
+
+def test_a_prior_whose_gradient_has_the_wrong_sign_is_not_reported_converged():
+    """The prior dominates, so with its gradient flipped no step lowers E: the solver stays at x_0 and says it
+    stalled (the bug: the 8-ulp round-off allowance accepted tiny uphill steps, the relative change was 0, and the
+    step rule called that convergence)."""
+    physics, x, y = setup()
+    solver = VariationalSolver(FlippedQuadratic(5.0), weight=1.0, max_iter=50, cg_init_iter=2, max_backtracking=100)
+    with pytest.warns(NotConvergedWarning, match="2 stalled"):
+        out = solver(y, physics)
+    assert not solver.converged.any() and solver.stalled.all()
+    torch.testing.assert_close(out, solver.initialise(y, physics), rtol=0, atol=0)
+    assert torch.equal(solver.history[-1], solver.history[0])  # no step, uphill or not, was taken
+
+
+def test_a_budget_too_small_warns_and_says_which_images():
+    physics, x, y = setup()
+    solver = VariationalSolver(Quadratic(0.5), weight=20.0, max_iter=2, cg_init_iter=0)
+    with pytest.warns(NotConvergedWarning, match="2 reached max_iter=2"):
+        solver(y, physics)
+    assert solver.converged.tolist() == [False, False] and not solver.stalled.any()
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="weight"):
         VariationalSolver(Quadratic(1.0), weight=0.0)
@@ -79,6 +132,43 @@ def test_bad_arguments():
     physics, x, y = setup()
     with pytest.raises(ValueError, match="finite"):
         VariationalSolver(Quadratic(1.0))(y * float("nan"), physics)
+
+
+@pytest.mark.parametrize("kwargs,error,name", [
+    ({"max_iter": 10.0}, ValueError, "max_iter"), ({"max_iter": True}, ValueError, "max_iter"),
+    ({"max_iter": -1}, ValueError, "max_iter"), ({"cg_init_iter": "3"}, ValueError, "cg_init_iter"),
+    ({"weight": float("nan")}, ValueError, "weight"), ({"weight": float("inf")}, ValueError, "weight"),
+    ({"weight": "1"}, TypeError, "weight"), ({"tol": -1e-5}, ValueError, "tol"),
+    ({"lipschitz_init": 0.0}, ValueError, "lipschitz_init"), ({"increase": 1.0}, ValueError, "increase"),
+    ({"decrease": float("nan")}, ValueError, "decrease"), ({"max_backtracking": 2.5}, ValueError, "max_backtracking"),
+    ({"progress": "no"}, TypeError, "progress"), ({"record": 5}, ValueError, "record"),
+])
+def test_bad_constructor_arguments_are_named(kwargs, error, name):
+    with pytest.raises(error, match=name):
+        VariationalSolver(Quadratic(1.0), **kwargs)
+
+
+def test_bad_measurements_are_refused_before_iterating():
+    physics, x, y = setup()
+    solver = VariationalSolver(Quadratic(1.0), max_iter=5)
+    with pytest.raises(ValueError, match=r"y must have the shape \(2, 1, 16, 16\)"):
+        solver(y[..., :1], physics)  # (B, 1, N, 1) broadcasts against the blur: refused, not a full image
+    with pytest.raises(ValueError, match="y must hold at least one sample"):
+        solver(y[:0], physics)
+    with pytest.raises(TypeError, match="y must be a real floating tensor"):
+        solver(y.long(), physics)
+    with pytest.raises(TypeError, match="y must be a torch.Tensor"):
+        solver(y.tolist(), physics)
+    with pytest.raises(TypeError, match="physics must be a deepinv.physics.LinearPhysics"):
+        solver(y, lambda v: v)
+    with pytest.raises(ValueError, match="x_init must have the shape"):
+        solver(y, physics, x_init=torch.zeros(2, 1, 16, 17, dtype=y.dtype))
+    with pytest.raises(TypeError, match="x_init has dtype"):
+        solver(y, physics, x_init=x.float())
+    torch.manual_seed(0)
+    tdv = VariationalSolver(TDV(num_features=4, num_macro_blocks=1), max_iter=2)  # float32 parameters
+    with pytest.raises(TypeError, match=r"y has dtype torch.float64 but VariationalSolver computes in torch.float32"):
+        tdv(y, physics)
 
 
 def test_super_resolution_with_tdv_decreases_the_energy():

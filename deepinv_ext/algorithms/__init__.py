@@ -1,5 +1,6 @@
 """Reconstruction algorithms (``deepinv.models.Reconstructor`` subclasses): ``model(y, physics) -> x``."""
 
+from deepinv_ext._convergence import NotConvergedWarning
 from deepinv_ext.algorithms.gs_pnp import GradientStepPnP
 from deepinv_ext.algorithms.parameter_choice import (
     AffineParameterRule,
@@ -36,7 +37,7 @@ from deepinv_ext.algorithms.variational import VariationalSolver
 
 __all__ = [
     # variational solvers and parameter choice
-    "VariationalSolver", "AffineParameterRule", "gradient_balance_lambda", "discrepancy_lambda",
+    "NotConvergedWarning", "VariationalSolver", "AffineParameterRule", "gradient_balance_lambda", "discrepancy_lambda",
     "RelativeChangeStop",
     # TDV
     "TDVNetwork", "constrain_optimizer", "prox_data_fidelity",

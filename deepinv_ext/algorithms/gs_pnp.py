@@ -22,7 +22,6 @@ and linear plug-and-play denoisers", Found. Comput. Math. (2024), Theorem 3 and 
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -34,6 +33,8 @@ from torch import Tensor
 from tqdm import tqdm
 
 from deepinv_ext._batch import per_sample
+from deepinv_ext._convergence import PRECISION_MARGIN, roundoff, warn_not_converged
+from deepinv_ext._validation import boolean, check_measurement, finite_number, positive_int
 
 __all__ = ["GradientStepPnP"]
 
@@ -67,12 +68,20 @@ class GradientStepPnP(Reconstructor):
     denominators by default, which stalls it near :math:`10^{-5}`). An inexact prox cannot break the decrease of :math:`F`: the
     Armijo test rejects such a step.
 
-    The iteration stops per element when the relative change of the objective,
-    :math:`|F(x_{k+1}) - F(x_k)| / |F(x_{k+1})|` (``crit="objective"``, deepinv's ``crit_conv="cost"``), or of the
-    iterate, :math:`\|x_{k+1} - x_k\| / \|x_k\|` (``crit="iterate"``), falls below ``tol``, or when the Armijo test
-    rejects a candidate that is within ``tol`` or whose :math:`F` differs from :math:`F(x_k)` only by rounding
-    (:math:`8\,\epsilon_{\text{dtype}}|F|`: converged to the precision of the dtype; :math:`x_k` is kept), or when
-    backtracking fails ``backtracking.max_iter`` times in a row (``history["backtracking_failed"]``). The output is the last iterate :math:`x_K` (``output="iterate"``)
+    The iteration stops per element, converged (``converged``, shape ``(B,)``), when the relative change of the
+    objective, :math:`|F(x_{k+1}) - F(x_k)| / |F(x_{k+1})|` (``crit="objective"``, deepinv's ``crit_conv="cost"``), or
+    of the iterate, :math:`\|x_{k+1} - x_k\| / \|x_k\|` (``crit="iterate"``), falls below ``tol`` (with
+    ``crit="iterate"``, also when the first candidate of an iteration, at the step :math:`\tau_k` the previous
+    iterations validated, is rejected but within ``tol`` of :math:`x_k`), or when :math:`x_k` is stationary to
+    working precision: a rejected candidate whose :math:`F` is within the round-off
+    :math:`R = 8\,\epsilon_{\text{dtype}}|F(x_k)|` of :math:`F(x_k)` while the decrease predicted at
+    :math:`\tau_k`, :math:`\|x_{k+1} - x_k\|^2/(2\tau_k)` (first candidate), was already within :math:`16R`
+    (:math:`x_k` is kept; a candidate is accepted there by the Armijo test alone, elsewhere only if its predicted
+    decrease is above :math:`R`, so that a tiny step cannot pass on round-off). It stops unconverged when backtracking fails: ``backtracking.max_iter`` reductions in a row
+    without an accepted candidate, or a stall (a decrease was predicted at :math:`\tau_k` but the candidates shrank
+    until the objective could no longer show one: a potential whose gradient is not that of
+    ``denoiser.potential``), both in ``history["backtracking_failed"]``; or at ``max_iter``. A
+    :class:`~deepinv_ext.algorithms.NotConvergedWarning` names the images that did not converge. The output is the last iterate :math:`x_K` (``output="iterate"``)
     or its denoised version :math:`D_\sigma(x_K) = x_K - \nabla g_\sigma(x_K)` (``output="denoised"``, as the
     authors report).
 
@@ -90,8 +99,9 @@ class GradientStepPnP(Reconstructor):
     :param int max_iter: maximum number of accepted iterations.
     :param float tol: stopping tolerance on the relative change.
     :param str crit: ``"objective"`` or ``"iterate"``.
-    :param backtracking: a :class:`deepinv.optim.BacktrackingConfig` (:math:`\gamma`, :math:`\eta`, maximum number
-        of consecutive reductions), ``True`` for its defaults, or ``False`` (fixed step, no decrease guarantee).
+    :param backtracking: a :class:`deepinv.optim.BacktrackingConfig` (:math:`\gamma \in [0, 1)`,
+        :math:`\eta \in (0, 1)`, maximum number of consecutive reductions), ``True`` for its defaults, or ``False``
+        (fixed step, no decrease guarantee).
     :param str output: ``"iterate"`` or ``"denoised"``.
     :param int prox_max_iter: CG iterations of the data prox for non-decomposable physics.
     :param float prox_tol: CG tolerance of the data prox.
@@ -125,13 +135,10 @@ class GradientStepPnP(Reconstructor):
             raise TypeError("denoiser must be a gradient-step denoiser with potential(x, sigma) and "
                             f"potential_and_grad(x, sigma, create_graph), got {type(denoiser).__name__}")
         for name, value in (("lambda_", lambda_), ("sigma_denoiser", sigma_denoiser), ("tol", tol),
-                            ("prox_tol", prox_tol)):
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-        if stepsize is not None and not (math.isfinite(stepsize) and stepsize > 0):
-            raise ValueError(f"stepsize must be a positive finite number or None, got {stepsize!r}")
-        if int(max_iter) < 1 or int(prox_max_iter) < 1:
-            raise ValueError(f"max_iter and prox_max_iter must be >= 1, got {max_iter} and {prox_max_iter}")
+                            ("prox_tol", prox_tol)) + ((("stepsize", stepsize),) if stepsize is not None else ()):
+            finite_number(value, name, strict=True)
+        positive_int(max_iter, "max_iter")
+        positive_int(prox_max_iter, "prox_max_iter")
         if crit not in ("objective", "iterate"):
             raise ValueError(f"crit must be 'objective' or 'iterate', got {crit!r}")
         if output not in ("iterate", "denoised"):
@@ -141,9 +148,13 @@ class GradientStepPnP(Reconstructor):
         elif not isinstance(backtracking, BacktrackingConfig):
             raise TypeError(f"backtracking must be a bool or a deepinv.optim.BacktrackingConfig, "
                             f"got {type(backtracking).__name__}")
-        if backtracking is not None and not (0 < backtracking.eta < 1 and backtracking.gamma >= 0
-                                             and backtracking.max_iter >= 1):
-            raise ValueError(f"backtracking needs 0 < eta < 1, gamma >= 0, max_iter >= 1, got {backtracking}")
+        if backtracking is not None:
+            gamma = finite_number(backtracking.gamma, "backtracking.gamma", maximum=1.0)
+            eta = finite_number(backtracking.eta, "backtracking.eta", strict=True, maximum=1.0)
+            if gamma == 1.0 or eta == 1.0:
+                raise ValueError("backtracking needs gamma < 1 (no step shows a larger decrease) and eta < 1 (the "
+                                 f"step must shrink), got gamma={gamma}, eta={eta}")
+            positive_int(backtracking.max_iter, "backtracking.max_iter")
         self.denoiser = denoiser
         self.lambda_ = float(lambda_)
         self.sigma_denoiser = float(sigma_denoiser)
@@ -151,11 +162,13 @@ class GradientStepPnP(Reconstructor):
         self.max_iter, self.tol, self.crit, self.output = int(max_iter), float(tol), crit, output
         self.backtracking = backtracking
         self.prox_max_iter, self.prox_tol = int(prox_max_iter), float(prox_tol)
-        self.show_progress_bar = show_progress_bar
+        self.show_progress_bar = boolean(show_progress_bar, "show_progress_bar")
         #: Per-iteration record of the last call: ``objective`` :math:`F(x_k)`, shape ``(K+1, B)``; ``step``
         #: :math:`\|x_{k+1} - x_k\|`, ``stepsize`` :math:`\tau_k` and ``backtracks`` (rejected candidates),
         #: shape ``(K, B)``; ``converged`` and ``backtracking_failed``, shape ``(B,)``.
         self.history: dict[str, Tensor] = {}
+        #: Whether each image of the last call met the stopping rule, shape ``(B,)`` (bool).
+        self.converged: Tensor | None = None
 
     @classmethod
     def contract_example(cls) -> dict:
@@ -197,14 +210,6 @@ class GradientStepPnP(Reconstructor):
                              max_iter=self.prox_max_iter, tol=self.prox_tol, parallel_dim=[0],
                              ATA=physics.A_adjoint_A, AAT=physics.A_A_adjoint, eps=torch.finfo(z.dtype).tiny)
 
-    def _check(self, y: Tensor, physics: LinearPhysics) -> None:
-        if not isinstance(physics, LinearPhysics):
-            raise TypeError(f"physics must be a deepinv.physics.LinearPhysics, got {type(physics).__name__}")
-        if not isinstance(y, Tensor):
-            raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}")
-        if not torch.isfinite(y).all():
-            raise ValueError("y (the measurements) contains NaN or inf")
-
     def _evaluate(self, x: Tensor, y: Tensor, physics: LinearPhysics) -> tuple[Tensor, Tensor, Tensor]:
         """F(x) and the graph of g at a detached leaf copy of x (backward gives grad g later)."""
         with torch.enable_grad():
@@ -229,20 +234,22 @@ class GradientStepPnP(Reconstructor):
     def solve(self, y: Tensor, physics: LinearPhysics, init: Tensor | None = None) -> tuple[Tensor, Tensor]:
         r"""Run the iteration without a graph; return the last iterate :math:`x_K` and :math:`\nabla g_\sigma(x_K)`.
 
-        Fills :attr:`history`. ``init`` defaults to :math:`A^\top y`.
+        Fills :attr:`history` and :attr:`converged`. ``init`` defaults to :math:`A^\top y`.
+
+        :raises TypeError: a physics that is not linear, a ``y`` or ``init`` that is not a real floating tensor of the
+            denoiser's dtype.
+        :raises ValueError: an empty batch, NaN or inf in ``y``, a ``y`` that does not fit ``physics``, or an
+            ``init`` of another shape than :math:`A^\top y`.
         """
-        self._check(y, physics)
+        x0 = check_measurement(y, physics, init, model=self, x_name="init")
         with torch.no_grad():
-            x = physics.A_adjoint(y) if init is None else init.detach().clone()
-            if x.shape != physics.A_adjoint(y).shape:
-                raise ValueError(f"init must have shape {tuple(physics.A_adjoint(y).shape)}, got {tuple(x.shape)}")
+            x = x0.detach() if init is None else init.detach().clone()
             batch = x.shape[0]
             F, g, leaf = self._evaluate(x, y, physics)
             grad = self._grad_from(g, leaf)
             tau = torch.full((batch,), self.stepsize, dtype=x.dtype, device=x.device)
             active = torch.ones(batch, dtype=torch.bool, device=x.device)
             failed = torch.zeros_like(active)
-            stalled = torch.zeros_like(active)
             objective, steps, stepsizes, backtracks = [F], [], [], []
             bt = self.backtracking
             for _ in tqdm(range(self.max_iter), disable=not self.show_progress_bar, desc="GS-PnP"):
@@ -250,24 +257,36 @@ class GradientStepPnP(Reconstructor):
                 pending = active.clone()
                 x_new, F_new, grad_new = x, F, grad
                 n_back = torch.zeros(batch, dtype=torch.long, device=x.device)
-                for _trial in range(1 + (bt.max_iter if bt is not None else 0)):
+                stationary = torch.zeros_like(active)  # converged without a step
+                noise = roundoff(F)
+                for trial in range(1 + (bt.max_iter if bt is not None else 0)):
                     cand = self.prox_data(z, y, physics, tau)
                     F_c, g_c, leaf_c = self._evaluate(cand, y, physics)
+                    # the decrease a step predicts, |x_{k+1} - x_k|^2 / (2 tau), below the round-off of F: the
+                    # objective cannot show it; at tau_k (the first candidate) within PRECISION_MARGIN round-offs:
+                    # x_k is stationary to working precision
+                    predicted = _sqnorm(cand - x) / (2 * tau)
+                    flat = predicted <= noise
+                    if trial == 0:
+                        flat_k = predicted <= PRECISION_MARGIN * noise
                     if bt is None:
                         ok = torch.ones_like(pending)
-                    else:
-                        ok = F_c <= F - bt.gamma / tau * _sqnorm(cand - x)
+                    else:  # Armijo, where the objective can show the decrease
+                        ok = (F_c <= F - bt.gamma / tau * _sqnorm(cand - x)) & (flat_k | ~flat)
                     take = pending & ok
-                    # a rejected candidate within tol of x, or whose F differs from F(x) only by rounding:
-                    # converged to the precision of the dtype (no step is taken)
-                    at_precision = (F_c - F).abs() <= 8 * torch.finfo(x.dtype).eps * F.abs()
-                    stalled = stalled | (pending & ~ok & (at_precision | (self._change(F, F_c, x, cand) < self.tol)))
                     if take.any():
                         grad_c = self._grad_from(g_c, leaf_c)
                         x_new = torch.where(per_sample(take, x), cand, x_new)
                         F_new = torch.where(take, F_c, F_new)
                         grad_new = torch.where(per_sample(take, x), grad_c, grad_new)
-                    pending = pending & ~ok & ~stalled
+                    if trial == 0 and self.crit == "iterate":  # the first candidate is within tol of x_k
+                        stationary = stationary | (pending & ~ok & (self._change(F, F_c, x, cand) < self.tol))
+                    # a rejected candidate the objective cannot tell from x_k: converged if x_k was stationary to
+                    # working precision, otherwise a stall (the decrease predicted at tau_k never showed)
+                    unseen = pending & ~ok & flat & (F_c <= F + noise)
+                    stationary = stationary | (unseen & flat_k)
+                    failed = failed | (unseen & ~flat_k)
+                    pending = pending & ~ok & ~stationary & ~unseen
                     if not pending.any():
                         break
                     tau = torch.where(pending, bt.eta * tau, tau)
@@ -281,14 +300,18 @@ class GradientStepPnP(Reconstructor):
                 stepsizes.append(tau.clone())
                 backtracks.append(n_back)
                 x, F, grad = x_new, F_new, grad_new
-                active = active & ~pending & ~stalled & ~(change < self.tol)
+                active = active & ~failed & ~stationary & ~(change < self.tol)
                 if not active.any():
                     break
+        self.converged = ~active & ~failed
         self.history = {
             "objective": torch.stack(objective).cpu(), "step": torch.stack(steps).cpu(),
             "stepsize": torch.stack(stepsizes).cpu(), "backtracks": torch.stack(backtracks).cpu(),
-            "converged": (~active & ~failed).cpu(), "backtracking_failed": failed.cpu(),
+            "converged": self.converged.cpu(), "backtracking_failed": failed.cpu(),
         }
+        warn_not_converged(type(self).__name__, self.converged, {
+            "found no step that lowers the objective (backtracking failed or stalled)": failed,
+            f"reached max_iter={self.max_iter}": active})
         return x, grad
 
     def forward(self, y: Tensor, physics: LinearPhysics, init: Tensor | None = None, **kwargs) -> Tensor:

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from deepinv_ext._validation import check_tensor, finite_number, finite_values, positive_int
+
 __all__ = ["AffineParameterRule", "RelativeChangeStop", "discrepancy_lambda", "gradient_balance_lambda",
            "noise_norm_gaussian", "noise_norm_log_poisson"]
 
@@ -51,21 +53,13 @@ class AffineParameterRule:
     eps: float = 1e-4
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.c) and self.c >= 0):
-            raise ValueError(f"c must be a finite number >= 0, got {self.c}")
-        if not (math.isfinite(self.eps) and self.eps > 0):
-            raise ValueError(f"eps must be a finite number > 0, got {self.eps}")
+        finite_number(self.c, "c")
+        finite_number(self.eps, "eps", strict=True)
 
     def __call__(self, delta: float | torch.Tensor) -> float | torch.Tensor:
         r""":math:`\lambda(\delta)` for a noise level :math:`\delta \ge 0` (float, or a tensor elementwise)."""
-        if isinstance(delta, torch.Tensor):
-            if not (torch.isfinite(delta).all() and (delta >= 0).all()):
-                raise ValueError("delta must be finite and >= 0")
-            return self.c * delta + self.eps
-        delta = float(delta)
-        if not (math.isfinite(delta) and delta >= 0):
-            raise ValueError(f"delta must be a finite number >= 0, got {delta}")
-        return self.c * delta + self.eps
+        finite_values(delta, "delta")
+        return self.c * (delta if isinstance(delta, torch.Tensor) else float(delta)) + self.eps
 
     @property
     def limit(self) -> float:
@@ -114,9 +108,9 @@ def gradient_balance_lambda(pairs: Iterable[tuple[Tensor, Tensor]], physics, pri
 def noise_norm_gaussian(sigma: float, y: Tensor) -> Tensor:
     r"""Expected norm of Gaussian noise of standard deviation :math:`\sigma` on each measurement of ``y``:
     :math:`\sigma\sqrt{m}`, shape ``(B,)``."""
-    if not (math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"sigma must be a finite number > 0, got {sigma}")
-    m = y[0].numel()
+    finite_number(sigma, "sigma", strict=True)
+    check_tensor(y, "y")
+    m = y[0].numel() if y.shape[0] else math.prod(y.shape[1:])
     return torch.full((y.shape[0],), sigma * math.sqrt(m), dtype=y.dtype, device=y.device)
 
 
@@ -125,8 +119,9 @@ def noise_norm_log_poisson(y: Tensor, N0: float, mu: float) -> Tensor:
     :math:`N \sim \mathcal{P}(N_0 e^{-\mu Ax})` (deepinv's :class:`~deepinv.physics.LogPoissonNoise`): by the
     delta method :math:`\operatorname{Var} y_i \approx e^{\mu (Ax)_i} / (\mu^2 N_0)`, estimated at
     :math:`(Ax)_i \approx y_i`; returns :math:`\sqrt{\sum_i e^{\mu y_i} / (\mu^2 N_0)}`, shape ``(B,)``."""
-    if not (N0 > 0 and mu > 0):
-        raise ValueError(f"N0 and mu must be > 0, got N0={N0}, mu={mu}")
+    finite_number(N0, "N0", strict=True)
+    finite_number(mu, "mu", strict=True)
+    check_tensor(y, "y")
     return torch.sqrt(torch.exp(mu * y).flatten(1).sum(dim=1) / (mu ** 2 * N0))
 
 
@@ -154,14 +149,19 @@ def discrepancy_lambda(solve: Callable[[float], Tensor], y: Tensor, physics, noi
     :param int steps: bisection steps (each one solve).
     :return: ``(lam, trace)`` with ``trace`` the list of ``(lam, mean residual / delta)`` tried.
     """
-    lo, hi = (float(v) for v in lam_range)
-    if not 0 < lo < hi:
+    if not isinstance(lam_range, (tuple, list)) or len(lam_range) != 2:
+        raise ValueError(f"lam_range must be a pair (min, max), got {lam_range!r}")
+    lo, hi = (finite_number(v, "lam_range", strict=True) for v in lam_range)
+    if not lo < hi:
         raise ValueError(f"lam_range must satisfy 0 < min < max, got {lam_range}")
-    if not tau > 0:
-        raise ValueError(f"tau must be > 0, got {tau}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    delta = torch.as_tensor(noise_norm, dtype=y.dtype, device=y.device).expand(y.shape[0])
+    finite_number(tau, "tau", strict=True)
+    positive_int(steps, "steps")
+    check_tensor(y, "y")
+    finite_values(noise_norm, "noise_norm", strict=True)
+    delta = torch.as_tensor(noise_norm, dtype=y.dtype, device=y.device).reshape(-1)
+    if delta.numel() not in (1, y.shape[0]):
+        raise ValueError(f"noise_norm must be one number or one per image ({y.shape[0]}), got {delta.numel()}")
+    delta = delta.expand(y.shape[0])
     trace: list[tuple[float, float]] = []
     for _ in range(steps):
         lam = math.sqrt(lo * hi)
@@ -192,8 +192,7 @@ class RelativeChangeStop:
     tol: float = 1e-6
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.tol) and self.tol > 0):
-            raise ValueError(f"tol must be a finite number > 0, got {self.tol}")
+        finite_number(self.tol, "tol", strict=True)
 
     def __call__(self, x_new: Tensor, x_old: Tensor, e_new: Tensor | None = None,
                  e_old: Tensor | None = None) -> Tensor:

@@ -26,6 +26,9 @@ import deepinv as dinv
 import torch
 from tqdm.auto import tqdm
 
+from deepinv_ext._convergence import warn_not_converged
+from deepinv_ext._validation import boolean, check_measurement, finite_number, positive_int
+
 from .retune_analysis import jacobian_free_error_bound, layer_lipschitz
 from .retune_layers import FixedPointLayer, ForwardBackwardLayer
 from .retune_wavelet import WaveletL1Prior
@@ -44,7 +47,9 @@ class ReTune(dinv.models.Reconstructor):
     **Eval mode** (``inference="fixed_point"``, default): restarts of :math:`L` layers until the relative residual
     :math:`\|x_{k+1} - x_k\| / \|x_k\|` (per sample, maximum over the batch) of the last layer falls below ``tol``,
     or ``max_restarts`` restarts. The residual of every layer application is kept in ``residual_history`` and the
-    number of restarts in ``last_restarts``. With ``inference="unrolled"`` the network is evaluated as it was
+    number of restarts in ``last_restarts``; ``converged`` (shape ``(B,)``) says which images ended below ``tol``
+    (a :class:`~deepinv_ext.algorithms.NotConvergedWarning` names the others; ``None`` after a call without
+    stopping rule: training, ``inference="unrolled"``). With ``inference="unrolled"`` the network is evaluated as it was
     trained, :math:`(R+1)L` layers. Eval mode keeps no graph (``torch.no_grad``).
 
     Baselines in the same code path: ``restarts=0`` is standard unrolling with full backpropagation through
@@ -79,22 +84,18 @@ class ReTune(dinv.models.Reconstructor):
                  max_restarts: int = 1000, inference: str = "fixed_point", monitor_every: int = 0,
                  show_progress_bar: bool = False):
         super().__init__()
-        if not isinstance(iteration, torch.nn.Module):
-            raise TypeError(f"iteration must be a torch.nn.Module layer (x, y, physics) -> x, got {type(iteration)}")
-        if int(depth) < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
-        if int(restarts) < 0:
-            raise ValueError(f"restarts must be >= 0, got {restarts}")
-        if not tol > 0:
-            raise ValueError(f"tol must be positive, got {tol}")
-        if int(max_restarts) < 1:
-            raise ValueError(f"max_restarts must be >= 1, got {max_restarts}")
+        if not isinstance(iteration, torch.nn.Module) or not callable(getattr(iteration, "init", None)):
+            raise TypeError(f"iteration must be a FixedPointLayer (a torch.nn.Module layer (x, y, physics) -> x with "
+                            f"init(y, physics)), got {type(iteration).__name__}")
         if inference not in _INFERENCE:
             raise ValueError(f"inference must be one of {_INFERENCE}, got {inference!r}")
         self.iteration = iteration
-        self.depth, self.restarts, self.tol = int(depth), int(restarts), float(tol)
-        self.max_restarts, self.inference = int(max_restarts), inference
-        self.monitor_every, self.show_progress_bar = int(monitor_every), bool(show_progress_bar)
+        self.depth, self.restarts = positive_int(depth, "depth"), positive_int(restarts, "restarts", minimum=0)
+        self.tol = finite_number(tol, "tol", strict=True)
+        self.max_restarts, self.inference = positive_int(max_restarts, "max_restarts"), inference
+        self.monitor_every = positive_int(monitor_every, "monitor_every", minimum=0)
+        self.show_progress_bar = boolean(show_progress_bar, "show_progress_bar")
+        self.converged: torch.Tensor | None = None
         self.residual_history: list[float] = []
         self.last_restarts = 0
         self.last_warm_start: torch.Tensor | None = None
@@ -113,12 +114,17 @@ class ReTune(dinv.models.Reconstructor):
                 "physics": physics, "dataset": RandomEllipsesDataset(length=4, size=16, seed=0)}
 
     @staticmethod
-    def relative_residual(x_new: torch.Tensor, x_old: torch.Tensor) -> float:
-        r"""Largest per-sample :math:`\|x_{k+1} - x_k\| / \|x_k\|` over the batch."""
+    def relative_residuals(x_new: torch.Tensor, x_old: torch.Tensor) -> torch.Tensor:
+        r"""Per-sample :math:`\|x_{k+1} - x_k\| / \|x_k\|`, shape ``(B,)`` (no graph)."""
         x_new, x_old = x_new.detach(), x_old.detach()
         num = torch.linalg.vector_norm((x_new - x_old).flatten(1), dim=1)
         den = torch.linalg.vector_norm(x_old.flatten(1), dim=1).clamp_min(torch.finfo(x_old.dtype).tiny)
-        return float((num / den).max())
+        return num / den
+
+    @staticmethod
+    def relative_residual(x_new: torch.Tensor, x_old: torch.Tensor) -> float:
+        r"""Largest per-sample :math:`\|x_{k+1} - x_k\| / \|x_k\|` over the batch."""
+        return float(ReTune.relative_residuals(x_new, x_old).max())
 
     def unroll(self, x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics,
                n_layers: int | None = None) -> torch.Tensor:
@@ -131,10 +137,16 @@ class ReTune(dinv.models.Reconstructor):
                 **kwargs) -> torch.Tensor:
         r"""Reconstruct from ``y``: ReTune training pass in training mode, fixed-point iteration in eval mode.
 
-        :param torch.Tensor y: measurements.
-        :param deepinv.physics.Physics physics: forward operator.
-        :param torch.Tensor x_init: initial iterate (default: the layer's ``init(y, physics)``, :math:`A^\top y`).
+        :param torch.Tensor y: measurements, of the shape ``physics.A`` gives, finite, in the layer's dtype.
+        :param deepinv.physics.LinearPhysics physics: forward operator.
+        :param torch.Tensor x_init: initial iterate (default: the layer's ``init(y, physics)``, :math:`A^\top y`), of
+            the shape of :math:`A^\top y`.
+        :raises TypeError: a physics that is not linear, a ``y`` or ``x_init`` that is not a real floating tensor of
+            the layer's dtype.
+        :raises ValueError: an empty batch, NaN or inf in ``y``, or a ``y`` that does not fit ``physics``.
         """
+        check_measurement(y, physics, x_init, model=self)
+        self.converged = None
         if x_init is None:
             with torch.no_grad():
                 x_init = self.iteration.init(y, physics)
@@ -143,7 +155,7 @@ class ReTune(dinv.models.Reconstructor):
         if self.inference == "unrolled":
             with torch.no_grad():
                 return self.unroll(x_init, y, physics, (self.restarts + 1) * self.depth)
-        return self.fixed_point(y, physics, x_init)
+        return self._fixed_point(y, physics, x_init)
 
     def _train_forward(self, x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
         with torch.no_grad():
@@ -157,11 +169,17 @@ class ReTune(dinv.models.Reconstructor):
                 self.monitor_log.append(self.diagnostics(x, y, physics, step=self._n_train_calls))
         return self.unroll(x, y, physics)
 
-    @torch.no_grad()
     def fixed_point(self, y: torch.Tensor, physics: dinv.physics.Physics,
                     x_init: torch.Tensor | None = None) -> torch.Tensor:
-        r"""Restart until :math:`\|x_{k+1} - x_k\| / \|x_k\| <` ``tol`` (checked on the last layer of each
-        restart) or ``max_restarts``; fills ``residual_history`` (one entry per layer) and ``last_restarts``."""
+        r"""Restart until :math:`\|x_{k+1} - x_k\| / \|x_k\| <` ``tol`` for every image (checked on the last
+        layer of each restart) or ``max_restarts``; fills ``residual_history`` (one entry per layer, the largest
+        over the batch), ``last_restarts`` and ``converged``. Arguments and errors as :meth:`forward`."""
+        check_measurement(y, physics, x_init, model=self)
+        return self._fixed_point(y, physics, x_init)
+
+    @torch.no_grad()
+    def _fixed_point(self, y: torch.Tensor, physics: dinv.physics.Physics,
+                     x_init: torch.Tensor | None) -> torch.Tensor:
         x = self.iteration.init(y, physics) if x_init is None else x_init
         self.residual_history = []
         self.last_restarts = 0
@@ -169,12 +187,16 @@ class ReTune(dinv.models.Reconstructor):
         for r in bar:
             for _ in range(self.depth):
                 x_new = self.iteration(x, y, physics)
-                self.residual_history.append(self.relative_residual(x_new, x))
+                residuals = self.relative_residuals(x_new, x)
+                self.residual_history.append(float(residuals.max()))
                 x = x_new
             self.last_restarts = r + 1
             bar.set_postfix(residual=f"{self.residual_history[-1]:.2e}")
             if self.residual_history[-1] < self.tol:
                 break
+        self.converged = residuals < self.tol
+        warn_not_converged(type(self).__name__, self.converged, {
+            f"relative residual above tol={self.tol:g} after max_restarts={self.max_restarts}": ~self.converged})
         return x
 
     def diagnostics(self, x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics, *,

@@ -27,6 +27,8 @@ from collections.abc import Callable
 import deepinv as dinv
 import torch
 
+from deepinv_ext._validation import finite_number, finite_values, positive_int
+
 __all__ = ["layer_lipschitz", "jacobian_free_error", "jacobian_free_error_bound", "SavedTensorMeter",
            "LipschitzPenalty"]
 
@@ -72,8 +74,8 @@ def layer_lipschitz(layer: Callable, x: torch.Tensor, y: torch.Tensor, physics: 
     :return: tensor ``(B,)`` of estimated Lipschitz constants (a lower bound on the local constant that converges
         to it).
     """
-    if n_iter < 1:
-        raise ValueError(f"n_iter must be >= 1, got {n_iter}")
+    positive_int(n_iter, "n_iter")
+    finite_number(tol, "tol", strict=True)
     lin = _Linearisation(layer, x, y, physics)
     u = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
     u = u / _norms(u)
@@ -93,8 +95,8 @@ def layer_lipschitz(layer: Callable, x: torch.Tensor, y: torch.Tensor, physics: 
 def jacobian_free_error_bound(lipschitz: float | torch.Tensor, depth: int) -> float | torch.Tensor:
     r"""Bound :math:`\rho^L` on the relative error of the :math:`L`-layer Jacobian-free adjoint (valid for
     :math:`\rho < 1`)."""
-    if depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth}")
+    positive_int(depth, "depth")
+    finite_values(lipschitz, "lipschitz")
     return lipschitz**depth
 
 
@@ -112,8 +114,9 @@ def jacobian_free_error(layer: Callable, x_star: torch.Tensor, y: torch.Tensor, 
     :param int depth: the number of layers :math:`L` backpropagated through.
     :param int n_iter: maximum iterations of the adjoint fixed-point solve.
     """
-    if depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth}")
+    positive_int(depth, "depth")
+    positive_int(n_iter, "n_iter")
+    finite_number(tol, "tol", strict=True)
     lin = _Linearisation(layer, x_star, y, physics)
     with torch.no_grad():
         w, w_l = grad_output.clone(), None
@@ -190,10 +193,11 @@ class LipschitzPenalty(dinv.loss.Loss):
     def __init__(self, weight: float = 1e-2, eps: float = 0.05, max_iter: int = 10,
                  reduced_batchsize: int | None = None, layer: torch.nn.Module | None = None):
         super().__init__()
-        if weight < 0:
-            raise ValueError(f"weight must be >= 0, got {weight}")
-        self.weight, self.eps = float(weight), float(eps)
-        self.reduced_batchsize = reduced_batchsize
+        self.weight = finite_number(weight, "weight")
+        self.eps = finite_number(eps, "eps", maximum=1.0)
+        positive_int(max_iter, "max_iter")
+        self.reduced_batchsize = None if reduced_batchsize is None else positive_int(reduced_batchsize,
+                                                                                     "reduced_batchsize")
         self.spectral_norm = dinv.loss.JacobianSpectralNorm(max_iter=max_iter, tol=1e-3, eval_mode=False,
                                                             reduction="max")
         self.last_lipschitz = float("nan")

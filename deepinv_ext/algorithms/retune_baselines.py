@@ -17,6 +17,8 @@ import copy
 import deepinv as dinv
 import torch
 
+from deepinv_ext._validation import finite_number, positive_int
+
 from .retune import ReTune
 from .retune_layers import FixedPointLayer
 
@@ -52,7 +54,8 @@ def standard_unrolling(layer: FixedPointLayer, depth: int, **kwargs) -> ReTune:
 def full_unrolling(layer: FixedPointLayer, depth: int, restarts: int, **kwargs) -> ReTune:
     r"""Full unrolling of :math:`(R+1)L` layers with backpropagation through all of them."""
     kwargs.setdefault("inference", "unrolled")
-    return ReTune(layer, depth=(int(restarts) + 1) * int(depth), restarts=0, **kwargs)
+    depth, restarts = positive_int(depth, "depth"), positive_int(restarts, "restarts", minimum=0)
+    return ReTune(layer, depth=(restarts + 1) * depth, restarts=0, **kwargs)
 
 
 def deq_baseline(layer: FixedPointLayer, *, max_iter: int = 200, tol: float = 1e-5) -> dinv.optim.PGD:
@@ -64,6 +67,8 @@ def deq_baseline(layer: FixedPointLayer, *, max_iter: int = 200, tol: float = 1e
 
     :param FixedPointLayer layer: a forward-backward layer (deep-copied: the baseline trains its own parameters).
     """
+    positive_int(max_iter, "max_iter")
+    finite_number(tol, "tol", strict=True)
     layer = copy.deepcopy(layer)
     step = float(layer.step.detach()) if hasattr(layer, "step") else 1.0
     return dinv.optim.PGD(data_fidelity=dinv.optim.L2(), prior=LayerProxPrior(layer), stepsize=step,

@@ -26,11 +26,21 @@ import math
 import deepinv as dinv
 import torch
 
+from deepinv_ext._validation import boolean, finite_number
+
 __all__ = ["FixedPointLayer", "ForwardBackwardLayer", "PnPForwardBackwardLayer", "GradientStepLayer", "AnchoredLayer"]
 
 
 def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
+
+
+def _open_interval(value: float, name: str, high: float = 1.0, high_name: str = "1") -> float:
+    """``value`` as a float if it is a number in :math:`(0, \\text{high})`, otherwise a ValueError naming ``name``."""
+    value = finite_number(value, name, strict=True)
+    if not value < high:
+        raise ValueError(f"{name} must lie in (0, {high_name}) = (0, {high:g}), got {value}")
+    return value
 
 
 def _set_trainable(module, trainable: bool) -> None:
@@ -62,13 +72,10 @@ class _GradientStepMixin(FixedPointLayer):
     """Learned step :math:`\\gamma = (2/\\beta)\\,\\mathrm{sigmoid}(\\theta_\\gamma)` on the L2 data fidelity."""
 
     def _init_step(self, step: float, data_lipschitz: float, train_step: bool) -> None:
-        if data_lipschitz <= 0:
-            raise ValueError(f"data_lipschitz must be positive (an upper bound on ||A||^2), got {data_lipschitz}")
-        self.data_lipschitz = float(data_lipschitz)
-        if not 0 < step < 2.0 / self.data_lipschitz:
-            raise ValueError(f"step must lie in (0, 2/data_lipschitz) = (0, {2.0 / self.data_lipschitz:g}), got {step}")
+        self.data_lipschitz = finite_number(data_lipschitz, "data_lipschitz (an upper bound on ||A||^2)", strict=True)
+        _open_interval(step, "step", 2.0 / self.data_lipschitz, "2/data_lipschitz")
         self.step_logit = torch.nn.Parameter(torch.tensor(_logit(step * self.data_lipschitz / 2.0)),
-                                             requires_grad=train_step)
+                                             requires_grad=boolean(train_step, "train_step"))
         self.data_fidelity = dinv.optim.L2()
 
     @property
@@ -89,9 +96,8 @@ class _WeightMixin(torch.nn.Module):
     r"""Learned regularisation weight :math:`\lambda = e^{\theta_\lambda}` (parameter ``log_lam``)."""
 
     def _init_lam(self, lam: float, train_lam: bool) -> None:
-        if lam <= 0:
-            raise ValueError(f"lam must be positive, got {lam}")
-        self.log_lam = torch.nn.Parameter(torch.tensor(math.log(lam)), requires_grad=train_lam)
+        lam = finite_number(lam, "lam", strict=True)
+        self.log_lam = torch.nn.Parameter(torch.tensor(math.log(lam)), requires_grad=boolean(train_lam, "train_lam"))
 
     @property
     def lam(self) -> torch.Tensor:
@@ -165,14 +171,14 @@ class PnPForwardBackwardLayer(_GradientStepMixin):
         super().__init__()
         if not callable(denoiser):
             raise TypeError(f"denoiser must be a callable deepinv Denoiser, got {type(denoiser)}")
-        if sigma <= 0:
-            raise ValueError(f"sigma must be positive, got {sigma}")
+        sigma = finite_number(sigma, "sigma", strict=True)
+        train_sigma = boolean(train_sigma, "train_sigma")
         self.denoiser = denoiser
-        _set_trainable(denoiser, train_denoiser)
+        _set_trainable(denoiser, boolean(train_denoiser, "train_denoiser"))
         self._init_step(step, data_lipschitz, train_step)
         self.log_sigma = torch.nn.Parameter(torch.tensor(math.log(sigma)), requires_grad=train_sigma)
-        if relaxation is not None and not 0 < relaxation < 1:
-            raise ValueError(f"relaxation must lie in (0, 1) or be None, got {relaxation}")
+        if relaxation is not None:
+            _open_interval(relaxation, "relaxation")
         self.relaxation_logit = (None if relaxation is None
                                  else torch.nn.Parameter(torch.tensor(_logit(relaxation)), requires_grad=train_sigma))
 
@@ -221,7 +227,7 @@ class GradientStepLayer(_WeightMixin, _GradientStepMixin):
         if not hasattr(prior, "grad"):
             raise TypeError(f"prior must have a grad method (a deepinv.optim.Prior), got {type(prior)}")
         self.prior = prior
-        _set_trainable(prior, train_prior)
+        _set_trainable(prior, boolean(train_prior, "train_prior"))
         self._init_step(step, data_lipschitz, train_step)
         self._init_lam(lam, train_lam)
 
@@ -250,10 +256,8 @@ class AnchoredLayer(FixedPointLayer):
         super().__init__()
         if not isinstance(layer, torch.nn.Module) or not hasattr(layer, "init"):
             raise TypeError(f"layer must be a FixedPointLayer, got {type(layer)}")
-        if not 0 < contraction < 1:
-            raise ValueError(f"contraction must lie in (0, 1), got {contraction}")
         self.layer = layer
-        self.contraction = float(contraction)
+        self.contraction = _open_interval(contraction, "contraction")
 
     def init(self, y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
         return self.layer.init(y, physics)

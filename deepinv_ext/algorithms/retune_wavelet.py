@@ -22,11 +22,18 @@ import deepinv as dinv
 import torch
 import torch.nn.functional as F
 
+from deepinv_ext._validation import boolean, check_dtype, check_tensor, finite_number, positive_int
+from deepinv_ext.priors.filter_bank import nan_preserving_sign
+from deepinv_ext.priors.smooth import per_image_gamma
+
 __all__ = ["OrthoWavelet2d", "WaveletL1Prior"]
 
 
 def _filters(wavelet: str) -> tuple[list[float], list[float]]:
     """Low-pass and high-pass orthonormal filters (correlation convention)."""
+    if not isinstance(wavelet, str):
+        raise TypeError(f"wavelet must be the name of an orthogonal wavelet such as 'haar' or 'db2', got "
+                        f"{type(wavelet).__name__} {wavelet!r}")
     if wavelet == "haar":
         s = 1.0 / math.sqrt(2.0)
         return [s, s], [s, -s]
@@ -34,6 +41,9 @@ def _filters(wavelet: str) -> tuple[list[float], list[float]]:
         import pywt
     except ImportError as exc:  # pragma: no cover - pywt ships with scikit-image's stack
         raise ValueError(f"wavelet={wavelet!r} needs PyWavelets (pip install PyWavelets); 'haar' works without") from exc
+    if wavelet not in pywt.wavelist(kind="discrete"):
+        raise ValueError(f"wavelet must name a discrete PyWavelets wavelet such as 'haar', 'db2' or 'sym4', got "
+                         f"{wavelet!r}")
     w = pywt.Wavelet(wavelet)
     if not w.orthogonal:
         raise ValueError(f"wavelet must be orthogonal (an orthonormal basis), got {wavelet!r}")
@@ -47,15 +57,17 @@ class OrthoWavelet2d(torch.nn.Module):
     ``(B, C, 3, H/2, W/2)`` (horizontal, vertical, diagonal) with circular boundary conditions, so that
     :math:`\Psi^\top \Psi = \Psi \Psi^\top = \operatorname{Id}` exactly.
 
+    It has no parameters and computes in the dtype of its input (its filters are kept in float64 and cast).
+
     :param int level: number of decomposition levels :math:`J`; ``H`` and ``W`` must be divisible by :math:`2^J`.
     :param str wavelet: an orthogonal PyWavelets name (``"haar"``, ``"db2"``, ``"sym4"``, ...).
+    :raises ValueError: ``level`` not an integer >= 1, an unknown or non-orthogonal ``wavelet``.
+    :raises TypeError: ``wavelet`` not a string.
     """
 
     def __init__(self, level: int = 3, wavelet: str = "haar"):
         super().__init__()
-        if int(level) < 1:
-            raise ValueError(f"level must be >= 1, got {level}")
-        self.level, self.wavelet = int(level), wavelet
+        self.level, self.wavelet = positive_int(level, "level"), wavelet
         lo, hi = _filters(wavelet)
         lo_t, hi_t = torch.tensor(lo, dtype=torch.float64), torch.tensor(hi, dtype=torch.float64)
         bank = torch.stack([torch.outer(a, b) for a, b in ((lo_t, lo_t), (hi_t, lo_t), (lo_t, hi_t), (hi_t, hi_t))])
@@ -63,8 +75,7 @@ class OrthoWavelet2d(torch.nn.Module):
         self.register_buffer("bank", bank[:, None], persistent=False)  # (4, 1, K, K): LL, LH, HL, HH
 
     def _check(self, x: torch.Tensor) -> None:
-        if x.ndim != 4:
-            raise ValueError(f"x must be (B, C, H, W), got shape {tuple(x.shape)}")
+        check_tensor(x, "x", ndim=4, what="(B, C, H, W)")
         m = 2**self.level
         if x.shape[-1] % m or x.shape[-2] % m:
             raise ValueError(f"x: H and W must be divisible by 2**level = {m}, got {tuple(x.shape[-2:])}")
@@ -129,19 +140,24 @@ class WaveletL1Prior(dinv.optim.Prior):
     The prox is exact and firmly nonexpansive. Use it in deepinv's ``PGD``/``unfolded_builder``
     (``prox(x, g_param, gamma=...)``) or in :class:`deepinv_ext.algorithms.ForwardBackwardLayer`.
 
+    ``fn``, ``grad`` and ``prox`` take images ``(B, C, H, W)`` (any ``C``, ``H`` and ``W`` divisible by
+    :math:`2^J`) in the precision of the weights: another floating precision is refused, never cast.
+
     :param int level: number of wavelet levels :math:`J`.
     :param str wavelet: orthogonal wavelet name (``"haar"`` needs nothing; others need PyWavelets).
-    :param float weight: initial weight of every band.
+    :param float weight: initial weight of every band (finite, > 0).
     :param bool trainable: make the log-weights an ``nn.Parameter``.
+    :raises ValueError: ``level`` not an integer >= 1, ``weight`` not finite and > 0, an unknown ``wavelet``.
+    :raises TypeError: ``trainable`` not a bool, ``wavelet`` not a string.
     """
 
     def __init__(self, level: int = 3, wavelet: str = "haar", weight: float = 1.0, trainable: bool = True):
         super().__init__()
-        if weight <= 0:
-            raise ValueError(f"weight must be positive, got {weight}")
+        weight = finite_number(weight, "weight", strict=True)
+        boolean(trainable, "trainable")
         self.explicit_prior = True
         self.transform = OrthoWavelet2d(level, wavelet)
-        log_w = torch.full((int(level), 3), math.log(weight))
+        log_w = torch.full((self.transform.level, 3), math.log(weight))
         self.log_weight = torch.nn.Parameter(log_w, requires_grad=trainable)
 
     @classmethod
@@ -155,21 +171,38 @@ class WaveletL1Prior(dinv.optim.Prior):
         """Positive band weights :math:`w_{j,o}`, shape ``(J, 3)``."""
         return self.log_weight.exp()
 
+    def _analysis(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        check_tensor(x, "x")
+        check_dtype(x, self)
+        return self.transform(x)
+
     def fn(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         r"""Energy :math:`g(x)` per batch element, shape ``(B,)``."""
-        _, details = self.transform(x)
-        w = self.weights.to(x.dtype)
+        _, details = self._analysis(x)
+        w = self.weights
         return sum((w[j].view(1, 1, 3, 1, 1) * d.abs()).flatten(1).sum(-1) for j, d in enumerate(details))
+
+    def grad(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        r"""The subgradient :math:`\Psi^\top (0, w \operatorname{sign}(\Psi x)_{\text{details}})` (0 where a
+        coefficient is 0; NaN where it is NaN), same shape as ``x``, differentiable in the weights."""
+        a, details = self._analysis(x)
+        w = self.weights
+        slopes = [w[j].view(1, 1, 3, 1, 1) * nan_preserving_sign(d) for j, d in enumerate(details)]
+        return self.transform.inverse(torch.zeros_like(a), slopes)
 
     def prox(self, x: torch.Tensor, *args, gamma: float | torch.Tensor = 1.0, **kwargs) -> torch.Tensor:
         r"""Exact proximal operator :math:`\Psi^\top \operatorname{soft}_{\gamma w}(\Psi x)`.
 
+        Positional arguments after ``x`` (deepinv's iterators pass ``g_param``) and unknown keywords are ignored.
+
         :param torch.Tensor x: image ``(B, C, H, W)``.
-        :param gamma: step :math:`\gamma > 0` (a float or a tensor broadcastable to ``(B, 1, 1, 1, 1)``).
+        :param gamma: step :math:`\gamma \ge 0`: a number, or a tensor of one value or one per image (e.g.
+            ``(B, 1, 1, 1)``).
+        :raises ValueError: ``gamma`` negative, not finite or of the wrong size (a negative step would expand the
+            image instead of shrinking it).
         """
-        a, details = self.transform(x)
-        w = self.weights.to(x.dtype)
-        if isinstance(gamma, torch.Tensor) and gamma.ndim > 0:
-            gamma = gamma.reshape(-1, 1, 1, 1, 1)
+        a, details = self._analysis(x)
+        w = self.weights
+        gamma = per_image_gamma(gamma, x).reshape(-1, 1, 1, 1, 1)
         shrunk = [_soft(d, gamma * w[j].view(1, 1, 3, 1, 1)) for j, d in enumerate(details)]
         return self.transform.inverse(a, shrunk)

@@ -25,10 +25,14 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from deepinv_ext._convergence import warn_not_converged
+from deepinv_ext._validation import boolean, check_measurement, finite_number, positive_int
 from deepinv_ext.denoisers.linear_unet import symmetry_gap
 from deepinv_ext.spectral import OperatorEig, ScalingFilter, SpectralFilter, cg_solve, lanczos_extreme
 
 __all__ = ["SpectralPnP"]
+
+_METHODS = ("auto", "eig", "lanczos", "chebyshev", "cg", "polynomial")
 
 
 def _rel(a: Tensor, b: Tensor) -> Tensor:
@@ -41,7 +45,8 @@ class SpectralPnP(dinv.models.Reconstructor):
     The step :math:`\eta` is ``step_factor`` :math:`/ \|A\|^2` with :math:`\|A\|^2` computed by
     ``physics.compute_sqnorm`` (power method, enlarged by 1 % for safety) unless ``stepsize`` is given; it must
     satisfy :math:`\eta \le 2/\|A\|^2` (:math:`\le 1/\|A\|^2` with ``acceleration="fista"``). The iteration stops
-    when the relative change :math:`\|x_{k+1} - x_k\|/\|x_{k+1}\|` of every image is below ``tol``.
+    when the relative change :math:`\|x_{k+1} - x_k\|/\|x_k\|` of every image is below ``tol``; ``converged``
+    (shape ``(B,)``) says which images got there with the last filter application within ``filter_tol``.
     ``acceleration="fista"`` adds Nesterov momentum with O'Donoghue-Candès gradient restart: same fixed point
     (the minimiser of :math:`\tfrac12\|Ax - y\|^2 + \eta^{-1}J_\tau(x)`), far fewer iterations for small
     :math:`\tau`.
@@ -59,7 +64,17 @@ class SpectralPnP(dinv.models.Reconstructor):
         ``"lanczos"``, ``"chebyshev"``, ``"cg"``, ``"polynomial"``.
     :param float filter_tol: relative tolerance of each filtered application.
     :param float tol: stopping tolerance on the relative change of the iterates.
-    :param int max_iter: maximum number of iterations.
+    :param int max_iter: maximum number of iterations (>= 1).
+    :param float stepsize: the step :math:`\eta` (default: ``step_factor`` :math:`/\|A\|^2`).
+    :param float step_factor: :math:`\eta\|A\|^2`, in :math:`(0, 2]` (:math:`(0, 1]` with FISTA).
+    :param str acceleration: ``"none"`` or ``"fista"``.
+    :param float sigma: the noise level passed to the denoiser (``None``: the denoiser's own).
+    :param bool check: check symmetry and spectrum of the denoiser before the first reconstruction of a shape.
+    :param float sym_tol: the tolerance of the symmetry check.
+    :param tuple spectrum: known bounds ``(lowest, highest)`` of the denoiser's spectrum (skips the Lanczos
+        measurement).
+    :param int max_eig_dim: largest number of unknowns for ``method="eig"``.
+    :param bool progress: show a tqdm progress bar.
     :param bool cache_norm: compute :math:`\|A\|^2` once per physics object and image shape (only for a
         physics that does not change between calls).
     :param deepinv_ext.spectral.OperatorEig eig: a precomputed eigendecomposition of the denoiser for
@@ -75,19 +90,38 @@ class SpectralPnP(dinv.models.Reconstructor):
                  spectrum: tuple[float, float] | None = None, max_eig_dim: int = 4096,
                  eig: OperatorEig | None = None, cache_norm: bool = False, progress: bool = False) -> None:
         super().__init__()
+        if not callable(denoiser):
+            raise TypeError(f"denoiser must be a linear denoiser called as denoiser(x, sigma), got "
+                            f"{type(denoiser).__name__}")
         self.filter = ScalingFilter() if filter is None else filter
         if not isinstance(self.filter, SpectralFilter):
             raise TypeError(f"filter must be a deepinv_ext.spectral.SpectralFilter, got {type(filter)}")
-        if not (isinstance(tau, (int, float)) and tau > 0):
-            raise ValueError(f"tau must be a positive number, got {tau!r}")
+        tau = finite_number(tau, "tau", strict=True)
         if acceleration not in ("none", "fista"):
             raise ValueError(f"acceleration must be 'none' or 'fista', got {acceleration!r}")
-        if stepsize is not None and not stepsize > 0:
-            raise ValueError(f"stepsize must be positive, got {stepsize!r}")
-        if not 0 < step_factor <= (1.0 if acceleration == "fista" else 2.0):
-            raise ValueError(f"step_factor must lie in (0, {1 if acceleration == 'fista' else 2}] "
-                             f"(acceleration={acceleration!r}), got {step_factor}")
-        self.denoiser, self.tau, self.stepsize, self.step_factor = denoiser, float(tau), stepsize, step_factor
+        if stepsize is not None:
+            stepsize = finite_number(stepsize, "stepsize", strict=True)
+        step_factor = finite_number(step_factor, f"step_factor (acceleration={acceleration!r})", strict=True,
+                                    maximum=1.0 if acceleration == "fista" else 2.0)
+        if method not in _METHODS:
+            raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+        filter_tol, tol = finite_number(filter_tol, "filter_tol", strict=True), finite_number(tol, "tol", strict=True)
+        max_iter, max_eig_dim = positive_int(max_iter, "max_iter"), positive_int(max_eig_dim, "max_eig_dim")
+        sym_tol = finite_number(sym_tol, "sym_tol", strict=True)
+        if sigma is not None:
+            finite_number(sigma, "sigma")
+        check, cache_norm, progress = boolean(check, "check"), boolean(cache_norm, "cache_norm"), boolean(progress,
+                                                                                                        "progress")
+        if spectrum is not None:
+            if not isinstance(spectrum, (tuple, list)) or len(spectrum) != 2:
+                raise ValueError(f"spectrum must be a pair (lowest, highest eigenvalue), got {spectrum!r}")
+            spectrum = (finite_number(spectrum[0], "spectrum[0]", minimum=None),
+                        finite_number(spectrum[1], "spectrum[1]", minimum=None))
+            if not spectrum[0] < spectrum[1]:
+                raise ValueError(f"spectrum must be an interval (lowest, highest) with lowest < highest, got {spectrum}")
+        if eig is not None and not isinstance(eig, OperatorEig):
+            raise TypeError(f"eig must be a deepinv_ext.spectral.OperatorEig or None, got {type(eig).__name__}")
+        self.denoiser, self.tau, self.stepsize, self.step_factor = denoiser, tau, stepsize, step_factor
         self.method, self.filter_tol, self.tol, self.max_iter = method, filter_tol, tol, max_iter
         self.acceleration, self.sigma, self.check, self.sym_tol = acceleration, sigma, check, sym_tol
         self.max_eig_dim, self.progress, self.cache_norm = max_eig_dim, progress, cache_norm
@@ -98,6 +132,8 @@ class SpectralPnP(dinv.models.Reconstructor):
         if eig is not None:
             self._eig[(eig.shape, "any")] = eig
         self.last_info: dict = {}
+        #: Whether each image of the last reconstruction met the stopping rule, shape ``(B,)`` (bool).
+        self.converged: Tensor | None = None
 
     @classmethod
     def contract_example(cls) -> dict:
@@ -158,8 +194,9 @@ class SpectralPnP(dinv.models.Reconstructor):
             if (shape, "any") in self._eig:
                 return method, self._eig[(shape, "any")]
             if key not in self._eig:
-                self._eig[key] = OperatorEig(self.matvec, shape, dtype=torch.float64, device=x.device,
-                                             max_dim=self.max_eig_dim)
+                # the denoiser's matrix, assembled in its own precision, diagonalised in float64
+                self._eig[key] = OperatorEig(lambda v: self.matvec(v.to(x.dtype)), shape, dtype=torch.float64,
+                                             device=x.device, max_dim=self.max_eig_dim)
             eig = self._eig[key]
         return method, eig
 
@@ -192,24 +229,32 @@ class SpectralPnP(dinv.models.Reconstructor):
 
     def forward(self, y: Tensor, physics: dinv.physics.LinearPhysics, x_init: Tensor | None = None,
                 **kwargs) -> Tensor:
-        r"""Reconstruct from measurements ``y``; ``self.last_info`` holds iterations, convergence and the number of
-        denoiser applications."""
-        if not isinstance(physics, dinv.physics.LinearPhysics):
-            raise TypeError(f"physics must be a deepinv.physics.LinearPhysics, got {type(physics).__name__}")
-        if not torch.isfinite(y).all():
-            raise ValueError("y contains NaN or inf")
-        x = physics.A_adjoint(y) if x_init is None else x_init
+        r"""Reconstruct from measurements ``y``; ``self.converged`` says which images met the stopping rule (the
+        relative change below ``tol``, with the last filter application within ``filter_tol``; a
+        :class:`~deepinv_ext.algorithms.NotConvergedWarning` names the others), ``self.last_info`` holds iterations,
+        convergence of the whole batch and the number of denoiser applications.
+
+        :param torch.Tensor y: measurements, of the shape ``physics.A`` gives, finite, in the denoiser's dtype.
+        :param deepinv.physics.LinearPhysics physics: the operator :math:`A`.
+        :param torch.Tensor x_init: :math:`x_0` (default :math:`A^\top y`), of the shape of :math:`A^\top y`.
+        :raises TypeError: a physics that is not linear, a ``y`` or ``x_init`` that is not a real floating tensor of
+            the denoiser's dtype.
+        :raises ValueError: an empty batch, NaN or inf in ``y``, or a ``y`` that does not fit ``physics``.
+        """
+        x0 = check_measurement(y, physics, x_init, model=self)
+        x = x0 if x_init is None else x_init
         method, eig = self._prepare(x)
         eta = self.compute_stepsize(physics, x)
         kw = {"method": method, "tol": self.filter_tol, "bounds": self.spectrum, "eig": eig}
-        z, t, state, n_den, converged, k = x, 1.0, None, 0, False, 0
+        z, t, state, n_den, k = x, 1.0, None, 0, 0
         bar = tqdm(range(self.max_iter), disable=not self.progress, desc=f"SpectralPnP tau={self.tau:.2g}")
         for _ in bar:
             k += 1
             v = z - eta * physics.A_adjoint(physics.A(z) - y)
             x_new, info = self.filter.apply(self.matvec, v, self.tau, x0=state, **kw)
             state, n_den = info.state, n_den + info.n_matvecs
-            change = float(_rel(x_new, x).max().detach())
+            change = _rel(x_new, x).detach()
+            worst = float(change.max())
             if self.acceleration == "fista":
                 if float(((z - x_new) * (x_new - x)).flatten(1).sum(1).max().detach()) > 0:  # gradient restart
                     t = 1.0
@@ -218,12 +263,16 @@ class SpectralPnP(dinv.models.Reconstructor):
             else:
                 z = x_new
             x = x_new
-            bar.set_postfix(change=f"{change:.1e}", denoiser_calls=n_den)
-            if change < self.tol:
-                converged = True
+            bar.set_postfix(change=f"{worst:.1e}", denoiser_calls=n_den)
+            if worst < self.tol:
                 break
-        self.last_info = {"iterations": k, "converged": converged, "denoiser_calls": n_den, "stepsize": eta,
-                          "last_change": change, "method": method}
+        small, exact = change < self.tol, torch.full_like(change, info.converged, dtype=torch.bool)
+        self.converged = small & exact
+        self.last_info = {"iterations": k, "converged": bool(self.converged.all()), "denoiser_calls": n_den,
+                          "stepsize": eta, "last_change": worst, "method": method}
+        warn_not_converged(type(self).__name__, self.converged, {
+            f"reached max_iter={self.max_iter}": ~small,
+            f"the last filter application missed filter_tol={self.filter_tol:g}": small & ~exact})
         return x
 
     def solve_linear_system(self, y: Tensor, physics: dinv.physics.LinearPhysics, *, tol: float = 1e-10,
@@ -235,11 +284,15 @@ class SpectralPnP(dinv.models.Reconstructor):
         :math:`[\eta D A^\top A D + \tau(D - D^2)]\,w = \eta D A^\top y`, solved by CG (two denoiser applications
         and one :math:`A^\top A` per iteration, no inner solves) to relative residual ``tol``.
         ``w_init`` warm-starts :math:`w` (e.g. ``last_info["w"]`` of a previous solve); ``self.last_info`` receives
-        the CG iterations, the residual and :math:`w`.
+        the CG iterations, the residual and :math:`w`, ``self.converged`` which images reached ``tol``.
+
+        :raises TypeError: another filter than the scaling filter, and as :meth:`forward`.
+        :raises ValueError: as :meth:`forward`, and for a ``tol`` or ``max_iter`` that is not positive.
         """
         if not isinstance(self.filter, ScalingFilter):
             raise TypeError(f"solve_linear_system needs the ScalingFilter, got {type(self.filter).__name__}")
-        atb = physics.A_adjoint(y)
+        tol, max_iter = finite_number(tol, "tol", strict=True), positive_int(max_iter, "max_iter")
+        atb = check_measurement(y, physics, w_init, model=self, x_name="w_init")
         self._prepare(atb)
         eta, tau = self.compute_stepsize(physics, atb), self.tau
 
@@ -248,8 +301,12 @@ class SpectralPnP(dinv.models.Reconstructor):
             return self.matvec(eta * physics.A_adjoint(physics.A(u)) + tau * (w - u))
 
         with torch.no_grad():
-            w, info = cg_solve(op, eta * self.matvec(atb), tol=tol, max_iter=max_iter, x0=w_init)
+            b = eta * self.matvec(atb)
+            w, info = cg_solve(op, b, tol=tol, max_iter=max_iter, x0=w_init)
             x = self.matvec(w)
-        self.last_info = {"iterations": info.n_matvecs, "converged": info.converged, "residual": info.error_estimate,
-                          "stepsize": eta, "w": w}
+        self.converged = info.state.flatten(1).norm(dim=1) <= tol * b.flatten(1).norm(dim=1)
+        self.last_info = {"iterations": info.n_matvecs, "converged": bool(self.converged.all()),
+                          "residual": info.error_estimate, "stepsize": eta, "w": w}
+        warn_not_converged(f"{type(self).__name__}.solve_linear_system", self.converged,
+                           {f"CG reached max_iter={max_iter} above the relative residual tol={tol:g}": ~self.converged})
         return x

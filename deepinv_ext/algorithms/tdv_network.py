@@ -39,7 +39,14 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from deepinv_ext._batch import per_sample
-from deepinv_ext._validation import finite_number, positive_int
+from deepinv_ext._validation import (
+    boolean,
+    check_measurement,
+    finite_number,
+    finite_values,
+    load_checkpoint,
+    positive_int,
+)
 from deepinv_ext.priors.tdv import TDV
 
 __all__ = ["TDVNetwork", "constrain_optimizer", "prox_data_fidelity"]
@@ -62,11 +69,18 @@ def prox_data_fidelity(u: Tensor, y: Tensor, physics: Physics, tau: Tensor | flo
     :param int max_iter: maximum CG iterations.
     :param float tol: relative CG tolerance.
     :param str method: ``"auto"`` (closed form where there is one, CG otherwise) or ``"cg"`` (always CG).
+    :raises TypeError: a physics that is not linear.
+    :raises ValueError: an unknown ``method``, a number ``tau`` not finite and >= 0, ``max_iter`` not a positive
+        integer, ``tol`` not > 0.
     """
     if method not in ("auto", "cg"):
         raise ValueError(f"method must be 'auto' or 'cg', got {method!r}")
     if not isinstance(physics, LinearPhysics):
         raise TypeError(f"physics must be a deepinv LinearPhysics, got {type(physics).__name__}")
+    if not isinstance(tau, Tensor):  # a tensor (a network's parameter) is not checked: no host sync per step
+        finite_number(tau, "tau")
+    positive_int(max_iter, "max_iter")
+    finite_number(tol, "tol", strict=True)
     scalar = not isinstance(tau, Tensor) or tau.numel() == 1
     if method == "auto" and isinstance(physics, Denoising) and type(physics).A is Denoising.A:
         return (u + tau * y) / (1 + tau)
@@ -81,6 +95,8 @@ def constrain_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module) -> t
     r"""Make ``optimizer`` call ``model.project()`` after every step (a torch step post-hook), so that
     :class:`deepinv.Trainer`, which has no post-step hook of its own, keeps the constraints. Returns the same
     optimizer (its ``state_dict`` is unchanged, so Trainer checkpoints resume)."""
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
     if not callable(getattr(model, "project", None)):
         raise TypeError(f"model must have a project() method, got {type(model).__name__}")
     optimizer.register_step_post_hook(lambda *_: model.project())
@@ -114,17 +130,19 @@ class TDVNetwork(Reconstructor):
                  lmbda_range: tuple[float, float] = (0.0, 1000.0), checkpointing: bool = True,
                  cg_max_iter: int = 50, cg_tol: float = 1e-6) -> None:
         super().__init__()
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive int, got {steps!r}")
-        for name, (lo, hi), v in (("T_range", T_range, T), ("lmbda_range", lmbda_range, lmbda)):
+        positive_int(steps, "steps")
+        for name, bounds, value_name, v in (("T_range", T_range, "T", T), ("lmbda_range", lmbda_range, "lmbda", lmbda)):
+            if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
+                raise ValueError(f"{name} must be a pair (low, high), got {bounds!r}")
+            lo, hi = (finite_number(b, name) for b in bounds)
             if not lo <= hi:
                 raise ValueError(f"{name} must be (low, high) with low <= high, got {(lo, hi)}")
-            if not lo <= v <= hi:
-                raise ValueError(f"initial value {v} lies outside {name} = {(lo, hi)}")
-        if sigma_train is not None and not sigma_train > 0:
-            raise ValueError(f"sigma_train must be positive or None, got {sigma_train}")
+            finite_number(v, f"{value_name} (inside {name})", minimum=lo, maximum=hi)
+        if sigma_train is not None:
+            finite_number(sigma_train, "sigma_train", strict=True)
         positive_int(cg_max_iter, "cg_max_iter")
         finite_number(cg_tol, "cg_tol", strict=True)
+        boolean(checkpointing, "checkpointing")
         self.R = prior if prior is not None else TDV()
         if not isinstance(self.R, TDV):
             raise TypeError(f"prior must be a deepinv_ext.priors.TDV, got {type(self.R).__name__}")
@@ -161,8 +179,7 @@ class TDVNetwork(Reconstructor):
         if sigma.numel() not in (1, y.shape[0]) or sigma.numel() == 0:
             raise ValueError(f"sigma must be a scalar or one value per batch element ({y.shape[0]}), "
                              f"got {sigma.numel()} values")
-        if not torch.all(sigma > 0):
-            raise ValueError(f"sigma must be positive to rescale to sigma_train, got {sigma.tolist()}")
+        finite_values(sigma, "sigma (the noise level, to rescale to sigma_train)", strict=True)
         return (self.sigma_train / sigma).expand(y.shape[0])
 
     def step(self, x: Tensor, y: Tensor, physics: Physics) -> Tensor:
@@ -175,14 +192,19 @@ class TDVNetwork(Reconstructor):
                 sigma: float | Tensor | None = None, return_all: bool = False, **kwargs) -> Tensor | list[Tensor]:
         r"""Run the :math:`S` steps.
 
-        :param torch.Tensor y: measurements.
+        :param torch.Tensor y: measurements, of the shape ``physics.A`` gives, finite, in the network's dtype.
         :param deepinv.physics.LinearPhysics physics: the forward operator (with its noise model).
-        :param torch.Tensor x_init: :math:`x_0` (default: ``y`` for denoising, :math:`A^\top y` otherwise).
+        :param torch.Tensor x_init: :math:`x_0` (default: ``y`` for denoising, :math:`A^\top y` otherwise), of the
+            shape of :math:`A^\top y`.
         :param sigma: noise level of ``y`` for the rescaling (default: ``physics.noise_model.sigma``).
         :param bool return_all: return the list :math:`[x_0, \dots, x_S]` instead of :math:`x_S`.
+        :raises TypeError: a physics that is not linear, a ``y`` or ``x_init`` that is not a real floating tensor of
+            the network's dtype.
+        :raises ValueError: an empty batch, NaN or inf in ``y``, a ``y`` that does not fit ``physics`` or whose image
+            :math:`A^\top y` the prior cannot take (channels, size), or a ``sigma`` that is not positive and finite.
         """
-        if not isinstance(y, Tensor):
-            raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}")
+        self.R.check_input(check_measurement(y, physics, x_init, model=self), "the image physics.A_adjoint(y)")
+        boolean(return_all, "return_all")
         scale = self.noise_scale(y, physics, sigma)
         z = y if scale is None else y * per_sample(scale, y)
         if x_init is None:
@@ -208,8 +230,10 @@ class TDVNetwork(Reconstructor):
 
         :param torch.Tensor y: measurements.
         :param torch.Tensor x: ground truth.
-        :param float T: the stopping time to evaluate at (default: the learned one).
+        :param float T: the stopping time to evaluate at (default: the learned one), >= 0.
         """
+        if T is not None:
+            finite_number(T, "T")
         T0 = self.T.detach().clone()
         try:
             with torch.no_grad():
@@ -228,6 +252,9 @@ class TDVNetwork(Reconstructor):
         r"""The stopping time :math:`T^*` on data :math:`(y, x)` at which :math:`J'(T^*) = 0`
         (:meth:`stopping_time_derivative`), by bisection on :math:`[0, T_{max}]` (default: twice the learned
         :math:`T`, doubled while :math:`J'` stays negative, at most 8 times)."""
+        if T_max is not None:
+            finite_number(T_max, "T_max", strict=True)
+        positive_int(iterations, "iterations")
         lo, hi = 0.0, float(T_max) if T_max is not None else 2 * max(self.T.item(), 1e-6)
         for _ in range(8):
             if self.stopping_time_derivative(y, physics, x, hi, sigma)[1] >= 0:
@@ -245,8 +272,12 @@ class TDVNetwork(Reconstructor):
     def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu",
                         sigma_train: float | None = 25 / 255, **kwargs) -> TDVNetwork:
         r"""Load a published checkpoint of VLOGroup/tdv (e.g. ``tdv3-3-25-f32-gray.pth``, trained at
-        :math:`\sigma_0 = 25/255`) with ``torch.load(..., weights_only=True)``; ``kwargs`` go to the constructor."""
-        ck = torch.load(path, map_location=map_location, weights_only=True)
+        :math:`\sigma_0 = 25/255`) with ``torch.load(..., weights_only=True)``; ``kwargs`` go to the constructor.
+
+        :raises FileNotFoundError: no such file.
+        :raises ValueError: an empty, truncated or foreign file (no ``"model"`` entry).
+        """
+        ck = load_checkpoint(path, map_location, required=("model",), what="TDV checkpoint")
         cfg = ck.get("config", {})
         if cfg.get("D", {}).get("config", {}).get("use_prox", True) is not True:
             raise ValueError(f"{path}: only the proximal (semi-implicit) scheme is supported")

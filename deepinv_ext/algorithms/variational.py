@@ -25,7 +25,11 @@ This converges to stationary points for non-convex smooth :math:`E` with Lipschi
 
 Every batch element has its own :math:`L_k`, momentum, acceptance and stopping (a batch gives the results of its
 images one by one). Stopping rule, without ground truth: the relative change
-:math:`\|x_{k+1} - x_k\| / \|x_k\|` and the relative energy decrease both below ``tol``, or ``max_iter``.
+:math:`\|x_{k+1} - x_k\| / \|x_k\|` and the relative energy decrease both below ``tol``, or a point stationary to
+working precision (no decrease of :math:`E` left above its round-off); an image stops unconverged at ``max_iter``,
+or when it stalls (a decrease was predicted by the gradient but no step showed it: a prior whose ``grad`` is not
+the gradient of its ``fn``). ``converged`` says which, per image, and a
+:class:`~deepinv_ext.algorithms.NotConvergedWarning` is raised for the others.
 The iteration itself is :func:`deepinv_ext.priors.accelerated.accelerated_descent`, shared with the proximal
 operators of the smooth learned priors (:class:`deepinv_ext.priors.SmoothLearnedPrior`).
 
@@ -43,6 +47,8 @@ from deepinv.optim.linear import conjugate_gradient
 from deepinv.physics import LinearPhysics
 from torch import Tensor
 
+from deepinv_ext._convergence import warn_not_converged
+from deepinv_ext._validation import boolean, check_measurement, finite_number, positive_int
 from deepinv_ext.priors.accelerated import Backtracking, accelerated_descent
 from deepinv_ext.priors.accelerated import batch_sqnorm as _sqnorm
 
@@ -55,7 +61,9 @@ class VariationalSolver(Reconstructor):
 
     After a call, ``history`` holds the energy of every iterate (a list of ``(B,)`` tensors, the first one at the
     CG initialisation), ``iterations`` the number of iterations run, ``lipschitz`` the final :math:`L` per
-    batch element and ``converged`` whether each element met the stopping rule before ``max_iter``. The
+    batch element, ``converged`` whether each element met the stopping rule (shape ``(B,)``; a
+    :class:`~deepinv_ext.algorithms.NotConvergedWarning` names the others) and ``stalled`` which of those stopped
+    because no step lowered their energy although the gradient predicted a decrease. The
     iterations run without autograd, unless autograd is enabled and the prior has trainable parameters (e.g. inside
     :class:`deepinv.Trainer`): then they are differentiated by unrolling, with the backtracking and restart
     decisions held fixed, at a memory cost growing with ``max_iter``.
@@ -85,24 +93,24 @@ class VariationalSolver(Reconstructor):
         super().__init__()
         if not callable(getattr(prior, "fn", None)) or not callable(getattr(prior, "grad", None)):
             raise TypeError(f"prior must have fn and grad methods, got {type(prior).__name__}")
-        for name, value in (("weight", weight), ("lipschitz_init", lipschitz_init), ("tol", tol)):
-            if not value > 0:
-                raise ValueError(f"{name} must be positive, got {value}")
+        self.prior = prior
+        self.weight = finite_number(weight, "weight", strict=True)
+        self.lipschitz_init = finite_number(lipschitz_init, "lipschitz_init", strict=True)
+        self.tol = finite_number(tol, "tol", strict=True)
+        self.max_iter = positive_int(max_iter, "max_iter", minimum=0)
+        self.cg_init_iter = positive_int(cg_init_iter, "cg_init_iter", minimum=0)
         self.backtracking = Backtracking(increase, decrease, max_backtracking)
-        for name, value in (("max_iter", max_iter), ("cg_init_iter", cg_init_iter)):
-            if not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
-        if any(isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= max_iter for k in record):
+        self.progress = boolean(progress, "progress")
+        if not isinstance(record, (tuple, list)) or any(
+                isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= max_iter for k in record):
             raise ValueError(f"record must hold iterations in [0, max_iter={max_iter}], got {record!r}")
         self.record = tuple(sorted(set(record)))
         self.snapshots: dict[int, Tensor] = {}
-        self.prior = prior
-        self.weight, self.max_iter, self.cg_init_iter = weight, max_iter, cg_init_iter
-        self.lipschitz_init, self.tol, self.progress = lipschitz_init, tol, progress
         self.history: list[Tensor] = []
         self.iterations = 0
         self.lipschitz: Tensor | None = None
         self.converged: Tensor | None = None
+        self.stalled: Tensor | None = None
 
     # ------------------------------------------------------------------ the energy
     def energy(self, x: Tensor, y: Tensor, physics: LinearPhysics) -> Tensor:
@@ -129,14 +137,14 @@ class VariationalSolver(Reconstructor):
     def forward(self, y: Tensor, physics: LinearPhysics, x_init: Tensor | None = None, **kwargs) -> Tensor:
         r"""Solve for every batch element.
 
-        :param torch.Tensor y: measurements.
+        :param torch.Tensor y: measurements, of the shape ``physics.A`` gives, finite, in the prior's dtype.
         :param deepinv.physics.LinearPhysics physics: the operator :math:`A`.
-        :param torch.Tensor x_init: :math:`x_0` (default: CG initialisation).
+        :param torch.Tensor x_init: :math:`x_0` (default: CG initialisation), of the shape of :math:`A^\top y`.
+        :raises TypeError: a physics that is not linear, a ``y`` or ``x_init`` that is not a real floating tensor of
+            the prior's dtype.
+        :raises ValueError: an empty batch, NaN or inf in ``y``, or a ``y`` that does not fit ``physics``.
         """
-        if not isinstance(physics, LinearPhysics):
-            raise TypeError(f"physics must be a deepinv LinearPhysics, got {type(physics).__name__}")
-        if not isinstance(y, Tensor) or not torch.isfinite(y).all():
-            raise ValueError("y must be a finite torch.Tensor")
+        check_measurement(y, physics, x_init, model=self)
         track = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
         with torch.set_grad_enabled(track):
             return self._solve(y, physics, x_init)
@@ -152,10 +160,14 @@ class VariationalSolver(Reconstructor):
 
         result = accelerated_descent(
             lambda z: self.energy(z, y, physics), lambda z: self.energy_and_grad(z, y, physics), x,
-            max_iter=self.max_iter, lipschitz=float(self.lipschitz_init), backtracking=self.backtracking,
+            max_iter=self.max_iter, lipschitz=self.lipschitz_init, backtracking=self.backtracking,
             step_converged=self._small_change, callback=record, progress=self.progress)
         self.iterations = len(self.history) - 1
-        self.lipschitz, self.converged = result.lipschitz, result.converged
+        self.lipschitz, self.converged, self.stalled = result.lipschitz, result.converged, result.stalled
+        warn_not_converged(type(self).__name__, result.converged, {
+            "stalled: no step lowered the energy as its gradient predicts (is the prior's grad the gradient of its "
+            "fn?)": result.stalled, "started at a non-finite energy": result.not_finite,
+            f"reached max_iter={self.max_iter}": ~result.converged & ~result.stalled & ~result.not_finite})
         for k in self.record:  # budgets beyond the last iteration: the final iterate
             self.snapshots.setdefault(k, result.x.detach().clone())
         return result.x

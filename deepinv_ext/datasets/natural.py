@@ -6,6 +6,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from deepinv_ext._validation import boolean, floating_dtype, positive_int
+from deepinv_ext.datasets._checks import item_index
+
 __all__ = ["SKIMAGE_IMAGES", "SkimageImagesDataset"]
 
 #: Images shipped inside the scikit-image wheel (``skimage/data``), so they load without a network.
@@ -37,19 +40,26 @@ class SkimageImagesDataset(Dataset):
 
     :param int size: side of the returned images.
     :param bool grayscale: convert colour images to gray (default) or gray images to RGB.
-    :param tuple[str] names: which images (default: all of :data:`SKIMAGE_IMAGES`).
-    :param torch.dtype dtype: dtype of the images.
+    :param tuple[str] names: which images (default: all of :data:`SKIMAGE_IMAGES`; at least one).
+    :param torch.dtype dtype: dtype of the images (a real floating dtype).
+    :raises ValueError: ``size`` not an integer >= 2, ``names`` empty or naming an image not in
+        :data:`SKIMAGE_IMAGES`.
+    :raises TypeError: ``names`` not a tuple (e.g. a single string), ``grayscale`` not a bool, ``dtype`` not a
+        floating dtype.
     """
 
     def __init__(self, size: int = 128, grayscale: bool = True, names: tuple[str, ...] | None = None,
                  dtype: torch.dtype = torch.float32):
+        if names is not None and not isinstance(names, (tuple, list)):
+            raise TypeError(f"names must be a tuple of image names, e.g. ('camera',), got {type(names).__name__} "
+                            f"{names!r}")
         names = tuple(SKIMAGE_IMAGES if names is None else names)
         unknown = [n for n in names if n not in SKIMAGE_IMAGES]
-        if unknown:
-            raise ValueError(f"names: unknown image(s) {unknown}; available: {SKIMAGE_IMAGES}")
-        if int(size) < 2:
-            raise ValueError(f"size must be at least 2 pixels, got {size}")
-        self.size, self.grayscale, self.names, self.dtype = int(size), bool(grayscale), names, dtype
+        if unknown or not names:
+            raise ValueError(f"names must hold at least one of {SKIMAGE_IMAGES}, got {names!r}"
+                             + (f" (unknown: {unknown})" if unknown else ""))
+        self.size = positive_int(size, "size", minimum=2)
+        self.grayscale, self.names, self.dtype = boolean(grayscale, "grayscale"), names, floating_dtype(dtype)
 
     @classmethod
     def contract_example(cls) -> dict:
@@ -62,7 +72,7 @@ class SkimageImagesDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         from torchvision.transforms.functional import center_crop, resize
 
-        image = _load(self.names[index], self.grayscale)
+        image = _load(self.names[item_index(index, len(self.names))], self.grayscale)
         side = min(image.shape[-2:])
         image = resize(center_crop(image, [side, side]), [self.size, self.size], antialias=True)
         return {"x": image.clamp(0, 1).to(self.dtype)}

@@ -16,7 +16,17 @@ import torch
 from deepinv.utils.phantoms import generate_shepp_logan
 from torch.utils.data import Dataset
 
+from deepinv_ext._validation import boolean, finite_number, floating_dtype, positive_int
+from deepinv_ext.datasets._checks import item_index
+
 __all__ = ["random_ellipses", "RandomEllipsesDataset", "SheppLoganPhantomDataset"]
+
+
+def _ellipse_arguments(size: int, mean_ellipses: float, interior: bool, texture: float) -> tuple[int, float, bool,
+                                                                                                float]:
+    """The shape arguments of :func:`random_ellipses`, checked."""
+    return (positive_int(size, "size", minimum=2), finite_number(mean_ellipses, "mean_ellipses"),
+            boolean(interior, "interior"), finite_number(texture, "texture"))
 
 
 def random_ellipses(
@@ -41,9 +51,13 @@ def random_ellipses(
     :param float mean_ellipses: mean number of ellipses.
     :param bool interior: keep the centres in :math:`[-1/2, 1/2]^2` (default: :math:`[-1, 1]^2`).
     :param float texture: amplitude :math:`t \ge 0` of the linear intensity ramps inside the ellipses.
+    :raises ValueError: ``size`` not an integer >= 2, ``mean_ellipses`` or ``texture`` negative or not finite.
+    :raises TypeError: ``rng`` not a :class:`numpy.random.Generator`, ``interior`` not a bool.
     """
-    if texture < 0:
-        raise ValueError(f"texture must be non-negative, got {texture}")
+    size, mean_ellipses, interior, texture = _ellipse_arguments(size, mean_ellipses, interior, texture)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator (numpy.random.default_rng(seed)), got "
+                        f"{type(rng).__name__}")
     n = rng.poisson(mean_ellipses)
     intensity = (rng.random(n) - 0.5) * rng.exponential(0.4, n)
     axes = rng.exponential(size=(n, 2)) * 0.2
@@ -79,8 +93,11 @@ class RandomEllipsesDataset(Dataset):
     :param bool interior: keep ellipse centres in the central half of the field of view.
     :param float texture: amplitude of linear intensity ramps inside the ellipses (0: piecewise constant); see
         :func:`random_ellipses`.
-    :param torch.dtype dtype: dtype of the images.
+    :param torch.dtype dtype: dtype of the images (a real floating dtype).
     :param Callable transform: optional transform applied to each image.
+    :raises ValueError: ``length`` not an integer >= 1, ``size`` not an integer >= 2, ``seed`` not an integer
+        >= 0, ``mean_ellipses`` or ``texture`` negative or not finite.
+    :raises TypeError: ``interior`` not a bool, ``dtype`` not a floating dtype, ``transform`` not callable.
 
     :Examples:
 
@@ -103,17 +120,13 @@ class RandomEllipsesDataset(Dataset):
         dtype: torch.dtype = torch.float32,
         transform: Callable | None = None,
     ):
-        if int(length) < 1:
-            raise ValueError(f"length must be a positive integer, got {length}")
-        if int(size) < 2:
-            raise ValueError(f"size must be at least 2 pixels, got {size}")
-        if int(seed) < 0:
-            raise ValueError(f"seed must be non-negative, got {seed}")
-        self.length, self.size, self.seed = int(length), int(size), int(seed)
-        if float(texture) < 0:
-            raise ValueError(f"texture must be non-negative, got {texture}")
-        self.mean_ellipses, self.interior, self.texture = float(mean_ellipses), bool(interior), float(texture)
-        self.dtype, self.transform = dtype, transform
+        self.length = positive_int(length, "length")
+        self.seed = positive_int(seed, "seed", minimum=0)
+        self.size, self.mean_ellipses, self.interior, self.texture = _ellipse_arguments(size, mean_ellipses, interior,
+                                                                                        texture)
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform must be None or callable, got {type(transform).__name__}")
+        self.dtype, self.transform = floating_dtype(dtype), transform
 
     @classmethod
     def contract_example(cls) -> dict:
@@ -124,9 +137,7 @@ class RandomEllipsesDataset(Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        if not -self.length <= index < self.length:
-            raise IndexError(f"index {index} out of range for a dataset of length {self.length}")
-        index %= self.length
+        index = item_index(index, self.length)
         rng = np.random.default_rng([self.seed, index])
         x = random_ellipses(self.size, rng, self.mean_ellipses, self.interior, self.texture).to(self.dtype)[None]
         if self.transform is not None:
@@ -140,16 +151,17 @@ class SheppLoganPhantomDataset(Dataset):
     Item ``i`` is ``{"x": x}`` with ``x`` of shape ``(1, size, size)`` in :math:`[0, 1]`; all items are equal (use
     ``length > 1`` to fill a batch, e.g. with online measurements that draw fresh noise per item).
 
-    :param int size: image side in pixels.
+    :param int size: image side in pixels (>= 2).
     :param int length: number of (identical) items.
-    :param torch.dtype dtype: dtype of the image.
+    :param torch.dtype dtype: dtype of the image (a real floating dtype).
+    :raises ValueError: ``size`` not an integer >= 2, ``length`` not an integer >= 1.
+    :raises TypeError: ``dtype`` not a floating dtype.
     """
 
     def __init__(self, size: int = 128, length: int = 1, dtype: torch.dtype = torch.float32):
-        if int(length) < 1:
-            raise ValueError(f"length must be a positive integer, got {length}")
-        self.size, self.length = int(size), int(length)
-        self.image = generate_shepp_logan(self.size).to(dtype)[None]
+        self.size = positive_int(size, "size", minimum=2)
+        self.length = positive_int(length, "length")
+        self.image = generate_shepp_logan(self.size).to(floating_dtype(dtype))[None]
 
     @classmethod
     def contract_example(cls) -> dict:
@@ -160,6 +172,5 @@ class SheppLoganPhantomDataset(Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        if not -self.length <= index < self.length:
-            raise IndexError(f"index {index} out of range for a dataset of length {self.length}")
+        item_index(index, self.length)
         return {"x": self.image.clone()}

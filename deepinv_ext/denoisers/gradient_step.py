@@ -44,13 +44,30 @@ import torch
 from deepinv.models.GSPnP import GSPnP
 from torch import Tensor, nn
 
+from deepinv_ext._validation import (
+    check_dtype,
+    check_image,
+    check_tensor,
+    checked_device,
+    finite_number,
+    finite_values,
+    load_checkpoint,
+    positive_int,
+)
+
 __all__ = ["GradientStepDenoiser", "SmallPotentialNet"]
+
+
+def _check_sigma(sigma: float | Tensor | None) -> None:
+    """Raise unless ``sigma`` is a noise level: a finite number >= 0, or a real tensor of them (one per sample)."""
+    if sigma is None:
+        raise ValueError("sigma: the potential network needs a noise level, got None")
+    finite_values(sigma, "sigma")
 
 
 def _sigma_map(sigma: float | Tensor | None, x: Tensor) -> Tensor:
     """Broadcast a noise level (float, 0-d tensor or one per batch element) to a ``(B, 1, H, W)`` map."""
-    if sigma is None:
-        raise ValueError("sigma: the potential network needs a noise level, got None")
+    _check_sigma(sigma)
     s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).flatten()
     if s.numel() not in (1, x.shape[0]):
         raise ValueError(f"sigma must be a float or hold one value per batch element ({x.shape[0]}), "
@@ -69,14 +86,14 @@ class SmallPotentialNet(nn.Module):
     :param int in_channels: image channels.
     :param int channels: feature channels.
     :param int depth: number of convolutions (at least 2).
+    :raises ValueError: a count that is not an integer >= 1 (``depth`` >= 2).
     """
 
     def __init__(self, in_channels: int = 1, channels: int = 32, depth: int = 5):
         super().__init__()
-        if in_channels < 1 or channels < 1:
-            raise ValueError(f"in_channels and channels must be positive, got {in_channels} and {channels}")
-        if depth < 2:
-            raise ValueError(f"depth must be at least 2, got {depth}")
+        positive_int(in_channels, "in_channels")
+        positive_int(channels, "channels")
+        positive_int(depth, "depth", minimum=2)
         layers: list[nn.Module] = [nn.Conv2d(in_channels + 1, channels, 3, padding=1), nn.ELU()]
         for _ in range(depth - 2):
             layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.ELU()]
@@ -85,9 +102,10 @@ class SmallPotentialNet(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
-        r""":math:`N_\sigma(x)` for images ``x`` of shape ``(B, C, H, W)``."""
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"x must have shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        r""":math:`N_\sigma(x)` for images ``x`` of shape ``(B, C, H, W)`` in the precision of the parameters, and a
+        noise level ``sigma >= 0`` (a number or one per image)."""
+        check_image(x, self.in_channels)
+        check_dtype(x, self)
         return x - self.body(torch.cat([x, _sigma_map(sigma, x)], dim=1))
 
 
@@ -108,6 +126,12 @@ class GradientStepDenoiser(GSPnP):
     :param float alpha: scale :math:`\alpha > 0` of the potential (deepinv's relaxation parameter).
     :param bool create_graph: keep the graph of :math:`\nabla g_\sigma` (``True``), never (``False``), or, by default
         (``None``), exactly when autograd is enabled and ``x`` or a parameter requires a gradient.
+    :raises TypeError: ``potential_net`` not a module, ``create_graph`` not ``None`` or a bool.
+    :raises ValueError: ``alpha`` not finite and > 0.
+
+    Every method takes images ``x`` ``(B, C, ...)`` (a real floating tensor in the precision of the parameters)
+    and a noise level ``sigma``: a finite number >= 0, or a real tensor of one per image; anything else raises a
+    ``TypeError`` or ``ValueError`` naming ``x`` or ``sigma``.
 
     :Examples:
 
@@ -124,11 +148,10 @@ class GradientStepDenoiser(GSPnP):
     def __init__(self, potential_net: nn.Module, alpha: float = 1.0, create_graph: bool | None = None):
         if not isinstance(potential_net, nn.Module):
             raise TypeError(f"potential_net must be a torch.nn.Module, got {type(potential_net).__name__}")
-        if not alpha > 0:
-            raise ValueError(f"alpha must be positive, got {alpha}")
-        if create_graph not in (None, True, False):
+        alpha = finite_number(alpha, "alpha", strict=True)
+        if create_graph is not None and not isinstance(create_graph, bool):
             raise TypeError(f"create_graph must be None or a bool, got {create_graph!r}")
-        super().__init__(potential_net, alpha=float(alpha), detach=False)
+        super().__init__(potential_net, alpha=alpha, detach=False)
         self.create_graph = create_graph
 
     @classmethod
@@ -157,21 +180,31 @@ class GradientStepDenoiser(GSPnP):
         :param str act_mode: activation of DRUNet (``"E"``: ELU, as in the paper).
         :param float alpha: scale of the potential.
         :param device: device of the model.
+        :raises FileNotFoundError: ``weights`` names no file.
+        :raises ValueError: naming the file: it is empty, corrupt, or not a GS-DRUNet state dict of this
+            architecture; a count that is not an integer >= 1; ``nc`` not four of them; a device that is not there.
         """
         from deepinv.models.drunet import DRUNet
 
         if isinstance(weights, str) and weights == "download":
             raise ValueError("weights: deepinv-ext never downloads weights; pass the path of a local file or None")
-        net = DRUNet(in_channels=in_channels, out_channels=in_channels, nb=nb, nc=list(nc), act_mode=act_mode,
+        positive_int(in_channels, "in_channels")
+        positive_int(nb, "nb")
+        if not isinstance(nc, (tuple, list)) or len(nc) != 4:
+            raise ValueError(f"nc must be four integers >= 1 (channels per scale), got {nc!r}")
+        nc = [positive_int(c, "nc") for c in nc]
+        device = checked_device(device)
+        net = DRUNet(in_channels=in_channels, out_channels=in_channels, nb=nb, nc=nc, act_mode=act_mode,
                      pretrained=None, device="cpu")
         model = cls(net, alpha=alpha)
         if weights is not None:
-            path = Path(weights)
-            if not path.is_file():
-                raise ValueError(f"weights: no file at {path}")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_checkpoint(weights, what="GS-DRUNet weights")
             state = state.get("state_dict", state)
-            model.load_state_dict(state, strict=True)
+            try:
+                model.load_state_dict(state, strict=True)
+            except (RuntimeError, TypeError, AttributeError) as err:
+                raise ValueError(f"GS-DRUNet weights {str(weights)!r} do not fit GS-DRUNet(in_channels={in_channels}, "
+                                 f"nb={nb}, nc={tuple(nc)}): {str(err)[:300]}") from err
             model.eval()
         return model.to(device)
 
@@ -187,12 +220,12 @@ class GradientStepDenoiser(GSPnP):
             return self.create_graph
         return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
 
-    @staticmethod
-    def _check_input(x: Tensor) -> None:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    def _check_input(self, x: Tensor, sigma: float | Tensor) -> None:
+        check_tensor(x, "x")
         if x.dim() < 2:
             raise ValueError(f"x must be batched, (B, C, ...), got shape {tuple(x.shape)}")
+        check_dtype(x, self)
+        _check_sigma(sigma)
 
     def potential(self, x: Tensor, sigma: float | Tensor, *args, **kwargs) -> Tensor:
         r"""The potential :math:`g_\sigma(x) = \frac{\alpha}{2}\|x - N_\sigma(x)\|^2`, one value per batch element.
@@ -201,7 +234,7 @@ class GradientStepDenoiser(GSPnP):
         :param sigma: noise level of :math:`N_\sigma` (float or one per batch element).
         :return: (:class:`torch.Tensor`) of shape ``(B,)``.
         """
-        self._check_input(x)
+        self._check_input(x, sigma)
         residual = x - self.student_grad(x, sigma)
         return 0.5 * self.alpha * residual.pow(2).flatten(1).sum(dim=1)
 
@@ -213,7 +246,7 @@ class GradientStepDenoiser(GSPnP):
         :param sigma: noise level.
         :param bool create_graph: keep the graph (differentiable outputs); ``None``: see the class docstring.
         """
-        self._check_input(x)
+        self._check_input(x, sigma)
         create_graph = self._create_graph(create_graph, x)
         with torch.enable_grad():
             x_in = x if (create_graph and x.requires_grad) else x.detach().requires_grad_(True)

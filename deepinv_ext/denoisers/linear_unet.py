@@ -28,6 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from deepinv_ext._validation import (
+    check_dtype,
+    check_image,
+    checked_device,
+    finite_number,
+    finite_values,
+    positive_int,
+)
 from deepinv_ext.spectral import lanczos_extreme
 
 __all__ = ["LinearSymmetricUNet"]
@@ -44,16 +52,27 @@ class LinearSymmetricUNet(dinv.models.Denoiser):
     :param tuple channels: channels per scale (the number of scales is ``len(channels)``; image sizes must be
         divisible by :math:`2^{L-1}`).
     :param int convs_per_scale: bias-free 3x3 convolutions per scale.
-    :param float sigma: the noise level it is trained for (informative).
+    :param float sigma: the noise level it is trained for (informative; finite, > 0).
+    :param device: device of the parameters.
+    :raises ValueError: a count that is not an integer >= 1, ``channels`` empty, ``sigma`` not finite and > 0, a
+        device that is not there.
+
+    :meth:`forward` takes images ``(B, in_channels, H, W)`` in the precision of the parameters (another floating
+    precision is refused, never cast); the spectral methods (:meth:`is_symmetric`, :meth:`spectral_bounds`,
+    :meth:`calibrate_spectrum`) evaluate :math:`D` in their own ``dtype`` (float64 by default), the weights cast to
+    it.
     """
 
     def __init__(self, in_channels: int = 1, channels: tuple[int, ...] = (16, 32, 64), convs_per_scale: int = 2,
                  sigma: float = 0.1, device: torch.device | str = "cpu") -> None:
         super().__init__()
-        if in_channels < 1 or not channels or any(c < 1 for c in channels) or convs_per_scale < 1:
-            raise ValueError(f"in_channels, channels and convs_per_scale must be positive, got {in_channels}, "
-                             f"{channels}, {convs_per_scale}")
-        self.in_channels, self.channels, self.sigma = in_channels, tuple(channels), float(sigma)
+        if not isinstance(channels, (tuple, list)) or not channels:
+            raise ValueError(f"channels must be a non-empty tuple of integers >= 1, got {channels!r}")
+        self.in_channels = positive_int(in_channels, "in_channels")
+        self.channels = tuple(positive_int(c, "channels") for c in channels)
+        positive_int(convs_per_scale, "convs_per_scale")
+        self.sigma = finite_number(sigma, "sigma", strict=True)
+        device = checked_device(device)
         self.weights = nn.ParameterList()
         self._layout: list[int] = []  # number of convs per scale
         c_in = in_channels
@@ -75,10 +94,7 @@ class LinearSymmetricUNet(dinv.models.Denoiser):
                 "dataset": RandomEllipsesDataset(length=4, size=16, seed=0), "sigma": 0.1}
 
     def _check(self, x: Tensor) -> None:
-        if not isinstance(x, Tensor) or x.ndim != 4:
-            raise ValueError(f"x must be a (B, C, H, W) tensor, got {getattr(x, 'shape', type(x))}")
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f"x must have {self.in_channels} channels, got shape {tuple(x.shape)}")
+        check_image(x, self.in_channels)
         m = 2 ** (len(self.channels) - 1)
         if x.shape[-1] % m or x.shape[-2] % m:
             raise ValueError(f"x's height and width must be divisible by {m} ({len(self.channels)} scales), "
@@ -109,8 +125,23 @@ class LinearSymmetricUNet(dinv.models.Denoiser):
         return acc
 
     def forward(self, x: Tensor, sigma: float | Tensor | None = None, **kwargs) -> Tensor:
-        r"""Apply :math:`D x = a E^\top E x + b x` (``sigma`` is ignored: one trained noise level)."""
+        r"""Apply :math:`D x = a E^\top E x + b x` (``sigma`` is ignored: one trained noise level; it may be
+        ``None``, else it must be a noise level, finite and >= 0).
+
+        :raises TypeError: ``x`` not a real floating tensor, or of another precision than the parameters.
+        :raises ValueError: ``x`` not ``(B, in_channels, H, W)`` with sides divisible by :math:`2^{L-1}`; ``sigma``
+            negative or not finite.
+        """
+        if sigma is not None:
+            finite_values(sigma, "sigma")
+        return self._apply_in(x, own_precision=True)
+
+    def _apply_in(self, x: Tensor, own_precision: bool = False) -> Tensor:
+        """:math:`D x` in the dtype of ``x``: the weights are cast to it (the spectral methods' own precision),
+        unless ``own_precision`` requires ``x`` in theirs (:meth:`forward`)."""
         self._check(x)
+        if own_precision:
+            check_dtype(x, self)
         out = self.decode(self.encode(x))
         return self.scale.to(x.dtype) * out + self.shift.to(x.dtype) * x
 
@@ -118,7 +149,7 @@ class LinearSymmetricUNet(dinv.models.Denoiser):
                      dtype: torch.dtype = torch.float64) -> bool:
         r"""Check :math:`\langle x, Dy\rangle = \langle Dx, y\rangle` on random probes (relative to
         :math:`\|x\|\|Dy\|`) in ``dtype``; returns ``True`` when the worst relative gap is below ``rtol``."""
-        return symmetry_gap(lambda v: self(v), shape, n_probes=n_probes, dtype=dtype,
+        return symmetry_gap(self._apply_in, shape, n_probes=positive_int(n_probes, "n_probes"), dtype=dtype,
                             device=self.scale.device) < rtol
 
     @torch.no_grad()
@@ -131,7 +162,7 @@ class LinearSymmetricUNet(dinv.models.Denoiser):
         """
         g = torch.Generator().manual_seed(seed)
         v0 = torch.randn(1, *shape, generator=g, dtype=dtype).to(self.scale.device)
-        return lanczos_extreme(lambda v: self(v), v0, n_iter=n_iter)
+        return lanczos_extreme(self._apply_in, v0, n_iter=positive_int(n_iter, "n_iter"))
 
     @torch.no_grad()
     def calibrate_spectrum(self, target: tuple[float, float] = (0.01, 0.99), shape: tuple[int, ...] = (1, 64, 64),
@@ -145,6 +176,7 @@ class LinearSymmetricUNet(dinv.models.Denoiser):
         lo_t, hi_t = target
         if not 0 < lo_t < hi_t < 1:
             raise ValueError(f"target must satisfy 0 < lo < hi < 1, got {target}")
+        margin = finite_number(margin, "margin")
         self.scale.fill_(1.0)
         self.shift.fill_(0.0)
         raw = self.spectral_bounds(shape, n_iter=n_iter)

@@ -39,9 +39,14 @@ from deepinv.loss import Loss
 from deepinv.optim import Prior
 from torch import Tensor
 
-from deepinv_ext._validation import finite_number, positive_int
+from deepinv_ext._validation import boolean, check_batch, finite_number, positive_int
 from deepinv_ext.losses.descent import normalised_descent
-from deepinv_ext.losses.pseudo_inverse import RegularizerTrainingModel, regularizer_of
+from deepinv_ext.losses.pseudo_inverse import (
+    RegularizerTrainingModel,
+    check_pair,
+    check_regularizer,
+    regularizer_of,
+)
 
 __all__ = ["WassersteinCriticLoss"]
 
@@ -65,6 +70,12 @@ class WassersteinCriticLoss(Loss):
         artefact batch, whose end points replace it (0: none, Lunz et al.'s loss).
     :param torch.Generator generator: random source of the interpolation weights, the permutation, the noise and
         the step lengths.
+    :raises ValueError: ``mu`` or ``noise_level`` negative or not finite, ``descent_steps`` not an integer >= 0.
+    :raises TypeError: ``one_sided`` not a bool; ``regularizer`` not a module with ``fn`` (and ``grad`` for
+        ``descent_steps``); ``generator`` not a :class:`torch.Generator`.
+
+    ``x`` and ``x_net`` are batches of one shape, at least one sample (the penalty pairs samples), in the
+    precision of the critic.
 
     :Examples:
 
@@ -82,10 +93,17 @@ class WassersteinCriticLoss(Loss):
                  descent_steps: int = 0) -> None:
         super().__init__()
         self.mu, self.noise_level = finite_number(mu, "mu"), finite_number(noise_level, "noise_level")
-        self.one_sided = bool(one_sided)
+        self.one_sided = boolean(one_sided, "one_sided")
         self.descent_steps = positive_int(descent_steps, "descent_steps", minimum=0)
+        if regularizer is not None:
+            check_regularizer(regularizer, self._methods())
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be None or a torch.Generator, got {type(generator).__name__}")
         self.regularizer = regularizer
         self.generator = generator
+
+    def _methods(self) -> tuple[str, ...]:
+        return ("fn", "grad") if self.descent_steps > 0 else ("fn",)
 
     def gradient_penalty(self, critic: Prior, clean: Tensor, artefact: Tensor) -> tuple[Tensor, Tensor]:
         r"""Per-sample penalty :math:`(\|\nabla g(\hat x)\| - 1)_+^2` (or two-sided) and the gradient norms."""
@@ -124,9 +142,9 @@ class WassersteinCriticLoss(Loss):
     def components(self, x: Tensor, x_net: Tensor, model: torch.nn.Module | None = None) -> dict[str, Tensor]:
         r"""The loss's parts per sample: ``"clean"`` :math:`g(x)`, ``"artefact"`` :math:`g(z)`, ``"penalty"``,
         ``"grad_norm"`` at the interpolates."""
-        if x.shape != x_net.shape:
-            raise ValueError(f"x and x_net must have the same shape, got {tuple(x.shape)} and {tuple(x_net.shape)}")
-        critic = regularizer_of(model, self.regularizer, type(self).__name__)
+        critic = regularizer_of(model, self.regularizer, type(self).__name__, self._methods())
+        check_pair(x, x_net, critic)
+        check_batch(x, "x")
         clean, artefact = x.detach(), self.artefacts(x, x_net, critic)
         with torch.enable_grad():
             penalty, norms = self.gradient_penalty(critic, clean, artefact) if self.mu > 0 else (

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from deepinv_ext._validation import positive_int
+
 
 def normalised_descent(regularizer: torch.nn.Module, start: Tensor, clean: Tensor, steps: int,
                        generator: torch.Generator | None = None) -> Tensor:
@@ -27,7 +29,9 @@ def normalised_descent(regularizer: torch.nn.Module, start: Tensor, clean: Tenso
     :param torch.Tensor clean: their clean images :math:`x` (the scale of the steps), same shape.
     :param int steps: :math:`K \ge 1`.
     :param torch.Generator generator: random source of :math:`\gamma` (default: torch's global one).
+    :raises ValueError: ``steps`` not an integer >= 1.
     """
+    positive_int(steps, "steps")
     shape = (start.shape[0],) + (1,) * (start.ndim - 1)
     gamma = torch.rand(shape, generator=generator, dtype=start.dtype).to(start.device)
     length = gamma * (start - clean).flatten(1).norm(dim=1).reshape(shape) / steps

@@ -38,7 +38,12 @@ from torch import Tensor
 
 from deepinv_ext._validation import finite_number, positive_int
 from deepinv_ext.losses.descent import normalised_descent
-from deepinv_ext.losses.pseudo_inverse import RegularizerTrainingModel, regularizer_of
+from deepinv_ext.losses.pseudo_inverse import (
+    RegularizerTrainingModel,
+    check_pair,
+    check_regularizer,
+    regularizer_of,
+)
 
 __all__ = ["NETTLoss"]
 
@@ -57,6 +62,12 @@ class NETTLoss(Loss):
     :param int descent_steps: normalised gradient steps :math:`K \ge 0` on :math:`R` from the artefact image (0:
         none, Li et al.'s loss).
     :param deepinv_ext.priors.NETT regularizer: default ``model.regularizer`` at each call.
+    :raises ValueError: ``clean_weight`` or ``noise_level`` negative or not finite, ``descent_steps`` not an
+        integer >= 0.
+    :raises TypeError: ``regularizer`` not a module with ``phi`` (and ``grad`` for ``descent_steps``).
+
+    ``x`` and ``x_net`` are batches of one shape in the precision of the regulariser; an empty batch gives an
+    empty loss.
 
     :Examples:
 
@@ -75,7 +86,12 @@ class NETTLoss(Loss):
         self.clean_weight = finite_number(clean_weight, "clean_weight")
         self.noise_level = finite_number(noise_level, "noise_level")
         self.descent_steps = positive_int(descent_steps, "descent_steps", minimum=0)
+        if regularizer is not None:
+            check_regularizer(regularizer, self._methods())
         self.regularizer = regularizer
+
+    def _methods(self) -> tuple[str, ...]:
+        return ("phi", "grad") if self.descent_steps > 0 else ("phi",)
 
     def forward(self, x: Tensor, x_net: Tensor, y: Tensor | None = None, physics: Any = None,
                 model: torch.nn.Module | None = None, **kwargs: Any) -> Tensor:
@@ -85,11 +101,8 @@ class NETTLoss(Loss):
         :param torch.Tensor x_net: their artefact images (pseudo-inverse reconstructions).
         :param torch.nn.Module model: the trained model, holding the NETT as ``model.regularizer``.
         """
-        if x.shape != x_net.shape:
-            raise ValueError(f"x and x_net must have the same shape, got {tuple(x.shape)} and {tuple(x_net.shape)}")
-        reg = regularizer_of(model, self.regularizer, type(self).__name__)
-        if not callable(getattr(reg, "phi", None)):
-            raise TypeError(f"NETTLoss: the regulariser must have a method phi(x), got {type(reg).__name__}")
+        reg = regularizer_of(model, self.regularizer, type(self).__name__, self._methods())
+        check_pair(x, x_net, reg)
         clean, artefact = x.detach(), x_net.detach()
         loss = (reg.phi(artefact) - (artefact - clean)).pow(2).flatten(1).mean(dim=1)
         if self.clean_weight > 0:

@@ -18,7 +18,7 @@ pseudo-inverse, constant during training.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -26,6 +26,8 @@ from deepinv.models import Reconstructor
 from deepinv.optim import Prior
 from deepinv.physics import Physics
 from torch import Tensor
+
+from deepinv_ext._validation import check_dtype, check_tensor
 
 __all__ = ["RegularizerTrainingModel"]
 
@@ -65,12 +67,35 @@ class RegularizerTrainingModel(Reconstructor):
             return self.pseudo_inverse(y, physics)
 
 
-def regularizer_of(model: torch.nn.Module | None, explicit: torch.nn.Module | None, loss_name: str) -> Prior:
-    """The regulariser a loss trains: ``explicit`` if given, else ``model.regularizer``."""
+def check_regularizer(regularizer: Any, methods: Iterable[str], name: str = "regularizer") -> None:
+    """Raise a TypeError naming ``name`` unless ``regularizer`` is a ``torch.nn.Module`` with the ``methods``."""
+    methods = tuple(methods)
+    if not isinstance(regularizer, torch.nn.Module) or not all(callable(getattr(regularizer, m, None))
+                                                                for m in methods):
+        raise TypeError(f"{name} must be a torch.nn.Module with the method(s) {', '.join(methods)}, got "
+                        f"{type(regularizer).__name__}")
+
+
+def regularizer_of(model: torch.nn.Module | None, explicit: torch.nn.Module | None, loss_name: str,
+                   methods: Iterable[str] = ()) -> Prior:
+    """The regulariser a loss trains: ``explicit`` if given, else ``model.regularizer``, which must have the
+    ``methods`` (a TypeError otherwise)."""
     if explicit is not None:
         return explicit
     reg = getattr(model, "regularizer", None)
     if reg is None:
         raise ValueError(f"{loss_name}: pass regularizer=... or train a model with a .regularizer attribute "
                          f"(deepinv_ext.losses.RegularizerTrainingModel), got model={type(model).__name__}")
+    check_regularizer(reg, methods, "model.regularizer")
     return reg
+
+
+def check_pair(x: Any, x_net: Any, regularizer: torch.nn.Module) -> None:
+    """Raise unless the clean batch ``x`` and the artefact batch ``x_net`` are real floating tensors of one shape,
+    in the precision of ``regularizer``'s parameters (the entry check of the regulariser losses)."""
+    check_tensor(x, "x")
+    check_tensor(x_net, "x_net")
+    if x.shape != x_net.shape:
+        raise ValueError(f"x and x_net must have the same shape, got {tuple(x.shape)} and {tuple(x_net.shape)}")
+    check_dtype(x, regularizer, "x")
+    check_dtype(x_net, regularizer, "x_net")

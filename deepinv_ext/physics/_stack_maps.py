@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from deepinv_ext._validation import check_finite
 from deepinv_ext.physics.sparse_ct import SystemMatrix
 
 __all__ = ["LinearMap", "gathered_maps", "looped_maps", "sparse_maps"]
@@ -31,8 +32,8 @@ class LinearMap(torch.autograd.Function):
 
     @staticmethod
     def forward(x: torch.Tensor, op: Callable, op_t: Callable, name: str | None) -> torch.Tensor:
-        if name is not None and not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name} holds NaN or infinite values")
+        if name is not None:
+            check_finite(x, name)
         return op(x)
 
     @staticmethod

@@ -13,11 +13,13 @@ import torch
 from deepinv.physics import LinearPhysics
 
 from deepinv_ext._signature import check_keywords
+from deepinv_ext._validation import boolean, check_finite, checked_device, finite_number, positive_int
 from deepinv_ext.physics._astra_backends import AstraCPU, AstraCUDA
 from deepinv_ext.physics._astra_geometry import CTGeometry, validate
+from deepinv_ext.physics._checks import check_data, check_solver_options, real_values, view_angles
 from deepinv_ext.physics._stack_maps import LinearMap, gathered_maps, looped_maps, sparse_maps
 from deepinv_ext.physics.fbp import FILTERS, fan_beam_fbp, filter_sinogram
-from deepinv_ext.physics.sparse_ct import SystemMatrix, load_or_build
+from deepinv_ext.physics.sparse_ct import SystemMatrix, cache_folder, load_or_build
 
 __all__ = ["AstraCT"]
 
@@ -55,33 +57,12 @@ def _as_size(img_size: int | Sequence[int]) -> tuple[int, int]:
     return tuple(int(s) for s in sides[-2:])
 
 
-def _as_angles(angles: int | Sequence[float] | torch.Tensor, geometry: str) -> torch.Tensor:
-    if isinstance(angles, (bool, float)):
-        raise TypeError(f"angles must be an int number of views or a sequence/tensor of angles in degrees, got "
-                        f"{angles!r} (for one view at that angle pass [{angles!r}])")
-    if isinstance(angles, int):
-        if angles < 1:
-            raise ValueError(f"angles must be a positive number of views, got {angles}")
-        stop = 180.0 if geometry == "parallel" else 360.0
-        return torch.arange(angles, dtype=torch.float64) * (stop / angles)
-    tensor = torch.as_tensor(angles, dtype=torch.float64).detach().cpu()
-    if tensor.ndim == 0:
-        raise TypeError(f"angles must be an int number of views or a sequence/tensor of angles in degrees, got the "
-                        f"scalar {angles!r} (for one view at that angle pass a one-element sequence)")
-    tensor = tensor.flatten()
-    if tensor.numel() < 1:
-        raise ValueError("angles must hold at least one view")
-    return tensor
-
-
 def _checked_views(angles: Any) -> torch.Tensor:
     """New views for :meth:`AstraCT.update_parameters`: float64, ``(n_views,)`` or ``(B, n_views)``, finite."""
-    angles = torch.as_tensor(angles).detach().to(torch.float64)
+    angles = real_values(angles, "angles", "a tensor of view angles in degrees, (n_views,) or (B, n_views)")
     if angles.ndim not in (1, 2) or angles.numel() < 1:
         raise ValueError(f"angles must be (n_views,) or (B, n_views) with at least one view, got shape "
                          f"{tuple(angles.shape)}")
-    if not bool(torch.isfinite(angles).all()):
-        raise ValueError("angles must hold finite view angles")
     return angles
 
 
@@ -160,7 +141,7 @@ class AstraCT(LinearPhysics):
     :param str geometry: ``"parallel"`` or ``"fanbeam"`` (flat detector).
     :param str projector: ASTRA's CPU projector: ``"line"``, ``"strip"`` (area integral) or ``"linear"`` (Joseph)
         for parallel beam (default ``"linear"``), ``"line_fanflat"`` (default) or ``"strip_fanflat"`` for fan beam;
-        or ``"cuda"`` for ASTRA's CUDA projector only (needs CUDA tensors and ``backend="astra"``).
+        or ``"cuda"`` for ASTRA's CUDA projector only (needs ``device="cuda"`` and ``backend="astra"``).
     :param str backend: ``"auto"``, ``"sparse"`` or ``"astra"`` (above).
     :param float detector_spacing: detector cell width, in pixels.
     :param float source_radius: fan beam: source to rotation axis, in pixels (default twice the image's larger side).
@@ -173,6 +154,8 @@ class AstraCT(LinearPhysics):
     :param torch.device, str device: where the buffers live.
     :param kwargs: passed to :class:`deepinv.physics.LinearPhysics` (``noise_model``, ``max_iter``, ``tol``, ...);
         a keyword that neither this class nor deepinv's constructors accept raises a :class:`TypeError`.
+    :raises TypeError: an argument of the wrong kind (a float count, a non-bool flag, a string for a number).
+    :raises ValueError: a value out of range (NaN/inf, a negative size or radius, a CUDA device this machine lacks).
 
     |sep|
 
@@ -185,7 +168,8 @@ class AstraCT(LinearPhysics):
         >>> physics.A(x).shape
         torch.Size([2, 1, 20, 46])
         >>> y = torch.rand(2, 1, 20, 46)
-        >>> bool(abs((physics.A(x) * y).sum() - (x * physics.A_adjoint(y)).sum()) < 1e-3)
+        >>> lhs, rhs = (physics.A(x) * y).sum(), (x * physics.A_adjoint(y)).sum()  # <Ax, y> = <x, A^T y>
+        >>> bool(abs(lhs - rhs) < 1e-5 * lhs)
         True
         >>> physics.update(angles=physics.full_angles[None, ::4].repeat(2, 1))  # views per sample
         >>> physics.A(x).shape
@@ -205,35 +189,37 @@ class AstraCT(LinearPhysics):
                  sparse_max_nnz: int = 60_000_000, check_finite: bool = True, normalize: bool = False,
                  device: torch.device | str = "cpu", **kwargs: Any) -> None:
         check_keywords(type(self), kwargs, type(self).__name__)
+        check_solver_options(kwargs)
+        device = checked_device(device)
         super().__init__(device=device, **kwargs)
         if geometry not in ("parallel", "fanbeam"):
             raise ValueError(f"geometry must be 'parallel' or 'fanbeam', got {geometry!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if not isinstance(normalize, bool):
-            raise TypeError(f"normalize must be a bool, got {normalize!r}")
+        boolean(normalize, "normalize")
+        boolean(check_finite, "check_finite")
+        cache_folder(cache_dir)
+        sparse_max_nnz = positive_int(sparse_max_nnz, "sparse_max_nnz", minimum=0)
         size = _as_size(img_size)
-        if not (float(detector_spacing) > 0 and math.isfinite(float(detector_spacing))):
-            raise ValueError(f"detector_spacing must be positive and finite, got {detector_spacing}")
+        detector_spacing = finite_number(detector_spacing, "detector_spacing", strict=True)
         big = max(size)
         projector = projector or ("linear" if geometry == "parallel" else "line_fanflat")
-        source_radius = float(2 * big if source_radius is None else source_radius)
-        detector_radius = float(big if detector_radius is None else detector_radius)
-        full = _as_angles(angles, geometry)
-        if n_detectors is None:
-            n_detectors = self._default_detectors(size, geometry, float(detector_spacing), source_radius,
-                                                  detector_radius)
-        if isinstance(n_detectors, bool) or not isinstance(n_detectors, int):
-            raise TypeError(f"n_detectors must be an int, got {type(n_detectors).__name__}")
-        geom = CTGeometry(size, tuple(full.tolist()), n_detectors, geometry, float(detector_spacing),
+        source_radius = 2.0 * big if source_radius is None else finite_number(source_radius, "source_radius")
+        detector_radius = float(big) if detector_radius is None else finite_number(detector_radius,
+                                                                                    "detector_radius")
+        full = view_angles(angles, 180.0 if geometry == "parallel" else 360.0)
+        n_detectors = self._default_detectors(size, geometry, detector_spacing, source_radius, detector_radius) \
+            if n_detectors is None else positive_int(n_detectors, "n_detectors")
+        geom = CTGeometry(size, tuple(full.tolist()), n_detectors, geometry, detector_spacing,
                           source_radius if geometry == "fanbeam" else 0.0,
                           detector_radius if geometry == "fanbeam" else 0.0)
         validate(geom, projector)
         if projector == "cuda":
             if backend == "sparse":
                 raise ValueError("projector='cuda' has no system matrix: use backend='astra' (or 'auto')")
-            if not torch.cuda.is_available():
-                raise ValueError("projector='cuda' asks for ASTRA's CUDA projector, but no CUDA device is available")
+            if device.type != "cuda":
+                raise ValueError(f"projector='cuda' runs ASTRA's CUDA projector on CUDA tensors: pass device='cuda' "
+                                 f"(got device='{device}')")
             backend = "astra"
         if backend == "auto":
             backend = "sparse" if geom.nnz_estimate(projector) <= sparse_max_nnz else "astra"
@@ -254,7 +240,7 @@ class AstraCT(LinearPhysics):
         self.normalize = False
         self.to(device)
         if normalize:
-            self.register_buffer("operator_norm", self._norm(torch.device(device)))
+            self.register_buffer("operator_norm", self._norm(device))
             self.normalize = True
 
     @staticmethod
@@ -407,12 +393,7 @@ class AstraCT(LinearPhysics):
 
     # ------------------------------------------------------------------------------------------ operators
     def _check(self, t: torch.Tensor, name: str, shape: tuple[int, int]) -> None:
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.ndim != 4 or tuple(t.shape[-2:]) != shape:
-            raise ValueError(f"{name} must have shape (B, C, {shape[0]}, {shape[1]}), got {tuple(t.shape)}")
-        if t.dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"{name} must be float32 or float64, got {t.dtype}")
+        check_data(t, name, self.angles.device, (None, None, *shape), f"(B, C, {shape[0]}, {shape[1]})")
         views = self.angles
         if views.ndim == 2 and views.shape[0] not in (1, t.shape[0]):
             raise ValueError(f"{name} has batch size {t.shape[0]}, but angles holds {views.shape[0]} per-sample "
@@ -425,8 +406,10 @@ class AstraCT(LinearPhysics):
         r"""Forward projection :math:`Ax`: ``(B, C, H, W)`` -> ``(B, C, n_angles, n_detectors)`` (divided by
         :math:`\|A\|` when ``normalize``).
 
-        :param torch.Tensor x: images, float32 or float64, on the CPU or a CUDA device.
+        :param torch.Tensor x: images, float32 or float64, on the physics' device (the result has ``x``'s dtype).
         :param kwargs: ``angles`` updates the views first (as :meth:`update_parameters`).
+        :raises TypeError: ``x`` is not a float32 or float64 tensor.
+        :raises ValueError: ``x`` has another shape or device, or (with ``check_finite``) NaN/inf values.
         """
         self.update_parameters(**kwargs)
         self._check(x, "x", self.img_size)
@@ -470,6 +453,8 @@ class AstraCT(LinearPhysics):
         self.update_parameters(**kwargs)
         self._check(y, "y", self._sinogram_shape())
         n_angles = self.angles.shape[-1]
+        if self.check_finite:  # before filtering, which spreads a NaN over its view
+            check_finite(y, "y")
         if self.geometry == "parallel":
             x = self._project(filter_sinogram(y, filter), adjoint=True) * (math.pi / n_angles)
         elif self.angles.ndim == 1 or self.angles.shape[0] == 1:

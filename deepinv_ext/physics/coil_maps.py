@@ -24,10 +24,30 @@ import torch
 from deepinv.utils.mixins import MRIMixin
 from torch import Tensor
 
+from deepinv_ext._validation import check_batch, check_finite, finite_number, int_pair, positive_int
+from deepinv_ext.physics._checks import check_device, check_real, checked_dcf, checked_trajectory
 from deepinv_ext.physics.sigpy_mri import _to_array, _to_tensor, nufft_adjoint
 from deepinv_ext.physics.trajectories import pipe_menon_dcf
 
 __all__ = ["estimate_coil_maps", "grid_calibration"]
+
+_LAYOUTS = "(B, 2, N, H, W) (Cartesian) or (B, 2, N, K) (non-Cartesian)"
+
+
+def _check_kspace(y: Tensor, ndim: tuple[int, ...]) -> None:
+    """Raise unless ``y`` is finite float32/float64 k-space in deepinv's layout with at least one sample."""
+    check_real(y, "y", ndim=ndim, what=_LAYOUTS)
+    if y.shape[1] != 2:
+        raise ValueError(f"y must have shape {_LAYOUTS} (real and imaginary parts), got {tuple(y.shape)}")
+    check_batch(y, "y")
+    check_finite(y, "y")
+
+
+def _check_calib_size(calib_size: int, img_size: tuple[int, int]) -> int:
+    calib_size = positive_int(calib_size, "calib_size", minimum=4)
+    if calib_size > min(img_size):
+        raise ValueError(f"calib_size must be in [4, min(H, W) = {min(img_size)}], got {calib_size}")
+    return calib_size
 
 
 def grid_calibration(y: Tensor, trajectory: Tensor, img_size: tuple[int, int], calib_size: int = 24,
@@ -40,18 +60,23 @@ def grid_calibration(y: Tensor, trajectory: Tensor, img_size: tuple[int, int], c
     :param tuple img_size: image size ``(H, W)``.
     :param int calib_size: side :math:`c` of the calibration square.
     :param torch.Tensor dcf: weights ``(K,)``/``(B, K)``; default: Pipe-Menon of the calibration samples.
+    :raises TypeError: a tensor of the wrong kind, a non-integer size.
+    :raises ValueError: shapes, sizes or devices that do not match, NaN/inf, an empty batch.
     """
-    h, w = img_size
-    if not 4 <= calib_size <= min(h, w):
-        raise ValueError(f"calib_size must be in [4, min(H, W) = {min(h, w)}], got {calib_size}")
-    traj = trajectory[None] if trajectory.ndim == 2 else trajectory
-    if traj.ndim != 3 or traj.shape[-1] != 2 or traj.shape[1] != y.shape[-1]:
-        raise ValueError(f"trajectory must be (K, 2) or (B, K, 2) with K = {y.shape[-1]} (the samples of y), "
-                         f"got shape {tuple(trajectory.shape)}")
-    if traj.shape[0] not in (1, y.shape[0]):
-        raise ValueError(f"trajectory holds {traj.shape[0]} samples, y {y.shape[0]}")
+    _check_kspace(y, (4,))
+    h, w = int_pair(img_size, "img_size", minimum=2)
+    calib_size = _check_calib_size(calib_size, (h, w))
+    traj = checked_trajectory(trajectory, (h, w))
+    check_device(traj, "trajectory", y.device, owner="y")
+    if traj.shape[1] != y.shape[-1] or traj.shape[0] not in (1, y.shape[0]):
+        raise ValueError(f"trajectory must be (K, 2) or (B, K, 2) with K = {y.shape[-1]} and B = {y.shape[0]} "
+                         f"(as y), got shape {tuple(trajectory.shape)}")
+    weights = None if dcf is None else checked_dcf(dcf, traj.shape[1])
+    if weights is not None:
+        check_device(weights, "dcf", y.device, owner="y")
+        if weights.shape[0] not in (1, y.shape[0]):
+            raise ValueError(f"dcf holds {weights.shape[0]} samples, y {y.shape[0]}")
     ksp = MRIMixin.to_torch_complex(y)  # (B, N, K)
-    weights = None if dcf is None else (dcf[None] if dcf.ndim == 1 else dcf).expand(traj.shape[0], -1)
     out = torch.zeros(*ksp.shape[:2], h, w, dtype=ksp.dtype, device=ksp.device)
     for b in range(ksp.shape[0]):
         tb = traj[b if traj.shape[0] > 1 else 0]
@@ -84,6 +109,9 @@ def estimate_coil_maps(y: Tensor, calib_size: int = 24, *, trajectory: Tensor | 
     :param int kernel_width: ESPIRiT kernel width.
     :param float crop: eigenvalue threshold below which maps are set to zero (outside the object).
     :param int max_iter: power iterations.
+    :raises TypeError: a tensor or number of the wrong kind.
+    :raises ValueError: a shape, size or device that does not match, NaN/inf, an empty batch, ``thresh`` or
+        ``crop`` outside :math:`[0, 1]`, ``kernel_width`` above ``calib_size``.
 
     :Examples:
 
@@ -98,21 +126,22 @@ def estimate_coil_maps(y: Tensor, calib_size: int = 24, *, trajectory: Tensor | 
     import sigpy as sp
     from sigpy.mri.app import EspiritCalib
 
-    if not isinstance(y, Tensor) or y.is_complex() or y.ndim not in (4, 5) or y.shape[1] != 2:
-        raise ValueError(f"y must be real (B, 2, N, H, W) (Cartesian) or (B, 2, N, K) (non-Cartesian), got "
-                         f"{tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__}")
-    if not torch.isfinite(y).all():
-        raise ValueError("y (k-space) contains NaN or inf")
+    _check_kspace(y, (4, 5))
+    thresh = finite_number(thresh, "thresh", maximum=1.0)
+    crop = finite_number(crop, "crop", maximum=1.0)
+    max_iter = positive_int(max_iter, "max_iter")
     if y.ndim == 4:
         if trajectory is None or img_size is None:
             raise ValueError("non-Cartesian y (B, 2, N, K) needs trajectory and img_size")
-        ksp = grid_calibration(y, trajectory, tuple(img_size), calib_size, dcf)
+        ksp = grid_calibration(y, trajectory, img_size, calib_size, dcf)
     else:
         if trajectory is not None:
             raise ValueError("Cartesian y (B, 2, N, H, W) takes no trajectory")
-        if not 4 <= calib_size <= min(y.shape[-2:]):
-            raise ValueError(f"calib_size must be in [4, min(H, W) = {min(y.shape[-2:])}], got {calib_size}")
+        calib_size = _check_calib_size(calib_size, y.shape[-2:])
         ksp = MRIMixin.to_torch_complex(y)
+    kernel_width = positive_int(kernel_width, "kernel_width")
+    if kernel_width > calib_size:
+        raise ValueError(f"kernel_width must be at most calib_size = {calib_size}, got {kernel_width}")
     maps = []
     for kb in ksp:
         arr = _to_array(kb)

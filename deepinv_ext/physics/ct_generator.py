@@ -8,6 +8,9 @@ from typing import Any
 import torch
 from deepinv.physics.generator import PhysicsGenerator
 
+from deepinv_ext._validation import checked_device, positive_int
+from deepinv_ext.physics._checks import check_rng, view_angles
+
 __all__ = ["RandomViewsGenerator"]
 
 
@@ -34,8 +37,10 @@ class RandomViewsGenerator(PhysicsGenerator):
         spread uniformly over :math:`[0, 180)` degrees, as :class:`AstraCT`'s parallel-beam default), or an
         :class:`AstraCT` whose ``full_angles`` to use.
     :param int n_views: views drawn per sample, ``1 <= n_views <= len(full_angles)``.
-    :param torch.Generator rng: random generator (default: a new one).
+    :param torch.Generator rng: random generator (default: a new one), on ``device``.
     :param str device: device of the generated angles.
+    :raises TypeError: ``full_angles`` is a float or holds no real numbers, ``rng`` is not a generator.
+    :raises ValueError: ``full_angles`` is empty or not finite, ``n_views`` out of range, a missing CUDA device.
 
     |sep|
 
@@ -49,17 +54,12 @@ class RandomViewsGenerator(PhysicsGenerator):
 
     def __init__(self, full_angles: int | Sequence[float] | torch.Tensor | Any, n_views: int,
                  rng: torch.Generator | None = None, device: torch.device | str = "cpu") -> None:
+        device = checked_device(device)
+        check_rng(rng)
         super().__init__(rng=rng, device=device, dtype=torch.float64)
         if hasattr(full_angles, "full_angles"):
             full_angles = full_angles.full_angles
-        if isinstance(full_angles, bool):
-            raise TypeError("full_angles must be a count, a sequence/tensor of angles or an AstraCT, got a bool")
-        if isinstance(full_angles, int):
-            if full_angles < 1:
-                raise ValueError(f"full_angles must be a positive number of views, got {full_angles}")
-            full = torch.arange(full_angles, dtype=torch.float64) * (180.0 / full_angles)
-        else:
-            full = torch.as_tensor(full_angles, dtype=torch.float64).detach().flatten()
+        full = view_angles(full_angles, 180.0, "full_angles")
         if isinstance(n_views, bool) or not isinstance(n_views, int) or not 1 <= n_views <= full.numel():
             raise ValueError(f"n_views must be an int in [1, {full.numel()}], got {n_views!r}")
         self.register_buffer("full_angles", full.to(device))
@@ -68,12 +68,13 @@ class RandomViewsGenerator(PhysicsGenerator):
     def step(self, batch_size: int = 1, seed: int | None = None, **kwargs: Any) -> dict:
         r"""Draw one subset of views per sample.
 
-        :param int batch_size: number of samples :math:`B`.
+        :param int batch_size: number of samples :math:`B`, an integer >= 1.
         :param int seed: seed of the random generator for this draw.
         :return: ``{"angles": tensor (B, n_views) of angles in degrees, each row sorted}``.
+        :raises ValueError: ``batch_size`` is not an integer >= 1 (an empty draw could not be given to
+            :class:`AstraCT`, which needs at least one set of views).
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        batch_size = positive_int(batch_size, "batch_size")
         self.rng_manual_seed(seed)
         keys = torch.rand(batch_size, self.full_angles.numel(), generator=self.rng, device=self.rng.device)
         index = keys.argsort(dim=1)[:, : self.n_views].sort(dim=1).values.to(self.full_angles.device)

@@ -72,7 +72,10 @@ def fourier_filter(n_detectors: int, filter: str = "ramp", *, device: torch.devi
 
 
 def filter_sinogram(y: torch.Tensor, filter: str = "ramp") -> torch.Tensor:
-    """Convolve every view of ``y`` (``(..., n_angles, n_detectors)``) with the filter along the detector."""
+    """Convolve every view of ``y`` (``(..., n_angles, n_detectors)``) with the filter along the detector (an
+    empty ``y`` gives an empty result)."""
+    if y.numel() == 0:  # MKL's FFT refuses empty tensors
+        return torch.zeros_like(y)
     n_det = y.shape[-1]
     response = fourier_filter(n_det, filter, device=y.device, dtype=y.dtype)
     size = _padded_size(n_det)

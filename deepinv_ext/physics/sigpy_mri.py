@@ -37,6 +37,7 @@ iterative reconstruction", ISMRM 2019.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -44,6 +45,15 @@ from deepinv.physics import MultiCoilMRI
 from deepinv.physics.noise import NoiseModel
 from torch import Tensor
 
+from deepinv_ext._validation import check_batch, check_finite, checked_device, finite_number, positive_int
+from deepinv_ext.physics._checks import (
+    check_data,
+    check_mask,
+    check_solver_options,
+    checked_coil_maps,
+    checked_dcf,
+    checked_trajectory,
+)
 from deepinv_ext.physics.trajectories import pipe_menon_dcf
 
 __all__ = ["SigpyMultiCoilMRI", "nufft", "nufft_adjoint"]
@@ -217,7 +227,9 @@ class SigpyMultiCoilMRI(MultiCoilMRI):
     :mod:`deepinv_ext.physics.trajectories` (keys ``trajectory``, ``dcf``) and deepinv's mask generators (key
     ``mask``) work. In the non-Cartesian case ``mask`` is a buffer of ones kept for deepinv's base class.
     Measurements with NaN/inf are refused by :meth:`A_dagger` (the hot paths :meth:`A`, :meth:`A_adjoint` check
-    shapes only).
+    shapes only and propagate them). Images and k-space are float32 or float64 tensors on the physics' device,
+    with at least one sample; the products with the coil maps run in the higher of the two precisions and the
+    result has the input's dtype.
 
     :param torch.Tensor coil_maps: complex sensitivities ``(N, H, W)`` or ``(B, N, H, W)``.
     :param torch.Tensor mask: Cartesian mask ``(H, W)``, ``(C, H, W)`` or ``(B, C, H, W)`` (deepinv's shapes),
@@ -234,6 +246,11 @@ class SigpyMultiCoilMRI(MultiCoilMRI):
         real and imaginary parts of k-space; masked in the Cartesian case, as in deepinv).
     :param int max_iter: CG iterations of :meth:`A_dagger` (deepinv's ``max_iter``).
     :param float tol: CG tolerance.
+    :param str, torch.device device: where the buffers live.
+    :raises TypeError: a tensor of the wrong kind (real coil maps, a boolean or complex mask, trajectory or dcf), a
+        number that is not one, ``noise_model`` not a deepinv noise model.
+    :raises ValueError: a shape that does not match, NaN/inf or negative weights, ``oversamp < 1``,
+        ``width < 2``, a float count, a CUDA device this machine lacks.
 
     :Examples:
 
@@ -254,11 +271,15 @@ class SigpyMultiCoilMRI(MultiCoilMRI):
             raise ValueError(f"dagger must be 'cg' or 'dcf', got {dagger!r}")
         if not (isinstance(dcf, Tensor) or dcf in (None, "pipe_menon")):
             raise ValueError(f"dcf must be 'pipe_menon', a tensor or None, got {dcf!r}")
-        coil_maps = self._checked_maps(coil_maps)
+        oversamp = finite_number(oversamp, "oversamp", minimum=1.0)
+        width = positive_int(width, "width", minimum=2)  # with oversamp >= 1, SigPy's Kaiser-Bessel beta is real
+        device = checked_device(device)
+        check_solver_options({"max_iter": max_iter, "tol": tol, "noise_model": noise_model})
+        coil_maps = checked_coil_maps(coil_maps)
         img_size = tuple(coil_maps.shape[-2:])
         self.cartesian = trajectory is None
         if mask is not None:
-            self._check_mask_shape(mask, img_size)
+            check_mask(mask, img_size)
         kwargs = {} if noise_model is None else {"noise_model": noise_model}
         super().__init__(mask=mask, coil_maps=coil_maps, img_size=img_size, device=device, max_iter=max_iter,
                          tol=tol, solver="CG", **kwargs)
@@ -268,68 +289,33 @@ class SigpyMultiCoilMRI(MultiCoilMRI):
             self.register_buffer("trajectory", None)
             self.register_buffer("dcf", None)
         else:
-            trajectory = self._checked_trajectory(trajectory)
+            trajectory = checked_trajectory(trajectory, img_size)
             self.register_buffer("trajectory", trajectory.to(device))
             self.register_buffer("dcf", self._weights(trajectory, dcf).to(device))
 
     # ----------------------------------------------------------------- checks
-    @staticmethod
-    def _checked_maps(coil_maps: Tensor) -> Tensor:
-        if not isinstance(coil_maps, Tensor) or not coil_maps.is_complex():
-            raise TypeError(f"coil_maps must be a complex tensor, got {type(coil_maps).__name__}"
-                            + (f" of dtype {coil_maps.dtype}" if isinstance(coil_maps, Tensor) else ""))
-        if coil_maps.ndim not in (3, 4):
-            raise ValueError(f"coil_maps must be (N, H, W) or (B, N, H, W), got shape {tuple(coil_maps.shape)}")
-        if not torch.isfinite(coil_maps).all():
-            raise ValueError("coil_maps contain NaN or inf")
-        return coil_maps if coil_maps.ndim == 4 else coil_maps[None]
-
-    @staticmethod
-    def _check_mask_shape(mask: Tensor, img_size: tuple[int, ...]) -> None:
-        if tuple(mask.shape[-2:]) != tuple(img_size):
-            raise ValueError(f"mask has spatial shape {tuple(mask.shape[-2:])}, coil_maps {tuple(img_size)}")
-        if not torch.isfinite(mask).all():
-            raise ValueError("mask contains NaN or inf")
-
-    def _checked_trajectory(self, trajectory: Tensor) -> Tensor:
-        if not isinstance(trajectory, Tensor) or trajectory.is_complex() or not trajectory.is_floating_point():
-            raise TypeError(f"trajectory must be a real floating tensor (K, 2) or (B, K, 2), got {trajectory!r:.80}")
-        traj = trajectory[None] if trajectory.ndim == 2 else trajectory
-        if traj.ndim != 3 or traj.shape[-1] != 2:
-            raise ValueError(f"trajectory must be (K, 2) or (B, K, 2), got shape {tuple(trajectory.shape)}")
-        if not torch.isfinite(traj).all():
-            raise ValueError("trajectory contains NaN or inf")
-        half = torch.tensor(self.coil_maps.shape[-2:], dtype=traj.dtype, device=traj.device) / 2
-        if (traj.abs() > half * (1 + 1e-6)).any():
-            raise ValueError(f"trajectory leaves [-H/2, H/2] x [-W/2, W/2] = +-{half.tolist()} (SigPy's units: "
-                             f"cycles per field of view), max |k| = {traj.abs().amax((0, 1)).tolist()}")
-        return traj
-
     def _weights(self, traj: Tensor, dcf: str | Tensor | None) -> Tensor:
         if isinstance(dcf, str):
             return pipe_menon_dcf(traj, tuple(self.coil_maps.shape[-2:]))
         if dcf is None:
             return torch.ones(traj.shape[:2], dtype=traj.dtype, device=traj.device)
-        w = dcf[None] if dcf.ndim == 1 else dcf
-        if w.ndim != 2 or w.shape[-1] != traj.shape[1] or not torch.isfinite(w).all():
-            raise ValueError(f"dcf must be finite, (K,) or (B, K) with K = {traj.shape[1]}, got {tuple(dcf.shape)}")
-        return w.to(traj.dtype)
+        return checked_dcf(dcf, traj.shape[1]).to(traj.dtype)
 
     def _check_image(self, x: Tensor) -> None:
-        if x.ndim != 4 or x.shape[1] != 2 or tuple(x.shape[-2:]) != tuple(self.coil_maps.shape[-2:]):
-            raise ValueError(f"x must be (B, 2, H, W) with (H, W) = {tuple(self.coil_maps.shape[-2:])}, "
-                             f"got shape {tuple(x.shape)}")
-        self._check_batch(x.shape[0], "x")
+        h, w = self.coil_maps.shape[-2:]
+        check_data(x, "x", self.coil_maps.device, (None, 2, h, w), f"(B, 2, {h}, {w})")
+        self._check_batch(x, "x")
 
     def _check_kspace(self, y: Tensor) -> None:
         n = self.coil_maps.shape[1]
         tail = tuple(self.coil_maps.shape[-2:]) if self.cartesian else (self.trajectory.shape[1],)
-        if y.ndim != 3 + len(tail) or y.shape[1] != 2 or y.shape[2] != n or tuple(y.shape[3:]) != tail:
-            raise ValueError(f"y must be (B, 2, {n}, {', '.join(map(str, tail))}) (coils = {n} as in coil_maps), "
-                             f"got shape {tuple(y.shape)}")
-        self._check_batch(y.shape[0], "y")
+        check_data(y, "y", self.coil_maps.device, (None, 2, n, *tail),
+                   f"(B, 2, {n}, {', '.join(map(str, tail))}) (coils = {n} as in coil_maps)")
+        self._check_batch(y, "y")
 
-    def _check_batch(self, b: int, name: str) -> None:
+    def _check_batch(self, t: Tensor, name: str) -> None:
+        check_batch(t, name)
+        b = t.shape[0]
         for buf in ("coil_maps", "mask", "trajectory", "dcf"):
             t = getattr(self, buf)
             if t is not None and b != 1 and t.shape[0] not in (1, b):
@@ -344,27 +330,35 @@ class SigpyMultiCoilMRI(MultiCoilMRI):
         ``dcf="pipe_menon"``, ones otherwise.
         """
         if coil_maps is not None:
-            coil_maps = self._checked_maps(coil_maps)
-            if tuple(coil_maps.shape[-2:]) != tuple(self.coil_maps.shape[-2:]):
-                raise ValueError(f"coil_maps of size {tuple(coil_maps.shape[-2:])} do not match the image size "
-                                 f"{tuple(self.coil_maps.shape[-2:])}")
+            coil_maps = checked_coil_maps(coil_maps, self.coil_maps.shape[-2:])
             self.coil_maps = coil_maps.to(self.coil_maps.device)
         if self.cartesian:
             if trajectory is not None or dcf is not None:
                 raise ValueError("a Cartesian SigpyMultiCoilMRI takes a mask, not a trajectory or dcf")
             if mask is not None:
-                self._check_mask_shape(mask, tuple(self.coil_maps.shape[-2:]))
+                check_mask(mask, self.coil_maps.shape[-2:])
         else:
             if mask is not None:
                 raise ValueError("a non-Cartesian SigpyMultiCoilMRI takes a trajectory, not a mask")
             if trajectory is not None:
-                traj = self._checked_trajectory(trajectory)
+                traj = checked_trajectory(trajectory, self.coil_maps.shape[-2:])
                 weights = self._weights(traj, self.dcf_mode if dcf is None else dcf)
                 self.trajectory = traj.to(self.trajectory.device)
                 self.dcf = weights.to(self.dcf.device)
             elif dcf is not None:
                 self.dcf = self._weights(self.trajectory, dcf).to(self.dcf.device)
         super().update_parameters(mask=mask, **kwargs)
+
+    def to(self, *args: Any, **kwargs: Any) -> SigpyMultiCoilMRI:
+        """:meth:`torch.nn.Module.to`, except that a real dtype casts the coil maps to the complex dtype of its
+        precision (``.to(torch.float32)``: complex64), where torch would keep their real part only."""
+        maps = self._buffers.get("coil_maps")  # None while deepinv's constructor moves the physics
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Casting complex values to real")
+            super().to(*args, **kwargs)
+        if maps is not None and not self.coil_maps.is_complex():
+            self.coil_maps = maps.to(self.coil_maps.device, torch.promote_types(self.coil_maps.dtype, torch.complex64))
+        return self
 
     # ----------------------------------------------------------------- operators
     @staticmethod
@@ -393,9 +387,9 @@ class SigpyMultiCoilMRI(MultiCoilMRI):
         self.update_parameters(mask=mask, coil_maps=coil_maps, trajectory=trajectory, dcf=dcf, **kwargs)
         self._check_image(x)
         if self.cartesian:
-            return super().A(x)
+            return super().A(x).to(x.dtype)
         sx = self.coil_maps * self.to_torch_complex(x)[:, None]
-        return self.from_torch_complex(nufft(sx, self.trajectory, self.oversamp, self.width))
+        return self.from_torch_complex(nufft(sx, self.trajectory, self.oversamp, self.width)).to(x.dtype)
 
     def A_adjoint(self, y: Tensor, mask: Tensor | None = None, coil_maps: Tensor | None = None,
                   trajectory: Tensor | None = None, dcf: Tensor | None = None, **kwargs) -> Tensor:
@@ -403,10 +397,10 @@ class SigpyMultiCoilMRI(MultiCoilMRI):
         self.update_parameters(mask=mask, coil_maps=coil_maps, trajectory=trajectory, dcf=dcf)
         self._check_kspace(y)
         if self.cartesian:
-            return super().A_adjoint(y, **kwargs)
+            return super().A_adjoint(y, **kwargs).to(y.dtype)
         img = nufft_adjoint(self.to_torch_complex(y), self.trajectory, tuple(self.coil_maps.shape[-2:]),
                             self.oversamp, self.width)
-        return self.from_torch_complex((self.coil_maps.conj() * img).sum(dim=1))
+        return self.from_torch_complex((self.coil_maps.conj() * img).sum(dim=1)).to(y.dtype)
 
     def noise(self, x: Tensor, **kwargs) -> Tensor:
         """Noise of the noise model (on sampled Cartesian locations only, as deepinv)."""
@@ -420,17 +414,16 @@ class SigpyMultiCoilMRI(MultiCoilMRI):
         :param kwargs: passed to :meth:`deepinv.physics.LinearPhysics.A_dagger` for CG (``max_iter``, ``tol``)
             or used to update the parameters.
         """
-        if not torch.isfinite(y).all():
-            raise ValueError("y (k-space) contains NaN or inf")
         mode = self.dagger if mode is None else mode
-        if mode == "cg":
-            params = {k: kwargs.pop(k) for k in ("mask", "coil_maps", "trajectory", "dcf") if k in kwargs}
-            self.update_parameters(**params)
-            return super(MultiCoilMRI, self).A_dagger(y, **kwargs)
-        if mode != "dcf":
+        if mode not in ("cg", "dcf"):
             raise ValueError(f"mode must be 'cg' or 'dcf', got {mode!r}")
+        self.update_parameters(**{k: kwargs.pop(k) for k in ("mask", "coil_maps", "trajectory", "dcf") if k in kwargs})
+        self._check_kspace(y)
+        check_finite(y, "y")
+        if mode == "cg":
+            return super(MultiCoilMRI, self).A_dagger(y, **kwargs)
         self.update_parameters(**kwargs)
-        weighted = y if self.cartesian else y * self.dcf[:, None, None]
+        weighted = y if self.cartesian else y * self.dcf[:, None, None].to(y.dtype)
         x = self.A_adjoint(weighted)
         energy = (self.coil_maps.abs() ** 2).sum(dim=1)
         inv = torch.where(energy > 1e-6 * energy.amax(), 1.0 / energy, torch.zeros_like(energy))

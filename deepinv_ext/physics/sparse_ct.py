@@ -9,7 +9,8 @@ the GPU), so the adjoint is exact in float32 and in float64.
 Building is a one-off cost (about 2 s at 256x256 with 180 views, linear projector, on one core); the matrix is
 then saved under ``$DEEPINV_EXT_CACHE/astra_matrices`` (default ``~/.cache/deepinv_ext/astra_matrices``) as an
 uncompressed ``.npz`` named by a hash of the geometry and projector, and loaded from there afterwards. Pass
-``cache_dir=None`` to :func:`load_or_build` to keep nothing on disk.
+``cache_dir=None`` to :func:`load_or_build` to keep nothing on disk. A cache file that cannot be read (empty,
+truncated, corrupt, or holding a matrix of another shape) is rebuilt and overwritten, with a warning naming it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,7 @@ import torch
 
 from deepinv_ext.physics._astra_geometry import CTGeometry, import_astra
 
-__all__ = ["SystemMatrix", "default_cache_dir", "load_or_build"]
+__all__ = ["SystemMatrix", "cache_folder", "default_cache_dir", "load_or_build"]
 
 
 def default_cache_dir() -> Path:
@@ -32,6 +34,41 @@ def default_cache_dir() -> Path:
     root = os.environ.get("DEEPINV_EXT_CACHE")
     base = Path(root) if root else Path.home() / ".cache" / "deepinv_ext"
     return base / "astra_matrices"
+
+
+def cache_folder(cache_dir: str | os.PathLike | None) -> Path | None:
+    """The folder of the cache: :func:`default_cache_dir` for ``"default"``, ``None`` for ``None`` (no cache).
+
+    :raises TypeError: ``cache_dir`` is neither ``"default"``, ``None``, a string nor a path.
+    :raises ValueError: ``cache_dir`` is the empty string.
+    """
+    if cache_dir is None:
+        return None
+    if isinstance(cache_dir, str) and cache_dir == "default":
+        return default_cache_dir()
+    if not isinstance(cache_dir, (str, os.PathLike)):
+        raise TypeError(f"cache_dir must be 'default', None, or a folder (str or pathlib.Path), got "
+                        f"{type(cache_dir).__name__} {cache_dir!r}")
+    if not str(cache_dir):
+        raise ValueError("cache_dir must name a folder (None for no cache), got ''")
+    return Path(cache_dir)
+
+
+def _load(path: Path, shape: tuple[int, int]):
+    """The matrix cached in ``path``, or ``None`` (with a warning naming the file) if it cannot be read or has
+    another shape than ``shape``."""
+    import scipy.sparse as sp
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            matrix = sp.csr_matrix((f["data"], f["indices"], f["indptr"]), shape=tuple(f["shape"]))
+        if matrix.shape != shape:
+            raise ValueError(f"it holds a {matrix.shape} matrix, the geometry needs {shape}")
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
+        warnings.warn(f"the sparse-matrix cache file {str(path)!r} is unreadable ({type(err).__name__}: "
+                      f"{str(err)[:120]}): rebuilding it", RuntimeWarning, stacklevel=3)
+        return None
+    return matrix
 
 
 def _build_scipy(geometry: CTGeometry, projector: str):
@@ -139,15 +176,13 @@ def load_or_build(geometry: CTGeometry, projector: str, cache_dir: str | Path | 
     :param str projector: an ASTRA CPU projector (``line``, ``strip``, ``linear``, ``line_fanflat``,
         ``strip_fanflat``).
     :param cache_dir: folder of the cache; ``"default"`` for :func:`default_cache_dir`, ``None`` for no cache.
+    :raises TypeError: ``cache_dir`` is not a folder (see :func:`cache_folder`).
     """
-    import scipy.sparse as sp
-
-    folder = default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
+    folder = cache_folder(cache_dir)
     path = folder / f"{projector}-{geometry.key(projector)}.npz" if folder is not None else None
-    if path is not None and path.exists():
-        with np.load(path) as f:
-            matrix = sp.csr_matrix((f["data"], f["indices"], f["indptr"]), shape=tuple(f["shape"]))
-    else:
+    shape = (geometry.n_angles * geometry.n_detectors, geometry.img_size[0] * geometry.img_size[1])
+    matrix = _load(path, shape) if path is not None and path.exists() else None
+    if matrix is None:
         matrix = _build_scipy(geometry, projector)
         if path is not None:
             _save(path, matrix)

@@ -29,6 +29,9 @@ import numpy as np
 import torch
 from deepinv.physics.generator import PhysicsGenerator
 
+from deepinv_ext._validation import boolean, checked_device, finite_number, int_pair, positive_int
+from deepinv_ext.physics._checks import check_rng, checked_trajectory, real_dtype
+
 __all__ = ["pipe_menon_dcf", "radial_dcf", "radial_trajectory", "spiral_trajectory", "RadialTrajectoryGenerator",
            "SpiralTrajectoryGenerator"]
 
@@ -36,9 +39,7 @@ GOLDEN_ANGLE = math.pi / ((1.0 + math.sqrt(5.0)) / 2.0)  # 180 deg / golden rati
 
 
 def _check_size(img_size: tuple[int, int]) -> tuple[int, int]:
-    if len(img_size) != 2 or any(int(n) != n or n < 2 for n in img_size):
-        raise ValueError(f"img_size must be (H, W) with integers >= 2, got {img_size}")
-    return int(img_size[0]), int(img_size[1])
+    return int_pair(img_size, "img_size", minimum=2)
 
 
 def radial_trajectory(img_size: tuple[int, int], n_spokes: int, n_readout: int | None = None,
@@ -55,14 +56,15 @@ def radial_trajectory(img_size: tuple[int, int], n_spokes: int, n_readout: int |
     :param int n_spokes: number of spokes :math:`J`.
     :param int n_readout: samples per spoke (default :math:`2\min(H, W)`, two-fold readout oversampling).
     :param bool golden_angle: golden-angle instead of uniform angles.
+    :raises ValueError: a size or count that is not an integer in range (a float is refused, not truncated).
+    :raises TypeError: ``golden_angle`` is not a bool, ``dtype`` not float32 or float64.
     """
     h, w = _check_size(img_size)
-    if n_spokes < 1:
-        raise ValueError(f"n_spokes must be >= 1, got {n_spokes}")
+    n_spokes = positive_int(n_spokes, "n_spokes")
+    boolean(golden_angle, "golden_angle")
+    real_dtype(dtype)
     n = min(h, w)
-    n_readout = 2 * n if n_readout is None else int(n_readout)
-    if n_readout < 2:
-        raise ValueError(f"n_readout must be >= 2, got {n_readout}")
+    n_readout = 2 * n if n_readout is None else positive_int(n_readout, "n_readout", minimum=2)
     j = torch.arange(n_spokes, dtype=torch.float64)
     theta = j * GOLDEN_ANGLE if golden_angle else j * math.pi / n_spokes
     r = (torch.arange(n_readout, dtype=torch.float64) - n_readout // 2) * (n / n_readout)
@@ -86,13 +88,17 @@ def spiral_trajectory(img_size: tuple[int, int], n_interleaves: int, n_turns: fl
     :param float n_turns: turns per interleaf :math:`T`.
     :param int n_samples: samples per interleaf (default :math:`4 T n`, enough for the arc length).
     :param float alpha: density exponent :math:`\alpha \geq 1`.
+    :raises ValueError: a count that is not an integer in range (``n_samples >= 2``), ``n_turns`` not finite and
+        positive, ``alpha`` not finite and >= 1.
+    :raises TypeError: ``n_turns`` or ``alpha`` is not a number, ``dtype`` not float32 or float64.
     """
     h, w = _check_size(img_size)
-    if n_interleaves < 1 or n_turns <= 0 or alpha < 1:
-        raise ValueError(f"n_interleaves >= 1, n_turns > 0 and alpha >= 1 required, got {n_interleaves}, "
-                         f"{n_turns}, {alpha}")
+    n_interleaves = positive_int(n_interleaves, "n_interleaves")
+    n_turns = finite_number(n_turns, "n_turns", strict=True)
+    alpha = finite_number(alpha, "alpha", minimum=1.0)
+    real_dtype(dtype)
     n = min(h, w)
-    n_samples = int(4 * n_turns * n) if n_samples is None else int(n_samples)
+    n_samples = max(2, int(4 * n_turns * n)) if n_samples is None else positive_int(n_samples, "n_samples", minimum=2)
     t = torch.linspace(0.0, 1.0, n_samples, dtype=torch.float64)
     radius = (n / 2) * (1 - 1e-6) * t**alpha
     phi = 2 * math.pi * torch.arange(n_interleaves, dtype=torch.float64) / n_interleaves
@@ -130,9 +136,8 @@ def pipe_menon_dcf(trajectory: torch.Tensor, img_size: tuple[int, int], max_iter
     import sigpy.mri as mr
 
     h, w = _check_size(img_size)
-    coords = trajectory[None] if trajectory.ndim == 2 else trajectory
-    if coords.ndim != 3 or coords.shape[-1] != 2:
-        raise ValueError(f"trajectory must be (K, 2) or (B, K, 2), got shape {tuple(trajectory.shape)}")
+    coords = checked_trajectory(trajectory, (h, w))
+    max_iter = positive_int(max_iter, "max_iter")
     out = []
     for coord in coords.detach().cpu().to(torch.float64).numpy():
         d = np.abs(mr.pipe_menon_dcf(coord, (h, w), max_iter=max_iter, show_pbar=False))
@@ -148,8 +153,8 @@ def radial_dcf(trajectory: torch.Tensor, img_size: tuple[int, int], n_readout: i
     (:math:`\Delta r = \min(H, W)/n_{ro}`), rescaled as in :func:`pipe_menon_dcf`.
     """
     h, w = _check_size(img_size)
-    coords = trajectory[None] if trajectory.ndim == 2 else trajectory
-    dr = min(h, w) / n_readout
+    coords = checked_trajectory(trajectory, (h, w))
+    dr = min(h, w) / positive_int(n_readout, "n_readout", minimum=2)
     out = []
     for coord in coords.detach().cpu().to(torch.float64).numpy():
         r = np.linalg.norm(coord, axis=-1)
@@ -164,19 +169,23 @@ class _TrajectoryGenerator(PhysicsGenerator):
     def __init__(self, base: torch.Tensor, img_size: tuple[int, int], random_rotation: bool,
                  dcf: torch.Tensor | None, rng: torch.Generator | None, device: torch.device | str,
                  dtype: torch.dtype) -> None:
-        super().__init__(rng=rng, device=device, dtype=dtype)
+        device = checked_device(device)
+        check_rng(rng)
+        super().__init__(rng=rng, device=device, dtype=real_dtype(dtype))
         self.img_size = _check_size(img_size)
-        self.random_rotation = random_rotation
+        self.random_rotation = boolean(random_rotation, "random_rotation")
         self.base = base.to(device=device, dtype=dtype)
         self.base_dcf = None if dcf is None else dcf[0].to(device=device, dtype=dtype)
 
     def step(self, batch_size: int = 1, seed: int | None = None, **kwargs) -> dict:
         r"""Draw ``batch_size`` trajectories.
 
-        :param int batch_size: number of samples :math:`B`.
+        :param int batch_size: number of samples :math:`B`, an integer >= 1.
         :param int seed: optional seed to re-seed the generator.
         :return: ``{"trajectory": (B, K, 2)}`` and, with ``dcf=True``, ``"dcf": (B, K)``.
+        :raises ValueError: ``batch_size`` is not an integer >= 1 (the physics take no empty trajectory batch).
         """
+        batch_size = positive_int(batch_size, "batch_size")
         self.rng_manual_seed(seed)
         k = self.base.expand(batch_size, *self.base.shape)
         if self.random_rotation:
@@ -210,7 +219,11 @@ class RadialTrajectoryGenerator(_TrajectoryGenerator):
     :param bool golden_angle: golden-angle spoke order instead of uniform angles.
     :param bool random_rotation: rotate each sample's trajectory by a uniform random angle.
     :param bool dcf: also return density compensation weights (analytic ramp, :func:`radial_dcf`).
-    :param torch.Generator rng: random generator.
+    :param torch.Generator rng: random generator, on ``device``.
+    :param str, torch.device device: device of the trajectories.
+    :param torch.dtype dtype: ``torch.float32`` or ``torch.float64``.
+    :raises TypeError: a flag that is not a bool, an ``rng`` that is not a generator, another ``dtype``.
+    :raises ValueError: a size or count that is not an integer in range, a missing CUDA device.
 
     :Examples:
 
@@ -224,8 +237,8 @@ class RadialTrajectoryGenerator(_TrajectoryGenerator):
                  rng: torch.Generator | None = None, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32) -> None:
         base = radial_trajectory(img_size, n_spokes, n_readout, golden_angle)
-        n_readout = 2 * min(img_size) if n_readout is None else n_readout
-        weights = radial_dcf(base, img_size, n_readout) if dcf else None
+        n_readout = 2 * min(_check_size(img_size)) if n_readout is None else n_readout
+        weights = radial_dcf(base, img_size, n_readout) if boolean(dcf, "dcf") else None
         super().__init__(base, img_size, random_rotation, weights, rng, device, dtype)
         self.n_spokes = n_spokes
 
@@ -246,7 +259,12 @@ class SpiralTrajectoryGenerator(_TrajectoryGenerator):
     :param float alpha: density exponent (1: uniform density).
     :param bool random_rotation: rotate each sample's trajectory by a uniform random angle.
     :param bool dcf: also return Pipe-Menon weights (computed once).
-    :param torch.Generator rng: random generator.
+    :param torch.Generator rng: random generator, on ``device``.
+    :param str, torch.device device: device of the trajectories.
+    :param torch.dtype dtype: ``torch.float32`` or ``torch.float64``.
+    :raises TypeError: a flag that is not a bool, a number that is not one, an ``rng`` that is not a generator,
+        another ``dtype``.
+    :raises ValueError: a count not an integer in range, ``n_turns``/``alpha`` out of range, a missing CUDA device.
     """
 
     def __init__(self, img_size: tuple[int, int], n_interleaves: int, n_turns: float = 8.0,
@@ -254,7 +272,7 @@ class SpiralTrajectoryGenerator(_TrajectoryGenerator):
                  dcf: bool = True, rng: torch.Generator | None = None, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32) -> None:
         base = spiral_trajectory(img_size, n_interleaves, n_turns, n_samples, alpha)
-        weights = pipe_menon_dcf(base, img_size) if dcf else None
+        weights = pipe_menon_dcf(base, img_size) if boolean(dcf, "dcf") else None
         super().__init__(base, img_size, random_rotation, weights, rng, device, dtype)
         self.n_interleaves = n_interleaves
 

@@ -12,11 +12,22 @@ The one minimiser of smooth energies in deepinv-ext: :class:`deepinv_ext.algorit
 where :math:`L_k` is multiplied by ``increase`` until the sufficient-decrease condition
 :math:`E(x_{k+1}) \le E(\bar x_k) - \frac{1}{2L_k}\|\nabla E(\bar x_k)\|^2` holds and is then relaxed
 (:math:`L_{k+1} = \eta L_k`, ``decrease`` :math:`= \eta \le 1`), and :math:`\beta_k = (t_{k-1}-1)/t_k` with FISTA's
-:math:`t_k = (1 + \sqrt{1 + 4t_{k-1}^2})/2`. The energy is kept monotone (up to a round-off allowance of 8 ulps of
-:math:`|E|` in every energy comparison, without which float32 energies stall the iteration far from
-stationarity): a step that would raise :math:`E` above :math:`E(x_k)` is redone from :math:`x_k` without momentum (and the momentum restarted), where the sufficient-decrease
-condition guarantees :math:`E(x_{k+1}) \le E(x_k) - \frac{1}{2L_k}\|\nabla E(x_k)\|^2`. This converges to stationary
-points of smooth, possibly non-convex :math:`E` with Lipschitz gradient.
+:math:`t_k = (1 + \sqrt{1 + 4t_{k-1}^2})/2`. The energy is kept monotone: a momentum step that fails the condition
+or would raise :math:`E` above :math:`E(x_k)` is redone from :math:`x_k` without momentum (and the momentum
+restarted), where the condition guarantees :math:`E(x_{k+1}) \le E(x_k) - \frac{1}{2L_k}\|\nabla E(x_k)\|^2`.
+This converges to stationary points of smooth, possibly non-convex :math:`E` with Lipschitz gradient.
+
+Round-off. Every energy comparison allows 8 ulps of :math:`|E|` (without which float32 energies fail the test on
+noise). The decrease a step demands, :math:`P = \frac{1}{2L}\|\nabla E\|^2`, is compared with that round-off at the
+iteration's :math:`L`. Within 16 round-offs (``PRECISION_MARGIN``: just above one, a real decrease can hide in the
+noise of the test) the point is *stationary to working precision*: a step is taken as long as it keeps the energy
+within the round-off (the gradient can still shrink, for a stopping rule on the gradient or the step), and the
+element stops, converged, when no step passes or the step that passes leaves :math:`x_k` unchanged in floating
+point. Above that margin the decrease must show: :math:`L` is not raised past the point where :math:`P` would fall
+below one round-off (there the test could not tell a decrease from noise, and at a huge :math:`L` an uphill step
+would pass), and an element whose plain step from :math:`x_k` shows none stops at :math:`x_k`, *stalled*
+(``DescentResult.stalled``, not converged): an inconsistent gradient, e.g. of the wrong sign, or an energy that is
+not smooth at that scale.
 
 Every batch element has its own :math:`L_k`, momentum, acceptance and stopping. Two stopping rules can be given:
 ``grad_converged(x, g)``, tested on the extrapolated point :math:`\bar x_k` and its gradient before the step (an element
@@ -42,6 +53,8 @@ from torch import Tensor
 from tqdm import tqdm
 
 from deepinv_ext._batch import per_sample
+from deepinv_ext._convergence import PRECISION_MARGIN, roundoff
+from deepinv_ext._validation import finite_number, finite_values, positive_int
 
 __all__ = ["Backtracking", "DescentResult", "accelerated_descent", "batch_sqnorm"]
 
@@ -52,11 +65,6 @@ EnergyAndGrad = Callable[[Tensor], tuple[Tensor, Tensor]]
 def batch_sqnorm(x: Tensor) -> Tensor:
     r""":math:`\|x_b\|_2^2` of each batch element, shape ``(B,)``."""
     return x.pow(2).flatten(1).sum(dim=1)
-
-
-def _roundoff(e: Tensor) -> Tensor:
-    """The round-off allowance of an energy test: a few ulps of ``|e|`` (energies sum many terms)."""
-    return 8 * torch.finfo(e.dtype).eps * e.detach().abs()
 
 
 @dataclass(frozen=True)
@@ -73,34 +81,49 @@ class Backtracking:
     max_backtracking: int = 50
 
     def __post_init__(self) -> None:
-        if not self.increase > 1:
-            raise ValueError(f"increase must be > 1, got {self.increase}")
-        if not 0 < self.decrease <= 1:
-            raise ValueError(f"decrease must lie in (0, 1], got {self.decrease}")
-        if isinstance(self.max_backtracking, bool) or not isinstance(self.max_backtracking, int) \
-                or self.max_backtracking < 0:
-            raise ValueError(f"max_backtracking must be a non-negative int, got {self.max_backtracking!r}")
+        finite_number(self.increase, "increase", minimum=1.0, strict=True)
+        finite_number(self.decrease, "decrease", minimum=0.0, strict=True, maximum=1.0)
+        positive_int(self.max_backtracking, "max_backtracking", minimum=0)
 
     def step(self, energy: Energy, anchor: Tensor, e_anchor: Tensor, g: Tensor, L: Tensor,
-             active: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+             active: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         r"""Gradient step from ``anchor`` with :math:`L` increased per active element until
         :math:`E(x) \le E(\text{anchor}) - \|g\|^2/(2L)` up to the round-off of the energies (8 ulps of
-        :math:`|E(\text{anchor})|`, without which float32 energies stall the backtracking); returns
-        ``(x, E(x), L)``."""
+        :math:`|E(\text{anchor})|`).
+
+        An element whose demanded decrease :math:`\|g\|^2/(2L)` at the given :math:`L` is more than
+        ``PRECISION_MARGIN`` round-offs must show it: its :math:`L` is not raised past the point where the demand
+        would fall below one round-off (there the test could no longer tell a decrease from noise, and an uphill step
+        would pass). Any other element is stationary to working precision and only has to keep its energy within
+        the round-off.
+
+        :return: ``(x, E(x), L, ok)``, ``ok`` (shape ``(B,)``) telling which elements met the condition so.
+        """
         gsq = batch_sqnorm(g)
-        slack = _roundoff(e_anchor)
+        slack = roundoff(e_anchor)
+
+        def sufficient(e: Tensor, L: Tensor) -> Tensor:
+            return e <= e_anchor - 0.5 * gsq / L + slack
+
+        flat = ~_visible(gsq, L, e_anchor, PRECISION_MARGIN)
         x = anchor - g / per_sample(L, g)
         e = energy(x)
         for _ in range(self.max_backtracking):
-            bad = active & ~(e <= e_anchor - 0.5 * gsq / L + slack)
-            if not bad.any():
+            grow = active & ~sufficient(e, L) & (flat | _visible(gsq, L * self.increase, e_anchor))
+            if not grow.any():
                 break
-            L = torch.where(bad, L * self.increase, L)
+            L = torch.where(grow, L * self.increase, L)
             x_try = anchor - g / per_sample(L, g)
             e_try = energy(x_try)
-            x = torch.where(per_sample(bad, x), x_try, x)
-            e = torch.where(bad, e_try, e)
-        return x, e, L
+            x = torch.where(per_sample(grow, x), x_try, x)
+            e = torch.where(grow, e_try, e)
+        return x, e, L, sufficient(e, L)  # where not flat, at an L not raised past the round-off
+
+
+def _visible(gsq: Tensor, L: Tensor, e: Tensor, margin: float = 1.0) -> Tensor:
+    r"""Whether the decrease :math:`\|g\|^2/(2L)` that a step of size :math:`1/L` promises is above ``margin`` times
+    the round-off of the energy ``e``."""
+    return 0.5 * gsq / L > margin * roundoff(e)
 
 
 @dataclass
@@ -110,8 +133,13 @@ class DescentResult:
     :param torch.Tensor x: the final iterates ``(B, ...)``.
     :param torch.Tensor energy: their energies ``(B,)``.
     :param torch.Tensor iterations: accelerated steps taken by each element ``(B,)`` (int64).
-    :param torch.Tensor converged: whether each element met a stopping rule ``(B,)`` (bool).
+    :param torch.Tensor converged: whether each element met a stopping rule or is stationary to working precision
+        ``(B,)`` (bool).
     :param torch.Tensor lipschitz: the final Lipschitz estimate :math:`L` of each element ``(B,)``.
+    :param torch.Tensor stalled: whether each element stopped because no step lowered its energy although a
+        decrease was predicted ``(B,)`` (bool; such an element has ``converged`` False).
+    :param torch.Tensor not_finite: whether each element's starting energy was NaN or infinite ``(B,)`` (bool; such
+        an element stops at once, at ``x0``, with ``converged`` False).
     """
 
     x: Tensor
@@ -119,6 +147,8 @@ class DescentResult:
     iterations: Tensor
     converged: Tensor
     lipschitz: Tensor
+    stalled: Tensor
+    not_finite: Tensor
 
 
 @dataclass
@@ -131,26 +161,41 @@ class _State:
     active: Tensor
     iterations: Tensor
     converged: Tensor
+    stalled: Tensor
+
+
+@dataclass
+class _Step:
+    """The outcome of one iteration per element: the new point, energy, :math:`L` and momentum, and which elements
+    stalled (they stay at :math:`x_k`)."""
+
+    x: Tensor
+    e: Tensor
+    L: Tensor
+    t: Tensor
+    stalled: Tensor
 
 
 def _momentum_step(state: _State, energy: Energy, energy_and_grad: EnergyAndGrad, backtracking: Backtracking,
-                   x_bar: Tensor, e_bar: Tensor, g: Tensor, t_new: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """One monotone accelerated step from ``x_bar``: returns ``(x_new, e_new, L, t_new)``."""
+                   x_bar: Tensor, e_bar: Tensor, g: Tensor, t_new: Tensor) -> _Step:
+    """One monotone accelerated step from ``x_bar``, redone from ``x_k`` without momentum where it fails; an element
+    whose plain step finds no decrease although one was predicted (more than ``PRECISION_MARGIN`` round-offs) has
+    stalled, one whose predicted decrease is within that margin stays, stationary."""
     x, e, active = state.x, state.e, state.active
-    x_new, e_new, L = backtracking.step(energy, x_bar, e_bar, g, state.L, active)
-    slack = _roundoff(e)
-    up = active & ~(e_new <= e + slack)  # the momentum step raised the energy: redo a plain step from x_k, restart
-    if up.any():
+    x_new, e_new, L, ok = backtracking.step(energy, x_bar, e_bar, g, state.L, active)
+    redo = active & ~(ok & (e_new <= e + roundoff(e)))  # no step from x_bar, or above E(x_k)
+    stalled = torch.zeros_like(active)
+    if redo.any():  # a plain step from x_k, the momentum restarted
         e_x, g_x = energy_and_grad(x)
-        x_r, e_r, L_r = backtracking.step(energy, x, e_x, g_x, L, up)
-        x_new = torch.where(per_sample(up, x), x_r, x_new)
-        e_new = torch.where(up, e_r, e_new)
-        L = torch.where(up, L_r, L)
-        t_new = torch.where(up, torch.ones_like(t_new), t_new)
-        stuck = up & ~(e_new <= e + slack)  # no decrease even without momentum: stay put
-        x_new = torch.where(per_sample(stuck, x), x, x_new)
-        e_new = torch.where(stuck, e, e_new)
-    return x_new, e_new, L, t_new
+        L_x = torch.where(ok, L, state.L)  # a curvature validated at x_bar, else the iteration's own estimate
+        x_r, e_r, L_r, ok_r = backtracking.step(energy, x, e_x, g_x, L_x, redo)
+        take = redo & ok_r & (e_r <= e + roundoff(e))
+        stalled = redo & ~take & _visible(batch_sqnorm(g_x), L_x, e_x, PRECISION_MARGIN)
+        x_new = torch.where(per_sample(take, x), x_r, torch.where(per_sample(redo, x), x, x_new))
+        e_new = torch.where(take, e_r, torch.where(redo, e, e_new))
+        L = torch.where(redo, L_r, L)
+        t_new = torch.where(redo, torch.ones_like(t_new), t_new)
+    return _Step(x_new, e_new, L, t_new, stalled)
 
 
 def _freeze(state: _State, hit: Tensor, x: Tensor, e: Tensor) -> None:
@@ -172,23 +217,31 @@ def accelerated_descent(energy: Energy, energy_and_grad: EnergyAndGrad, x0: Tens
     :param Callable energy: :math:`x \mapsto E(x)`, shape ``(B,)``.
     :param Callable energy_and_grad: :math:`x \mapsto (E(x), \nabla E(x))`.
     :param torch.Tensor x0: the starting points ``(B, ...)``.
-    :param int max_iter: maximum number of accelerated steps.
-    :param float, torch.Tensor lipschitz: initial Lipschitz estimate :math:`L_0`, a number or one per element.
+    :param int max_iter: maximum number of accelerated steps (>= 0).
+    :param float, torch.Tensor lipschitz: initial Lipschitz estimate :math:`L_0 > 0`, a number or one per element.
     :param Backtracking backtracking: the backtracking constants.
     :param Callable grad_converged: ``(x, g) -> (B,) bool``, stopping rule on a point and its gradient.
     :param Callable step_converged: ``(x_k, x_{k+1}, E_k, E_{k+1}) -> (B,) bool``, stopping rule on a step.
     :param Callable callback: ``callback(k, x_k, E_k)`` at the start (:math:`k = 0`) and after every iteration.
     :param bool progress: show a tqdm progress bar.
     :return: a :class:`DescentResult`. Elements that met no stopping rule within ``max_iter`` steps (after a last
-        test of ``grad_converged`` at the final iterate) have ``converged`` False.
+        test of ``grad_converged`` at the final iterate), and elements that stalled (module docstring), have
+        ``converged`` False; elements stationary to working precision have it True.
     """
+    positive_int(max_iter, "max_iter", minimum=0)
+    finite_values(lipschitz, "lipschitz", strict=True)
     B = x0.shape[0]
     L0 = torch.as_tensor(lipschitz, dtype=x0.dtype, device=x0.device)
     state = _State(x=x0, x_prev=x0, e=energy(x0), t=torch.ones(B, dtype=x0.dtype, device=x0.device),
                    L=L0.expand(B).clone() if L0.dim() == 0 else L0.reshape(B).clone(),
-                   active=torch.ones(B, dtype=torch.bool, device=x0.device),
+                   active=torch.ones(B, dtype=torch.bool, device=x0.device),  # set below
                    iterations=torch.zeros(B, dtype=torch.long, device=x0.device),
-                   converged=torch.zeros(B, dtype=torch.bool, device=x0.device))
+                   converged=torch.zeros(B, dtype=torch.bool, device=x0.device),
+                   stalled=torch.zeros(B, dtype=torch.bool, device=x0.device))
+    # an element whose energy is not finite (a NaN in x0, an energy that overflows) has no descent to validate: it
+    # stops at once, not converged, and keeps x0 (the NaN stays visible)
+    not_finite = ~torch.isfinite(state.e.detach())
+    state.active = ~not_finite
     if callback is not None:
         callback(0, state.x, state.e)
     for k in tqdm(range(1, max_iter + 1), disable=not progress, desc="accelerated descent"):
@@ -199,19 +252,22 @@ def accelerated_descent(energy: Energy, energy_and_grad: EnergyAndGrad, x0: Tens
             _freeze(state, state.active & grad_converged(x_bar, g), x_bar, e_bar)
             if not state.active.any():
                 break
-        x_new, e_new, L, t_new = _momentum_step(state, energy, energy_and_grad, backtracking, x_bar, e_bar, g,
-                                              t_new)
-        done = state.active & step_converged(state.x, x_new, state.e, e_new) if step_converged is not None \
-            else torch.zeros_like(state.active)
+        step = _momentum_step(state, energy, energy_and_grad, backtracking, x_bar, e_bar, g, t_new)
         active = state.active
+        # no step passed, or only one too small to change x_k in floating point: stationary to working precision
+        flat = active & (step.x == state.x).flatten(1).all(dim=1) & ~step.stalled
+        moved = active & ~flat & ~step.stalled
+        done = moved & step_converged(state.x, step.x, state.e, step.e) if step_converged is not None \
+            else torch.zeros_like(active)
         state.x_prev = torch.where(per_sample(active, state.x), state.x, state.x_prev)
-        state.x = torch.where(per_sample(active, state.x), x_new, state.x)
-        state.e = torch.where(active, e_new, state.e)
-        state.t = torch.where(active, t_new, state.t)
-        state.L = torch.where(active, L * backtracking.decrease, state.L)
-        state.iterations = state.iterations + active.long()
-        state.converged = state.converged | done
-        state.active = active & ~done
+        state.x = torch.where(per_sample(active, state.x), step.x, state.x)
+        state.e = torch.where(active, step.e, state.e)
+        state.t = torch.where(active, step.t, state.t)
+        state.L = torch.where(active, step.L * backtracking.decrease, state.L)
+        state.iterations = state.iterations + moved.long()
+        state.converged = state.converged | done | flat
+        state.stalled = state.stalled | step.stalled
+        state.active = moved & ~done
         if callback is not None:
             callback(k, state.x, state.e)
         if not state.active.any():
@@ -219,4 +275,4 @@ def accelerated_descent(energy: Energy, energy_and_grad: EnergyAndGrad, x0: Tens
     if grad_converged is not None and state.active.any():  # the last iterate may pass the rule
         e_last, g_last = energy_and_grad(state.x)
         _freeze(state, state.active & grad_converged(state.x, g_last), state.x, e_last)
-    return DescentResult(state.x, state.e, state.iterations, state.converged, state.L)
+    return DescentResult(state.x, state.e, state.iterations, state.converged, state.L, state.stalled, not_finite)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepinv_ext._validation import check_image, finite_number, positive_int
+from deepinv_ext._validation import boolean, finite_number, positive_int
 from deepinv_ext.priors.filter_bank import SparsifyingFilterBank
 from deepinv_ext.priors.smooth import ProxConfig, SmoothLeakyReLU, SmoothLearnedPrior, smooth_leaky_relu
 
@@ -50,7 +50,7 @@ class AdversarialRegularizer(SmoothLearnedPrior):
     :param tuple[int, ...] widths: filters of the convolutions.
     :param int kernel_size: convolution size.
     :param int hidden: units of the first dense layer.
-    :param float negative_slope: leaky ReLU slope.
+    :param float negative_slope: leaky ReLU slope (>= 0).
     :param float eps: weight :math:`\varepsilon \ge 0` of an added :math:`\varepsilon\|x\|_2^2` (default 0, the
         plain AR), or of :math:`\varepsilon\,\operatorname{dist}(x, [a, b]^n)^2` with ``box=(a, b)``. The critic
         alone is not coercive: where :math:`A` has a null space (sparse views) gradient descent on
@@ -67,9 +67,12 @@ class AdversarialRegularizer(SmoothLearnedPrior):
         :meth:`prox` and gradient solvers reach their tolerances (a piecewise-linear critic has a jumping gradient).
     :param deepinv_ext.priors.ProxConfig prox_config: settings of the inner solve of :meth:`prox` (tolerance,
         iterations, warm start; see :class:`~deepinv_ext.priors.SmoothLearnedPrior`).
+    :raises ValueError: a count or width that is not an integer >= 1, ``widths`` empty, a negative or non-finite
+        slope, ``eps`` or ``smoothing``, a ``box`` that is not a pair of finite numbers ``a < b``.
 
     ``grad`` and ``energy_and_grad`` are autograd's, differentiable in the parameters whenever autograd records;
-    ``prox`` is the inner solve of :class:`~deepinv_ext.priors.SmoothLearnedPrior`.
+    ``prox`` is the inner solve of :class:`~deepinv_ext.priors.SmoothLearnedPrior`. All take images
+    ``(B, in_channels, H, W)`` in the precision of the parameters (:meth:`check_input`).
 
     :Examples:
 
@@ -87,22 +90,20 @@ class AdversarialRegularizer(SmoothLearnedPrior):
                  prox_config: ProxConfig | None = None) -> None:
         super().__init__(prox_config)
         self.in_channels = positive_int(in_channels, "in_channels")
-        finite_number(eps, "eps")
-        if box is not None and not (len(box) == 2 and float(box[0]) < float(box[1])):
-            raise ValueError(f"box must be None or (a, b) with a < b, got {box!r}")
-        self.eps, self.box = float(eps), (None if box is None else (float(box[0]), float(box[1])))
-        finite_number(smoothing, "smoothing")
+        self.eps = finite_number(eps, "eps")
+        self.box = None if box is None else _box(box)
         positive_int(kernel_size, "kernel_size")
         positive_int(hidden, "hidden")
-        if len(widths) < 1:
-            raise ValueError("widths must name at least one convolution")
+        if not isinstance(widths, (tuple, list)) or len(widths) < 1:
+            raise ValueError(f"widths must be a non-empty tuple of integers >= 1, got {widths!r}")
+        widths = [positive_int(width, "widths") for width in widths]
         layers: list[nn.Module] = []
         prev = in_channels
         n = len(widths)
         for i, width in enumerate(widths):
             stride = 2 if i >= n - 4 and n > 2 else 1
-            layers += [nn.Conv2d(prev, positive_int(width, "widths"), kernel_size, stride=stride,
-                                 padding=kernel_size // 2), SmoothLeakyReLU(negative_slope, smoothing)]
+            layers += [nn.Conv2d(prev, width, kernel_size, stride=stride, padding=kernel_size // 2),
+                       SmoothLeakyReLU(negative_slope, smoothing)]
             prev = width
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Linear(prev, hidden), SmoothLeakyReLU(negative_slope, smoothing),
@@ -111,7 +112,7 @@ class AdversarialRegularizer(SmoothLearnedPrior):
     def fn(self, x: Tensor, *args, **kwargs) -> Tensor:
         r"""The critic value :math:`g_\theta(x)` (plus :math:`\varepsilon\|x\|^2`) of each batch element, shape
         ``(B,)``."""
-        check_image(x, self.in_channels)
+        self.check_input(x)
         value = self.head(self.features(x).mean(dim=(2, 3))).reshape(x.shape[0])
         if self.eps == 0:
             return value
@@ -124,6 +125,16 @@ class AdversarialRegularizer(SmoothLearnedPrior):
         torch.manual_seed(0)
         prior = cls(widths=(4, 4, 8), hidden=8, eps=1e-2, smoothing=0.1).double()
         return {"prior": prior, "x": torch.rand(2, 1, 16, 16, dtype=torch.float64)}
+
+
+def _box(box: tuple[float, float]) -> tuple[float, float]:
+    """``box`` as a pair of finite floats ``(a, b)`` with ``a < b``, or a ValueError naming ``box``."""
+    if not isinstance(box, (tuple, list)) or len(box) != 2:
+        raise ValueError(f"box must be None or a pair (a, b) of finite numbers with a < b, got {box!r}")
+    a, b = (finite_number(v, "box", minimum=None) for v in box)
+    if not a < b:
+        raise ValueError(f"box must be None or a pair (a, b) of finite numbers with a < b, got {box!r}")
+    return a, b
 
 
 class ConvexAdversarialRegularizer(SmoothLearnedPrior):
@@ -178,6 +189,12 @@ class ConvexAdversarialRegularizer(SmoothLearnedPrior):
     :param deepinv_ext.priors.ProxConfig prox_config: settings of the inner solve of :meth:`prox` (see
         :class:`~deepinv_ext.priors.SmoothLearnedPrior`; with ``smoothing = 0`` the energy is not smooth and the
         solve may stop at ``max_iter`` with a warning).
+    :raises ValueError: a count that is not an integer >= 1 (``sfb_filters`` >= 0), a negative or non-finite
+        ``eps`` or ``smoothing``, a slope outside :math:`[0, 1]`.
+    :raises TypeError: ``learn_l2`` not a bool.
+
+    ``fn``, ``critic``, ``grad``, ``energy_and_grad`` and ``prox`` take images ``(B, in_channels, H, W)`` in the
+    precision of the parameters (:meth:`check_input`).
 
     :Examples:
 
@@ -197,11 +214,10 @@ class ConvexAdversarialRegularizer(SmoothLearnedPrior):
         positive_int(num_filters, "num_filters")
         positive_int(kernel_size, "kernel_size")
         positive_int(num_layers, "num_layers")
-        finite_number(eps, "eps")
-        if not 0 <= negative_slope <= 1:
-            raise ValueError(f"negative_slope must lie in [0, 1] (convex, non-decreasing), got {negative_slope}")
-        finite_number(smoothing, "smoothing")
-        self.eps, self.negative_slope, self.smoothing = float(eps), float(negative_slope), float(smoothing)
+        self.eps = finite_number(eps, "eps")
+        self.negative_slope = finite_number(negative_slope, "negative_slope", maximum=1)  # convex, non-decreasing
+        self.smoothing = finite_number(smoothing, "smoothing")
+        boolean(learn_l2, "learn_l2")
         self.padding = kernel_size // 2
         pad = self.padding
         self.wx = nn.ModuleList(nn.Conv2d(in_channels, num_filters, kernel_size, padding=pad)
@@ -231,7 +247,7 @@ class ConvexAdversarialRegularizer(SmoothLearnedPrior):
     def critic(self, x: Tensor) -> Tensor:
         r"""The input-convex network part of the energy (without the filter bank and :math:`\|x\|^2`), shape
         ``(B,)``."""
-        check_image(x, self.in_channels)
+        self.check_input(x)
         act = self._act
         weights = self.hidden_weights()
         z = act(self.wx[0](x))

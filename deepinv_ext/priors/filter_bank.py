@@ -21,10 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepinv_ext._validation import check_image, finite_number, positive_int
+from deepinv_ext._validation import finite_number, positive_int
 from deepinv_ext.priors.smooth import ProxConfig, SmoothLearnedPrior
 
-__all__ = ["SparsifyingFilterBank", "smooth_abs"]
+__all__ = ["SparsifyingFilterBank", "nan_preserving_sign", "smooth_abs"]
+
+
+def nan_preserving_sign(x: Tensor) -> Tensor:
+    r""":func:`torch.sign`, but NaN where ``x`` is NaN (``torch.sign`` gives 0 there, so that a subgradient built of
+    it would turn a NaN input into a finite result)."""
+    return torch.where(torch.isnan(x), x, torch.sign(x))
 
 
 def smooth_abs(x: Tensor, smoothing: float = 0.0) -> Tensor:
@@ -51,6 +57,11 @@ class SparsifyingFilterBank(SmoothLearnedPrior):
     :param deepinv_ext.priors.ProxConfig prox_config: settings of the inner solve of :meth:`prox`
         (:class:`~deepinv_ext.priors.SmoothLearnedPrior`); it needs ``smoothing > 0`` to reach its tolerance (for
         :math:`|\cdot|` it may stop at ``max_iter`` with a warning).
+    :raises ValueError: a count that is not an integer >= 1, ``init_weight`` not finite and > 0, ``smoothing``
+        negative or not finite.
+
+    ``fn``, ``grad``, ``energy_and_grad`` and ``prox`` take images ``(B, in_channels, H, W)`` in the precision of
+    the parameters (:meth:`check_input`).
 
     :Examples:
 
@@ -81,17 +92,18 @@ class SparsifyingFilterBank(SmoothLearnedPrior):
 
     def fn(self, x: Tensor, *args, **kwargs) -> Tensor:
         r""":math:`S_\theta(x)` of each batch element, shape ``(B,)``."""
-        check_image(x, self.in_channels)
+        self.check_input(x)
         return self._energy(x, self.filters(x))
 
     def grad(self, x: Tensor, *args, **kwargs) -> Tensor:
         r""":math:`\nabla S_\theta(x) = w \sum_k h_k^\top \operatorname{sign}(h_k * x)` (the smoothed sign for
         ``smoothing > 0``), same shape as ``x``."""
+        self.check_input(x)
         return self._grad(x, self.filters(x))
 
     def energy_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
         r"""(:meth:`fn`, :meth:`grad`) from one convolution, the gradient by its closed form."""
-        check_image(x, self.in_channels)
+        self.check_input(x)
         responses = self.filters(x)
         return self._energy(x, responses), self._grad(x, responses)
 
@@ -100,7 +112,7 @@ class SparsifyingFilterBank(SmoothLearnedPrior):
 
     def _grad(self, x: Tensor, responses: Tensor) -> Tensor:
         s = self.smoothing
-        slope = responses.sign() if s <= 0 else responses / torch.sqrt(responses * responses + s * s)
+        slope = nan_preserving_sign(responses) if s <= 0 else responses / torch.sqrt(responses * responses + s * s)
         k = self.filters.weight.to(x.dtype)
         return self.weight.to(x.dtype) * F.conv_transpose2d(slope, k, padding=self.filters.padding[0])
 

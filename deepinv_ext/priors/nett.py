@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepinv_ext._validation import finite_number
+from deepinv_ext._validation import finite_number, finite_values, positive_int
 from deepinv_ext.priors.smooth import ProxConfig, SmoothLeakyReLU, SmoothLearnedPrior
 
 __all__ = ["NETT", "BoundedUNet"]
@@ -55,17 +55,17 @@ class BoundedUNet(nn.Module):
     :param float smoothing: 0 for the leaky ReLU, or the softplus width of its smooth version
         (:func:`~deepinv_ext.priors.smooth.smooth_leaky_relu`): then :math:`D` and :math:`R` have Lipschitz
         gradients, and :meth:`NETT.prox` reaches its tolerance.
+    :raises ValueError: ``in_channels`` or ``width`` not an integer >= 1, ``depth`` not an integer >= 0, ``bound``
+        not finite and > 0, a negative or non-finite slope or smoothing.
     """
 
     def __init__(self, in_channels: int = 1, width: int = 16, depth: int = 2, bound: float = 2.0,
                  negative_slope: float = 0.2, smoothing: float = 0.0) -> None:
         super().__init__()
-        finite_number(bound, "bound", strict=True)
-        if depth < 0 or width < 1:
-            raise ValueError(f"depth must be >= 0 and width >= 1, got depth={depth}, width={width}")
-        self.bound, self.depth = float(bound), int(depth)
-        widths = [width * 2 ** k for k in range(depth + 1)]
-        finite_number(smoothing, "smoothing")
+        positive_int(in_channels, "in_channels")
+        self.bound = finite_number(bound, "bound", strict=True)
+        self.depth = positive_int(depth, "depth", minimum=0)
+        widths = [positive_int(width, "width") * 2 ** k for k in range(depth + 1)]
         self.down = nn.ModuleList(_block(c_in, c_out, negative_slope, smoothing)
                                   for c_in, c_out in zip([in_channels] + widths[:-1], widths))
         self.up = nn.ModuleList(nn.ConvTranspose2d(widths[k + 1], widths[k], 2, stride=2) for k in range(depth))
@@ -101,8 +101,13 @@ class NETT(SmoothLearnedPrior):
     :param float smoothing: activation smoothing of the default U-Net (see :class:`BoundedUNet`).
     :param deepinv_ext.priors.ProxConfig prox_config: settings of the inner solve of :meth:`prox`
         (:class:`~deepinv_ext.priors.SmoothLearnedPrior`; :math:`R` is smooth for :math:`p > 1`).
+    :raises ValueError: ``p`` < 1 or not finite; ``weights`` not finite and > 0 everywhere, or not broadcastable to
+        ``(in_channels, H, W)``; the arguments of the default U-Net as in :class:`BoundedUNet`.
+    :raises TypeError: ``weights`` not a real number or tensor; ``network`` neither ``None`` nor a module.
 
     ``grad`` and ``energy_and_grad`` are autograd's, differentiable in the parameters whenever autograd records.
+    ``fn``, ``phi``, ``grad``, ``energy_and_grad`` and ``prox`` take images ``(B, in_channels, H, W)`` in the
+    precision of the parameters (:meth:`check_input`).
 
     :Examples:
 
@@ -118,27 +123,28 @@ class NETT(SmoothLearnedPrior):
                  network: nn.Module | None = None, width: int = 16, depth: int = 2, bound: float = 2.0,
                  smoothing: float = 0.0, prox_config: ProxConfig | None = None) -> None:
         super().__init__(prox_config)
-        finite_number(p, "p", minimum=1)
+        self.in_channels = positive_int(in_channels, "in_channels")
+        self.p = finite_number(p, "p", minimum=1)
+        finite_values(weights, "weights (v_i > 0 keeps R coercive)", strict=True)
         weights = torch.as_tensor(weights, dtype=torch.get_default_dtype())
-        if not (torch.isfinite(weights).all() and (weights > 0).all()):
-            raise ValueError("weights must be finite and > 0 (v_i > 0 keeps R coercive)")
-        if weights.ndim > 3:
-            raise ValueError(f"weights must be a number or broadcast to (C, H, W), got shape {tuple(weights.shape)}")
-        self.in_channels, self.p = int(in_channels), float(p)
+        if weights.ndim > 3 or (weights.ndim == 3 and weights.shape[0] not in (1, in_channels)):
+            raise ValueError(f"weights must be a number or broadcast to ({in_channels}, H, W), got shape "
+                             f"{tuple(weights.shape)}")
+        if network is not None and not isinstance(network, nn.Module):
+            raise TypeError(f"network must be None or a torch.nn.Module, got {type(network).__name__}")
         self.register_buffer("weights", weights)
         self.network = network if network is not None else BoundedUNet(in_channels, width, depth, bound,
                                                                          smoothing=smoothing)
 
     def phi(self, x: Tensor) -> Tensor:
         r"""The artefact map :math:`\Phi(x) = x - D(x)`, shape of ``x``."""
-        if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[1] != self.in_channels:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"x must have shape (B, {self.in_channels}, H, W), got {shape}")
+        self.check_input(x)
         return x - self.network(x)
 
     def fn(self, x: Tensor, *args, **kwargs) -> Tensor:
         r""":math:`R(x)` of each batch element, shape ``(B,)``."""
-        return (self.weights.to(x.dtype) * self.phi(x).abs().pow(self.p)).sum(dim=(1, 2, 3))
+        artefact = self.phi(x)
+        return (self.weights.to(x.dtype) * artefact.abs().pow(self.p)).sum(dim=(1, 2, 3))
 
     @classmethod
     def contract_example(cls) -> dict:

@@ -43,7 +43,6 @@ deepinv's own fallback (:meth:`deepinv.optim.Potential.prox`: 50 fixed-step grad
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -55,6 +54,16 @@ from deepinv.optim import Prior
 from torch import Tensor, nn
 
 from deepinv_ext._batch import per_sample
+from deepinv_ext._convergence import NotConvergedWarning
+from deepinv_ext._validation import (
+    boolean,
+    check_dtype,
+    check_image,
+    check_tensor,
+    finite_number,
+    finite_values,
+    positive_int,
+)
 from deepinv_ext.priors.accelerated import Backtracking, accelerated_descent, batch_sqnorm
 from deepinv_ext.priors.implicit import implicit_prox
 
@@ -80,20 +89,22 @@ def smooth_leaky_relu(x: Tensor, negative_slope: float = 0.2, smoothing: float =
 class SmoothLeakyReLU(nn.Module):
     r""":func:`smooth_leaky_relu` as a module (no parameters: a network's state dict does not change with it).
 
-    :param float negative_slope: slope for negative inputs.
-    :param float smoothing: softplus width (0: the plain leaky ReLU).
+    :param float negative_slope: slope :math:`a \ge 0` for negative inputs.
+    :param float smoothing: softplus width :math:`s \ge 0` (0: the plain leaky ReLU).
+    :raises ValueError: a negative or non-finite slope or width.
     """
 
     def __init__(self, negative_slope: float = 0.2, smoothing: float = 0.0) -> None:
         super().__init__()
-        self.negative_slope, self.smoothing = float(negative_slope), float(smoothing)
+        self.negative_slope = finite_number(negative_slope, "negative_slope")
+        self.smoothing = finite_number(smoothing, "smoothing")
 
     def forward(self, x: Tensor) -> Tensor:
         return smooth_leaky_relu(x, self.negative_slope, self.smoothing)
 
 
-class ProxConvergenceWarning(RuntimeWarning):
-    """An inner proximal solve stopped at ``max_iter`` without meeting its tolerance."""
+class ProxConvergenceWarning(NotConvergedWarning):
+    """An inner proximal solve stopped (at ``max_iter``, or stalled) without meeting its tolerance."""
 
 
 def _records(x: Tensor, parameters: Iterable[Tensor]) -> bool:
@@ -149,7 +160,9 @@ class ProxConfig:
     :param bool warm_start: start from the previous output when the input has its shape, dtype and device.
     :param float lipschitz_init: first Lipschitz estimate of :math:`\nabla E_x` (later calls start from the last one).
     :param Backtracking backtracking: backtracking constants.
-    :param int history: number of calls whose iteration counts ``prox_iterations`` keeps.
+    :param int history: number of calls whose iteration counts ``prox_iterations`` keeps (>= 1).
+    :raises ValueError: a count that is not an integer >= 1, a number that is not finite and > 0.
+    :raises TypeError: ``warm_start`` not a bool, ``backtracking`` not a :class:`Backtracking`.
     """
 
     tol: float = 1e-5
@@ -160,33 +173,28 @@ class ProxConfig:
     history: int = 10_000
 
     def __post_init__(self) -> None:
-        _check_tol(self.tol)
-        _check_max_iter(self.max_iter)
-        if not (math.isfinite(self.lipschitz_init) and self.lipschitz_init > 0):
-            raise ValueError(f"lipschitz_init must be a finite number > 0, got {self.lipschitz_init}")
-
-
-def _check_tol(tol: float) -> float:
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (math.isfinite(tol) and tol > 0):
-        raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
-    return float(tol)
-
-
-def _check_max_iter(max_iter: int) -> int:
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
-    return max_iter
+        self.tol = finite_number(self.tol, "tol", strict=True)
+        self.max_iter = positive_int(self.max_iter, "max_iter")
+        self.lipschitz_init = finite_number(self.lipschitz_init, "lipschitz_init", strict=True)
+        self.history = positive_int(self.history, "history")
+        boolean(self.warm_start, "warm_start")
+        if not isinstance(self.backtracking, Backtracking):
+            raise TypeError(f"backtracking must be a deepinv_ext.priors.Backtracking, got "
+                            f"{type(self.backtracking).__name__}")
 
 
 def per_image_gamma(gamma: float | Tensor, x: Tensor) -> Tensor:
     r"""``gamma`` as one step per image, shape ``(B,)`` (a number, a one-element tensor or ``B`` values, e.g.
-    ``(B, 1, 1, 1)``); a ``ValueError`` naming ``gamma`` if it is negative, not finite or of another size."""
+    ``(B, 1, 1, 1)``).
+
+    :raises TypeError: ``gamma`` is not a real number or a real tensor (a bool, a string, a complex tensor).
+    :raises ValueError: ``gamma`` is negative, not finite, or holds neither one nor ``B`` values.
+    """
+    finite_values(gamma, "gamma")
     g = torch.as_tensor(gamma, device=x.device).to(x.dtype)
     B = x.shape[0]
     if g.numel() not in (1, B):
         raise ValueError(f"gamma must be a number or hold one value per image ({B}), got shape {tuple(g.shape)}")
-    if not bool(torch.isfinite(g).all() and (g >= 0).all()):
-        raise ValueError(f"gamma must be finite and >= 0, got {gamma}")
     return g.reshape(1).expand(B) if g.numel() == 1 else g.reshape(B)
 
 
@@ -195,13 +203,15 @@ class SmoothLearnedPrior(Prior):
     real proximal operator (see the module docstring for the prox problem, its solver and its stopping rule).
 
     A subclass defines ``fn(x)`` (shape ``(B,)``) and may override ``energy_and_grad(x)`` and ``grad(x)`` with a
-    hand-derived gradient, which must then stay differentiable in the parameters.
+    hand-derived gradient, which must then stay differentiable in the parameters. Each of them starts with
+    :meth:`check_input` (:meth:`prox` and the base's ``energy_and_grad`` and ``grad`` do).
 
     After each call of :meth:`prox`, ``prox_iterations`` (a deque of ``(B,)`` int64 tensors, one per call) holds the
     inner iterations of every image and ``prox_converged`` whether each image of the last call met the tolerance.
 
     :param ProxConfig prox_config: the settings of :meth:`prox` (default :class:`ProxConfig`); can be replaced
         later through the attribute ``prox_config``.
+    :raises TypeError: ``prox_config`` is neither ``None`` nor a :class:`ProxConfig`.
 
     :Examples:
 
@@ -219,9 +229,27 @@ class SmoothLearnedPrior(Prior):
 
     def __init__(self, prox_config: ProxConfig | None = None) -> None:
         super().__init__()
+        if prox_config is not None and not isinstance(prox_config, ProxConfig):
+            raise TypeError(f"prox_config must be None or a deepinv_ext.priors.ProxConfig, got "
+                            f"{type(prox_config).__name__}")
         self.explicit_prior = True
         self.prox_config = prox_config if prox_config is not None else ProxConfig()
         self.reset_prox()
+
+    def check_input(self, x: Tensor, name: str = "x") -> None:
+        r"""Raise unless ``x`` is a real floating tensor ``(B, C, H, W)`` with the prior's ``in_channels`` (any
+        shape ``(B, ...)`` for a subclass without that attribute) in the precision of the prior's parameters.
+
+        :raises TypeError: not a tensor; an integer, boolean or complex tensor; another floating precision than the
+            parameters (cast ``x`` or move the prior with ``.to(dtype)``: it is never cast silently).
+        :raises ValueError: the wrong number of dimensions or channels.
+        """
+        channels = getattr(self, "in_channels", None)
+        if channels is None:
+            check_tensor(x, name)
+        else:
+            check_image(x, channels, name)
+        check_dtype(x, self, name)
 
     def reset_prox(self) -> None:
         """Forget the warm start, the last Lipschitz estimates and the recorded inner-iteration counts."""
@@ -231,6 +259,7 @@ class SmoothLearnedPrior(Prior):
 
     def energy_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
         r""":math:`(R(x), \nabla R(x))` by autograd in one sweep (see :func:`autograd_energy_and_grad`)."""
+        self.check_input(x)
         return autograd_energy_and_grad(self.fn, x, self.parameters())
 
     def grad(self, x: Tensor, *args, **kwargs) -> Tensor:
@@ -244,15 +273,22 @@ class SmoothLearnedPrior(Prior):
 
         Positional arguments after ``x`` (deepinv's iterators pass ``g_param``) and unknown keywords are ignored.
 
+        A NaN or infinite ``x`` gives a non-finite :math:`u` for that image (it is never turned into a finite one),
+        counted as not converged (with the warning), and does not spoil the warm start of later calls.
+
         :param torch.Tensor x: the images ``(B, C, H, W)``.
         :param float, torch.Tensor gamma: the step :math:`\gamma \ge 0`, a number or one per image.
         :param float tol: tolerance of the stopping rule (default ``prox_config.tol``).
         :param int max_iter: maximum inner iterations (default ``prox_config.max_iter``).
         :return: :math:`u`, shape of ``x``.
+        :raises TypeError: ``x`` as in :meth:`check_input`; ``gamma`` not a real number or tensor.
+        :raises ValueError: ``x`` as in :meth:`check_input`; ``gamma`` negative, not finite or of the wrong size;
+            ``tol`` not finite and > 0; ``max_iter`` not an integer >= 1.
         """
+        self.check_input(x)
         cfg = self.prox_config
-        tol = cfg.tol if tol is None else _check_tol(tol)
-        max_iter = cfg.max_iter if max_iter is None else _check_max_iter(max_iter)
+        tol = cfg.tol if tol is None else finite_number(tol, "tol", strict=True)
+        max_iter = cfg.max_iter if max_iter is None else positive_int(max_iter, "max_iter")
         g = per_image_gamma(gamma, x)
         u0, L0 = self._prox_start(x)
         scale = torch.sqrt(batch_sqnorm(x)).clamp_min(torch.finfo(x.dtype).tiny)
@@ -261,7 +297,8 @@ class SmoothLearnedPrior(Prior):
                 lambda u: self._prox_energy(u, x, g), lambda u: self._prox_energy_and_grad(u, x, g), u0,
                 max_iter=max_iter, lipschitz=L0, backtracking=cfg.backtracking,
                 grad_converged=lambda u, grad: torch.sqrt(batch_sqnorm(grad)) < tol * scale)
-        self._prox_record(result.x, result.lipschitz, result.iterations, result.converged, tol, max_iter)
+        finite = torch.isfinite(result.x).flatten(1).all(dim=1)  # a NaN image never met the tolerance
+        self._prox_record(result.x, result.lipschitz, result.iterations, result.converged & finite, tol, max_iter)
         if not _records(x, [g, *self.parameters()]):
             return result.x
         return implicit_prox(result.x, x, g, self.grad, tol=tol, max_iter=max_iter)
@@ -278,7 +315,11 @@ class SmoothLearnedPrior(Prior):
         warm = self._prox_warm
         if self.prox_config.warm_start and warm is not None and warm[0].shape == x.shape \
                 and warm[0].dtype == x.dtype and warm[0].device == x.device:
-            return warm[0], warm[1]
+            # an image whose previous input was not finite (NaN or inf in its warm start) starts afresh
+            u, L = warm
+            stale = ~torch.isfinite(u).flatten(1).all(dim=1) | ~torch.isfinite(L) | (L <= 0)
+            return (torch.where(per_sample(stale, x), x, u),
+                    torch.where(stale, torch.full_like(L, self.prox_config.lipschitz_init), L))
         return x, self.prox_config.lipschitz_init
 
     def _prox_record(self, u: Tensor, L: Tensor, iterations: Tensor, converged: Tensor, tol: float,

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepinv_ext._validation import finite_number
+from deepinv_ext._validation import boolean, finite_number, load_checkpoint, positive_int
 from deepinv_ext.priors.smooth import ProxConfig, SmoothLearnedPrior
 
 __all__ = ["TDV", "symmetric_pad", "symmetric_pad_adjoint"]
@@ -147,6 +147,12 @@ class TDV(SmoothLearnedPrior):
         any :math:`\varepsilon > 0` makes the energy coercive.
     :param deepinv_ext.priors.ProxConfig prox_config: settings of the inner solve of :meth:`prox`
         (:class:`~deepinv_ext.priors.SmoothLearnedPrior`).
+    :raises ValueError: a count that is not an integer >= 1 (``num_scales`` >= 2), a negative or non-finite
+        ``eps``.
+    :raises TypeError: ``zero_mean`` not a bool, ``prox_config`` not a :class:`~deepinv_ext.priors.ProxConfig`.
+
+    ``fn``, ``grad``, ``energy_and_grad``, ``energy_map`` and ``prox`` take images ``(B, in_channels, H, W)`` in
+    the precision of the parameters (:meth:`check_input`), at least 6 pixels a side at the second-coarsest scale.
     """
 
     def __init__(self, in_channels: int = 1, num_features: int = 32, num_scales: int = 3,
@@ -154,15 +160,12 @@ class TDV(SmoothLearnedPrior):
                  eps: float = 0.0, prox_config: ProxConfig | None = None) -> None:
         super().__init__(prox_config)
         self.eps = finite_number(eps, "eps")
-        for name, value in (("in_channels", in_channels), ("num_features", num_features),
-                            ("num_scales", num_scales), ("num_macro_blocks", num_macro_blocks),
-                            ("multiplier", multiplier)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if num_scales < 2:
-            raise ValueError(f"num_scales must be at least 2, got {num_scales}")
-        self.in_channels, self.num_features, self.num_scales = in_channels, num_features, num_scales
-        self.num_macro_blocks, self.multiplier, self.zero_mean = num_macro_blocks, multiplier, zero_mean
+        self.in_channels = positive_int(in_channels, "in_channels")
+        self.num_features = positive_int(num_features, "num_features")
+        self.num_scales = positive_int(num_scales, "num_scales", minimum=2)
+        self.num_macro_blocks = positive_int(num_macro_blocks, "num_macro_blocks")
+        self.multiplier = positive_int(multiplier, "multiplier")
+        self.zero_mean = boolean(zero_mean, "zero_mean")
         self.K1 = _Conv(num_features, in_channels, 3)
         self.mb = nn.ModuleList([_MacroBlock(num_features, num_scales, multiplier) for _ in range(num_macro_blocks)])
         self.KN = _Conv(1, num_features, 1)
@@ -282,22 +285,20 @@ class TDV(SmoothLearnedPrior):
                 g[i] = self._micro_adjoint(mac.mb[i][0], g[i], keep.pop())
         return self._conv_adjoint(g[0], self.K1.weight).contiguous()
 
-    def _check(self, x: Tensor) -> None:
-        if not isinstance(x, Tensor) or x.dim() != 4:
-            raise ValueError(f"x must be a tensor (B, C, H, W), got {getattr(x, 'shape', type(x))}")
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f"x must have {self.in_channels} channels, got shape {tuple(x.shape)}")
+    def check_input(self, x: Tensor, name: str = "x") -> None:
+        r"""The check of :meth:`SmoothLearnedPrior.check_input`, and an image large enough for ``num_scales``."""
+        super().check_input(x, name)
         sizes = [min(x.shape[-2:])]
         for _ in range(self.num_scales - 1):
             sizes.append((sizes[-1] + 1) // 2)
         if sizes[-2] < 6 or sizes[-1] < 2:  # the symmetric padding by 3 needs 6 pixels on every downsampled scale
-            raise ValueError(f"x of size {tuple(x.shape[-2:])} is too small for {self.num_scales} scales: each side "
+            raise ValueError(f"{name} of size {tuple(x.shape[-2:])} is too small for {self.num_scales} scales: each side "
                              f"must leave at least 6 pixels at scale {self.num_scales - 2}")
 
     # ----------------------------------------------------------------- public API
     def energy_map(self, x: Tensor) -> Tensor:
         r"""The pixelwise deep variation :math:`(w^\top\mathcal{N}(Kx))_i / N_F`, shape ``(B, 1, H, W)``."""
-        self._check(x)
+        self.check_input(x)
         return self._sweep("energy_map", x)
 
     def _energy_map(self, x: Tensor) -> Tensor:
@@ -310,7 +311,7 @@ class TDV(SmoothLearnedPrior):
 
     def energy_and_grad(self, x: Tensor, get_energy: bool = True) -> tuple[Tensor | None, Tensor]:
         r""":math:`(R(x), \nabla R(x))` in one forward and one reverse sweep (energy ``None`` unless asked)."""
-        self._check(x)
+        self.check_input(x)
         energy, grad = self._sweep("energy_and_grad", x, get_energy)
         if not self.eps:
             return energy, grad
@@ -378,9 +379,20 @@ class TDV(SmoothLearnedPrior):
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> TDV:
         r"""Load the regulariser of a published checkpoint (e.g. ``tdv3-3-25-f32-gray.pth`` of VLOGroup/tdv),
-        with ``torch.load(..., weights_only=True)``."""
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-        return cls.from_state_dict(cls._published_config(checkpoint), checkpoint["model"])
+        with ``torch.load(..., weights_only=True)``.
+
+        :param path: the checkpoint file (a dict with the keys ``"config"`` and ``"model"``).
+        :param map_location: where to load the tensors.
+        :raises FileNotFoundError: no such file.
+        :raises ValueError: naming the file: it is empty, truncated or not a torch checkpoint, or it does not hold
+            a TDV regulariser of the published layout (config and state dict).
+        """
+        checkpoint = load_checkpoint(path, map_location, required=("config", "model"), what="TDV checkpoint")
+        try:
+            return cls.from_state_dict(cls._published_config(checkpoint), checkpoint["model"])
+        except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as err:
+            raise ValueError(f"TDV checkpoint {str(path)!r} does not hold a TDV regulariser of the published layout: "
+                             f"{type(err).__name__}: {str(err)[:300]}") from err
 
     @classmethod
     def contract_example(cls) -> dict:

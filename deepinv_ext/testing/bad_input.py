@@ -1,10 +1,10 @@
 r"""A careless user, automated: bad inputs for every constructor argument and entry point of a plugin.
 
 :func:`bad_input_cases` reads a plugin's constructor signature and kind, without building anything, and lists
-the mistakes a user makes with it: a float or a bool where a count is due, NaN or infinity where a number is due, a
-misspelt option, a device that is not there, the wrong kind of object; and, at the plugin's entry points, tensors of
-an integer, complex or other floating dtype, of the wrong shape (also one that merely broadcasts), with a NaN, an
-empty batch, a numpy array, a negative or NaN step size or noise level. :func:`check_bad_input` runs one case on the
+the mistakes a user makes with it: a float or a bool where a count is due, a string where a flag is due, NaN or
+infinity where a number is due, a misspelt option, a device that is not there, the wrong kind of object; and, at the
+plugin's entry points, tensors of an integer, complex or other floating dtype, of the wrong shape (also one that
+merely broadcasts), with a NaN, an empty batch, a numpy array, a negative or NaN step size or noise level. :func:`check_bad_input` runs one case on the
 example the plugin declares with ``contract_example()`` and raises :class:`AssertionError` unless the outcome is
 one the input policy allows:
 
@@ -99,7 +99,7 @@ def _constructor_mistakes(name: str, param: inspect.Parameter) -> list[tuple[str
     is_float = isinstance(default, float) or ((not has_default or default is None) and re.search(r"\bfloat\b", ann)
                                               and not re.search(r"Tensor|Callable|tuple|list", ann))
     if isinstance(default, bool) or "bool" in ann.split("|")[0]:
-        return []
+        return [("'no'", "no")]  # a flag read by its truth value would take "no" for True
     if name == "device":
         return [("'cuda:99'", "cuda:99"), ("'gpu'", "gpu")]
     if name == "dtype" or isinstance(default, torch.dtype):
@@ -126,7 +126,7 @@ def _tensor_mistakes(name: str) -> list[tuple[str, str, Callable[[torch.Tensor],
     """``(label, expect, make)``: the tensor mistakes, each a function of a valid tensor."""
 
     def nan(t: torch.Tensor) -> torch.Tensor:
-        t = t.clone()
+        t = t.detach().clone(memory_format=torch.contiguous_format)
         t.view(-1)[0] = float("nan")
         return t
 
@@ -142,6 +142,9 @@ def _tensor_mistakes(name: str) -> list[tuple[str, str, Callable[[torch.Tensor],
         ("a NaN", "refuse_or_work", nan),
         ("other precision", "refuse_or_work", lambda t: t.to(other.get(t.dtype, torch.float64))),
     ]
+
+
+_RESIZED = ("last dimension one short", "last dimension 1 (broadcasts)")
 
 
 def _entry_points(kind: str, obj: Any) -> list[tuple[str, str]]:
@@ -194,6 +197,8 @@ def bad_input_cases(plugin: PluginInfo | Any, kind: str | None = None,
         for label, expect, make in _tensor_mistakes(argument):
             if kind == "algorithm" and label == "a NaN":  # a solve refuses non-finite data at its entry
                 expect = "refuse"
+            if kind in ("prior", "denoiser", "algorithm") and label in _RESIZED:  # any image size may be valid
+                expect = "refuse_or_work"
             cases.append(BadInputCase(key, method, argument, label, expect, make, obj, kind))
     for method, argument, label, value in _number_mistakes(kind, obj):
         cases.append(BadInputCase(key, method, argument, label, "refuse", _literal(value), obj, kind))
@@ -237,7 +242,7 @@ def _record(cls: type, example: Callable[[], dict]) -> _Example:
     return _Example(contract, seen[0] if seen else {})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _example(obj: Any) -> _Example:
     declared = getattr(obj, "contract_example", None)
     assert callable(declared), f"{obj!r} declares no contract_example(): its bad inputs cannot be checked"
@@ -337,6 +342,17 @@ def _check_result(case: BadInputCase, out: Any, valid: torch.Tensor | None) -> N
     elif case.label == "a NaN":
         assert not all(bool(torch.isfinite(t).all()) for t in tensors), \
             f"{case}: a NaN in the input gave a finite result (swallowed)"
+    elif case.label in _RESIZED:
+        bad = case.value(valid)
+        if case.kind == "algorithm":  # the image must fit the measurements it came from
+            physics = _example(case.target).contract["physics"]
+            fits = [tuple(physics.A(t).shape) == tuple(bad.shape) for t in tensors if t.ndim == bad.ndim]
+            assert fits and all(fits), f"{case}: accepted y of shape {tuple(bad.shape)} and returned an image " \
+                                       f"whose measurements have shape {tuple(physics.A(tensors[0]).shape)}"
+        else:  # a map of images: same shape out as in (or one value per image)
+            wrong = [tuple(t.shape) for t in tensors if (t.shape != bad.shape if t.ndim == bad.ndim
+                                                           else t.shape[:1] != bad.shape[:1])]
+            assert not wrong, f"{case}: accepted shape {tuple(bad.shape)} but returned shape(s) {wrong}"
     elif case.label == "other precision":
         wanted = case.value(valid).dtype
         bad = [t.dtype for t in tensors if t.is_floating_point() and t.dtype != wanted]
