@@ -17,6 +17,7 @@ or DLPack tensors, so nothing is copied on the GPU.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -44,10 +45,9 @@ class AstraCPU:
         self.projector_id = astra.create_projector(projector, geometry.proj_geom(), geometry.vol_geom())
 
     def __del__(self) -> None:
-        try:
+        # at interpreter shutdown ASTRA may be torn down first; any other error is reported by Python as unraisable
+        if not sys.is_finalizing() and hasattr(self, "projector_id"):
             import_astra().projector.delete(self.projector_id)
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         exp = _experimental()
@@ -76,12 +76,11 @@ class AstraCUDA:
         self._ids: dict[int, int] = {}  # stack size (0: the 2D fan-beam projector) -> ASTRA projector id
 
     def __del__(self) -> None:
-        try:
-            astra = import_astra()
-            for n, pid in self._ids.items():
-                (astra.projector if n == 0 else astra.projector3d).delete(pid)
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
+        if sys.is_finalizing() or not getattr(self, "_ids", None):  # see AstraCPU.__del__
+            return
+        astra = import_astra()
+        for n, pid in self._ids.items():
+            (astra.projector if n == 0 else astra.projector3d).delete(pid)
 
     def _projector(self, n: int) -> int:
         if n not in self._ids:
