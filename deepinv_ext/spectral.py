@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from deepinv_ext._batch import per_sample
+from deepinv_ext._batch import batch_dot, batch_norm, per_sample
 from deepinv_ext._validation import finite_number, positive_int
 
 __all__ = ["ApplyInfo", "OperatorEig", "lanczos_apply", "lanczos_extreme", "chebyshev_apply", "cg_solve",
@@ -44,14 +44,6 @@ __all__ = ["ApplyInfo", "OperatorEig", "lanczos_apply", "lanczos_extreme", "cheb
 
 Matvec = Callable[[Tensor], Tensor]
 ScalarFn = Callable[[Tensor], Tensor]
-
-
-def _dot(a: Tensor, b: Tensor) -> Tensor:
-    return (a * b).flatten(1).sum(1)
-
-
-def _norm(a: Tensor) -> Tensor:
-    return a.flatten(1).norm(dim=1)
 
 
 def _check_budget(tol: float, max_iter: int, iter_name: str = "max_iter") -> None:
@@ -133,17 +125,17 @@ def _tridiag(alpha: list[Tensor], beta: list[Tensor]) -> Tensor:
 
 def _lanczos(matvec: Matvec, v: Tensor, n_iter: int, callback: Callable | None = None):
     """Batched Lanczos with full reorthogonalisation; yields after each step (Q, alpha, beta)."""
-    nv = _norm(v).clamp_min(torch.finfo(v.dtype).tiny)
+    nv = batch_norm(v).clamp_min(torch.finfo(v.dtype).tiny)
     Q = [v / per_sample(nv, v)]
     alpha: list[Tensor] = []
     beta: list[Tensor] = []
     for k in range(n_iter):
         w = matvec(Q[k])
-        alpha.append(_dot(w, Q[k]))
+        alpha.append(batch_dot(w, Q[k]))
         for _ in range(2):  # full reorthogonalisation, twice is enough
             for q in Q:
-                w = w - per_sample(_dot(w, q), w) * q
-        b = _norm(w)
+                w = w - per_sample(batch_dot(w, q), w) * q
+        b = batch_norm(w)
         beta.append(b)
         stop = yield Q, alpha, beta, nv
         if stop or k + 1 == n_iter:
@@ -273,8 +265,8 @@ def cg_solve(matvec: Matvec, b: Tensor, *, x0: Tensor | None = None, tol: float 
     r = b - matvec(x) if x0 is not None else b.clone()
     n_mv = int(x0 is not None)
     p = r.clone()
-    rr = _dot(r, r)
-    nb = _norm(b).clamp_min(torch.finfo(b.dtype).tiny)
+    rr = batch_dot(r, r)
+    nb = batch_norm(b).clamp_min(torch.finfo(b.dtype).tiny)
 
     def done() -> bool:
         ok = rr.sqrt() <= tol * nb
@@ -285,10 +277,10 @@ def cg_solve(matvec: Matvec, b: Tensor, *, x0: Tensor | None = None, tol: float 
     while not done() and n_mv < max_iter:
         Mp = matvec(p)
         n_mv += 1
-        alpha = rr / _dot(p, Mp).clamp_min(torch.finfo(b.dtype).tiny)
+        alpha = rr / batch_dot(p, Mp).clamp_min(torch.finfo(b.dtype).tiny)
         x = x + per_sample(alpha, x) * p
         r = r - per_sample(alpha, r) * Mp
-        rr_new = _dot(r, r)
+        rr_new = batch_dot(r, r)
         p = r + per_sample(rr_new / rr.clamp_min(torch.finfo(b.dtype).tiny), r) * p
         rr = rr_new
     res = float((rr.sqrt() / nb).max().detach())
@@ -438,16 +430,16 @@ class ScalingFilter(SpectralFilter):
         if abs(1 - tau) >= 0.25:  # u = (v - tau w) / (1 - tau), M w = v
             factor = tau / abs(1 - tau) / lam_min_M
             to_u = lambda w: (v - tau * w) / (1 - tau)  # noqa: E731
-            stop = lambda w, r: factor * _norm(r) <= tol * _norm(to_u(w))  # noqa: E731
+            stop = lambda w, r: factor * batch_norm(r) <= tol * batch_norm(to_u(w))  # noqa: E731
             w, info = cg_solve(M, v, x0=x0, tol=0.0, max_iter=max_iter, stop=stop)
             u, extra = to_u(w), 0
             err_scale = factor
         else:  # M u = D v
             Dv = matvec(v)
-            stop = lambda u, r: _norm(r) / lam_min_M <= tol * _norm(u)  # noqa: E731
+            stop = lambda u, r: batch_norm(r) / lam_min_M <= tol * batch_norm(u)  # noqa: E731
             w, info = cg_solve(M, Dv, x0=x0, tol=0.0, max_iter=max_iter, stop=stop)
             u, extra, err_scale = w, 1, 1.0 / lam_min_M
-        err = float((err_scale * _norm(info.state) / _norm(u).clamp_min(1e-300)).max().detach())
+        err = float((err_scale * batch_norm(info.state) / batch_norm(u).clamp_min(1e-300)).max().detach())
         return u, ApplyInfo("cg", info.n_matvecs + extra, err, info.converged, state=w)
 
 

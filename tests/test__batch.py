@@ -2,7 +2,7 @@
 
 import torch
 
-from deepinv_ext._batch import per_sample
+from deepinv_ext._batch import batch_dot, batch_norm, batch_sqnorm, per_sample
 
 
 def test_per_sample_scales_each_batch_element_by_its_own_value():
@@ -12,3 +12,13 @@ def test_per_sample_scales_each_batch_element_by_its_own_value():
         assert out.shape == like.shape
         for b in range(3):
             assert torch.all(out[b] == v[b])
+
+
+def test_per_sample_reductions_equal_a_loop_over_the_batch():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 2, 4, 5, generator=g, dtype=torch.float64), torch.randn(3, 2, 4, 5, generator=g,
+                                                                              dtype=torch.float64)
+    dot = torch.stack([torch.dot(a[i].flatten(), b[i].flatten()) for i in range(3)])
+    sq = torch.stack([a[i].pow(2).sum() for i in range(3)])
+    assert torch.allclose(batch_dot(a, b), dot) and torch.allclose(batch_sqnorm(a), sq)
+    assert torch.allclose(batch_norm(a), sq.sqrt()) and batch_norm(a[:0]).shape == (0,)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from helpers_priors import PRIOR_NAMES, image_size, make_prior
 
+from deepinv_ext._batch import batch_sqnorm
 from deepinv_ext.priors import (
     NETT,
     TDV,
@@ -18,7 +19,6 @@ from deepinv_ext.priors import (
     SmoothLearnedPrior,
     SparsifyingFilterBank,
 )
-from deepinv_ext.priors.accelerated import batch_sqnorm
 
 
 def _x(name: str, batch: int = 2) -> torch.Tensor:

@@ -32,15 +32,13 @@ from deepinv.physics import DecomposablePhysics, LinearPhysics
 from torch import Tensor
 from tqdm import tqdm
 
-from deepinv_ext._batch import per_sample
+from deepinv_ext._batch import batch_sqnorm, per_sample
 from deepinv_ext._convergence import PRECISION_MARGIN, roundoff, warn_not_converged
 from deepinv_ext._validation import boolean, check_measurement, finite_number, positive_int
 
 __all__ = ["GradientStepPnP"]
 
 
-def _sqnorm(x: Tensor) -> Tensor:
-    return x.pow(2).flatten(1).sum(dim=1)
 
 
 class GradientStepPnP(Reconstructor):
@@ -189,7 +187,7 @@ class GradientStepPnP(Reconstructor):
     # -- the pieces of F ------------------------------------------------------------------------------------
     def data_fidelity(self, x: Tensor, y: Tensor, physics: LinearPhysics) -> Tensor:
         r""":math:`f(x) = \frac12\|Ax - y\|^2`, one value per batch element."""
-        return 0.5 * _sqnorm(physics.A(x) - y)
+        return 0.5 * batch_sqnorm(physics.A(x) - y)
 
     def objective(self, x: Tensor, y: Tensor, physics: LinearPhysics) -> Tensor:
         r""":math:`F(x) = \frac12\|Ax - y\|^2 + \lambda g_\sigma(x)`, one value per batch element."""
@@ -228,7 +226,7 @@ class GradientStepPnP(Reconstructor):
         tiny = torch.finfo(x.dtype).tiny
         if self.crit == "objective":
             return (F - F_new).abs() / F_new.abs().clamp_min(tiny)
-        return _sqnorm(x_new - x).sqrt() / _sqnorm(x).sqrt().clamp_min(tiny)
+        return batch_sqnorm(x_new - x).sqrt() / batch_sqnorm(x).sqrt().clamp_min(tiny)
 
     # -- the iteration --------------------------------------------------------------------------------------
     def solve(self, y: Tensor, physics: LinearPhysics, init: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -265,14 +263,14 @@ class GradientStepPnP(Reconstructor):
                     # the decrease a step predicts, |x_{k+1} - x_k|^2 / (2 tau), below the round-off of F: the
                     # objective cannot show it; at tau_k (the first candidate) within PRECISION_MARGIN round-offs:
                     # x_k is stationary to working precision
-                    predicted = _sqnorm(cand - x) / (2 * tau)
+                    predicted = batch_sqnorm(cand - x) / (2 * tau)
                     flat = predicted <= noise
                     if trial == 0:
                         flat_k = predicted <= PRECISION_MARGIN * noise
                     if bt is None:
                         ok = torch.ones_like(pending)
                     else:  # Armijo, where the objective can show the decrease
-                        ok = (F_c <= F - bt.gamma / tau * _sqnorm(cand - x)) & (flat_k | ~flat)
+                        ok = (F_c <= F - bt.gamma / tau * batch_sqnorm(cand - x)) & (flat_k | ~flat)
                     take = pending & ok
                     if take.any():
                         grad_c = self._grad_from(g_c, leaf_c)
@@ -293,7 +291,7 @@ class GradientStepPnP(Reconstructor):
                     n_back = n_back + pending.long()
                     z = torch.where(per_sample(pending, x), x - per_sample(tau * self.lambda_, x) * grad, z)
                 failed = failed | pending
-                step = _sqnorm(x_new - x).sqrt()
+                step = batch_sqnorm(x_new - x).sqrt()
                 change = self._change(F, F_new, x, x_new)
                 objective.append(F_new)
                 steps.append(step)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from deepinv_ext._batch import batch_norm
 from deepinv_ext._validation import check_tensor, finite_number, finite_values, positive_int
 
 __all__ = ["AffineParameterRule", "RelativeChangeStop", "discrepancy_lambda", "gradient_balance_lambda",
@@ -68,8 +69,6 @@ class AffineParameterRule:
 
 
 # --- AR/ACR/NETT (issue 5): data-driven and a-posteriori choices of lambda, a stopping rule without ground truth
-def _per_sample_norm(t: Tensor) -> Tensor:
-    return t.flatten(1).norm(dim=1)
 
 
 def gradient_balance_lambda(pairs: Iterable[tuple[Tensor, Tensor]], physics, prior=None) -> float:
@@ -92,9 +91,9 @@ def gradient_balance_lambda(pairs: Iterable[tuple[Tensor, Tensor]], physics, pri
     """
     data, reg, n = 0.0, 0.0, 0
     for x, y in pairs:
-        data += float(_per_sample_norm(physics.A_adjoint(physics.A(x) - y)).sum())
+        data += float(batch_norm(physics.A_adjoint(physics.A(x) - y)).sum())
         if prior is not None:
-            reg += float(_per_sample_norm(prior.grad(x)).sum())
+            reg += float(batch_norm(prior.grad(x)).sum())
         n += x.shape[0]
     if n == 0:
         raise ValueError("pairs must hold at least one batch (x, y)")
@@ -165,7 +164,7 @@ def discrepancy_lambda(solve: Callable[[float], Tensor], y: Tensor, physics, noi
     trace: list[tuple[float, float]] = []
     for _ in range(steps):
         lam = math.sqrt(lo * hi)
-        ratio = float((_per_sample_norm(physics.A(solve(lam)) - y) / delta).mean())
+        ratio = float((batch_norm(physics.A(solve(lam)) - y) / delta).mean())
         trace.append((lam, ratio))
         if ratio > tau:
             hi = lam
@@ -198,7 +197,7 @@ class RelativeChangeStop:
                  e_old: Tensor | None = None) -> Tensor:
         """Boolean ``(B,)``: which images have converged."""
         tiny = torch.finfo(x_old.dtype).tiny
-        done = _per_sample_norm(x_new - x_old) / _per_sample_norm(x_old).clamp_min(tiny) < self.tol
+        done = batch_norm(x_new - x_old) / batch_norm(x_old).clamp_min(tiny) < self.tol
         if e_new is not None and e_old is not None:
             done = done & ((e_old - e_new).abs() / e_old.abs().clamp_min(tiny) < self.tol)
         return done

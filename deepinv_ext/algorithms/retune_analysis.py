@@ -27,14 +27,11 @@ from collections.abc import Callable
 import deepinv as dinv
 import torch
 
+from deepinv_ext._batch import batch_norm, per_sample
 from deepinv_ext._validation import finite_number, finite_values, positive_int
 
 __all__ = ["layer_lipschitz", "jacobian_free_error", "jacobian_free_error_bound", "SavedTensorMeter",
            "LipschitzPenalty"]
-
-
-def _norms(v: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(v.flatten(1), dim=1).view(-1, *([1] * (v.ndim - 1)))
 
 
 class _Linearisation:
@@ -78,13 +75,13 @@ def layer_lipschitz(layer: Callable, x: torch.Tensor, y: torch.Tensor, physics: 
     finite_number(tol, "tol", strict=True)
     lin = _Linearisation(layer, x, y, physics)
     u = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-    u = u / _norms(u)
+    u = u / per_sample(batch_norm(u), u)
     est = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     for _ in range(n_iter):
         ju = lin.jvp(u)
         jtju = lin.vjp(ju)
-        new = _norms(ju).flatten()
-        u = jtju / _norms(jtju).clamp_min(torch.finfo(x.dtype).tiny)
+        new = batch_norm(ju)
+        u = jtju / per_sample(batch_norm(jtju), jtju).clamp_min(torch.finfo(x.dtype).tiny)
         done = bool(((new - est).abs() <= tol * new.abs().clamp_min(1e-12)).all())
         est = new
         if done:

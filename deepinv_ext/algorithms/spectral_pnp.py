@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from deepinv_ext._batch import batch_norm
 from deepinv_ext._convergence import warn_not_converged
 from deepinv_ext._validation import boolean, check_measurement, finite_number, positive_int
 from deepinv_ext.denoisers.linear_unet import symmetry_gap
@@ -36,7 +37,7 @@ _METHODS = ("auto", "eig", "lanczos", "chebyshev", "cg", "polynomial")
 
 
 def _rel(a: Tensor, b: Tensor) -> Tensor:
-    return (a - b).flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1).clamp_min(torch.finfo(b.dtype).tiny)
+    return batch_norm(a - b) / batch_norm(b).clamp_min(torch.finfo(b.dtype).tiny)
 
 
 class SpectralPnP(dinv.models.Reconstructor):

@@ -47,10 +47,10 @@ from deepinv.optim.linear import conjugate_gradient
 from deepinv.physics import LinearPhysics
 from torch import Tensor
 
+from deepinv_ext._batch import batch_sqnorm
 from deepinv_ext._convergence import warn_not_converged
 from deepinv_ext._validation import boolean, check_measurement, finite_number, positive_int
 from deepinv_ext.priors.accelerated import Backtracking, accelerated_descent
-from deepinv_ext.priors.accelerated import batch_sqnorm as _sqnorm
 
 __all__ = ["VariationalSolver"]
 
@@ -115,7 +115,7 @@ class VariationalSolver(Reconstructor):
     # ------------------------------------------------------------------ the energy
     def energy(self, x: Tensor, y: Tensor, physics: LinearPhysics) -> Tensor:
         r""":math:`E(x)` per batch element, shape ``(B,)``."""
-        return 0.5 * self.weight * _sqnorm(physics.A(x) - y) + self.prior.fn(x).reshape(-1)
+        return 0.5 * self.weight * batch_sqnorm(physics.A(x) - y) + self.prior.fn(x).reshape(-1)
 
     def energy_and_grad(self, x: Tensor, y: Tensor, physics: LinearPhysics) -> tuple[Tensor, Tensor]:
         r""":math:`(E(x), \nabla E(x))` with :math:`\nabla E(x) = w A^\top(Ax - y) + \nabla R(x)`."""
@@ -124,7 +124,7 @@ class VariationalSolver(Reconstructor):
             e_reg, g_reg = self.prior.energy_and_grad(x)
         else:
             e_reg, g_reg = self.prior.fn(x), self.prior.grad(x)
-        return 0.5 * self.weight * _sqnorm(r) + e_reg.reshape(-1), self.weight * physics.A_adjoint(r) + g_reg
+        return 0.5 * self.weight * batch_sqnorm(r) + e_reg.reshape(-1), self.weight * physics.A_adjoint(r) + g_reg
 
     def initialise(self, y: Tensor, physics: LinearPhysics) -> Tensor:
         r""":math:`x_0`: ``cg_init_iter`` CG steps on :math:`A^\top A x = A^\top y` from zero."""
@@ -176,7 +176,7 @@ class VariationalSolver(Reconstructor):
         r"""The stopping rule: :math:`\|x_{k+1} - x_k\| / \|x_k\|` and :math:`|E_k - E_{k+1}| / |E_k|` below
         ``tol``."""
         tiny = torch.finfo(x.dtype).tiny
-        dx = torch.sqrt(_sqnorm(x_new - x)) / torch.sqrt(_sqnorm(x)).clamp_min(tiny)
+        dx = torch.sqrt(batch_sqnorm(x_new - x)) / torch.sqrt(batch_sqnorm(x)).clamp_min(tiny)
         de = (e - e_new).abs() / e.abs().clamp_min(tiny)
         return (dx < self.tol) & (de < self.tol)
 

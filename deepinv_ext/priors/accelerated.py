@@ -52,7 +52,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from deepinv_ext._batch import per_sample
+from deepinv_ext._batch import batch_sqnorm, per_sample
 from deepinv_ext._convergence import PRECISION_MARGIN, roundoff
 from deepinv_ext._validation import finite_number, finite_values, positive_int
 
@@ -60,11 +60,6 @@ __all__ = ["Backtracking", "DescentResult", "accelerated_descent", "batch_sqnorm
 
 Energy = Callable[[Tensor], Tensor]
 EnergyAndGrad = Callable[[Tensor], tuple[Tensor, Tensor]]
-
-
-def batch_sqnorm(x: Tensor) -> Tensor:
-    r""":math:`\|x_b\|_2^2` of each batch element, shape ``(B,)``."""
-    return x.pow(2).flatten(1).sum(dim=1)
 
 
 @dataclass(frozen=True)

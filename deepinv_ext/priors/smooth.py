@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from deepinv.optim import Prior
 from torch import Tensor, nn
 
-from deepinv_ext._batch import per_sample
+from deepinv_ext._batch import batch_sqnorm, per_sample
 from deepinv_ext._convergence import NotConvergedWarning
 from deepinv_ext._validation import (
     boolean,
@@ -64,7 +64,7 @@ from deepinv_ext._validation import (
     finite_values,
     positive_int,
 )
-from deepinv_ext.priors.accelerated import Backtracking, accelerated_descent, batch_sqnorm
+from deepinv_ext.priors.accelerated import Backtracking, accelerated_descent
 from deepinv_ext.priors.implicit import implicit_prox
 
 __all__ = ["ProxConfig", "ProxConvergenceWarning", "SmoothLeakyReLU", "SmoothLearnedPrior", "autograd_energy_and_grad",
