@@ -29,9 +29,9 @@ once; a third party runs the same on theirs:
 
 Which arguments get which mistakes is read from the signature: an argument whose default (or annotation) is an
 integer gets the count mistakes (and ``-1`` when its name says it counts or sizes something), a float gets NaN and
-infinity (and ``-1`` when its name says it is a tolerance, scale or noise level), a string gets an unknown option
-(unless it names a path), ``device`` gets a CUDA device that is not there, and an argument annotated with a model or
-physics class gets a string. A plugin whose argument legitimately takes such a value (an offset that may be
+infinity (and ``-1`` when its name says it is a tolerance, scale or noise level), a bool gets the string ``"no"``, a
+string gets an unknown option (unless it names a path), ``dtype`` gets an integer and a complex dtype, ``device`` gets
+a CUDA device that is not there, and an argument annotated with a model or physics class gets a string. A plugin whose argument legitimately takes such a value (an offset that may be
 negative, a bound that may be infinite) lists it in ``exempt``.
 """
 
