@@ -22,7 +22,10 @@ def plugin_table(kind: str | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="deepinv-ext", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="deepinv-ext", description="List the installed deepinv-ext plugins, or run a recipe config.",
+        epilog="examples:\n  deepinv-ext plugins --kind prior\n  deepinv-ext run config.yaml --output runs/example",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     plugins = commands.add_parser("plugins", help="list the installed plugins")
     plugins.add_argument("--kind", choices=KINDS, help="only plugins of this kind")
@@ -35,9 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "plugins":
         print(plugin_table(args.kind))
     else:
-        from deepinv_ext.runner import run_config
+        from deepinv_ext.runner import ConfigError, run_config
 
-        results = run_config(args.config, output_dir=args.output, verbose=not args.quiet)
+        try:
+            results = run_config(args.config, output_dir=args.output, verbose=not args.quiet)
+        except ConfigError as err:  # a config that cannot run as written: one line, status 2 (bugs keep a traceback)
+            run.exit(2, f"deepinv-ext run: error: {err}\n")
         for key, value in results.items():
             print(f"{key}: {value:.4f}")
     return 0

@@ -42,13 +42,37 @@ from typing import Any
 
 import deepinv as dinv
 import torch
+import yaml
 from torch.utils.data import DataLoader
 
 from deepinv_ext._validation import checked_device
 from deepinv_ext.plugins import build, load_config
 from deepinv_ext.provenance import save_run_record, seed_everything
 
-__all__ = ["run_config", "latest_checkpoint", "resumable_checkpoints"]
+__all__ = ["ConfigError", "run_config", "latest_checkpoint", "resumable_checkpoints"]
+
+
+class ConfigError(ValueError):
+    """A config that cannot be run as written: a missing or unreadable file, an unknown or missing section, a device
+    this machine lacks, or a section that :func:`deepinv_ext.plugins.build` refuses (the message names the section).
+    The ``deepinv-ext`` command reports it in one line with exit status 2; any other error is a bug and keeps its
+    traceback."""
+
+
+def _read(config: dict[str, Any] | str | Path) -> dict[str, Any]:
+    if not isinstance(config, (str, Path)):
+        return config
+    try:
+        return load_config(config)
+    except (OSError, ValueError, yaml.YAMLError) as err:  # missing, unreadable, not JSON/YAML, not a mapping
+        raise ConfigError(f"config file {str(config)!r}: {err}") from err
+
+
+def _build(section: str, config: Any) -> Any:
+    try:
+        return build(config)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ConfigError(f"config section {section!r}: {err}") from err
 
 _SECTIONS = {"seed", "device", "output_dir", "physics", "model", "data", "training", "evaluation"}
 
@@ -87,32 +111,35 @@ def run_config(config: dict[str, Any] | str | Path, output_dir: str | Path | Non
     :param config: the config mapping or a JSON/YAML file (schema in this module's docstring).
     :param output_dir: where outputs go (default: the config's ``output_dir``, else ``runs/<config name>``).
     :param bool verbose: print the Trainer's and the test's progress.
-    :raises ValueError: an unknown or missing section, or a ``device`` this machine does not have.
+    :raises ConfigError: the config cannot be run as written (see :class:`ConfigError`).
     """
     name = Path(config).stem if isinstance(config, (str, Path)) else "run"
-    if isinstance(config, (str, Path)):
-        config = load_config(config)
+    config = _read(config)
     unknown = set(config) - _SECTIONS
     if unknown:
-        raise ValueError(f"config: unknown section(s) {sorted(unknown)}; accepted: {sorted(_SECTIONS)}")
+        raise ConfigError(f"config: unknown section(s) {sorted(unknown)}; accepted: {sorted(_SECTIONS)}")
     for section in ("physics", "model", "data"):
         if section not in config:
-            raise ValueError(f"config: the {section!r} section is required")
-    if "test" not in config["data"]:
-        raise ValueError("config: data.test is required")
+            raise ConfigError(f"config: the {section!r} section is required")
+    if not isinstance(config["data"], dict) or "test" not in config["data"]:
+        raise ConfigError("config: data.test is required")
     output_dir = Path(output_dir or config.get("output_dir") or Path("runs") / name)
-    device = _device(config.get("device", "auto"))
+    try:
+        device = _device(config.get("device", "auto"))
+    except ValueError as err:
+        raise ConfigError(f"config: {err}") from err
     seed = int(config.get("seed", 0))
     seed_everything(seed)
     save_run_record(output_dir, config, seed)
 
-    physics = build(config["physics"]).to(device)
-    model = _as_reconstructor(build(config["model"])).to(device)
+    physics = _build("physics", config["physics"]).to(device)
+    model = _as_reconstructor(_build("model", config["model"])).to(device)
     data = config["data"]
     loader = dict(batch_size=int(data.get("batch_size", 8)), num_workers=int(data.get("num_workers", 0)))
-    test_loader = DataLoader(build(data["test"]), shuffle=False, **loader)
+    test_loader = DataLoader(_build("data.test", data["test"]), shuffle=False, **loader)
     evaluation = config.get("evaluation", {})
-    metrics = [build(m) for m in evaluation.get("metrics", [{"target": "deepinv.loss.metric:PSNR"}])]
+    metrics = [_build("evaluation.metrics", m)
+               for m in evaluation.get("metrics", [{"target": "deepinv.loss.metric:PSNR"}])]
 
     training = config.get("training")
     if training is not None and "train" in data:
@@ -128,10 +155,11 @@ def run_config(config: dict[str, Any] | str | Path, output_dir: str | Path | Non
 
 def _train(model, physics, training, data, loader, metrics, output_dir, device, seed, verbose):
     generator = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(build(data["train"]), shuffle=True, generator=generator, **loader)
+    train_loader = DataLoader(_build("data.train", data["train"]), shuffle=True, generator=generator, **loader)
     optimizer_cls = getattr(torch.optim, training.get("optimizer", "Adam"))
     optimizer = optimizer_cls(model.parameters(), lr=float(training.get("lr", 1e-3)))
-    losses = [build(loss) for loss in training.get("losses", [{"target": "deepinv.loss:SupLoss"}])]
+    losses = [_build("training.losses", loss)
+              for loss in training.get("losses", [{"target": "deepinv.loss:SupLoss"}])]
     trainer = dinv.Trainer(
         model=model, physics=physics, optimizer=optimizer, train_dataloader=train_loader,
         epochs=int(training.get("epochs", 1)), losses=losses, metrics=metrics, online_measurements=True,
