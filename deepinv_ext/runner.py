@@ -110,7 +110,8 @@ def run_config(config: dict[str, Any] | str | Path, output_dir: str | Path | Non
 
     :param config: the config mapping or a JSON/YAML file (schema in this module's docstring).
     :param output_dir: where outputs go (default: the config's ``output_dir``, else ``runs/<config name>``).
-    :param bool verbose: print the Trainer's and the test's progress.
+    :param bool verbose: show the Trainer's and the test's progress, and name the output folder at the end (the
+        metrics are returned, not printed).
     :raises ConfigError: the config cannot be run as written (see :class:`ConfigError`).
     """
     name = Path(config).stem if isinstance(config, (str, Path)) else "run"
@@ -146,10 +147,13 @@ def run_config(config: dict[str, Any] | str | Path, output_dir: str | Path | Non
         model = _train(model, physics, training, data, loader, metrics, output_dir, device, seed, verbose)
     model.eval()
     results = dinv.test(model, test_loader, physics, metrics=metrics, online_measurements=True, device=device,
-                        verbose=verbose, show_progress_bar=verbose, compare_no_learning=True,
-                        no_learning_method="A_dagger")
+                        verbose=False, show_progress_bar=verbose, compare_no_learning=True,
+                        no_learning_method="A_dagger",  # the caller prints the results, once
+                        non_blocking_transfers=device.type == "cuda")  # deepinv warns on the CPU otherwise
     results = {k: float(v) for k, v in results.items()}
     (output_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+    if verbose:
+        print(f"run record, checkpoints and metrics in {output_dir}")
     return results
 
 
@@ -164,6 +168,7 @@ def _train(model, physics, training, data, loader, metrics, output_dir, device, 
         model=model, physics=physics, optimizer=optimizer, train_dataloader=train_loader,
         epochs=int(training.get("epochs", 1)), losses=losses, metrics=metrics, online_measurements=True,
         device=device, ckp_interval=int(training.get("ckp_interval", 1)), verbose=verbose, show_progress_bar=verbose,
+        non_blocking_transfers=device.type == "cuda",
         **resumable_checkpoints(output_dir / "checkpoints"),
     )
     return trainer.train()

@@ -67,3 +67,17 @@ def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
     monkeypatch.setattr(deepinv_ext.runner, "run_config", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["run", str(tmp_path / "config.yaml")])
+
+
+def test_cli_run_prints_the_metrics_once_and_names_the_folder(tmp_path, capsys):
+    import warnings
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(small_config()))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["run", str(path), "--output", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert sum(line.startswith("PSNR:") for line in out.splitlines()) == 1
+    assert f"in {tmp_path / 'out'}" in out
+    assert not [w for w in caught if "non_blocking" in str(w.message)], "deepinv's CUDA-only warning on the CPU"
