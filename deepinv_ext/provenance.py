@@ -41,6 +41,9 @@ def seed_everything(seed: int) -> None:
 def save_run_record(output_dir: str | Path, config: dict[str, Any], seed: int, name: str = "run.json") -> Path:
     """Write ``config``, ``seed``, the command line, the time and :func:`package_versions` to ``output_dir/name``.
 
+    A rerun in the same folder (a resume, an extension) keeps the earlier records: they move, oldest first, into the
+    list ``"previous"`` of the new record, so the record of the first training run is never lost.
+
     :param output_dir: the run's output folder (created if needed).
     :param dict config: the run's configuration (JSON-serialisable; other values are stored as their ``repr``).
     :param int seed: the seed the run used.
@@ -56,5 +59,12 @@ def save_run_record(output_dir: str | Path, config: dict[str, Any], seed: int, n
         "versions": package_versions(),
     }
     path = output_dir / name
+    if path.exists():
+        try:
+            earlier = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):  # kept as text rather than lost
+            earlier = {"unreadable_record": path.read_text(errors="replace")}
+        earlier = earlier if isinstance(earlier, dict) else {"unreadable_record": earlier}
+        record["previous"] = [*earlier.pop("previous", []), earlier]
     path.write_text(json.dumps(record, indent=2, default=repr))
     return path

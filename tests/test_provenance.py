@@ -25,3 +25,16 @@ def test_record_holds_config_seed_and_versions(tmp_path):
     record = json.loads(path.read_text())
     assert record["config"] == {"lr": 1e-3, "dtype": "torch.float32"} and record["seed"] == 3
     assert record["versions"] == json.loads(json.dumps(package_versions()))
+
+
+def test_a_rerun_keeps_the_earlier_records(tmp_path):
+    save_run_record(tmp_path, {"epochs": 1}, seed=0)
+    save_run_record(tmp_path, {"epochs": 2}, seed=0)
+    path = save_run_record(tmp_path, {"epochs": 3}, seed=0)
+    record = json.loads(path.read_text())
+    assert record["config"] == {"epochs": 3}
+    assert [r["config"] for r in record["previous"]] == [{"epochs": 1}, {"epochs": 2}]
+    assert all("previous" not in r for r in record["previous"])
+    path.write_text("{not json")
+    record = json.loads(save_run_record(tmp_path, {"epochs": 4}, seed=0).read_text())
+    assert record["previous"] == [{"unreadable_record": "{not json"}]

@@ -81,3 +81,21 @@ def test_cache_dir_must_be_a_folder():
         load_or_build(GEOM, "linear", cache_dir=3)
     with pytest.raises(ValueError, match="cache_dir"):  # not read as the current directory
         load_or_build(GEOM, "linear", cache_dir="")
+
+
+def test_the_first_matrix_written_to_a_folder_is_announced_once_and_clear_cache_empties_it(tmp_path, monkeypatch):
+    import warnings
+
+    from deepinv_ext.physics import sparse_ct
+
+    monkeypatch.setattr(sparse_ct, "_ANNOUNCED", set())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_or_build(GEOM, "linear", cache_dir=tmp_path)
+        load_or_build(GEOM, "strip", cache_dir=tmp_path)  # a second file in the same folder: no second notice
+        load_or_build(GEOM, "linear", cache_dir=tmp_path)  # read back: nothing written, nothing said
+    notices = [w for w in caught if issubclass(w.category, sparse_ct.CacheWrittenWarning)]
+    assert len(notices) == 1 and str(tmp_path) in str(notices[0].message) and "MB" in str(notices[0].message)
+    size = sum(f.stat().st_size for f in tmp_path.glob("*.npz"))
+    assert size > 0 and sparse_ct.clear_cache(tmp_path) == size and not list(tmp_path.glob("*.npz"))
+    assert sparse_ct.clear_cache(tmp_path / "absent") == 0

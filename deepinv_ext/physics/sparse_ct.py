@@ -9,7 +9,9 @@ the GPU), so the adjoint is exact in float32 and in float64.
 Building is a one-off cost (about 2 s at 256x256 with 180 views, linear projector, on one core); the matrix is
 then saved under ``$DEEPINV_EXT_CACHE/astra_matrices`` (default ``~/.cache/deepinv_ext/astra_matrices``) as an
 uncompressed ``.npz`` named by a hash of the geometry and projector, and loaded from there afterwards. Pass
-``cache_dir=None`` to :func:`load_or_build` to keep nothing on disk. A cache file that cannot be read (empty,
+``cache_dir=None`` to :func:`load_or_build` to keep nothing on disk. The first matrix a process writes into a folder
+is announced (:class:`CacheWrittenWarning`: the folder, the sizes, how to clear it); :func:`clear_cache` empties
+it. A cache file that cannot be read (empty,
 truncated, corrupt, or holding a matrix of another shape) is rebuilt and overwritten, with a warning naming it.
 """
 
@@ -26,7 +28,15 @@ import torch
 
 from deepinv_ext.physics._astra_geometry import CTGeometry, import_astra
 
-__all__ = ["SystemMatrix", "cache_folder", "default_cache_dir", "load_or_build"]
+__all__ = ["CacheWrittenWarning", "SystemMatrix", "cache_folder", "clear_cache", "default_cache_dir", "load_or_build"]
+
+
+class CacheWrittenWarning(UserWarning):
+    """The first system matrix a process writes into a cache folder: says where, how large, and how to clear it
+    (once per folder and process; silence it with ``warnings.simplefilter("ignore", CacheWrittenWarning)``)."""
+
+
+_ANNOUNCED: set[Path] = set()
 
 
 def default_cache_dir() -> Path:
@@ -186,4 +196,31 @@ def load_or_build(geometry: CTGeometry, projector: str, cache_dir: str | Path | 
         matrix = _build_scipy(geometry, projector)
         if path is not None:
             _save(path, matrix)
+            _announce(folder, path)
     return SystemMatrix.from_scipy(matrix)
+
+
+def _announce(folder: Path, path: Path) -> None:
+    if folder.resolve() in _ANNOUNCED:
+        return
+    _ANNOUNCED.add(folder.resolve())
+    total = sum(f.stat().st_size for f in folder.glob("*.npz"))
+    warnings.warn(f"AstraCT cached its sparse system matrix ({path.stat().st_size / 2**20:.1f} MB) in {folder} "
+                  f"(the folder now holds {total / 2**20:.1f} MB); clear it with "
+                  f"deepinv_ext.physics.sparse_ct.clear_cache(), or pass cache_dir=None to keep nothing on disk",
+                  CacheWrittenWarning, stacklevel=4)
+
+
+def clear_cache(cache_dir: str | Path = "default") -> int:
+    """Delete the cached system matrices (the ``.npz`` files) of a cache folder; return the bytes freed.
+
+    :param cache_dir: the folder, or ``"default"`` for :func:`default_cache_dir`.
+    """
+    folder = cache_folder(cache_dir)
+    if folder is None or not folder.is_dir():
+        return 0
+    freed = 0
+    for f in folder.glob("*.npz"):
+        freed += f.stat().st_size
+        f.unlink()
+    return freed
