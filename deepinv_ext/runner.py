@@ -49,7 +49,7 @@ from deepinv_ext._validation import checked_device
 from deepinv_ext.plugins import build, load_config
 from deepinv_ext.provenance import save_run_record, seed_everything
 
-__all__ = ["ConfigError", "run_config", "latest_checkpoint", "resumable_checkpoints"]
+__all__ = ["ConfigError", "run_config", "latest_checkpoint", "prune_empty_folders", "resumable_checkpoints"]
 
 
 class ConfigError(ValueError):
@@ -88,8 +88,22 @@ def resumable_checkpoints(folder: str | Path) -> dict[str, Path | None]:
     fresh ``folder/attempt<N>`` (the Trainer names its own sub-folder by the second, so two runs within one second
     would otherwise collide): ``{"save_path": ..., "ckpt_pretrained": ...}``."""
     folder = Path(folder)
+    prune_empty_folders(folder)  # attempts that saved nothing (a run already complete, an early interruption)
     attempt = len(list(folder.glob("attempt*"))) if folder.exists() else 0
     return {"save_path": folder / f"attempt{attempt}", "ckpt_pretrained": latest_checkpoint(folder)}
+
+
+def prune_empty_folders(folder: str | Path) -> None:
+    """Remove the folders under ``folder`` (and ``folder`` itself) that hold no file, deepest first: the
+    Trainer creates its time-stamped folder even when it saves no checkpoint."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(sub.iterdir()):
+            sub.rmdir()
+    if not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def _as_reconstructor(model: torch.nn.Module) -> torch.nn.Module:
@@ -171,4 +185,6 @@ def _train(model, physics, training, data, loader, metrics, output_dir, device, 
         non_blocking_transfers=device.type == "cuda",
         **resumable_checkpoints(output_dir / "checkpoints"),
     )
-    return trainer.train()
+    model = trainer.train()
+    prune_empty_folders(output_dir / "checkpoints")
+    return model

@@ -61,3 +61,25 @@ def test_resumable_checkpoints_picks_the_highest_epoch_and_a_fresh_folder(tmp_pa
     kwargs = resumable_checkpoints(tmp_path)
     assert kwargs["save_path"] == tmp_path / "attempt2"
     assert kwargs["ckpt_pretrained"].name == "ckp_2.pth.tar"
+
+
+def test_a_rerun_that_saves_nothing_leaves_no_empty_folder(tmp_path):
+    config = small_config()
+    run_config(config, output_dir=tmp_path, verbose=False)
+    run_config(config, output_dir=tmp_path, verbose=False)  # epochs already done: the Trainer saves nothing
+    empty = [p for p in (tmp_path / "checkpoints").rglob("*") if p.is_dir() and not any(p.iterdir())]
+    assert not empty, empty
+    assert latest_checkpoint(tmp_path).name == "ckp_0.pth.tar"
+
+
+def test_prune_empty_folders_keeps_files(tmp_path):
+    from deepinv_ext.runner import prune_empty_folders
+
+    (tmp_path / "a" / "b" / "c").mkdir(parents=True)
+    (tmp_path / "a" / "d").mkdir()
+    (tmp_path / "a" / "d" / "ckp_0.pth.tar").write_bytes(b"")
+    prune_empty_folders(tmp_path / "a")
+    assert not (tmp_path / "a" / "b").exists() and (tmp_path / "a" / "d" / "ckp_0.pth.tar").exists()
+    (tmp_path / "e" / "f").mkdir(parents=True)
+    prune_empty_folders(tmp_path / "e")
+    assert not (tmp_path / "e").exists()
