@@ -144,7 +144,7 @@ class SpectralPnP(dinv.models.Reconstructor):
         torch.manual_seed(0)
         den = LinearSymmetricUNet(channels=(4, 8), convs_per_scale=1)
         den.calibrate_spectrum((0.05, 0.95), shape=(1, 16, 16), n_iter=30)
-        kernel = dinv.physics.blur.gaussian_blur(sigma=(1.0, 1.0))
+        kernel = dinv.physics.functional.blur.gaussian_blur(sigma=(1.0, 1.0))
         physics = dinv.physics.BlurFFT(img_size=(1, 16, 16), filter=kernel,
                                        noise_model=dinv.physics.GaussianNoise(0.01))
         return {"model": cls(den, ScalingFilter(), tau=0.5, max_iter=5, tol=1e-3, filter_tol=1e-3),
