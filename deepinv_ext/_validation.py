@@ -214,7 +214,8 @@ def check_measurement(y: Any, physics: Any, x: Any = None, model: torch.nn.Modul
     ``physics``: ``y.shape == physics.A(x).shape`` with :math:`x = A^\top y` (a ``y`` that merely broadcasts
     against the operator, e.g. ``(B, 1, N, 1)`` for ``(B, 1, N, N)``, is refused). A starting point ``x`` (``None``:
     the algorithm's default) must be a finite real floating tensor of ``y``'s dtype and of the shape of
-    :math:`A^\top y`.
+    :math:`A^\top y`, which must be a deepinv image, ``(B, C, H, W)`` or ``(B, C, D, H, W)`` (an operator that
+    broadcasts, such as a blur, lets a ``y`` without its channel axis through the shape test).
 
     :return: :math:`A^\top y` (``physics.A_adjoint(y)``), for algorithms that start there.
     :raises TypeError: ``physics``, ``y`` or ``x`` of the wrong kind or dtype.
@@ -239,6 +240,10 @@ def check_measurement(y: Any, physics: Any, x: Any = None, model: torch.nn.Modul
     if tuple(y.shape) != tuple(y_shape):
         raise ValueError(f"{name} must have the shape {tuple(y_shape)} of the measurements of "
                          f"{type(physics).__name__} (physics.A(physics.A_adjoint({name}))), got {tuple(y.shape)}")
+    if x_adj.ndim < 4:  # an operator that broadcasts (a blur, denoising) passes a y without its channel axis
+        raise ValueError(f"{name} of shape {tuple(y.shape)} gives the image physics.A_adjoint({name}) of shape "
+                         f"{tuple(x_adj.shape)}, not a deepinv image (B, C, H, W) or (B, C, D, H, W): is the "
+                         f"channel axis of {name} missing?")
     if x is not None:
         check_tensor(x, x_name)
         if x.dtype != y.dtype:

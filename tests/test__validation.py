@@ -82,3 +82,17 @@ def test_check_measurement():
         check_measurement(y, physics, torch.zeros(2, 1, 8, 8, dtype=torch.float64))
     with pytest.raises(ValueError, match="start must be finite"):
         check_measurement(y, physics, torch.full((2, 1, 8, 8), float("nan")), x_name="start")
+
+
+def test_check_measurement_refuses_a_y_without_its_channel_axis():
+    """An operator that takes any shape (denoising, and deepinv's blurs for some kernels) passes a y of shape
+    (B, H, W) through A(A^T y).shape == y.shape, but its image is not (B, C, H, W)."""
+    import deepinv as dinv
+
+    from deepinv_ext._validation import check_measurement
+
+    physics = dinv.physics.Denoising()
+    y = physics(torch.rand(2, 1, 8, 8))
+    assert check_measurement(y, physics).shape == (2, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"y of shape \(2, 8, 8\).*channel axis of y"):
+        check_measurement(y[:, 0], physics)
