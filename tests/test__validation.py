@@ -59,7 +59,7 @@ def test_check_measurement():
 
     from deepinv_ext._validation import check_measurement
 
-    physics = dinv.physics.BlurFFT((1, 8, 8), filter=dinv.physics.functional.blur.gaussian_blur(sigma=1.0))
+    physics = dinv.physics.BlurFFT((1, 8, 8), filter=dinv.physics.functional.blur.gaussian_blur(sigma=(1.0, 1.0)))
     y = physics.A(torch.rand(2, 1, 8, 8))
     torch.testing.assert_close(check_measurement(y, physics), physics.A_adjoint(y))
     module = torch.nn.Linear(1, 1)  # float32 parameters

@@ -151,7 +151,7 @@ def test_bad_measurements_are_refused_before_iterating():
         model(y.float(), physics)
     with pytest.raises(ValueError, match="x_init must have the shape"):
         model(y, physics, x_init=torch.zeros(2, 64, dtype=torch.float64))
-    blur = dinv.physics.BlurFFT((1, 8, 8), filter=dinv.physics.functional.blur.gaussian_blur(sigma=1.0).double())
+    blur = dinv.physics.BlurFFT((1, 8, 8), filter=dinv.physics.functional.blur.gaussian_blur(sigma=(1.0, 1.0)).double())
     with pytest.raises(ValueError, match=r"y must have the shape \(2, 1, 8, 8\)"):
         model(torch.rand(2, 1, 8, 1, dtype=torch.float64), blur)  # broadcasts against the blur
 

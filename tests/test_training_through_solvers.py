@@ -25,7 +25,7 @@ from deepinv_ext.testing import check_reconstructor
 def _problem(name: str) -> tuple[dinv.physics.LinearPhysics, torch.Tensor, torch.Tensor]:
     torch.manual_seed(2)
     h, w = image_size(name)
-    physics = dinv.physics.BlurFFT((1, h, w), filter=dinv.physics.functional.blur.gaussian_blur(sigma=1.0).double())
+    physics = dinv.physics.BlurFFT((1, h, w), filter=dinv.physics.functional.blur.gaussian_blur(sigma=(1.0, 1.0)).double())
     x = torch.rand(2, 1, h, w, dtype=torch.float64)
     return physics, physics(x), torch.randn(2, 1, h, w, dtype=torch.float64)
 
@@ -97,7 +97,7 @@ def test_unfolded_pgd_gradients_match_finite_differences(name, trainable):
 @pytest.mark.parametrize("name", PRIOR_NAMES)
 def test_one_trainer_step_with_variational_solver(name):
     prior = make_prior(name, dtype=torch.float32)
-    physics = dinv.physics.BlurFFT((1, 16, 16), filter=dinv.physics.functional.blur.gaussian_blur(sigma=1.0))
+    physics = dinv.physics.BlurFFT((1, 16, 16), filter=dinv.physics.functional.blur.gaussian_blur(sigma=(1.0, 1.0)))
     before = {n: p.detach().clone() for n, p in prior.named_parameters()}
     check_reconstructor(VariationalSolver(prior, weight=20.0, max_iter=3, cg_init_iter=2), physics,
                         RandomEllipsesDataset(2, 16, seed=0))

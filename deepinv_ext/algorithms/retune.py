@@ -107,7 +107,7 @@ class ReTune(dinv.models.Reconstructor):
         """A small deblurring instance for :func:`deepinv_ext.testing.check_reconstructor`."""
         from deepinv_ext.datasets import RandomEllipsesDataset
 
-        physics = dinv.physics.BlurFFT(img_size=(1, 16, 16), filter=dinv.physics.functional.blur.gaussian_blur(sigma=1.0),
+        physics = dinv.physics.BlurFFT(img_size=(1, 16, 16), filter=dinv.physics.functional.blur.gaussian_blur(sigma=(1.0, 1.0)),
                                        noise_model=dinv.physics.GaussianNoise(0.02))
         layer = ForwardBackwardLayer(WaveletL1Prior(level=2), step=1.0, lam=0.02)
         return {"model": cls(layer, depth=3, restarts=2, max_restarts=20),

@@ -195,7 +195,7 @@ class VariationalSolver(Reconstructor):
 
         torch.manual_seed(0)
         prior = TDV(num_features=4, num_macro_blocks=1)
-        physics = dinv.physics.BlurFFT((1, 24, 24), filter=dinv.physics.functional.blur.gaussian_blur(sigma=1.0),
+        physics = dinv.physics.BlurFFT((1, 24, 24), filter=dinv.physics.functional.blur.gaussian_blur(sigma=(1.0, 1.0)),
                                        noise_model=dinv.physics.GaussianNoise(0.02))
         return {"model": cls(prior, weight=50.0, max_iter=5, cg_init_iter=3), "physics": physics,
                 "dataset": RandomEllipsesDataset(4, 24, seed=0)}
