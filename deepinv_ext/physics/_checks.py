@@ -14,7 +14,7 @@ import torch
 from deepinv.physics.noise import NoiseModel
 from torch import Tensor
 
-from deepinv_ext._validation import check_tensor, finite_number, finite_values, positive_int
+from deepinv_ext._validation import check_finite, check_tensor, finite_number, finite_values, positive_int
 
 REAL_DTYPES = (torch.float32, torch.float64)
 
@@ -126,8 +126,7 @@ def checked_coil_maps(coil_maps: Any, img_size: tuple[int, int] | None = None) -
     if img_size is not None and tuple(coil_maps.shape[-2:]) != tuple(img_size):
         raise ValueError(f"coil_maps of size {tuple(coil_maps.shape[-2:])} do not match the image size "
                          f"{tuple(img_size)}")
-    if not bool(torch.isfinite(coil_maps).all()):
-        raise ValueError("coil_maps contain NaN or inf")
+    check_finite(coil_maps, "coil_maps")
     return coil_maps if coil_maps.ndim == 4 else coil_maps[None]
 
 
@@ -137,8 +136,7 @@ def check_mask(mask: Any, img_size: tuple[int, int]) -> None:
     check_tensor(mask, "mask", ndim=(2, 3, 4), what="(H, W), (C, H, W) or (B, C, H, W)")
     if tuple(mask.shape[-2:]) != tuple(img_size):
         raise ValueError(f"mask has spatial shape {tuple(mask.shape[-2:])}, coil_maps {tuple(img_size)}")
-    if not bool(torch.isfinite(mask).all()):
-        raise ValueError("mask contains NaN or inf")
+    check_finite(mask, "mask")
 
 
 def checked_dcf(dcf: Any, n_samples: int) -> Tensor:
