@@ -49,6 +49,7 @@ from typing import Any
 import deepinv as dinv
 import torch
 
+from deepinv_ext._validation import module_dtype
 from deepinv_ext.plugins import PluginInfo, load
 
 __all__ = ["BadInputCase", "bad_input_cases", "check_bad_input"]
@@ -299,11 +300,10 @@ def _call(case: BadInputCase, example: _Example) -> tuple[Callable[[], Any], Any
 
 
 def _dtype_of(*modules: Any) -> torch.dtype:
-    for m in modules:
-        for t in (*getattr(m, "parameters", list)(), *getattr(m, "buffers", list)()):
-            if t.is_floating_point():
-                return t.dtype
-    return torch.get_default_dtype()
+    """The dtype of the first of ``modules`` that holds a floating tensor (:func:`module_dtype`), else torch's
+    default."""
+    found = (module_dtype(m) for m in modules if isinstance(m, torch.nn.Module))
+    return next((d for d in found if d is not None), torch.get_default_dtype())
 
 
 def _package_dir(obj: Any) -> str:
