@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _recipe():
-    spec = importlib.util.spec_from_file_location("gs_pnp_convergence", ROOT / "recipes" / "gs_pnp_convergence.py")
+    path = ROOT / "recipes" / "gs_pnp_convergence_train.py"  # train_denoiser and load_denoiser
+    spec = importlib.util.spec_from_file_location("gs_pnp_convergence_train", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError as err:
         print(f"deepinv NonCartesianMRI unavailable ({err}); comparing with SigPy's own linop only")
     if samples is None:
-        from deepinv_ext.physics.trajectories import radial_trajectory
+        from deepinv_ext.physics.functional import radial_trajectory
 
         samples = radial_trajectory((n, n), spokes, 2 * n)
     samples = samples.clamp(-n / 2, n / 2)

@@ -25,9 +25,9 @@ from deepinv_ext.algorithms import (
     PnPForwardBackwardLayer,
     ReTune,
     SavedTensorMeter,
-    WaveletL1Prior,
     full_unrolling,
 )
+from deepinv_ext.priors import WaveletL1Prior
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -30,8 +30,10 @@ Measurements are simulated online by ``physics(x)`` (so with the physics' noise 
 pseudo-inverse, :class:`deepinv.models.ArtifactRemoval` with ``mode="pinv"``.
 
 Outputs in ``output_dir``: ``run.json`` (config, seed, command line, package versions), ``checkpoints/attempt<N>/``
-(the Trainer's, one folder per invocation), ``metrics.json``. Re-running the same command (for instance after an
-interruption, or with more ``epochs``) resumes from the newest checkpoint: model, optimizer and epoch.
+(the Trainer's, one folder per invocation, and ``options.json``, the config they were trained under),
+``metrics.json``. Re-running the same command (for instance after an interruption, or with more ``epochs``) resumes
+from the newest checkpoint: model, optimizer and epoch; a config that changed anything else the training depends on
+is refused (:class:`ConfigError`, naming what changed: see :mod:`deepinv_ext.checkpoint`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ import yaml
 from torch.utils.data import DataLoader
 
 from deepinv_ext._validation import checked_device
+from deepinv_ext.checkpoint import (
+    OptionsChangedError,
+    latest_checkpoint,
+    prune_empty_folders,
+    resumable_checkpoints,
+)
 from deepinv_ext.plugins import build, load_config
 from deepinv_ext.provenance import save_run_record, seed_everything
 
@@ -75,35 +83,6 @@ def _build(section: str, config: Any) -> Any:
         raise ConfigError(f"config section {section!r}: {err}") from err
 
 _SECTIONS = {"seed", "device", "output_dir", "physics", "model", "data", "training", "evaluation"}
-
-
-def latest_checkpoint(folder: str | Path) -> Path | None:
-    """The Trainer checkpoint ``ckp_<epoch>.pth.tar`` with the highest epoch under ``folder``, if any."""
-    found = [p for p in Path(folder).glob("**/ckp_*.pth.tar") if p.name.split("_")[1].split(".")[0].isdigit()]
-    return max(found, key=lambda p: (int(p.name.split("_")[1].split(".")[0]), p.stat().st_mtime), default=None)
-
-
-def resumable_checkpoints(folder: str | Path) -> dict[str, Path | None]:
-    """:class:`deepinv.Trainer` keywords that resume from the newest checkpoint under ``folder`` and save into a
-    fresh ``folder/attempt<N>`` (the Trainer names its own sub-folder by the second, so two runs within one second
-    would otherwise collide): ``{"save_path": ..., "ckpt_pretrained": ...}``."""
-    folder = Path(folder)
-    prune_empty_folders(folder)  # attempts that saved nothing (a run already complete, an early interruption)
-    attempt = len(list(folder.glob("attempt*"))) if folder.exists() else 0
-    return {"save_path": folder / f"attempt{attempt}", "ckpt_pretrained": latest_checkpoint(folder)}
-
-
-def prune_empty_folders(folder: str | Path) -> None:
-    """Remove the folders under ``folder`` (and ``folder`` itself) that hold no file, deepest first: the
-    Trainer creates its time-stamped folder even when it saves no checkpoint."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return
-    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-        if not any(sub.iterdir()):
-            sub.rmdir()
-    if not any(folder.iterdir()):
-        folder.rmdir()
 
 
 def _as_reconstructor(model: torch.nn.Module) -> torch.nn.Module:
@@ -158,7 +137,7 @@ def run_config(config: dict[str, Any] | str | Path, output_dir: str | Path | Non
 
     training = config.get("training")
     if training is not None and "train" in data:
-        model = _train(model, physics, training, data, loader, metrics, output_dir, device, seed, verbose)
+        model = _train(model, physics, config, loader, metrics, output_dir, device, seed, verbose)
     model.eval()
     results = dinv.test(model, test_loader, physics, metrics=metrics, online_measurements=True, device=device,
                         verbose=False, show_progress_bar=verbose, compare_no_learning=True,
@@ -171,19 +150,33 @@ def run_config(config: dict[str, Any] | str | Path, output_dir: str | Path | Non
     return results
 
 
-def _train(model, physics, training, data, loader, metrics, output_dir, device, seed, verbose):
+def _training_options(config: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a config that a training checkpoint depends on: all but the output, the device, the test data,
+    the evaluation and the number of epochs (more epochs extend the same training)."""
+    training = {k: v for k, v in config.get("training", {}).items() if k not in ("epochs", "ckp_interval")}
+    data = {k: v for k, v in config["data"].items() if k not in ("test", "num_workers")}
+    return {"seed": int(config.get("seed", 0)), "physics": config["physics"], "model": config["model"],
+            "data": data, "training": training}
+
+
+def _train(model, physics, config, loader, metrics, output_dir, device, seed, verbose):
+    training, data = config["training"], config["data"]
     generator = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(_build("data.train", data["train"]), shuffle=True, generator=generator, **loader)
     optimizer_cls = getattr(torch.optim, training.get("optimizer", "Adam"))
     optimizer = optimizer_cls(model.parameters(), lr=float(training.get("lr", 1e-3)))
     losses = [_build("training.losses", loss)
               for loss in training.get("losses", [{"target": "deepinv.loss:SupLoss"}])]
+    try:
+        checkpoints = resumable_checkpoints(output_dir / "checkpoints", _training_options(config))
+    except OptionsChangedError as err:
+        raise ConfigError(f"config: {err}") from err
     trainer = dinv.Trainer(
         model=model, physics=physics, optimizer=optimizer, train_dataloader=train_loader,
         epochs=int(training.get("epochs", 1)), losses=losses, metrics=metrics, online_measurements=True,
         device=device, ckp_interval=int(training.get("ckp_interval", 1)), verbose=verbose, show_progress_bar=verbose,
         non_blocking_transfers=device.type == "cuda",
-        **resumable_checkpoints(output_dir / "checkpoints"),
+        **checkpoints,
     )
     model = trainer.train()
     prune_empty_folders(output_dir / "checkpoints")

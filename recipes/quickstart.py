@@ -29,10 +29,10 @@ import matplotlib
 import torch
 from torch.utils.data import DataLoader
 
+from deepinv_ext.checkpoint import resumable_checkpoints
 from deepinv_ext.datasets import RandomEllipsesDataset
 from deepinv_ext.physics import AstraCT
 from deepinv_ext.provenance import save_run_record, seed_everything
-from deepinv_ext.runner import resumable_checkpoints
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -93,7 +93,9 @@ def least_squares(physics: dinv.physics.LinearPhysics, y: torch.Tensor, steps: i
 
 
 def train_post_processing(physics, args, output: Path) -> torch.nn.Module:
-    """A small U-Net on the FBP, trained (or resumed) with deepinv's Trainer and a supervised loss."""
+    """A small U-Net on the FBP, trained (or resumed) with deepinv's Trainer and a supervised loss; the checkpoints
+    of a run with other options (all but the output, the number of epochs and the TV weight) are refused."""
+    options = {k: v for k, v in vars(args).items() if k not in ("output", "smoke", "epochs", "tv_lambda")}
     unet = dinv.models.UNet(in_channels=1, out_channels=1, scales=3, batch_norm=False,
                             channels_per_scale=[16, 32, 64])
     model = PostProcessing(unet)
@@ -101,7 +103,7 @@ def train_post_processing(physics, args, output: Path) -> torch.nn.Module:
                        shuffle=True, generator=torch.Generator().manual_seed(args.seed))
     trainer = dinv.Trainer(model=model, physics=physics, optimizer=torch.optim.Adam(model.parameters(), lr=args.lr),
                            train_dataloader=train, epochs=args.epochs, online_measurements=True, device="cpu",
-                           verbose=False, **resumable_checkpoints(output / "checkpoints"),
+                           verbose=False, **resumable_checkpoints(output / "checkpoints", options),
                            show_progress_bar=True, compute_train_metrics=False)
     return trainer.train()
 

@@ -18,7 +18,8 @@ Usage::
     python recipes/tdv_denoising.py --smoke --output /tmp/tdv_smoke
 
 Rerunning the same training command resumes from the newest checkpoint in ``OUTPUT/checkpoints`` (or pass
-``--resume FILE``). Outputs: ``results.json`` (PSNR table), ``denoising.png`` (noisy / TDV / clean),
+``--resume FILE``); checkpoints trained under other options (all but the output, the number of epochs and the
+devices) are refused. Outputs: ``results.json`` (PSNR table), ``denoising.png`` (noisy / TDV / clean),
 ``run.json`` (provenance record) and the trainer's checkpoints.
 """
 
@@ -35,10 +36,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from deepinv_ext.algorithms import TDVNetwork, constrain_optimizer
+from deepinv_ext.checkpoint import resumable_checkpoints
 from deepinv_ext.datasets import SkimageImagesDataset
 from deepinv_ext.priors import TDV
 from deepinv_ext.provenance import save_run_record, seed_everything
-from deepinv_ext.runner import resumable_checkpoints
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -119,7 +120,8 @@ def train(model: TDVNetwork, physics, train_set: Dataset, args, out: Path) -> No
     loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
                         generator=torch.Generator().manual_seed(args.seed))
     optimizer = constrain_optimizer(torch.optim.Adam(model.parameters(), lr=args.lr), model)
-    checkpointing = resumable_checkpoints(out / "checkpoints")
+    skip = ("output", "checkpoint", "resume", "smoke", "epochs", "max_batch_steps", "workers", "device")
+    checkpointing = resumable_checkpoints(out / "checkpoints", {k: v for k, v in vars(args).items() if k not in skip})
     if args.resume:
         checkpointing["ckpt_pretrained"] = args.resume
     if checkpointing["ckpt_pretrained"]:

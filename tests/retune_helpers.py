@@ -6,10 +6,8 @@ import deepinv as dinv
 import torch
 from deepinv.physics.functional.blur import gaussian_blur
 
-from deepinv_ext.algorithms import (
-    ForwardBackwardLayer,
-    WaveletL1Prior,
-)
+from deepinv_ext.algorithms import FixedPointLayer, ForwardBackwardLayer
+from deepinv_ext.priors import WaveletL1Prior
 
 
 def blur_physics(size: int = 16, dtype=torch.float64) -> dinv.physics.BlurFFT:
@@ -28,7 +26,7 @@ def wavelet_layer(lam: float = 0.05, step: float = 1.5) -> ForwardBackwardLayer:
     return ForwardBackwardLayer(WaveletL1Prior(level=2, weight=1.0), step=step, lam=lam).double()
 
 
-class CountingLayer(torch.nn.Module):
+class CountingLayer(FixedPointLayer):
     """Wraps a layer and counts its calls with and without gradient tracking."""
 
     def __init__(self, layer):

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from deepinv_ext.priors.accelerated import Backtracking, accelerated_descent
+from deepinv_ext.priors.accelerated import accelerated_descent
+from deepinv_ext.priors.step_size import ArmijoStepSize, Backtracking
 
 
 def _quadratics(curvature: torch.Tensor, centre: torch.Tensor):
@@ -47,8 +48,9 @@ def test_backtracking_demands_the_sufficient_decrease_not_any_decrease():
     x = torch.ones(1, 4, dtype=torch.float64)
     e, g = energy_and_grad(x)
     active = torch.ones(1, dtype=torch.bool)
-    x_new, e_new, L, ok = Backtracking(increase=2.0).step(energy, x, e, g, torch.ones(1, dtype=torch.float64),
-                                                          active)
+    rule = ArmijoStepSize(torch.ones(1, dtype=torch.float64), Backtracking(increase=2.0))
+    x_new, e_new, ok = rule.search(energy, x, e, g, active)
+    L = rule.lipschitz
     assert ok.all() and float(L) == 1024.0
     assert bool((e_new <= e - 0.5 * g.pow(2).sum(1) / L).all())
 

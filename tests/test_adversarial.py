@@ -9,9 +9,9 @@ import torch
 from perturbation_helpers import fit, stripes_and_noise
 from torch.utils.data import DataLoader
 
+from deepinv_ext.algorithms import RegularizerTrainingModel
 from deepinv_ext.datasets import RandomEllipsesDataset
 from deepinv_ext.losses.adversarial import WassersteinCriticLoss
-from deepinv_ext.losses.pseudo_inverse import RegularizerTrainingModel
 from deepinv_ext.priors.adversarial import AdversarialRegularizer, ConvexAdversarialRegularizer
 from deepinv_ext.testing import check_prior
 

@@ -1,4 +1,5 @@
-"""recipes/ct_learned_regularizers.py runs end to end on tiny sizes, writes its outputs and resumes."""
+"""recipes/ct_learned_regularizers.py (with its jobs ct_learned_regularizers_train.py and
+ct_learned_regularizers_evaluate.py) runs end to end on tiny sizes, writes its outputs and resumes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import math
 import pytest
 import torch
 from recipe_helpers import load_recipe
+
+from deepinv_ext.checkpoint import OptionsChangedError
 
 pytest.importorskip("deepinv_ext.algorithms.variational")
 
@@ -52,11 +55,11 @@ def test_recipe_smoke_and_resume(tmp_path):
 def test_epoch_selection_keeps_the_best_scored_epoch(tmp_path):
     """``train`` with ``--select-every 1`` returns the regulariser of the best-scored epoch, not the last one, and
     a rerun resumes the selection from the checkpoint."""
-    recipe = load_recipe("ct_learned_regularizers")
+    recipe, job = load_recipe("ct_learned_regularizers"), load_recipe("ct_learned_regularizers_train")
     args = recipe.parse_args(["--smoke", "--size", "16", "--n-train", "4", "--batch", "2", "--epochs", "1", "1", "3",
                               "--select-every", "1"])
-    physics = recipe.make_physics("sparse_view", args)
-    train_set = recipe.RandomEllipsesDataset(args.n_train, args.size, seed=0)
+    physics = job.make_physics("sparse_view", args)
+    train_set = job.RandomEllipsesDataset(args.n_train, args.size, seed=0)
     scores = iter([1.0, 3.0, 2.0])  # epoch 2 is the best
     seen = []
 
@@ -67,14 +70,14 @@ def test_epoch_selection_keeps_the_best_scored_epoch(tmp_path):
         return {"lambda": 10 * value, "score": value}
 
     ckpt = tmp_path / "NETT.pt"
-    prior, selection = recipe.train("NETT", physics, train_set, args, ckpt, score)
+    prior, selection = job.train("NETT", physics, train_set, args, ckpt, score)
     assert selection == {"epoch": 2, "scores": {"1": 1.0, "2": 3.0, "3": 2.0},
                          "choice": {"lambda": 30.0, "score": 3.0}}
     chosen, last = prior.state_dict(), torch.load(ckpt, weights_only=True)["model"]
     assert all(torch.equal(chosen[k], seen[1][k]) for k in chosen)
     assert any(not torch.equal(chosen[k], last[f"regularizer.{k}"]) for k in chosen)
     # resumed after the last epoch: no scoring, same choice
-    prior_again, again = recipe.train("NETT", physics, train_set, args, ckpt, lambda prior: pytest.fail("scored"))
+    prior_again, again = job.train("NETT", physics, train_set, args, ckpt, lambda prior: pytest.fail("scored"))
     assert again == selection
     assert all(torch.equal(prior_again.state_dict()[k], chosen[k]) for k in chosen)
 
@@ -115,17 +118,18 @@ def test_method_subset(tmp_path):
         torch.set_num_threads(threads)
     assert (tmp_path / "low_dose" / "ACR.pt").exists()
     # a checkpoint is not resumed under other training options
-    with pytest.raises(RuntimeError, match="other options.*nett_width"):
-        recipe.train("NETT", recipe.make_physics("low_dose", recipe.parse_args(["--smoke", "--size", "16"])),
-                     recipe.RandomEllipsesDataset(4, 16), recipe.parse_args(
-                         ["--smoke", "--size", "16", "--n-train", "4", "--val-iters", "2", "--iters", "2",
-                          "--methods", "NETT", "--epochs", "1", "1", "2", "--lambda-rule", "heuristic",
-                          "--nett-width", "4"]), tmp_path / "low_dose" / "NETT.pt")
+    job = load_recipe("ct_learned_regularizers_train")
+    with pytest.raises(OptionsChangedError, match="other options.*nett_width"):
+        job.train("NETT", job.make_physics("low_dose", recipe.parse_args(["--smoke", "--size", "16"])),
+                  job.RandomEllipsesDataset(4, 16), recipe.parse_args(
+                      ["--smoke", "--size", "16", "--n-train", "4", "--val-iters", "2", "--iters", "2",
+                       "--methods", "NETT", "--epochs", "1", "1", "2", "--lambda-rule", "heuristic",
+                       "--nett-width", "4"]), tmp_path / "low_dose" / "NETT.pt")
 
 
 def test_segment_profile():
     """t^2 for a quadratic regulariser centred at the clean images, t for a linear one."""
-    recipe = load_recipe("ct_learned_regularizers")
+    recipe = load_recipe("ct_learned_regularizers_evaluate")
     clean, artefact = torch.rand(2, 3, 1, 8, 8, dtype=torch.float64)
 
     class Quadratic:
@@ -144,12 +148,12 @@ def test_segment_profile():
 def test_options_added_later_leave_the_config_of_older_checkpoints_unchanged():
     """An option added after checkpoints were made enters the training config only when it changes the training,
     so that those checkpoints keep loading when it is off."""
-    recipe = load_recipe("ct_learned_regularizers")
-    for option, off in recipe.OPTIONS_ADDED_LATER.items():
+    recipe, job = load_recipe("ct_learned_regularizers"), load_recipe("ct_learned_regularizers_train")
+    for option, off in job.OPTIONS_ADDED_LATER.items():
         args = recipe.parse_args([f"--{option.replace('_', '-')}", str(off)])
-        assert all(option not in recipe.training_config(args, m) for m in recipe.LEARNED)
+        assert all(option not in job.training_config(args, m) for m in recipe.LEARNED)
     for method, option in (("NETT", "nett_descent"), ("AR", "ar_descent"), ("ACR", "acr_descent"),
                            ("AR", "texture"), ("ACR", "texture"), ("NETT", "texture")):
-        on = recipe.training_config(recipe.parse_args([f"--{option.replace('_', '-')}", "3"]), method)
+        on = job.training_config(recipe.parse_args([f"--{option.replace('_', '-')}", "3"]), method)
         off = recipe.parse_args([f"--{option.replace('_', '-')}", "0"])
-        assert on[option] == 3 and on != recipe.training_config(off, method)
+        assert on[option] == 3 and on != job.training_config(off, method)

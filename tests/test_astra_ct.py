@@ -9,6 +9,7 @@ import torch
 from deepinv.physics.forward import adjoint_function
 
 from deepinv_ext.physics import AstraCT
+from deepinv_ext.physics.functional import view_index
 
 astra = pytest.importorskip("astra")
 
@@ -375,5 +376,5 @@ def test_views_stored_in_float32_still_use_the_full_matrix():
     views = physics.full_angles.float()[None, ::2].repeat(2, 1)
     assert not torch.equal(views.double(), physics.full_angles[None, ::2].repeat(2, 1))
     physics.update(angles=views)
-    assert physics._view_index(physics._views()) is not None  # one batched product with the full matrix
-    assert physics._view_index(physics._views() + 1e-3) is None  # a different view is not matched
+    assert view_index(physics._views(), physics.full_angles) is not None  # one batched product with the full matrix
+    assert view_index(physics._views() + 1e-3, physics.full_angles) is None  # a different view is not matched

@@ -7,8 +7,8 @@ import sigpy
 import torch
 
 from deepinv_ext.physics.coil_maps import estimate_coil_maps
+from deepinv_ext.physics.functional import radial_dcf, radial_trajectory
 from deepinv_ext.physics.sigpy_mri import SigpyMultiCoilMRI
-from deepinv_ext.physics.trajectories import radial_dcf, radial_trajectory
 
 N, COILS, CALIB = 32, 4, 16
 

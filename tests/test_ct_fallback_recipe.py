@@ -26,7 +26,7 @@ def test_quickstart_falls_back_to_tomography_without_astra(without_astra):
 
 
 def test_spectral_pnp_falls_back_to_tomography_without_astra(without_astra, capsys):
-    spectral = load_recipe("spectral_pnp_ct")
+    spectral = load_recipe("spectral_pnp_ct_train")
     physics, dtype = spectral.make_ct(32, 30)
     assert isinstance(physics, dinv.physics.Tomography) and dtype == torch.float32
     assert "ASTRA is not installed" in capsys.readouterr().out
@@ -37,7 +37,7 @@ def test_spectral_pnp_falls_back_to_tomography_without_astra(without_astra, caps
 def test_both_use_astra_where_it_imports():
     pytest.importorskip("astra")
     assert isinstance(load_recipe("quickstart").ct_physics(32, 30), AstraCT)
-    physics, dtype = load_recipe("spectral_pnp_ct").make_ct(32, 30)
+    physics, dtype = load_recipe("spectral_pnp_ct_train").make_ct(32, 30)
     assert isinstance(physics, AstraCT) and dtype == torch.float64
 
 

@@ -1,6 +1,6 @@
 """deepinv's own physics test functions (deepinv.tests.test_physics), run through deepinv's code on our physics.
 
-Each configuration is handed to deepinv's tests by ``deepinv_ext.testing._run_deepinv_physics_tests``, which
+Each configuration is handed to deepinv's tests by ``deepinv_ext.testing.physics.run_deepinv_physics_tests``, which
 replaces deepinv's ``find_operator`` for the run; one pytest item per (configuration, deepinv test function).
 """
 
@@ -15,7 +15,8 @@ from deepinv.physics.generator import EquispacedMaskGenerator
 
 from deepinv_ext import testing
 from deepinv_ext.physics import AstraCT, SigpyMultiCoilMRI
-from deepinv_ext.physics.trajectories import radial_trajectory, spiral_trajectory
+from deepinv_ext.physics.functional import radial_trajectory, spiral_trajectory
+from deepinv_ext.testing import physics as testing_physics
 
 pytest.importorskip("astra")
 deepinv_physics_tests = pytest.importorskip("deepinv.tests.test_physics")
@@ -78,7 +79,7 @@ def _sqnorm(config: str) -> float:
     if config not in _SQNORMS:
         factory, size, _, _ = CONFIGS[config]
         physics = factory(torch.device("cpu"), size)
-        _SQNORMS[config] = 1.0 if getattr(physics, "normalize", False) else testing._dense_sqnorm(
+        _SQNORMS[config] = 1.0 if getattr(physics, "normalize", False) else testing_physics.dense_sqnorm(
             physics, torch.zeros(1, *size, dtype=torch.float64))
     return _SQNORMS[config]
 
@@ -86,17 +87,17 @@ def _sqnorm(config: str) -> float:
 def test_every_applicable_deepinv_test_is_run():
     takes_a_name = {name for name, fn in inspect.getmembers(deepinv_physics_tests, inspect.isfunction)
                     if name.startswith("test_") and "name" in inspect.signature(fn).parameters}
-    assert takes_a_name - set(NOT_APPLICABLE) == set(testing._DEEPINV_PHYSICS_TESTS)
+    assert takes_a_name - set(NOT_APPLICABLE) == set(testing_physics.DEEPINV_PHYSICS_TESTS)
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("test", list(testing._DEEPINV_PHYSICS_TESTS))
+@pytest.mark.parametrize("test", list(testing_physics.DEEPINV_PHYSICS_TESTS))
 @pytest.mark.parametrize("config", list(CONFIGS))
 def test_deepinv_physics_test(config, test, device):
     factory, size, params, on_cuda = CONFIGS[config]
     if device == "cuda" and not (torch.cuda.is_available() and on_cuda):
         pytest.skip("needs a CUDA device" if on_cuda else f"{config} is not run on CUDA (see CONFIGS)")
-    results = testing._run_deepinv_physics_tests(factory, size, device=device, dtype=torch.float32,
+    results = testing_physics.run_deepinv_physics_tests(factory, size, device=device, dtype=torch.float32,
                                                  sqnorm=_sqnorm(config), params=params, tests=[test])
     skipped = {label: r for label, r in results.items() if r != "passed"}
     if test.startswith("test_multiscale_") and config.startswith("SigpyMultiCoilMRI"):
@@ -116,9 +117,9 @@ def test_the_runner_reports_a_failing_physics():
         return Broken(size[-2:], angles=6, backend="sparse", cache_dir=None)
 
     with pytest.raises(AssertionError, match="test_operators_adjointness"):
-        testing._run_deepinv_physics_tests(factory, (1, 8, 8), tests=["test_operators_adjointness"])
+        testing_physics.run_deepinv_physics_tests(factory, (1, 8, 8), tests=["test_operators_adjointness"])
     with pytest.raises(ValueError, match="tests must be among"):
-        testing._run_deepinv_physics_tests(factory, (1, 8, 8), tests=["test_bogus"])
+        testing_physics.run_deepinv_physics_tests(factory, (1, 8, 8), tests=["test_bogus"])
 
 
 class _OldStyle(torch.autograd.Function):

@@ -1,4 +1,4 @@
-"""Filtered back-projection (deepinv_ext.physics.fbp) through AstraCT: filters and reconstruction quality."""
+"""Filtered back-projection (deepinv_ext.physics.functional.fbp) through AstraCT: filters and reconstruction quality."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from skimage.data import shepp_logan_phantom
 from skimage.transform import resize
 
 from deepinv_ext.physics import AstraCT
-from deepinv_ext.physics.fbp import FILTERS, filter_sinogram, fourier_filter
+from deepinv_ext.physics.functional.fbp import FILTERS, filter_sinogram, fourier_filter
 
 pytest.importorskip("astra")
 

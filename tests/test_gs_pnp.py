@@ -230,3 +230,13 @@ def test_every_accepted_step_meets_the_armijo_condition():
     demanded = config.gamma / h["stepsize"] * h["step"] ** 2
     assert (h["backtracks"] > 0).any() and (h["step"] > 0).all()
     assert (decrease >= demanded).all(), (decrease - demanded).min()
+
+
+@pytest.mark.parametrize("crit,expected", [("objective", [False, True]), ("iterate", [True, False])])
+def test_the_stopping_test_is_the_relative_change_of_its_criterion(crit, expected):
+    """check_conv: |F_k - F_{k+1}| / |F_{k+1}| (objective) or |x_{k+1} - x_k| / |x_k| (iterate) below tol, per image."""
+    model = GradientStepPnP(_denoiser(), lambda_=1.0, sigma_denoiser=0.05, tol=1e-3, crit=crit)
+    x, F = torch.ones(2, 1, 4, 4), torch.full((2,), 2.0)
+    x_new = x * torch.tensor([1 + 5e-4, 1 + 2e-3]).view(2, 1, 1, 1)
+    F_new = F * torch.tensor([1 - 2e-3, 1 - 5e-4])
+    assert model.check_conv(x, x_new, F, F_new).tolist() == expected

@@ -16,8 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import deepinv_ext.algorithms.retune_wavelet as wavelet_module
 import deepinv_ext.priors.adversarial as adversarial_module
+import deepinv_ext.priors.wavelet as wavelet_module
 from deepinv_ext.algorithms import WaveletL1Prior
 from deepinv_ext.losses import WassersteinCriticLoss
 from deepinv_ext.priors import ConvexAdversarialRegularizer

@@ -8,10 +8,10 @@ import torch
 from perturbation_helpers import fit, stripes_and_noise
 from torch.utils.data import DataLoader
 
+from deepinv_ext.algorithms import RegularizerTrainingModel
 from deepinv_ext.datasets import RandomEllipsesDataset
 from deepinv_ext.losses.descent import normalised_descent
 from deepinv_ext.losses.nett import NETTLoss
-from deepinv_ext.losses.pseudo_inverse import RegularizerTrainingModel
 from deepinv_ext.priors.nett import NETT
 from deepinv_ext.testing import check_plugin, check_prior
 

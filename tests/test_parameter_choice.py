@@ -15,6 +15,7 @@ from deepinv_ext.algorithms.parameter_choice import (
     gradient_balance_lambda,
     noise_norm_gaussian,
     noise_norm_log_poisson,
+    select_lambda_and_budget,
 )
 from deepinv_ext.priors.nett import NETT
 
@@ -98,3 +99,24 @@ def test_bad_arguments_are_named():
         with pytest.raises(error, match=name):
             call()
     assert noise_norm_gaussian(0.1, y[:0]).shape == (0,)
+
+
+def test_select_lambda_and_budget_scores_every_pair_of_one_solve_per_lambda():
+    """Each lambda is solved once with all budgets recorded; the best (lambda, K) pair wins, not the best lambda at
+    the largest budget (an early-stopped non-convex solve can beat the converged one)."""
+    truth = torch.ones(1, 1, 2, 2)
+    calls = []
+
+    def solve(lam, budgets):  # lam = 1 converges to 0.9 truth; lam = 2 meets the truth at K = 2, then overshoots
+        calls.append((lam, budgets))
+        if lam == 1.0:
+            return {K: truth * 0.9 * min(1.0, K / 4) for K in budgets}
+        return {K: truth * min(1.0, K / 2) * (1 + max(0, K - 2) / 4) for K in budgets}
+
+    lam, K, scores = select_lambda_and_budget(solve, lambda x: -(x - truth).abs().mean(), [1.0, 2.0], [1, 2, 8])
+    assert calls == [(1.0, (1, 2, 8)), (2.0, (1, 2, 8))]
+    assert (lam, K) == (2.0, 2) and scores[2.0][2] == 0.0 and scores[1.0][8] == pytest.approx(-0.1)
+    assert set(scores) == {1.0, 2.0} and all(set(v) == {1, 2, 8} for v in scores.values())
+    assert select_lambda_and_budget(solve, lambda x: 0.0, [2.0, 1.0], [8, 1])[:2] == (2.0, 8)  # ties: the first
+    with pytest.raises(ValueError, match="at least one candidate"):
+        select_lambda_and_budget(solve, lambda x: 0.0, [], [1])

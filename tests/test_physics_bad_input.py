@@ -15,7 +15,7 @@ from deepinv_ext.physics import (
     SpiralTrajectoryGenerator,
     estimate_coil_maps,
 )
-from deepinv_ext.physics.trajectories import pipe_menon_dcf, radial_trajectory
+from deepinv_ext.physics.functional import pipe_menon_dcf, radial_trajectory
 
 pytest.importorskip("astra")
 

@@ -11,7 +11,6 @@ import pytest
 import torch
 from helpers_priors import PRIOR_NAMES, image_size, make_prior
 
-from deepinv_ext.algorithms import WaveletL1Prior
 from deepinv_ext.priors import (
     NETT,
     TDV,
@@ -20,6 +19,7 @@ from deepinv_ext.priors import (
     ProxConfig,
     ProxConvergenceWarning,
     SparsifyingFilterBank,
+    WaveletL1Prior,
 )
 from deepinv_ext.priors.nett import BoundedUNet
 from deepinv_ext.priors.smooth import SmoothLeakyReLU

@@ -1,4 +1,5 @@
-"""RegularizerTrainingModel: the Trainer's model is the pseudo-inverse, its parameters are the regulariser's."""
+"""RegularizerTrainingModel (algorithms/regularizer_training.py): the Trainer's model is the pseudo-inverse, its
+parameters are the regulariser's; the regulariser losses' helpers (losses/pseudo_inverse.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import deepinv as dinv
 import pytest
 import torch
 
-from deepinv_ext.losses.pseudo_inverse import RegularizerTrainingModel, regularizer_of
+from deepinv_ext.algorithms import RegularizerTrainingModel
+from deepinv_ext.losses.pseudo_inverse import regularizer_of
 from deepinv_ext.physics import AstraCT
 from deepinv_ext.priors import NETT
 
@@ -59,3 +61,23 @@ def test_check_regularizer_and_check_pair():
         check_pair(x, x.double(), prior)
     with pytest.raises(ValueError, match="same shape"):
         check_pair(x, x[..., :4], prior)
+
+
+def test_the_model_is_one_class_under_every_public_path():
+    import warnings
+
+    import deepinv_ext.algorithms.regularizer_training as home
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        from deepinv_ext.losses import RegularizerTrainingModel as from_losses
+    assert home.RegularizerTrainingModel is RegularizerTrainingModel is from_losses
+
+
+def test_old_module_path_of_the_model_resolves_with_a_deprecation_warning():
+    import deepinv_ext.losses.pseudo_inverse as old
+
+    with pytest.warns(DeprecationWarning, match=r"pseudo_inverse.RegularizerTrainingModel moved to deepinv_ext.algorithms"):
+        assert old.RegularizerTrainingModel is RegularizerTrainingModel
+    with pytest.raises(AttributeError, match="no attribute 'Missing'"):
+        old.Missing  # noqa: B018

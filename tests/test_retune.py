@@ -15,11 +15,11 @@ from deepinv_ext.algorithms import (
     PnPForwardBackwardLayer,
     ReTune,
     SavedTensorMeter,
-    WaveletL1Prior,
     full_unrolling,
     standard_unrolling,
 )
 from deepinv_ext.datasets import RandomEllipsesDataset
+from deepinv_ext.priors import WaveletL1Prior
 
 
 def test_no_gradient_flows_through_restarts():
@@ -208,3 +208,16 @@ def test_bad_measurements_are_refused_before_iterating():
         model(y, dinv.physics.Physics(A=lambda x: x))
     with pytest.raises(ValueError, match="x_init must have the shape"):
         model.fixed_point(y, physics, x_init=y[:1])
+
+
+def test_package_level_names_resolve_without_a_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        import deepinv_ext.algorithms.retune as package
+        from deepinv_ext.algorithms import LipschitzPenalty as penalty_from_algorithms
+        from deepinv_ext.losses import LipschitzPenalty as penalty_from_losses
+    assert package.ReTune is ReTune and package.ReTune.__module__ == "deepinv_ext.algorithms.retune.model"
+    assert penalty_from_algorithms is penalty_from_losses is LipschitzPenalty
+    assert set(package.__all__) <= set(dir(package))

@@ -1,4 +1,5 @@
-"""Lipschitz and Jacobian-free analysis of fixed-point layers (retune_analysis)."""
+"""Lipschitz and Jacobian-free analysis of fixed-point layers (algorithms/retune/jacobian.py) and the contractivity
+penalty (losses/lipschitz.py)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ import torch
 from retune_helpers import ScaleDenoiser, noisy_data, wavelet_layer
 
 from deepinv_ext.algorithms import (
-    LipschitzPenalty,
     PnPForwardBackwardLayer,
     ReTune,
     jacobian_free_error,
     layer_lipschitz,
 )
+from deepinv_ext.losses import LipschitzPenalty
 
 
 def test_lipschitz_estimate_on_an_analytically_known_layer():
@@ -84,3 +85,14 @@ def test_bad_analysis_arguments_are_named():
                          ({"reduced_batchsize": 0}, "reduced_batchsize")):
         with pytest.raises(ValueError, match=name):
             LipschitzPenalty(**kwargs)
+
+
+def test_old_analysis_module_resolves_with_a_deprecation_warning():
+    import pytest
+
+    import deepinv_ext.algorithms.retune_analysis as old
+
+    with pytest.warns(DeprecationWarning, match=r"retune_analysis.LipschitzPenalty moved to deepinv_ext.algorithms"):
+        assert old.LipschitzPenalty is LipschitzPenalty
+    with pytest.warns(DeprecationWarning, match=r"retune_analysis.layer_lipschitz moved to deepinv_ext.algorithms"):
+        assert old.layer_lipschitz is layer_lipschitz

@@ -1,4 +1,4 @@
-"""Fixed-point layers (retune_layers): the gradient-step layer reaches the energy minimiser."""
+"""Fixed-point layers (algorithms/retune/layers.py): the gradient-step layer reaches the energy minimiser."""
 
 from __future__ import annotations
 
@@ -84,7 +84,8 @@ def test_anchored_layer_rejects_bad_contraction():
     ({"train_lam": 1}, TypeError, "train_lam"),
 ])
 def test_bad_layer_arguments_are_named(kwargs, error, name):
-    from deepinv_ext.algorithms import ForwardBackwardLayer, WaveletL1Prior
+    from deepinv_ext.algorithms import ForwardBackwardLayer
+    from deepinv_ext.priors import WaveletL1Prior
 
     with pytest.raises(error, match=name):
         ForwardBackwardLayer(WaveletL1Prior(level=2), **kwargs)
@@ -102,3 +103,45 @@ def test_bad_pnp_and_anchor_arguments_are_named():
         AnchoredLayer(wavelet_layer(), contraction=float("nan"))
     with pytest.raises(TypeError, match="train_prior"):
         GradientStepLayer(dinv.optim.TVPrior(), train_prior=None)
+
+
+class _DuckLayer(torch.nn.Module):
+    """Has forward and init like a layer, but does not declare itself a FixedPointLayer."""
+
+    def init(self, y, physics):
+        return physics.A_adjoint(y)
+
+    def forward(self, x, y, physics):
+        return x
+
+
+class _DuckPrior:
+    """Has prox and grad like a prior, but is no deepinv.optim.Prior."""
+
+    def prox(self, x, *args, gamma=1.0, **kwargs):
+        return x
+
+    def grad(self, x, *args, **kwargs):
+        return torch.zeros_like(x)
+
+
+def test_layers_and_priors_are_declared_types_not_probed_methods():
+    from deepinv_ext.algorithms import FixedPointLayer, ForwardBackwardLayer
+
+    with pytest.raises(TypeError, match="iteration must be a FixedPointLayer"):
+        ReTune(_DuckLayer())
+    with pytest.raises(TypeError, match="layer must be a FixedPointLayer"):
+        AnchoredLayer(_DuckLayer(), contraction=0.1)
+    with pytest.raises(TypeError, match=r"prior must have a prox method \(a deepinv.optim.Prior\)"):
+        ForwardBackwardLayer(_DuckPrior())
+    with pytest.raises(TypeError, match=r"prior must have a grad method \(a deepinv.optim.Prior\)"):
+        GradientStepLayer(_DuckPrior())
+    with pytest.raises(TypeError, match="abstract"):
+        FixedPointLayer()
+
+
+def test_old_layers_module_resolves_with_a_deprecation_warning():
+    import deepinv_ext.algorithms.retune_layers as old
+
+    with pytest.warns(DeprecationWarning, match=r"retune_layers.AnchoredLayer moved to deepinv_ext.algorithms.retune"):
+        assert old.AnchoredLayer is AnchoredLayer

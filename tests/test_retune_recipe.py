@@ -1,4 +1,5 @@
-"""recipes/retune.py runs end to end on tiny sizes, reports its figure checks and resumes only a matching run."""
+"""recipes/retune.py (with its jobs retune_train.py and retune_evaluate.py) runs end to end on tiny sizes, reports its
+figure checks and resumes only a matching run."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def test_recipe_smoke_resume_and_config_guard(tmp_path):
 
 
 def test_figure_checks_compare_retune_with_its_baselines():
-    recipe = load_recipe("retune")
+    recipe = load_recipe("retune_evaluate")
     rows = {"pnp-untrained": {"psnr_fixed_point": 24.0},
             "pnp-unroll": {"psnr_depth": 24.5},
             "pnp-retune": {"psnr_fixed_point": 25.0, "residual": 5e-6, "lipschitz": 0.95}}
@@ -52,7 +53,7 @@ def test_denoiser_weights_get_their_own_learning_rate():
 
     from deepinv_ext.algorithms import ReTune
 
-    recipe = load_recipe("retune")
+    recipe = load_recipe("retune_train")
     den = dinv.models.DnCNN(1, 1, depth=2, nf=4, pretrained=None)
     model = ReTune(recipe.pnp_layer(den, 1.0, anchor=0.1), depth=2, restarts=1)
     groups = recipe.param_groups(model, argparse.Namespace(lr=1e-2, denoiser_lr=1e-4))
@@ -60,3 +61,23 @@ def test_denoiser_weights_get_their_own_learning_rate():
     n_den = sum(p.numel() for p in den.parameters())
     assert sum(p.numel() for p in groups[1]["params"]) == n_den
     assert len(groups[0]["params"]) == 3  # step, noise level, relaxation
+
+
+def test_data_dir_is_read_by_deepinv_image_folder(tmp_path):
+    """``--data-dir``: a folder of images read by deepinv's ImageFolder as gray, square, resized images; the first
+    quarter (natural order) are the test images."""
+    import argparse
+
+    import numpy as np
+    from skimage.io import imsave
+
+    job = load_recipe("retune_train")
+    for i in range(4):
+        image = np.zeros((40, 60, 3), dtype=np.uint8)
+        image[..., 0] = 60 * i
+        imsave(tmp_path / f"img{i}.png", image)
+    train, test = job.make_data(argparse.Namespace(data_dir=str(tmp_path), size=8, smoke=True))
+    assert train.shape == (3, 1, 16, 16) and test.shape == (1, 1, 8, 8)
+    assert float(test.max()) == 0.0 and float(train[-1].mean()) == pytest.approx(0.2126 * 180 / 255, abs=1e-3)
+    with pytest.raises(ValueError, match="holds no image"):
+        job.make_data(argparse.Namespace(data_dir=str(tmp_path / "empty"), size=8, smoke=True))

@@ -83,3 +83,18 @@ def test_prune_empty_folders_keeps_files(tmp_path):
     (tmp_path / "e" / "f").mkdir(parents=True)
     prune_empty_folders(tmp_path / "e")
     assert not (tmp_path / "e").exists()
+
+
+def test_a_rerun_with_other_training_options_is_refused(tmp_path):
+    """More epochs resume; any other change the training depends on (here the learning rate) is refused, naming it,
+    rather than resumed into a mix of two trainings."""
+    from deepinv_ext.runner import ConfigError
+
+    config = small_config()
+    run_config(config, output_dir=tmp_path, verbose=False)
+    config["training"]["lr"] = 1e-2
+    with pytest.raises(ConfigError, match=r"trained with other options \(training\)"):
+        run_config(config, output_dir=tmp_path, verbose=False)
+    config["training"]["lr"] = small_config()["training"]["lr"]
+    config["evaluation"] = {"metrics": [{"target": "deepinv.loss.metric:PSNR"}]}  # evaluation only: resumes
+    run_config(config, output_dir=tmp_path, verbose=False)

@@ -9,8 +9,8 @@ from deepinv.physics import GaussianNoise, MultiCoilMRI
 from deepinv.physics.forward import adjoint_function
 from deepinv.physics.generator import EquispacedMaskGenerator
 
+from deepinv_ext.physics.functional import radial_dcf, radial_trajectory
 from deepinv_ext.physics.sigpy_mri import SigpyMultiCoilMRI
-from deepinv_ext.physics.trajectories import radial_dcf, radial_trajectory
 from deepinv_ext.testing import check_physics
 
 N = 16
@@ -209,7 +209,7 @@ def test_torch_func_vjp_vmap_jvp(kind):
 
 def test_vmap_over_the_trajectory():
     """The trajectory can be vmapped too (each vmapped copy meets its own trajectory)."""
-    from deepinv_ext.physics.sigpy_mri import nufft
+    from deepinv_ext.physics.functional.nufft import nufft
 
     base = radial_trajectory((8, 8), n_spokes=4, n_readout=8, dtype=torch.float64)
     coords = torch.stack([base, base.flip(-1), -base])

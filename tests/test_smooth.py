@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -19,6 +20,7 @@ from deepinv_ext.priors import (
     SmoothLearnedPrior,
     SparsifyingFilterBank,
 )
+from deepinv_ext.priors.scaled import ScaledPrior
 
 
 def _x(name: str, batch: int = 2) -> torch.Tensor:
@@ -29,7 +31,24 @@ def _x(name: str, batch: int = 2) -> torch.Tensor:
 @pytest.mark.parametrize("cls", [TDV, AdversarialRegularizer, ConvexAdversarialRegularizer, NETT,
                                  SparsifyingFilterBank])
 def test_every_smooth_learned_prior_uses_the_base(cls):
+    """A solver calls ``prior.energy_and_grad(x)`` on any SmoothLearnedPrior: an override may add arguments only as
+    keywords with defaults. The autograd priors override neither ``grad`` nor ``energy_and_grad``."""
     assert issubclass(cls, SmoothLearnedPrior)
+    params = list(inspect.signature(cls.energy_and_grad).parameters.values())[2:]  # after self, x
+    assert all(p.kind is p.KEYWORD_ONLY and p.default is not p.empty for p in params), params
+    if cls in (AdversarialRegularizer, ConvexAdversarialRegularizer, NETT):
+        assert "grad" not in vars(cls) and "energy_and_grad" not in vars(cls)
+
+
+@pytest.mark.parametrize("name", PRIOR_NAMES)
+def test_energy_and_grad_is_fn_and_grad_and_leaves_x_alone(name):
+    """energy_and_grad(x) is (fn(x), grad(x)); unlike deepinv's Potential.grad it never sets requires_grad on the
+    caller's x, even when it records a graph to the parameters."""
+    prior, x = make_prior(name), _x(name)
+    energy, grad = prior.energy_and_grad(x)
+    torch.testing.assert_close(energy, prior.fn(x))
+    torch.testing.assert_close(grad, prior.grad(x))
+    assert grad.requires_grad and not x.requires_grad
 
 
 @pytest.mark.parametrize("name", PRIOR_NAMES)
@@ -145,3 +164,33 @@ def test_prox_records_nothing_under_no_grad_and_is_differentiable_otherwise():
     with torch.no_grad():
         fd = ((prior.prox(x, gamma=0.5 + eps) - prior.prox(x, gamma=0.5 - eps)) * w).sum() / (2 * eps)
     assert abs(float(dgamma) - float(fd)) <= 1e-4 * abs(float(fd))
+
+
+@pytest.mark.parametrize("name", ["TDV", "NETT"])
+def test_scaled_prior_is_lambda_times_the_prior(name):
+    """ScaledPrior(R, lam) is a SmoothLearnedPrior whose energy, gradient and prox are those of lam R (TDV's
+    hand-derived gradient is the one used)."""
+    prior, x = make_prior(name, prox_config=ProxConfig(tol=1e-8, warm_start=False)), _x(name)
+    scaled = ScaledPrior(prior, 0.5)
+    assert isinstance(scaled, SmoothLearnedPrior)
+    energy, grad = scaled.energy_and_grad(x)
+    want_energy, want_grad = prior.energy_and_grad(x)
+    torch.testing.assert_close(energy, 0.5 * want_energy)
+    torch.testing.assert_close(grad, 0.5 * want_grad)
+    torch.testing.assert_close(scaled.fn(x), 0.5 * prior.fn(x))
+    torch.testing.assert_close(scaled.grad(x), 0.5 * prior.grad(x))
+    with torch.no_grad():
+        u = scaled.prox(x, gamma=0.4)
+        residual = torch.sqrt(batch_sqnorm(u - x + 0.2 * prior.grad(u))) / torch.sqrt(batch_sqnorm(x))
+    assert (residual < 1e-8).all(), residual
+    assert {n for n, _ in scaled.named_parameters()} == {f"prior.{n}" for n, _ in prior.named_parameters()}
+    with pytest.raises(TypeError, match="x has dtype torch.float32"):
+        scaled.fn(x.float())
+
+
+def test_scaled_prior_refuses_a_bad_prior_or_weight():
+    with pytest.raises(TypeError, match="prior must be a deepinv_ext.priors.SmoothLearnedPrior"):
+        ScaledPrior(torch.nn.Identity(), 1.0)
+    for lam in (0.0, -1.0, float("nan"), True):
+        with pytest.raises((TypeError, ValueError), match="lam"):
+            ScaledPrior(make_prior("SFB"), lam)

@@ -1,4 +1,4 @@
-"""The sparse system matrix (deepinv_ext.physics.sparse_ct): exactness, transpose, disk cache, row subsets."""
+"""The sparse system matrix (deepinv_ext.physics.functional.system_matrix): exactness, transpose, disk cache, row subsets."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from deepinv_ext.physics._astra_geometry import CTGeometry
-from deepinv_ext.physics.sparse_ct import SystemMatrix, default_cache_dir, load_or_build
+from deepinv_ext.physics.functional.system_matrix import SystemMatrix, default_cache_dir, load_or_build
 
 pytest.importorskip("astra")
 
@@ -86,7 +86,7 @@ def test_cache_dir_must_be_a_folder():
 def test_the_first_matrix_written_to_a_folder_is_announced_once_and_clear_cache_empties_it(tmp_path, monkeypatch):
     import warnings
 
-    from deepinv_ext.physics import sparse_ct
+    from deepinv_ext.physics.functional import system_matrix as sparse_ct
 
     monkeypatch.setattr(sparse_ct, "_ANNOUNCED", set())
     with warnings.catch_warnings(record=True) as caught:

@@ -14,6 +14,7 @@ from deepinv_ext.spectral import (
     chebyshev_apply,
     lanczos_apply,
     lanczos_extreme,
+    symmetry_gap,
 )
 
 SHAPE = (1, 8, 8)
@@ -182,3 +183,32 @@ def test_bad_budgets_are_named(op):
                        (lambda: OperatorEig(matvec, SHAPE, chunk=0), "chunk")):
         with pytest.raises(ValueError, match=name):
             call()
+
+
+def test_filters_apply_by_their_own_method_by_default(op):
+    """The default of ``apply`` is the filter's ``own_method`` (the generic Lanczos for a filter without one); an
+    unknown method names the filter's own one among the choices."""
+    matvec, _, _ = op
+    v = torch.randn(2, *SHAPE, dtype=torch.float64)
+    assert ScalingFilter().apply(matvec, v, 0.5)[1].method == "cg"
+    assert NeumannFilter().apply(matvec, v, 0.5)[1].method == "polynomial"
+    assert _PowerFilter().apply(matvec, v, 0.5)[1].method == "lanczos"
+    assert ScalingFilter().apply(matvec, v, 0.5, method="lanczos")[1].method == "lanczos"
+    with pytest.raises(ValueError, match=r"'chebyshev', 'cg', got 'polynomial'"):
+        ScalingFilter().apply(matvec, v, 0.5, method="polynomial")
+    with pytest.raises(ValueError, match=r"'chebyshev', got 'cg'"):
+        _PowerFilter().apply(matvec, v, 0.5, method="cg")
+
+
+def test_symmetry_gap_tells_symmetric_from_non_symmetric(op):
+    """Zero to rounding for a symmetric operator, of order one for a generic one; the global random state is left
+    as it was, and the old import path (the linear U-Net's module) gives the same function."""
+    from deepinv_ext.denoisers.linear_unet import symmetry_gap as old_path
+
+    matvec, M, _ = op
+    skew = torch.randn(N, N, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    before = torch.random.get_rng_state()
+    assert symmetry_gap(matvec, SHAPE) < 1e-13
+    assert symmetry_gap(lambda v: (v.reshape(v.shape[0], -1) @ (M + skew)).reshape(v.shape), SHAPE) > 0.1
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert old_path is symmetry_gap

@@ -191,3 +191,23 @@ def test_exact_eigendecomposition_of_a_float32_denoiser():
     assert out.dtype == torch.float32 and out.shape == x.shape and torch.isfinite(out).all()
     eig = next(iter(model._eig.values()))
     assert eig.eigenvalues.dtype == torch.float64
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_step_is_deepinvs_seeded_power_method_without_touching_the_global_random_state(dtype):
+    """eta = step_factor / (1.01 ||A||^2), ||A||^2 by the power method from seeded starts: the numbers deepinv's
+    compute_sqnorm gives under the global seed 0, now from a generator of the solver's own."""
+    if dtype == torch.float64:
+        physics, _ = _matrix_physics()
+    else:
+        physics = dinv.physics.BlurFFT(SHAPE, filter=dinv.physics.functional.blur.gaussian_blur(sigma=(1.0, 1.0)))
+    x = torch.zeros(2, *SHAPE, dtype=dtype)
+    model = SpectralPnP(MatrixDenoiser(_spd(0.1, 0.9)), tau=0.3, step_factor=1.5)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        rough = float(physics.compute_sqnorm(x[:1], max_iter=10, tol=0.0, verbose=False))
+        expected = 1.01 * float(physics.compute_sqnorm(x[:1], max_iter=300, tol=1e-5 * rough, verbose=False))
+    state = torch.random.get_rng_state()
+    eta = model.compute_stepsize(physics, x)
+    assert torch.equal(torch.random.get_rng_state(), state), "compute_stepsize touched the global random state"
+    assert eta == 1.5 / expected

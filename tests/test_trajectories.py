@@ -8,10 +8,9 @@ import pytest
 import torch
 from deepinv.physics.generator import EquispacedMaskGenerator, RandomMaskGenerator
 
-from deepinv_ext.physics.trajectories import (
+from deepinv_ext.physics import RadialTrajectoryGenerator, SpiralTrajectoryGenerator
+from deepinv_ext.physics.functional import (
     GOLDEN_ANGLE,
-    RadialTrajectoryGenerator,
-    SpiralTrajectoryGenerator,
     pipe_menon_dcf,
     radial_dcf,
     radial_trajectory,

@@ -22,23 +22,36 @@ and linear plug-and-play denoisers", Found. Comput. Math. (2024), Theorem 3 and 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from deepinv.models import Reconstructor
 from deepinv.optim import BacktrackingConfig
-from deepinv.optim.linear import least_squares
-from deepinv.physics import DecomposablePhysics, LinearPhysics
+from deepinv.physics import LinearPhysics
 from torch import Tensor
 from tqdm import tqdm
 
 from deepinv_ext._batch import batch_sqnorm, per_sample
-from deepinv_ext._convergence import PRECISION_MARGIN, roundoff, warn_not_converged
+from deepinv_ext._convergence import PRECISION_MARGIN, warn_not_converged
 from deepinv_ext._validation import boolean, check_measurement, finite_number, positive_int
+from deepinv_ext.algorithms.data_fidelity import prox_data_fidelity
+from deepinv_ext.priors.step_size import ArmijoStepSize, Backtracking
 
 __all__ = ["GradientStepPnP"]
 
 
+@dataclass
+class _Iteration:
+    r"""One iteration's outcome per image: the next iterate, :math:`F` and :math:`\nabla g_\sigma` there, the rejected
+    candidates, and which images stopped at :math:`x_k` (stationary to working precision, or failed)."""
+
+    x: Tensor
+    F: Tensor
+    grad: Tensor
+    backtracks: Tensor
+    stationary: Tensor
+    failed: Tensor
 
 
 class GradientStepPnP(Reconstructor):
@@ -59,16 +72,18 @@ class GradientStepPnP(Reconstructor):
     :math:`\nabla g_\sigma(x_{k+1})` for the next step) and recorded in :attr:`history`.
 
     The data prox :math:`\operatorname{prox}_{\tau f}(z) = (\operatorname{Id} + \tau A^\top A)^{-1}(z + \tau A^\top y)`
-    is in closed form for :class:`deepinv.physics.DecomposablePhysics` (``physics.prox_l2``, e.g. ``BlurFFT``,
-    ``Inpainting``); for any other linear physics it is solved by conjugate gradients with this object's own
-    ``prox_max_iter``/``prox_tol`` through :func:`deepinv.optim.linear.least_squares` (not ``physics.prox_l2``,
-    which overwrites the physics' solver settings; and without the ``1e-8`` that deepinv's CG adds to its
-    denominators by default, which stalls it near :math:`10^{-5}`). An inexact prox cannot break the decrease of :math:`F`: the
-    Armijo test rejects such a step.
+    is :func:`~deepinv_ext.algorithms.data_fidelity.prox_data_fidelity`: in closed form for
+    :class:`deepinv.physics.DecomposablePhysics` (e.g. ``BlurFFT``, ``Inpainting``), by conjugate gradients with this
+    object's own ``prox_max_iter``/``prox_tol`` for any other linear physics (never ``physics.prox_l2``, which
+    overwrites the physics' solver settings). An inexact prox cannot break the decrease of :math:`F`: the Armijo test
+    rejects such a step. The step sizes, the Armijo test and the backtracking are those of
+    :class:`~deepinv_ext.priors.step_size.ArmijoStepSize` (:meth:`step_size`), shared with
+    :class:`~deepinv_ext.algorithms.VariationalSolver`, with the gradient mapping
+    :math:`G = (x_k - x_{k+1})/\tau_k` as its gradient.
 
-    The iteration stops per element, converged (``converged``, shape ``(B,)``), when the relative change of the
-    objective, :math:`|F(x_{k+1}) - F(x_k)| / |F(x_{k+1})|` (``crit="objective"``, deepinv's ``crit_conv="cost"``), or
-    of the iterate, :math:`\|x_{k+1} - x_k\| / \|x_k\|` (``crit="iterate"``), falls below ``tol`` (with
+    The iteration stops per element, converged (``converged``, shape ``(B,)``), when the relative change
+    (:meth:`check_conv`) of the objective, :math:`|F(x_{k+1}) - F(x_k)| / |F(x_{k+1})|` (``crit="objective"``,
+    deepinv's ``crit_conv="cost"``), or of the iterate, :math:`\|x_{k+1} - x_k\| / \|x_k\|` (``crit="iterate"``), falls below ``tol`` (with
     ``crit="iterate"``, also when the first candidate of an iteration, at the step :math:`\tau_k` the previous
     iterations validated, is rejected but within ``tol`` of :math:`x_k`), or when :math:`x_k` is stationary to
     working precision: a rejected candidate whose :math:`F` is within the round-off
@@ -169,20 +184,19 @@ class GradientStepPnP(Reconstructor):
         self.converged: Tensor | None = None
 
     @classmethod
-    def contract_example(cls) -> dict:
-        """A tiny instance for :func:`deepinv_ext.testing.check_reconstructor`."""
-        import deepinv as dinv
-        from deepinv.physics.functional.blur import gaussian_blur
+    def contract_example(cls, generator: torch.Generator | None = None) -> dict:
+        """A tiny instance for :func:`deepinv_ext.testing.check_reconstructor` (side-effect free: draws only from
+        ``generator``)."""
 
-        from deepinv_ext.datasets import RandomEllipsesDataset
         from deepinv_ext.denoisers import GradientStepDenoiser, SmallPotentialNet
+        from deepinv_ext.testing.examples import example_blur, example_generator, example_images, seeded_init
 
-        torch.manual_seed(0)
-        physics = dinv.physics.BlurFFT((1, 16, 16), filter=gaussian_blur(sigma=(1.0, 1.0)),
-                                       noise_model=dinv.physics.GaussianNoise(0.01))
-        model = cls(GradientStepDenoiser(SmallPotentialNet(1, 8, 3)), lambda_=0.1, sigma_denoiser=0.05,
-                    max_iter=5)
-        return {"model": model, "physics": physics, "dataset": RandomEllipsesDataset(length=2, size=16, seed=0)}
+        g = example_generator(generator)
+        physics = example_blur(16, 0.01)
+        with seeded_init(g):
+            denoiser = GradientStepDenoiser(SmallPotentialNet(1, 8, 3))
+        model = cls(denoiser, lambda_=0.1, sigma_denoiser=0.05, max_iter=5)
+        return {"model": model, "physics": physics, "dataset": example_images(2, 16, generator=g)}
 
     # -- the pieces of F ------------------------------------------------------------------------------------
     def data_fidelity(self, x: Tensor, y: Tensor, physics: LinearPhysics) -> Tensor:
@@ -199,14 +213,12 @@ class GradientStepPnP(Reconstructor):
         return physics.A_adjoint(physics.A(x) - y) + self.lambda_ * grad_g
 
     def prox_data(self, z: Tensor, y: Tensor, physics: LinearPhysics, tau: Tensor | float) -> Tensor:
-        r""":math:`\operatorname{prox}_{\tau f}(z)`; ``tau`` a float or one step per batch element (shape ``(B,)``)."""
+        r""":math:`\operatorname{prox}_{\tau f}(z)`; ``tau`` a float or one step per batch element (shape ``(B,)``).
+
+        :func:`~deepinv_ext.algorithms.data_fidelity.prox_data_fidelity` with ``prox_max_iter`` and ``prox_tol``."""
         if isinstance(tau, Tensor):
             tau = per_sample(tau.to(dtype=z.dtype, device=z.device), z)
-        if isinstance(physics, DecomposablePhysics):
-            return physics.prox_l2(z, y, tau)
-        return least_squares(physics.A, physics.A_adjoint, y, z=z, init=z, gamma=tau, solver="CG",
-                             max_iter=self.prox_max_iter, tol=self.prox_tol, parallel_dim=[0],
-                             ATA=physics.A_adjoint_A, AAT=physics.A_A_adjoint, eps=torch.finfo(z.dtype).tiny)
+        return prox_data_fidelity(z, y, physics, tau, self.prox_max_iter, self.prox_tol)
 
     def _evaluate(self, x: Tensor, y: Tensor, physics: LinearPhysics) -> tuple[Tensor, Tensor, Tensor]:
         """F(x) and the graph of g at a detached leaf copy of x (backward gives grad g later)."""
@@ -221,14 +233,72 @@ class GradientStepPnP(Reconstructor):
         with torch.enable_grad():
             return torch.autograd.grad(g.sum(), leaf)[0]
 
-    def _change(self, F: Tensor, F_new: Tensor, x: Tensor, x_new: Tensor) -> Tensor:
-        """The relative change that the stopping test compares with ``tol``, per batch element."""
+    def check_conv(self, x_prev: Tensor, x: Tensor, F_prev: Tensor, F: Tensor) -> Tensor:
+        r"""The stopping test per image (shape ``(B,)``, bool): the relative change below ``tol``,
+
+        .. math::
+
+            \frac{|F(x_k) - F(x_{k+1})|}{|F(x_{k+1})|} < \texttt{tol} \ (\texttt{crit="objective"}), \qquad
+            \frac{\|x_{k+1} - x_k\|}{\|x_k\|} < \texttt{tol} \ (\texttt{crit="iterate"}).
+
+        :param torch.Tensor x_prev: :math:`x_k`.
+        :param torch.Tensor x: :math:`x_{k+1}`.
+        :param torch.Tensor F_prev: :math:`F(x_k)`, shape ``(B,)``.
+        :param torch.Tensor F: :math:`F(x_{k+1})`.
+        """
         tiny = torch.finfo(x.dtype).tiny
         if self.crit == "objective":
-            return (F - F_new).abs() / F_new.abs().clamp_min(tiny)
-        return batch_sqnorm(x_new - x).sqrt() / batch_sqnorm(x).sqrt().clamp_min(tiny)
+            change = (F_prev - F).abs() / F.abs().clamp_min(tiny)
+        else:
+            change = batch_sqnorm(x - x_prev).sqrt() / batch_sqnorm(x_prev).sqrt().clamp_min(tiny)
+        return change < self.tol
+
+    def step_size(self, x: Tensor) -> ArmijoStepSize:
+        r"""The step rule of a solve: :math:`\tau_0` = ``stepsize`` for every image of ``x`` (:math:`L = 1/\tau`),
+        shrunk by :math:`\eta` on a rejected candidate and never relaxed, with the Armijo constant :math:`\gamma` and
+        no round-off slack (``backtracking``'s constants; without backtracking the step stays fixed)."""
+        bt = self.backtracking if self.backtracking is not None else BacktrackingConfig(max_iter=0)
+        lipschitz = torch.full((x.shape[0],), 1 / self.stepsize, dtype=x.dtype, device=x.device)
+        return ArmijoStepSize(lipschitz, Backtracking(increase=1 / bt.eta, decrease=1.0, max_backtracking=bt.max_iter,
+                                                      sufficient_decrease=bt.gamma, slack=0.0))
 
     # -- the iteration --------------------------------------------------------------------------------------
+    def _iterate(self, x: Tensor, F: Tensor, grad: Tensor, y: Tensor, physics: LinearPhysics, rule: ArmijoStepSize,
+                 active: Tensor) -> _Iteration:
+        r"""One iteration from ``x`` (:math:`F` and :math:`\nabla g_\sigma` there) for the ``active`` images: candidates
+        at the steps of ``rule``, shrunk per image until one passes its Armijo test (class docstring)."""
+        pending, x_new, F_new, grad_new = active.clone(), x, F, grad
+        n_back = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        stationary, failed = torch.zeros_like(active), torch.zeros_like(active)
+        for trial in range(1 + rule.backtracking.max_backtracking):
+            tau = rule.step
+            cand = self.prox_data(x - per_sample(tau * self.lambda_, x) * grad, y, physics, tau)
+            F_c, g_c, leaf_c = self._evaluate(cand, y, physics)
+            gsq = batch_sqnorm(per_sample(rule.lipschitz, x) * (x - cand))  # the gradient mapping (x - cand) / tau
+            if trial == 0:  # the decrease predicted at tau_k within PRECISION_MARGIN round-offs
+                flat_k = ~rule.visible(gsq, F, PRECISION_MARGIN)
+            ok = rule.accepts(F, F_c, gsq, flat_k) if self.backtracking is not None else torch.ones_like(pending)
+            take = pending & ok
+            if take.any():
+                grad_c = self._grad_from(g_c, leaf_c)
+                x_new = torch.where(per_sample(take, x), cand, x_new)
+                F_new = torch.where(take, F_c, F_new)
+                grad_new = torch.where(per_sample(take, x), grad_c, grad_new)
+            refused = pending & ~ok
+            if trial == 0 and self.crit == "iterate":  # the first candidate is within tol of x_k
+                stationary = stationary | (refused & self.check_conv(x, cand, F, F_c))
+            # a rejected candidate the objective cannot tell from x_k: converged if x_k was stationary to working
+            # precision, otherwise a stall (the decrease predicted at tau_k never showed)
+            unseen = refused & ~rule.visible(gsq, F) & rule.no_increase(F, F_c)
+            stationary = stationary | (unseen & flat_k)
+            failed = failed | (unseen & ~flat_k)
+            pending = refused & ~stationary & ~unseen
+            if not pending.any():
+                break
+            rule.backtrack(pending)
+            n_back = n_back + pending.long()
+        return _Iteration(x_new, F_new, grad_new, n_back, stationary, failed | pending)
+
     def solve(self, y: Tensor, physics: LinearPhysics, init: Tensor | None = None) -> tuple[Tensor, Tensor]:
         r"""Run the iteration without a graph; return the last iterate :math:`x_K` and :math:`\nabla g_\sigma(x_K)`.
 
@@ -242,71 +312,26 @@ class GradientStepPnP(Reconstructor):
         x0 = check_measurement(y, physics, init, model=self, x_name="init")
         with torch.no_grad():
             x = x0.detach() if init is None else init.detach().clone()
-            batch = x.shape[0]
             F, g, leaf = self._evaluate(x, y, physics)
             grad = self._grad_from(g, leaf)
-            tau = torch.full((batch,), self.stepsize, dtype=x.dtype, device=x.device)
-            active = torch.ones(batch, dtype=torch.bool, device=x.device)
+            rule = self.step_size(x)
+            active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
             failed = torch.zeros_like(active)
-            objective, steps, stepsizes, backtracks = [F], [], [], []
-            bt = self.backtracking
+            record: dict[str, list[Tensor]] = {"objective": [F], "step": [], "stepsize": [], "backtracks": []}
             for _ in tqdm(range(self.max_iter), disable=not self.show_progress_bar, desc="GS-PnP"):
-                z = x - per_sample(tau * self.lambda_, x) * grad
-                pending = active.clone()
-                x_new, F_new, grad_new = x, F, grad
-                n_back = torch.zeros(batch, dtype=torch.long, device=x.device)
-                stationary = torch.zeros_like(active)  # converged without a step
-                noise = roundoff(F)
-                for trial in range(1 + (bt.max_iter if bt is not None else 0)):
-                    cand = self.prox_data(z, y, physics, tau)
-                    F_c, g_c, leaf_c = self._evaluate(cand, y, physics)
-                    # the decrease a step predicts, |x_{k+1} - x_k|^2 / (2 tau), below the round-off of F: the
-                    # objective cannot show it; at tau_k (the first candidate) within PRECISION_MARGIN round-offs:
-                    # x_k is stationary to working precision
-                    predicted = batch_sqnorm(cand - x) / (2 * tau)
-                    flat = predicted <= noise
-                    if trial == 0:
-                        flat_k = predicted <= PRECISION_MARGIN * noise
-                    if bt is None:
-                        ok = torch.ones_like(pending)
-                    else:  # Armijo, where the objective can show the decrease
-                        ok = (F_c <= F - bt.gamma / tau * batch_sqnorm(cand - x)) & (flat_k | ~flat)
-                    take = pending & ok
-                    if take.any():
-                        grad_c = self._grad_from(g_c, leaf_c)
-                        x_new = torch.where(per_sample(take, x), cand, x_new)
-                        F_new = torch.where(take, F_c, F_new)
-                        grad_new = torch.where(per_sample(take, x), grad_c, grad_new)
-                    if trial == 0 and self.crit == "iterate":  # the first candidate is within tol of x_k
-                        stationary = stationary | (pending & ~ok & (self._change(F, F_c, x, cand) < self.tol))
-                    # a rejected candidate the objective cannot tell from x_k: converged if x_k was stationary to
-                    # working precision, otherwise a stall (the decrease predicted at tau_k never showed)
-                    unseen = pending & ~ok & flat & (F_c <= F + noise)
-                    stationary = stationary | (unseen & flat_k)
-                    failed = failed | (unseen & ~flat_k)
-                    pending = pending & ~ok & ~stationary & ~unseen
-                    if not pending.any():
-                        break
-                    tau = torch.where(pending, bt.eta * tau, tau)
-                    n_back = n_back + pending.long()
-                    z = torch.where(per_sample(pending, x), x - per_sample(tau * self.lambda_, x) * grad, z)
-                failed = failed | pending
-                step = batch_sqnorm(x_new - x).sqrt()
-                change = self._change(F, F_new, x, x_new)
-                objective.append(F_new)
-                steps.append(step)
-                stepsizes.append(tau.clone())
-                backtracks.append(n_back)
-                x, F, grad = x_new, F_new, grad_new
-                active = active & ~failed & ~stationary & ~(change < self.tol)
+                it = self._iterate(x, F, grad, y, physics, rule, active)
+                done = it.stationary | self.check_conv(x, it.x, F, it.F)
+                for key, value in (("objective", it.F), ("step", batch_sqnorm(it.x - x).sqrt()),
+                                   ("stepsize", rule.step), ("backtracks", it.backtracks)):
+                    record[key].append(value)
+                x, F, grad = it.x, it.F, it.grad
+                failed = failed | it.failed
+                active = active & ~failed & ~done
                 if not active.any():
                     break
         self.converged = ~active & ~failed
-        self.history = {
-            "objective": torch.stack(objective).cpu(), "step": torch.stack(steps).cpu(),
-            "stepsize": torch.stack(stepsizes).cpu(), "backtracks": torch.stack(backtracks).cpu(),
-            "converged": self.converged.cpu(), "backtracking_failed": failed.cpu(),
-        }
+        self.history = {key: torch.stack(values).cpu() for key, values in record.items()}
+        self.history |= {"converged": self.converged.cpu(), "backtracking_failed": failed.cpu()}
         warn_not_converged(type(self).__name__, self.converged, {
             "found no step that lowers the objective (backtracking failed or stalled)": failed,
             f"reached max_iter={self.max_iter}": active})

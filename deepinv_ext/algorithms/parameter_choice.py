@@ -21,7 +21,7 @@ range, :math:`\varepsilon = 10^{-4}`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +31,7 @@ from deepinv_ext._batch import batch_norm
 from deepinv_ext._validation import check_tensor, finite_number, finite_values, positive_int
 
 __all__ = ["AffineParameterRule", "RelativeChangeStop", "discrepancy_lambda", "gradient_balance_lambda",
-           "noise_norm_gaussian", "noise_norm_log_poisson"]
+           "noise_norm_gaussian", "noise_norm_log_poisson", "select_lambda_and_budget"]
 
 
 @dataclass(frozen=True)
@@ -182,8 +182,8 @@ class RelativeChangeStop:
         \frac{\|x_{k+1} - x_k\|}{\|x_k\|} < \text{tol} \quad\text{and}\quad
         \frac{|E(x_k) - E(x_{k+1})|}{|E(x_k)|} < \text{tol}
 
-    (the rule of :class:`deepinv_ext.algorithms.VariationalSolver`, here for iterations written elsewhere, e.g. the
-    proximal-gradient TV baseline of ``recipes/ct_learned_regularizers.py``). ``energy`` may be omitted.
+    (the rule of :class:`deepinv_ext.algorithms.VariationalSolver`, here for iterations written elsewhere, e.g.
+    :class:`~deepinv_ext.algorithms.fista.FISTASolver`). ``energy`` may be omitted.
 
     :param float tol: relative tolerance (> 0).
     """
@@ -201,3 +201,54 @@ class RelativeChangeStop:
         if e_new is not None and e_old is not None:
             done = done & ((e_old - e_new).abs() / e_old.abs().clamp_min(tiny) < self.tol)
         return done
+
+
+def select_lambda_and_budget(solve: Callable[[float, tuple[int, ...]], dict[int, Tensor]],
+                             score: Callable[[Tensor], Tensor | float], lambdas: Iterable[float],
+                             budgets: Sequence[int]) -> tuple[float, int, dict[float, dict[int, float]]]:
+    r"""Choose the weight :math:`\lambda` and the iteration budget :math:`K` of a reconstruction jointly, by their
+    score on validation data:
+
+    .. math::
+
+        (\lambda^*, K^*) = \arg\max_{\lambda \in \Lambda,\ K \in \mathcal{K}} \ \mathrm{score}(x_\lambda^K),
+
+    where :math:`x_\lambda^K` is the :math:`K`-th iterate of the solve with weight :math:`\lambda`. One solve per
+    :math:`\lambda` gives every budget (its iterates recorded at each :math:`K`, e.g. by the ``record`` argument of
+    :class:`~deepinv_ext.algorithms.VariationalSolver` and :class:`~deepinv_ext.algorithms.fista.FISTASolver`).
+    Stopping a non-convex energy after a fixed number of steps from a good start is itself a regulariser (Lunz et al.
+    2018 reconstruct with the adversarial regulariser that way); a solve that converges before the largest budget
+    stays a candidate. Ties go to the first pair, in the order of ``lambdas`` and then of ``budgets``.
+
+    :param Callable solve: ``solve(lam, budgets) -> {K: x_K}``, the iterates of the validation solve with weight
+        ``lam`` at every budget ``K`` of ``budgets``.
+    :param Callable score: ``score(x) ->`` the mean validation score of the reconstructions ``x`` (e.g. the PSNR
+        against the validation ground truths; larger is better).
+    :param Iterable lambdas: the candidate weights :math:`\Lambda` (e.g. :math:`\lambda_0 2^k` around the
+        heuristic :func:`gradient_balance_lambda`).
+    :param Sequence budgets: the candidate budgets :math:`\mathcal{K}` (iteration counts).
+    :return: ``(lam, K, scores)``, with ``scores[lam][K]`` the score of every pair tried.
+    :raises ValueError: no candidate weight or budget.
+
+    :Examples:
+
+    >>> import torch
+    >>> target = torch.ones(1, 1, 2, 2)
+    >>> def solve(lam, budgets):  # iterates x_K = lam (1 - 3^-K), best at lam = 1 and the largest K
+    ...     return {K: target * lam * (1 - 3.0 ** -K) for K in budgets}
+    >>> lam, K, scores = select_lambda_and_budget(solve, lambda x: -(x - target).abs().mean(), [0.5, 1.0, 2.0],
+    ...                                           (1, 5, 10))
+    >>> lam, K
+    (1.0, 10)
+    """
+    budgets = tuple(budgets)
+    scores: dict[float, dict[int, float]] = {}
+    for lam in lambdas:
+        iterates = solve(lam, budgets)
+        scores[lam] = {K: float(score(iterates[K])) for K in budgets}
+    pairs = [(lam, K) for lam in scores for K in scores[lam]]
+    if not pairs:
+        raise ValueError(f"lambdas and budgets must each hold at least one candidate, got {len(scores)} weight(s) "
+                         f"and budgets {budgets}")
+    lam, K = max(pairs, key=lambda pair: scores[pair[0]][pair[1]])
+    return lam, K, scores

@@ -28,8 +28,15 @@ from tqdm.auto import tqdm
 from deepinv_ext._batch import batch_norm
 from deepinv_ext._convergence import warn_not_converged
 from deepinv_ext._validation import boolean, check_measurement, finite_number, positive_int
-from deepinv_ext.denoisers.linear_unet import symmetry_gap
-from deepinv_ext.spectral import OperatorEig, ScalingFilter, SpectralFilter, cg_solve, lanczos_extreme
+from deepinv_ext.physics.functional import power_method
+from deepinv_ext.spectral import (
+    OperatorEig,
+    ScalingFilter,
+    SpectralFilter,
+    cg_solve,
+    lanczos_extreme,
+    symmetry_gap,
+)
 
 __all__ = ["SpectralPnP"]
 
@@ -44,7 +51,8 @@ class SpectralPnP(dinv.models.Reconstructor):
     r"""PnP-FBS :math:`x_{k+1} = h_\tau(D)(x_k - \eta A^\top(Ax_k - y))` for any deepinv linear physics.
 
     The step :math:`\eta` is ``step_factor`` :math:`/ \|A\|^2` with :math:`\|A\|^2` computed by
-    ``physics.compute_sqnorm`` (power method, enlarged by 1 % for safety) unless ``stepsize`` is given; it must
+    the power method on :math:`A^\top A` (:func:`deepinv_ext.physics.functional.power_method`, the iteration of
+    ``physics.compute_sqnorm`` from a seeded start; enlarged by 1 % for safety) unless ``stepsize`` is given; it must
     satisfy :math:`\eta \le 2/\|A\|^2` (:math:`\le 1/\|A\|^2` with ``acceleration="fista"``). The iteration stops
     when the relative change :math:`\|x_{k+1} - x_k\|/\|x_k\|` of every image is below ``tol``; ``converged``
     (shape ``(B,)``) says which images got there with the last filter application within ``filter_tol``.
@@ -137,18 +145,19 @@ class SpectralPnP(dinv.models.Reconstructor):
         self.converged: Tensor | None = None
 
     @classmethod
-    def contract_example(cls) -> dict:
-        from deepinv_ext.datasets import RandomEllipsesDataset
+    def contract_example(cls, generator: torch.Generator | None = None) -> dict:
+        """A small instance for :func:`deepinv_ext.testing.check_reconstructor` (side-effect free: draws only from
+        ``generator``)."""
         from deepinv_ext.denoisers.linear_unet import LinearSymmetricUNet
+        from deepinv_ext.testing.examples import example_blur, example_generator, example_images, seeded_init
 
-        torch.manual_seed(0)
-        den = LinearSymmetricUNet(channels=(4, 8), convs_per_scale=1)
+        g = example_generator(generator)
+        with seeded_init(g):
+            den = LinearSymmetricUNet(channels=(4, 8), convs_per_scale=1)
         den.calibrate_spectrum((0.05, 0.95), shape=(1, 16, 16), n_iter=30)
-        kernel = dinv.physics.functional.blur.gaussian_blur(sigma=(1.0, 1.0))
-        physics = dinv.physics.BlurFFT(img_size=(1, 16, 16), filter=kernel,
-                                       noise_model=dinv.physics.GaussianNoise(0.01))
+        physics = example_blur(16, 0.01)
         return {"model": cls(den, ScalingFilter(), tau=0.5, max_iter=5, tol=1e-3, filter_tol=1e-3),
-                "physics": physics, "dataset": RandomEllipsesDataset(length=4, size=16, seed=0)}
+                "physics": physics, "dataset": example_images(4, 16, generator=g)}
 
     def matvec(self, v: Tensor) -> Tensor:
         """The denoiser as an operator, :math:`v \\mapsto D v`."""
@@ -206,14 +215,16 @@ class SpectralPnP(dinv.models.Reconstructor):
         checking it against :math:`2/\|A\|^2` (:math:`1/\|A\|^2` with FISTA)."""
         key = (id(physics), tuple(x.shape[1:]), x.dtype)
         if key not in self._sqnorm:
-            # deterministic (seeded, without touching the global RNG); deepinv's tol is absolute: a rough pass
-            # sets the scale for a relative 1e-5
-            with torch.no_grad(), torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
+            # deterministic: the power method (what physics.compute_sqnorm runs) from starts drawn from a generator
+            # of its own (the global random state is not touched); its tol is absolute: a rough pass sets the scale
+            # for a relative 1e-5
+            g = torch.Generator(device=x.device).manual_seed(0)
+            starts = [torch.randn(x[:1].shape, generator=g, dtype=x.dtype, device=x.device) for _ in range(2)]
+            with torch.no_grad():
                 with warnings.catch_warnings():  # the rough pass never "converges" (tol=0), by design
                     warnings.simplefilter("ignore", UserWarning)
-                    rough = float(physics.compute_sqnorm(x[:1], max_iter=10, tol=0.0, verbose=False))
-                sq = 1.01 * float(physics.compute_sqnorm(x[:1], max_iter=300, tol=1e-5 * rough, verbose=False))
+                    rough = float(power_method(physics.A_adjoint_A, starts[0], max_iter=10, tol=0.0))
+                sq = 1.01 * float(power_method(physics.A_adjoint_A, starts[1], max_iter=300, tol=1e-5 * rough))
             if not self.cache_norm:
                 return self._step(sq)
             self._sqnorm[key] = sq

@@ -12,7 +12,8 @@ The network of Kobler et al. discretises the gradient flow of the energy :math:`
 with a learned stopping time :math:`T` and data weight :math:`\lambda`. The proximal map solves
 :math:`(\operatorname{Id} + \tau A^\top A)x = u + \tau A^\top y`, :math:`\tau = \lambda/S`: in closed form
 :math:`x = (u + \tau y)/(1 + \tau)` for denoising, through the singular value decomposition for deepinv's
-decomposable physics, and by conjugate gradients otherwise.
+decomposable physics, and by conjugate gradients otherwise
+(:func:`deepinv_ext.algorithms.data_fidelity.prox_data_fidelity`, shared with the other solvers).
 
 A network trained at noise level :math:`\sigma_0` is applied at :math:`\sigma` by rescaling
 (:math:`\sigma_0/\sigma` is the factor ``s``): :math:`\hat x(y) = \mathrm{VN}(s\,y)/s`, since for a linear
@@ -33,8 +34,7 @@ from pathlib import Path
 
 import torch
 from deepinv.models import Reconstructor
-from deepinv.optim.linear import conjugate_gradient
-from deepinv.physics import DecomposablePhysics, Denoising, LinearPhysics, Physics
+from deepinv.physics import Denoising, Physics
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -47,48 +47,10 @@ from deepinv_ext._validation import (
     load_checkpoint,
     positive_int,
 )
+from deepinv_ext.algorithms.data_fidelity import prox_data_fidelity
 from deepinv_ext.priors.tdv import TDV
 
-__all__ = ["TDVNetwork", "constrain_optimizer", "prox_data_fidelity"]
-
-
-def prox_data_fidelity(u: Tensor, y: Tensor, physics: Physics, tau: Tensor | float, max_iter: int = 50,
-                       tol: float = 1e-6, method: str = "auto") -> Tensor:
-    r""":math:`\operatorname{prox}_{\tau f}(u) = \arg\min_x \frac{\tau}{2}\|Ax - y\|^2 + \frac12\|x - u\|^2`.
-
-    Closed form for :class:`deepinv.physics.Denoising` (:math:`(u + \tau y)/(1+\tau)`) and other decomposable
-    physics (``physics.prox_l2``, which leaves the physics unchanged there); otherwise conjugate gradients on
-    :math:`(\operatorname{Id} + \tau A^\top A)x = u + \tau A^\top y` started at ``u``. Deepinv's
-    ``LinearPhysics.prox_l2`` is not called on that path because it overwrites the physics' ``solver``,
-    ``max_iter`` and ``tol``.
-
-    :param torch.Tensor u: the point ``(B, ...)``.
-    :param torch.Tensor y: the measurements.
-    :param deepinv.physics.LinearPhysics physics: the operator :math:`A`.
-    :param tau: a float or a tensor broadcasting against ``u`` (e.g. ``(B, 1, 1, 1)``).
-    :param int max_iter: maximum CG iterations.
-    :param float tol: relative CG tolerance.
-    :param str method: ``"auto"`` (closed form where there is one, CG otherwise) or ``"cg"`` (always CG).
-    :raises TypeError: a physics that is not linear.
-    :raises ValueError: an unknown ``method``, a number ``tau`` not finite and >= 0, ``max_iter`` not a positive
-        integer, ``tol`` not > 0.
-    """
-    if method not in ("auto", "cg"):
-        raise ValueError(f"method must be 'auto' or 'cg', got {method!r}")
-    if not isinstance(physics, LinearPhysics):
-        raise TypeError(f"physics must be a deepinv LinearPhysics, got {type(physics).__name__}")
-    if not isinstance(tau, Tensor):  # a tensor (a network's parameter) is not checked: no host sync per step
-        finite_number(tau, "tau")
-    positive_int(max_iter, "max_iter")
-    finite_number(tol, "tol", strict=True)
-    scalar = not isinstance(tau, Tensor) or tau.numel() == 1
-    if method == "auto" and isinstance(physics, Denoising) and type(physics).A is Denoising.A:
-        return (u + tau * y) / (1 + tau)
-    if method == "auto" and isinstance(physics, DecomposablePhysics) and scalar:
-        return physics.prox_l2(u, y, tau.reshape(()) if isinstance(tau, Tensor) else tau)
-    # eps: deepinv's default 1e-8 in the step-size denominator stalls CG near 1e-6 relative accuracy
-    return conjugate_gradient(lambda x: x + tau * physics.A_adjoint_A(x), u + tau * physics.A_adjoint(y),
-                              max_iter=max_iter, tol=tol, init=u, eps=torch.finfo(u.dtype).tiny)
+__all__ = ["TDVNetwork", "constrain_optimizer"]
 
 
 def constrain_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module) -> torch.optim.Optimizer:
@@ -289,13 +251,16 @@ class TDVNetwork(Reconstructor):
         return net
 
     @classmethod
-    def contract_example(cls) -> dict:
+    def contract_example(cls, generator: torch.Generator | None = None) -> dict:
+        """A small instance for :func:`deepinv_ext.testing.check_reconstructor` (side-effect free: draws only from
+        ``generator``)."""
         from deepinv.physics import GaussianNoise
 
-        from deepinv_ext.datasets import RandomEllipsesDataset
+        from deepinv_ext.testing.examples import example_generator, example_images, seeded_init
 
-        torch.manual_seed(0)
-        prior = TDV(num_features=4, num_macro_blocks=1)
+        g = example_generator(generator)
+        with seeded_init(g):
+            prior = TDV(num_features=4, num_macro_blocks=1)
         model = cls(prior, steps=2, T=0.05, lmbda=1.0)
         physics = Denoising(GaussianNoise(0.1))
-        return {"model": model, "physics": physics, "dataset": RandomEllipsesDataset(4, 24, seed=0)}
+        return {"model": model, "physics": physics, "dataset": example_images(4, 24, generator=g)}

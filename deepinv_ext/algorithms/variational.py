@@ -25,7 +25,8 @@ This converges to stationary points for non-convex smooth :math:`E` with Lipschi
 
 Every batch element has its own :math:`L_k`, momentum, acceptance and stopping (a batch gives the results of its
 images one by one). Stopping rule, without ground truth: the relative change
-:math:`\|x_{k+1} - x_k\| / \|x_k\|` and the relative energy decrease both below ``tol``, or a point stationary to
+:math:`\|x_{k+1} - x_k\| / \|x_k\|` and the relative energy decrease both below ``tol``
+(:meth:`VariationalSolver.check_conv`), or a point stationary to
 working precision (no decrease of :math:`E` left above its round-off); an image stops unconverged at ``max_iter``,
 or when it stalls (a decrease was predicted by the gradient but no step showed it: a prior whose ``grad`` is not
 the gradient of its ``fn``). ``converged`` says which, per image, and a
@@ -50,7 +51,9 @@ from torch import Tensor
 from deepinv_ext._batch import batch_sqnorm
 from deepinv_ext._convergence import warn_not_converged
 from deepinv_ext._validation import boolean, check_measurement, finite_number, positive_int
-from deepinv_ext.priors.accelerated import Backtracking, accelerated_descent
+from deepinv_ext.priors.accelerated import accelerated_descent
+from deepinv_ext.priors.smooth import SmoothLearnedPrior
+from deepinv_ext.priors.step_size import Backtracking
 
 __all__ = ["VariationalSolver"]
 
@@ -68,8 +71,9 @@ class VariationalSolver(Reconstructor):
     :class:`deepinv.Trainer`): then they are differentiated by unrolling, with the backtracking and restart
     decisions held fixed, at a memory cost growing with ``max_iter``.
 
-    :param deepinv.optim.Prior prior: a smooth prior with ``fn`` (per batch element) and ``grad``; an
-        ``energy_and_grad(x)`` method (as :class:`deepinv_ext.priors.TDV` has) is used when present.
+    :param deepinv.optim.Prior prior: a smooth prior with ``fn`` (per batch element) and ``grad``; for a
+        :class:`deepinv_ext.priors.SmoothLearnedPrior` (e.g. :class:`deepinv_ext.priors.TDV`) its
+        ``energy_and_grad(x)`` gives both in one sweep.
     :param float weight: the data weight :math:`w`.
     :param int max_iter: maximum number of accelerated iterations.
     :param int cg_init_iter: CG iterations on :math:`A^\top A x = A^\top y` for :math:`x_0` (0: start at
@@ -120,7 +124,7 @@ class VariationalSolver(Reconstructor):
     def energy_and_grad(self, x: Tensor, y: Tensor, physics: LinearPhysics) -> tuple[Tensor, Tensor]:
         r""":math:`(E(x), \nabla E(x))` with :math:`\nabla E(x) = w A^\top(Ax - y) + \nabla R(x)`."""
         r = physics.A(x) - y
-        if callable(getattr(self.prior, "energy_and_grad", None)):
+        if isinstance(self.prior, SmoothLearnedPrior):  # one forward and one backward sweep
             e_reg, g_reg = self.prior.energy_and_grad(x)
         else:
             e_reg, g_reg = self.prior.fn(x), self.prior.grad(x)
@@ -161,7 +165,7 @@ class VariationalSolver(Reconstructor):
         result = accelerated_descent(
             lambda z: self.energy(z, y, physics), lambda z: self.energy_and_grad(z, y, physics), x,
             max_iter=self.max_iter, lipschitz=self.lipschitz_init, backtracking=self.backtracking,
-            step_converged=self._small_change, callback=record, progress=self.progress)
+            step_converged=self.check_conv, callback=record, progress=self.progress)
         self.iterations = len(self.history) - 1
         self.lipschitz, self.converged, self.stalled = result.lipschitz, result.converged, result.stalled
         warn_not_converged(type(self).__name__, result.converged, {
@@ -172,12 +176,22 @@ class VariationalSolver(Reconstructor):
             self.snapshots.setdefault(k, result.x.detach().clone())
         return result.x
 
-    def _small_change(self, x: Tensor, x_new: Tensor, e: Tensor, e_new: Tensor) -> Tensor:
-        r"""The stopping rule: :math:`\|x_{k+1} - x_k\| / \|x_k\|` and :math:`|E_k - E_{k+1}| / |E_k|` below
-        ``tol``."""
-        tiny = torch.finfo(x.dtype).tiny
-        dx = torch.sqrt(batch_sqnorm(x_new - x)) / torch.sqrt(batch_sqnorm(x)).clamp_min(tiny)
-        de = (e - e_new).abs() / e.abs().clamp_min(tiny)
+    def check_conv(self, x_prev: Tensor, x: Tensor, e_prev: Tensor, e: Tensor) -> Tensor:
+        r"""The stopping rule, per image (shape ``(B,)``, bool): both relative changes below ``tol``,
+
+        .. math::
+
+            \frac{\|x_{k+1} - x_k\|}{\|x_k\|} < \texttt{tol} \quad\text{and}\quad
+            \frac{|E(x_k) - E(x_{k+1})|}{|E(x_k)|} < \texttt{tol}.
+
+        :param torch.Tensor x_prev: :math:`x_k`.
+        :param torch.Tensor x: :math:`x_{k+1}`.
+        :param torch.Tensor e_prev: :math:`E(x_k)`, shape ``(B,)``.
+        :param torch.Tensor e: :math:`E(x_{k+1})`.
+        """
+        tiny = torch.finfo(x_prev.dtype).tiny
+        dx = torch.sqrt(batch_sqnorm(x - x_prev)) / torch.sqrt(batch_sqnorm(x_prev)).clamp_min(tiny)
+        de = (e_prev - e).abs() / e_prev.abs().clamp_min(tiny)
         return (dx < self.tol) & (de < self.tol)
 
     def monotone(self) -> bool:
@@ -187,16 +201,16 @@ class VariationalSolver(Reconstructor):
         return bool(((h[1:] - h[:-1]) <= eps).all())
 
     @classmethod
-    def contract_example(cls) -> dict:
-        import deepinv as dinv
+    def contract_example(cls, generator: torch.Generator | None = None) -> dict:
+        """A small instance for :func:`deepinv_ext.testing.check_reconstructor` (side-effect free: draws only from
+        ``generator``)."""
 
-        from deepinv_ext.datasets import RandomEllipsesDataset
         from deepinv_ext.priors import TDV
+        from deepinv_ext.testing.examples import example_blur, example_generator, example_images, seeded_init
 
-        torch.manual_seed(0)
-        prior = TDV(num_features=4, num_macro_blocks=1)
-        physics = dinv.physics.BlurFFT((1, 24, 24), filter=dinv.physics.functional.blur.gaussian_blur(sigma=(1.0, 1.0)),
-                                       noise_model=dinv.physics.GaussianNoise(0.02))
+        g = example_generator(generator)
+        with seeded_init(g):
+            prior = TDV(num_features=4, num_macro_blocks=1)
+        physics = example_blur(24, 0.02)
         return {"model": cls(prior, weight=50.0, max_iter=5, cg_init_iter=3), "physics": physics,
-                "dataset": RandomEllipsesDataset(4, 24, seed=0)}
-
+                "dataset": example_images(4, 24, generator=g)}

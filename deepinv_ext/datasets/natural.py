@@ -62,8 +62,9 @@ class SkimageImagesDataset(Dataset):
         self.grayscale, self.names, self.dtype = boolean(grayscale, "grayscale"), names, floating_dtype(dtype)
 
     @classmethod
-    def contract_example(cls) -> dict:
-        """A small instance for :func:`deepinv_ext.testing.check_dataset`."""
+    def contract_example(cls, generator: torch.Generator | None = None) -> dict:
+        """A small instance for :func:`deepinv_ext.testing.check_dataset` (nothing is random: ``generator`` is
+        accepted for the common signature and not used)."""
         return {"dataset": cls(size=16, names=("camera", "astronaut"))}
 
     def __len__(self) -> int:

@@ -129,9 +129,11 @@ class RandomEllipsesDataset(Dataset):
         self.dtype, self.transform = floating_dtype(dtype), transform
 
     @classmethod
-    def contract_example(cls) -> dict:
-        """A small instance for :func:`deepinv_ext.testing.check_dataset`."""
-        return {"dataset": cls(length=3, size=16, seed=0)}
+    def contract_example(cls, generator: torch.Generator | None = None) -> dict:
+        """A small instance for :func:`deepinv_ext.testing.check_dataset`, its seed drawn from ``generator``
+        (default: seeded with 0)."""
+        g = generator if generator is not None else torch.Generator().manual_seed(0)
+        return {"dataset": cls(length=3, size=16, seed=int(torch.randint(0, 2**31, (1,), generator=g)))}
 
     def __len__(self) -> int:
         return self.length
@@ -164,8 +166,9 @@ class SheppLoganPhantomDataset(Dataset):
         self.image = generate_shepp_logan(self.size).to(floating_dtype(dtype))[None]
 
     @classmethod
-    def contract_example(cls) -> dict:
-        """A small instance for :func:`deepinv_ext.testing.check_dataset`."""
+    def contract_example(cls, generator: torch.Generator | None = None) -> dict:
+        """A small instance for :func:`deepinv_ext.testing.check_dataset` (nothing is random: ``generator`` is
+        accepted for the common signature and not used)."""
         return {"dataset": cls(size=16, length=2)}
 
     def __len__(self) -> int:

@@ -54,6 +54,7 @@ from deepinv_ext._validation import (
     load_checkpoint,
     positive_int,
 )
+from deepinv_ext.priors.smooth import autograd_energy_and_grad
 
 __all__ = ["GradientStepDenoiser", "SmallPotentialNet"]
 
@@ -155,13 +156,15 @@ class GradientStepDenoiser(GSPnP):
         self.create_graph = create_graph
 
     @classmethod
-    def contract_example(cls) -> dict:
-        """A tiny instance for :func:`deepinv_ext.testing.check_denoiser`."""
-        from deepinv_ext.datasets import RandomEllipsesDataset
+    def contract_example(cls, generator: torch.Generator | None = None) -> dict:
+        """A tiny instance for :func:`deepinv_ext.testing.check_denoiser` (side-effect free: draws only from
+        ``generator``)."""
+        from deepinv_ext.testing.examples import example_generator, example_images, seeded_init
 
-        torch.manual_seed(0)
-        return {"denoiser": cls(SmallPotentialNet(in_channels=1, channels=8, depth=3)),
-                "dataset": RandomEllipsesDataset(length=2, size=16, seed=0)}
+        g = example_generator(generator)
+        with seeded_init(g):
+            denoiser = cls(SmallPotentialNet(in_channels=1, channels=8, depth=3))
+        return {"denoiser": denoiser, "dataset": example_images(2, 16, generator=g)}
 
     @classmethod
     def from_gsdrunet(cls, weights: str | Path | None = None, in_channels: int = 3, nb: int = 2,
@@ -213,13 +216,6 @@ class GradientStepDenoiser(GSPnP):
         r"""The network :math:`N_\sigma`."""
         return self.student_grad.model
 
-    def _create_graph(self, create_graph: bool | None, x: Tensor) -> bool:
-        if create_graph is not None:
-            return bool(create_graph)
-        if self.create_graph is not None:
-            return self.create_graph
-        return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-
     def _check_input(self, x: Tensor, sigma: float | Tensor) -> None:
         check_tensor(x, "x")
         if x.dim() < 2:
@@ -247,14 +243,8 @@ class GradientStepDenoiser(GSPnP):
         :param bool create_graph: keep the graph (differentiable outputs); ``None``: see the class docstring.
         """
         self._check_input(x, sigma)
-        create_graph = self._create_graph(create_graph, x)
-        with torch.enable_grad():
-            x_in = x if (create_graph and x.requires_grad) else x.detach().requires_grad_(True)
-            g = self.potential(x_in, sigma)
-            (grad,) = torch.autograd.grad(g.sum(), x_in, create_graph=create_graph)
-        if not create_graph:
-            g, grad = g.detach(), grad.detach()
-        return g, grad
+        return autograd_energy_and_grad(lambda z: self.potential(z, sigma), x, self.parameters(),
+                                        create_graph=self.create_graph if create_graph is None else create_graph)
 
     def grad(self, x: Tensor, sigma: float | Tensor, create_graph: bool | None = None) -> Tensor:
         r""":math:`\nabla g_\sigma(x) = \alpha\,(\operatorname{Id} - J_{N_\sigma}(x))^\top (x - N_\sigma(x))`."""

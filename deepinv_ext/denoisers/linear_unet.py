@@ -36,7 +36,7 @@ from deepinv_ext._validation import (
     finite_values,
     positive_int,
 )
-from deepinv_ext.spectral import lanczos_extreme
+from deepinv_ext.spectral import lanczos_extreme, symmetry_gap  # symmetry_gap: its old home, still importable
 
 __all__ = ["LinearSymmetricUNet"]
 
@@ -87,11 +87,15 @@ class LinearSymmetricUNet(dinv.models.Denoiser):
         self.to(device)
 
     @classmethod
-    def contract_example(cls) -> dict:
-        from deepinv_ext.datasets import RandomEllipsesDataset
+    def contract_example(cls, generator: torch.Generator | None = None) -> dict:
+        """A small instance for :func:`deepinv_ext.testing.check_denoiser` (side-effect free: draws only from
+        ``generator``)."""
+        from deepinv_ext.testing.examples import example_generator, example_images, seeded_init
 
-        return {"denoiser": cls(channels=(4, 8), convs_per_scale=1),
-                "dataset": RandomEllipsesDataset(length=4, size=16, seed=0), "sigma": 0.1}
+        g = example_generator(generator)
+        with seeded_init(g):
+            denoiser = cls(channels=(4, 8), convs_per_scale=1)
+        return {"denoiser": denoiser, "dataset": example_images(4, 16, generator=g), "sigma": 0.1}
 
     def _check(self, x: Tensor) -> None:
         check_image(x, self.in_channels)
@@ -148,7 +152,8 @@ class LinearSymmetricUNet(dinv.models.Denoiser):
     def is_symmetric(self, shape: tuple[int, ...] = (1, 32, 32), *, n_probes: int = 3, rtol: float = 1e-5,
                      dtype: torch.dtype = torch.float64) -> bool:
         r"""Check :math:`\langle x, Dy\rangle = \langle Dx, y\rangle` on random probes (relative to
-        :math:`\|x\|\|Dy\|`) in ``dtype``; returns ``True`` when the worst relative gap is below ``rtol``."""
+        :math:`\|x\|\|Dy\|`) in ``dtype``; returns ``True`` when the worst relative gap
+        (:func:`deepinv_ext.spectral.symmetry_gap`) is below ``rtol``."""
         return symmetry_gap(self._apply_in, shape, n_probes=positive_int(n_probes, "n_probes"), dtype=dtype,
                             device=self.scale.device) < rtol
 
@@ -190,17 +195,3 @@ class LinearSymmetricUNet(dinv.models.Denoiser):
         after = self.spectral_bounds(shape, n_iter=n_iter)
         return {"raw_min": raw["lambda_min"], "raw_max": raw["lambda_max"], "scale": a,
                 "shift": float(self.shift), "lambda_min": after["lambda_min"], "lambda_max": after["lambda_max"]}
-
-
-def symmetry_gap(matvec, shape: tuple[int, ...], *, n_probes: int = 3, dtype: torch.dtype = torch.float64,
-                 device: torch.device | str = "cpu", seed: int = 0) -> float:
-    r"""Worst relative gap :math:`|\langle x, Dy\rangle - \langle Dx, y\rangle| / (\|x\|\|Dy\|)` over random
-    probes."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n_probes, *shape, generator=g, dtype=dtype).to(device)
-    y = torch.randn(n_probes, *shape, generator=g, dtype=dtype).to(device)
-    with torch.no_grad():
-        Dx, Dy = matvec(x), matvec(y)
-    lhs, rhs = (x * Dy).flatten(1).sum(1), (Dx * y).flatten(1).sum(1)
-    scale = x.flatten(1).norm(dim=1) * Dy.flatten(1).norm(dim=1)
-    return float(((lhs - rhs).abs() / scale.clamp_min(1e-300)).max())

@@ -41,12 +41,7 @@ from torch import Tensor
 
 from deepinv_ext._validation import boolean, check_batch, finite_number, positive_int
 from deepinv_ext.losses.descent import normalised_descent
-from deepinv_ext.losses.pseudo_inverse import (
-    RegularizerTrainingModel,
-    check_pair,
-    check_regularizer,
-    regularizer_of,
-)
+from deepinv_ext.losses.pseudo_inverse import check_pair, check_regularizer, regularizer_of
 
 __all__ = ["WassersteinCriticLoss"]
 
@@ -56,7 +51,7 @@ class WassersteinCriticLoss(Loss):
     x)\| - 1)_+^2]` for training AR/ACR in :class:`deepinv.Trainer`.
 
     In the Trainer, ``x`` is the clean batch and ``x_net`` the artefact batch: train a
-    :class:`deepinv_ext.losses.RegularizerTrainingModel` (whose output is the pseudo-inverse) and the loss reads
+    :class:`deepinv_ext.algorithms.RegularizerTrainingModel` (whose output is the pseudo-inverse) and the loss reads
     the critic from ``model.regularizer`` (or give ``regularizer`` here).
 
     :param float mu: weight :math:`\mu \ge 0` of the gradient penalty (10 as in Gulrajani et al.; ``mu=0``
@@ -164,15 +159,18 @@ class WassersteinCriticLoss(Loss):
         return parts["clean"] - parts["artefact"] + self.mu * parts["penalty"]
 
     @classmethod
-    def contract_example(cls) -> dict:
-        """One Trainer step of a tiny AR critic on 16x16 ellipses with noisy copies as the artefacts."""
+    def contract_example(cls, generator: torch.Generator | None = None) -> dict:
+        """One Trainer step of a tiny AR critic on 16x16 test images with noisy copies as the artefacts, for
+        :func:`deepinv_ext.testing.check_loss` (side-effect free: draws only from ``generator``)."""
         import deepinv as dinv
 
-        from deepinv_ext.datasets import RandomEllipsesDataset
+        from deepinv_ext.algorithms.regularizer_training import RegularizerTrainingModel
         from deepinv_ext.priors.adversarial import AdversarialRegularizer
+        from deepinv_ext.testing.examples import example_generator, example_images, seeded_init
 
-        torch.manual_seed(0)
-        model = RegularizerTrainingModel(AdversarialRegularizer(widths=(4, 4, 8), hidden=8))
+        g = example_generator(generator)
+        with seeded_init(g):
+            model = RegularizerTrainingModel(AdversarialRegularizer(widths=(4, 4, 8), hidden=8))
         physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1))
         return {"loss": cls(mu=10.0), "model": model, "physics": physics,
-                "dataset": RandomEllipsesDataset(length=4, size=16, seed=0)}
+                "dataset": example_images(4, 16, generator=g)}

@@ -38,12 +38,7 @@ from torch import Tensor
 
 from deepinv_ext._validation import finite_number, positive_int
 from deepinv_ext.losses.descent import normalised_descent
-from deepinv_ext.losses.pseudo_inverse import (
-    RegularizerTrainingModel,
-    check_pair,
-    check_regularizer,
-    regularizer_of,
-)
+from deepinv_ext.losses.pseudo_inverse import check_pair, check_regularizer, regularizer_of
 
 __all__ = ["NETTLoss"]
 
@@ -52,7 +47,7 @@ class NETTLoss(Loss):
     r"""NETT loss :math:`\frac{1}{N}\|\Phi(z) - (z - x)\|^2 + \frac{\beta}{N}\|\Phi(x)\|^2` per sample.
 
     In :class:`deepinv.Trainer`, ``x`` is the clean batch and ``x_net`` the artefact batch :math:`z` (train a
-    :class:`deepinv_ext.losses.RegularizerTrainingModel` holding a :class:`deepinv_ext.priors.NETT`); the
+    :class:`deepinv_ext.algorithms.RegularizerTrainingModel` holding a :class:`deepinv_ext.priors.NETT`); the
     regulariser comes from ``model.regularizer`` or the ``regularizer`` argument and must have a method
     ``phi(x)``.
 
@@ -117,15 +112,17 @@ class NETTLoss(Loss):
         return loss
 
     @classmethod
-    def contract_example(cls) -> dict:
-        """One Trainer step of a tiny NETT on 16x16 ellipses with noisy copies as the artefacts."""
+    def contract_example(cls, generator: torch.Generator | None = None) -> dict:
+        """One Trainer step of a tiny NETT on 16x16 test images with noisy copies as the artefacts, for
+        :func:`deepinv_ext.testing.check_loss` (side-effect free: draws only from ``generator``)."""
         import deepinv as dinv
 
-        from deepinv_ext.datasets import RandomEllipsesDataset
+        from deepinv_ext.algorithms.regularizer_training import RegularizerTrainingModel
         from deepinv_ext.priors.nett import NETT
+        from deepinv_ext.testing.examples import example_generator, example_images, seeded_init
 
-        torch.manual_seed(0)
-        model = RegularizerTrainingModel(NETT(width=4, depth=1))
+        g = example_generator(generator)
+        with seeded_init(g):
+            model = RegularizerTrainingModel(NETT(width=4, depth=1))
         physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1))
-        return {"loss": cls(), "model": model, "physics": physics,
-                "dataset": RandomEllipsesDataset(length=4, size=16, seed=0)}
+        return {"loss": cls(), "model": model, "physics": physics, "dataset": example_images(4, 16, generator=g)}

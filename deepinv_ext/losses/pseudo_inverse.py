@@ -1,70 +1,48 @@
-r"""A thin :class:`deepinv.models.Reconstructor` that lets :class:`deepinv.Trainer` train a regulariser.
+r"""What the regulariser losses share: the regulariser a loss trains, and the entry checks of its inputs.
 
-:class:`deepinv.Trainer` calls ``x_net = model(y, physics)`` and then
-``loss(x=x, x_net=x_net, y=y, physics=physics, model=model)``, and its optimiser steps ``model.parameters()``.
-A learned regulariser (critic, NETT encoder) is not a reconstructor, so it is trained inside this wrapper:
+:class:`deepinv_ext.losses.WassersteinCriticLoss` and :class:`deepinv_ext.losses.NETTLoss` train a regulariser held
+by the model :class:`deepinv.Trainer` trains, a :class:`deepinv_ext.algorithms.RegularizerTrainingModel` whose output
+is the pseudo-inverse reconstruction (hence this module's name): :func:`regularizer_of` finds the regulariser,
+:func:`check_regularizer` checks that it has the methods the loss calls, and :func:`check_pair` checks the clean
+batch ``x`` and the pseudo-inverse batch ``x_net`` against it.
 
-- ``model(y, physics)`` returns the **pseudo-inverse reconstruction** (FBP for CT), computed without gradient:
-  these are the artefact-laden images the regulariser learns to recognise;
-- the regulariser is the submodule ``model.regularizer``: its parameters are the model's, so the Trainer's
-  optimiser trains them, its checkpoints save them, and the losses
-  (:class:`deepinv_ext.losses.WassersteinCriticLoss`, :class:`deepinv_ext.losses.NETTLoss`) read it from the
-  ``model`` argument.
+:class:`~deepinv_ext.algorithms.RegularizerTrainingModel` itself moved to
+:mod:`deepinv_ext.algorithms.regularizer_training` (it is a reconstructor); importing it from here still works, with
+a :class:`DeprecationWarning`.
 
-Training then needs only clean images: the Trainer simulates the measurements (``online_measurements=True``) and
-the wrapper makes the artefact images. The metrics the Trainer logs (PSNR of ``x_net``) are those of the
-pseudo-inverse, constant during training.
+:Examples:
+
+>>> import torch
+>>> from deepinv_ext.algorithms import RegularizerTrainingModel
+>>> from deepinv_ext.losses.pseudo_inverse import check_pair, regularizer_of
+>>> from deepinv_ext.priors import NETT
+>>> prior = NETT(width=4, depth=1)
+>>> regularizer_of(RegularizerTrainingModel(prior), None, "MyLoss", ("fn",)) is prior
+True
+>>> check_pair(torch.zeros(2, 1, 8, 8), torch.ones(2, 1, 8, 8), prior)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
-from deepinv.models import Reconstructor
 from deepinv.optim import Prior
-from deepinv.physics import Physics
-from torch import Tensor
 
+from deepinv_ext._deprecation import moved_module
 from deepinv_ext._validation import check_dtype, check_tensor
 
-__all__ = ["RegularizerTrainingModel"]
+__all__ = ["check_pair", "check_regularizer", "regularizer_of"]
+
+_MOVED = {"RegularizerTrainingModel": moved_module(__name__, "deepinv_ext.algorithms.regularizer_training")}
 
 
-class RegularizerTrainingModel(Reconstructor):
-    r"""Wraps a regulariser for :class:`deepinv.Trainer`; ``forward(y, physics)`` is the pseudo-inverse.
-
-    :param deepinv.optim.Prior regularizer: the regulariser to train (a ``torch.nn.Module``).
-    :param Callable pseudo_inverse: ``pseudo_inverse(y, physics) -> x``; default ``physics.A_dagger(y)``
-        (for :class:`deepinv_ext.physics.AstraCT` pass ``lambda y, physics: physics.A_dagger(y, fbp=True)``).
-
-    :Examples:
-
-    >>> import torch, deepinv as dinv
-    >>> from deepinv_ext.priors import AdversarialRegularizer
-    >>> from deepinv_ext.losses import RegularizerTrainingModel
-    >>> model = RegularizerTrainingModel(AdversarialRegularizer())
-    >>> physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1))
-    >>> model(torch.zeros(1, 1, 8, 8), physics).shape
-    torch.Size([1, 1, 8, 8])
-    """
-
-    def __init__(self, regularizer: Prior,
-                 pseudo_inverse: Callable[[Tensor, Physics], Tensor] | None = None) -> None:
-        super().__init__()
-        if not isinstance(regularizer, torch.nn.Module):
-            raise TypeError(f"regularizer must be a torch.nn.Module, got {type(regularizer).__name__}")
-        if pseudo_inverse is not None and not callable(pseudo_inverse):
-            raise TypeError(f"pseudo_inverse must be callable or None, got {type(pseudo_inverse).__name__}")
-        self.regularizer = regularizer
-        self.pseudo_inverse = pseudo_inverse
-
-    def forward(self, y: Tensor, physics: Physics, **kwargs: Any) -> Tensor:
-        with torch.no_grad():
-            if self.pseudo_inverse is None:
-                return physics.A_dagger(y)
-            return self.pseudo_inverse(y, physics)
+def __getattr__(name: str) -> Any:
+    """The names that moved out of this module, resolved at their new home with a :class:`DeprecationWarning`."""
+    if name in _MOVED:
+        return _MOVED[name](name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def check_regularizer(regularizer: Any, methods: Iterable[str], name: str = "regularizer") -> None:

@@ -125,3 +125,32 @@ class AstraCUDA:
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         return self._run(y, tuple(self.geometry.img_size), forward=False)
+
+
+def astra_backend(geometry: CTGeometry, projector: str, device: torch.device) -> AstraCPU | AstraCUDA:
+    """ASTRA's projector for tensors on ``device``: :class:`AstraCUDA` on a CUDA device, else :class:`AstraCPU` of
+    ``projector`` (a ValueError for ``projector="cuda"``, which needs CUDA tensors)."""
+    if device.type == "cuda":
+        return AstraCUDA(geometry)
+    if projector == "cuda":
+        raise ValueError(f"projector='cuda' needs CUDA tensors, got a tensor on {device}")
+    return AstraCPU(geometry, projector)
+
+
+def choose_backend(backend: str, geometry: CTGeometry, projector: str, device: torch.device,
+                   sparse_max_nnz: int) -> str:
+    """``"sparse"`` or ``"astra"``: ``backend`` itself, ``"astra"`` for ASTRA's CUDA projector, and for ``"auto"``
+    the sparse matrix when its estimated number of non-zeros is at most ``sparse_max_nnz``.
+
+    :raises ValueError: ``projector="cuda"`` with ``backend="sparse"`` (it has no system matrix) or off CUDA.
+    """
+    if projector == "cuda":
+        if backend == "sparse":
+            raise ValueError("projector='cuda' has no system matrix: use backend='astra' (or 'auto')")
+        if device.type != "cuda":
+            raise ValueError(f"projector='cuda' runs ASTRA's CUDA projector on CUDA tensors: pass device='cuda' "
+                             f"(got device='{device}')")
+        return "astra"
+    if backend == "auto":
+        return "sparse" if geometry.nnz_estimate(projector) <= sparse_max_nnz else "astra"
+    return backend

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from deepinv_ext._validation import finite_number, positive_int
+from deepinv_ext.physics._checks import view_angles
 
 PARALLEL_PROJECTORS = ("line", "strip", "linear")
 FANBEAM_PROJECTORS = ("line_fanflat", "strip_fanflat")
@@ -113,6 +117,41 @@ class CTGeometry:
         """Estimated number of non-zeros of the system matrix (used to choose the backend)."""
         per = NNZ_PER_PIXEL_VIEW.get(projector, 2.0) / min(self.detector_spacing, 1.0)
         return int(per * self.img_size[0] * self.img_size[1] * self.n_angles)
+
+
+def default_n_detectors(img_size: tuple[int, int], geometry: str, spacing: float, source_radius: float,
+                        detector_radius: float) -> int:
+    r"""The number of detector cells of ``spacing`` that covers the image diagonal (for fan beam, its shadow on the
+    detector, magnified by :math:`(R_s + R_d) / \sqrt{R_s^2 - r^2}` for half-diagonal :math:`r`)."""
+    half_diag = 0.5 * math.hypot(*img_size)
+    if geometry == "fanbeam" and source_radius > half_diag:
+        half_diag *= (source_radius + detector_radius) / math.sqrt(source_radius**2 - half_diag**2)
+    return int(math.ceil(2 * half_diag / spacing - 1e-9))
+
+
+def make_geometry(img_size: tuple[int, int], angles: Any, n_detectors: int | None, geometry: str,
+                  detector_spacing: float, source_radius: float | None, detector_radius: float | None) -> CTGeometry:
+    r"""The geometry that :class:`deepinv_ext.physics.AstraCT`'s arguments describe, with its defaults.
+
+    ``angles`` is a number of views, spread uniformly over :math:`[0, 180)` degrees (parallel beam) or
+    :math:`[0, 360)` (fan beam), or the views. Fan beam puts the source and the detector at twice and once the
+    image's larger side from the rotation axis by default; parallel beam has no radii (0). The default number of
+    detector cells covers the image (:func:`default_n_detectors`). Not validated as a whole (see :func:`validate`).
+
+    :raises TypeError: a count or radius that is not a number, a float count of views.
+    :raises ValueError: a radius that is not finite or negative, a number of detectors or views below 1.
+    """
+    big = max(img_size)
+    source_radius = 2.0 * big if source_radius is None else finite_number(source_radius, "source_radius")
+    detector_radius = float(big) if detector_radius is None else finite_number(detector_radius, "detector_radius")
+    views = view_angles(angles, 180.0 if geometry == "parallel" else 360.0)
+    if n_detectors is None:
+        n_detectors = default_n_detectors(img_size, geometry, detector_spacing, source_radius, detector_radius)
+    else:
+        n_detectors = positive_int(n_detectors, "n_detectors")
+    fan = geometry == "fanbeam"
+    return CTGeometry(img_size, tuple(views.tolist()), n_detectors, geometry, detector_spacing,
+                      source_radius if fan else 0.0, detector_radius if fan else 0.0)
 
 
 def validate(geometry: CTGeometry, projector: str) -> None:

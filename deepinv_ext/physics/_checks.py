@@ -8,6 +8,7 @@ generator, and the solver and noise keywords that the physics hand to deepinv's 
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -80,6 +81,27 @@ def real_values(value: Any, name: str, what: str) -> Tensor:
     tensor = tensor.detach().cpu()
     finite_values(tensor, name, minimum=None)
     return tensor
+
+
+def image_size(img_size: Any) -> tuple[int, int]:
+    """``(H, W)`` from an int, ``(H, W)`` or ``(C, H, W)`` of positive integers (a float is refused, not
+    truncated)."""
+    sides = img_size
+    if isinstance(img_size, numbers.Integral) and not isinstance(img_size, bool):
+        sides = (img_size, img_size)
+    if not isinstance(sides, Sequence) or len(sides) not in (2, 3) or any(
+            isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in sides):
+        raise ValueError(f"img_size must be a positive int, (H, W) or (C, H, W) of positive ints, got {img_size!r}")
+    return tuple(int(s) for s in sides[-2:])
+
+
+def checked_views(angles: Any) -> Tensor:
+    """New views for a CT physics: float64, ``(n_views,)`` or ``(B, n_views)``, finite, at least one."""
+    angles = real_values(angles, "angles", "a tensor of view angles in degrees, (n_views,) or (B, n_views)")
+    if angles.ndim not in (1, 2) or angles.numel() < 1:
+        raise ValueError(f"angles must be (n_views,) or (B, n_views) with at least one view, got shape "
+                         f"{tuple(angles.shape)}")
+    return angles
 
 
 def view_angles(angles: Any, stop: float, name: str = "angles") -> Tensor:

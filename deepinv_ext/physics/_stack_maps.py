@@ -2,8 +2,8 @@ r"""Maps of image stacks for :class:`deepinv_ext.physics.AstraCT` (private modul
 
 A backend maps a stack of images ``(N, H, W)`` to a stack of sinograms ``(N, n_views, n_detectors)`` and back.
 :class:`LinearMap` makes such a pair differentiable (and :mod:`torch.func`-transformable); the functions below build
-the pairs: through a sparse system matrix, per-sample views as rows gathered from the full set of views, or one
-backend call per sample.
+the pairs: through a sparse system matrix or a backend object (ASTRA's), per-sample views as rows gathered from the
+full set of views, or one backend call per sample.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any
 import torch
 
 from deepinv_ext._validation import check_finite
-from deepinv_ext.physics.sparse_ct import SystemMatrix
+from deepinv_ext.physics.functional.system_matrix import SystemMatrix
 
-__all__ = ["LinearMap", "gathered_maps", "looped_maps", "sparse_maps"]
+__all__ = ["LinearMap", "backend_maps", "gathered_maps", "looped_maps", "sparse_maps"]
 
 
 class LinearMap(torch.autograd.Function):
@@ -67,6 +67,20 @@ def sparse_maps(matrix: Callable[[], SystemMatrix], img_size: tuple[int, int],
 
     def adjoint(y: torch.Tensor) -> torch.Tensor:
         return matrix().apply_t(y.reshape(-1, sino[0] * sino[1])).reshape((y.shape[0],) + img_size)
+
+    return forward, adjoint
+
+
+def backend_maps(backend: Callable[[], Any]) -> tuple[Callable, Callable]:
+    """Maps of stacks through the backend object that ``backend()`` returns (with ``forward`` and ``adjoint`` of
+    stacks, such as ASTRA's, which computes in float32 on its own device), cast back to the input's dtype and
+    device."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return backend().forward(x).to(dtype=x.dtype, device=x.device)
+
+    def adjoint(y: torch.Tensor) -> torch.Tensor:
+        return backend().adjoint(y).to(dtype=y.dtype, device=y.device)
 
     return forward, adjoint
 

@@ -3,9 +3,7 @@ r"""2D computed tomography through the ASTRA toolbox: :class:`AstraCT`."""
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -14,56 +12,25 @@ from deepinv.physics import LinearPhysics
 
 from deepinv_ext._signature import check_keywords
 from deepinv_ext._validation import boolean, check_finite, checked_device, finite_number, positive_int
-from deepinv_ext.physics._astra_backends import AstraCPU, AstraCUDA
-from deepinv_ext.physics._astra_geometry import CTGeometry, validate
-from deepinv_ext.physics._checks import check_data, check_solver_options, real_values, view_angles
-from deepinv_ext.physics._stack_maps import LinearMap, gathered_maps, looped_maps, sparse_maps
-from deepinv_ext.physics.fbp import FILTERS, fan_beam_fbp, filter_sinogram
-from deepinv_ext.physics.sparse_ct import SystemMatrix, cache_folder, load_or_build
+from deepinv_ext.physics._astra_backends import astra_backend, choose_backend
+from deepinv_ext.physics._astra_geometry import CTGeometry, make_geometry, validate
+from deepinv_ext.physics._checks import check_data, check_solver_options, checked_views, image_size
+from deepinv_ext.physics._stack_maps import LinearMap, backend_maps, gathered_maps, looped_maps, sparse_maps
+from deepinv_ext.physics._transient import TransientCache
+from deepinv_ext.physics.functional.fbp import FILTERS, fan_beam_fbp, filter_sinogram
+from deepinv_ext.physics.functional.matrix import power_method
+from deepinv_ext.physics.functional.system_matrix import (
+    SystemMatrix,
+    cache_folder,
+    shared_matrix,
+    view_index,
+    view_matrix,
+)
 
 __all__ = ["AstraCT"]
 
 BACKENDS = ("auto", "sparse", "astra")
-_MATRICES: OrderedDict[str, SystemMatrix] = OrderedDict()  # full-geometry matrices shared by clones (LRU)
-_MATRICES_KEPT = 4
 _GEOMETRY_BUFFERS = ("angles", "full_angles")
-
-
-class _Transient:
-    """Per-instance cache of ASTRA objects and sparse matrices: never copied, pickled or put in a state dict."""
-
-    def __init__(self) -> None:
-        self.key: Any = None
-        self.generation = 0  # bumped whenever a geometry buffer is assigned
-        self.ops: dict[tuple, Any] = {}
-
-    def __deepcopy__(self, memo: dict) -> _Transient:
-        return _Transient()
-
-    def __getstate__(self) -> dict:
-        return {}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__()
-
-
-def _as_size(img_size: int | Sequence[int]) -> tuple[int, int]:
-    """``(H, W)`` from an int, ``(H, W)`` or ``(C, H, W)`` of positive integers (a float is refused, not
-    truncated)."""
-    sides = (img_size, img_size) if isinstance(img_size, Integral) and not isinstance(img_size, bool) else img_size
-    if not isinstance(sides, Sequence) or len(sides) not in (2, 3) or any(
-            isinstance(s, bool) or not isinstance(s, Integral) or s < 1 for s in sides):
-        raise ValueError(f"img_size must be a positive int, (H, W) or (C, H, W) of positive ints, got {img_size!r}")
-    return tuple(int(s) for s in sides[-2:])
-
-
-def _checked_views(angles: Any) -> torch.Tensor:
-    """New views for :meth:`AstraCT.update_parameters`: float64, ``(n_views,)`` or ``(B, n_views)``, finite."""
-    angles = real_values(angles, "angles", "a tensor of view angles in degrees, (n_views,) or (B, n_views)")
-    if angles.ndim not in (1, 2) or angles.numel() < 1:
-        raise ValueError(f"angles must be (n_views,) or (B, n_views) with at least one view, got shape "
-                         f"{tuple(angles.shape)}")
-    return angles
 
 
 class AstraCT(LinearPhysics):
@@ -80,7 +47,7 @@ class AstraCT(LinearPhysics):
     **Backends** (``backend``), chosen once at construction:
 
     - ``"sparse"``: ASTRA's system matrix of ``projector`` (built once per geometry, cached on disk, see
-      :mod:`deepinv_ext.physics.sparse_ct`) as torch CSR products with an explicitly stored transpose, on any
+      :mod:`deepinv_ext.physics.functional.system_matrix`) as torch CSR products with an explicitly stored transpose, on any
       device, in float32 or float64; the adjoint is exact (to rounding). Fastest on the CPU for moderate sizes, and
       exact on the GPU.
     - ``"astra"``: direct ASTRA calls. CPU tensors use ASTRA's CPU ``projector`` (one image per call; matched
@@ -200,66 +167,42 @@ class AstraCT(LinearPhysics):
         boolean(check_finite, "check_finite")
         cache_folder(cache_dir)
         sparse_max_nnz = positive_int(sparse_max_nnz, "sparse_max_nnz", minimum=0)
-        size = _as_size(img_size)
+        size = image_size(img_size)
         detector_spacing = finite_number(detector_spacing, "detector_spacing", strict=True)
-        big = max(size)
+        geom = make_geometry(size, angles, n_detectors, geometry, detector_spacing, source_radius, detector_radius)
         projector = projector or ("linear" if geometry == "parallel" else "line_fanflat")
-        source_radius = 2.0 * big if source_radius is None else finite_number(source_radius, "source_radius")
-        detector_radius = float(big) if detector_radius is None else finite_number(detector_radius,
-                                                                                    "detector_radius")
-        full = view_angles(angles, 180.0 if geometry == "parallel" else 360.0)
-        n_detectors = self._default_detectors(size, geometry, detector_spacing, source_radius, detector_radius) \
-            if n_detectors is None else positive_int(n_detectors, "n_detectors")
-        geom = CTGeometry(size, tuple(full.tolist()), n_detectors, geometry, detector_spacing,
-                          source_radius if geometry == "fanbeam" else 0.0,
-                          detector_radius if geometry == "fanbeam" else 0.0)
         validate(geom, projector)
-        if projector == "cuda":
-            if backend == "sparse":
-                raise ValueError("projector='cuda' has no system matrix: use backend='astra' (or 'auto')")
-            if device.type != "cuda":
-                raise ValueError(f"projector='cuda' runs ASTRA's CUDA projector on CUDA tensors: pass device='cuda' "
-                                 f"(got device='{device}')")
-            backend = "astra"
-        if backend == "auto":
-            backend = "sparse" if geom.nnz_estimate(projector) <= sparse_max_nnz else "astra"
-        self.img_size = size
+        self.img_size = geom.img_size
         self.geometry = geometry
         self.projector = projector
-        self.backend = backend
-        self.n_detectors = n_detectors
+        self.backend = choose_backend(backend, geom, projector, device, sparse_max_nnz)
+        self.n_detectors = geom.n_detectors
         self.cache_dir = cache_dir
         self.check_finite = check_finite
         # constants of the acquisition, not parameters: plain floats (a buffer could be set to an invalid value)
         self.detector_spacing = geom.detector_spacing
         self.source_radius = geom.source_radius
         self.detector_radius = geom.detector_radius
+        full = torch.tensor(geom.angles, dtype=torch.float64)
         self.register_buffer("angles", full.clone())
         self.register_buffer("full_angles", full.clone())
-        self._transient = _Transient()
+        self._transient = TransientCache()
         self.normalize = False
         self.to(device)
         if normalize:
             self.register_buffer("operator_norm", self._norm(device))
             self.normalize = True
 
-    @staticmethod
-    def _default_detectors(size: tuple[int, int], geometry: str, spacing: float, source_radius: float,
-                           detector_radius: float) -> int:
-        half_diag = 0.5 * math.hypot(*size)
-        if geometry == "fanbeam" and source_radius > half_diag:
-            half_diag *= (source_radius + detector_radius) / math.sqrt(source_radius**2 - half_diag**2)
-        return int(math.ceil(2 * half_diag / spacing - 1e-9))
-
     def _norm(self, device: torch.device) -> torch.Tensor:
-        r""":math:`\|A\|_2` by deepinv's power method, seeded (the global random state is left as it was), to a
-        relative tolerance of 1e-6 of the Schur bound :math:`\max(A\mathbf 1)\max(A^\top\mathbf 1)` on
-        :math:`\|A\|^2` (the weights are non-negative)."""
+        r""":math:`\|A\|_2` by the power method on :math:`A^\top A` (deepinv's iteration, from a Gaussian start drawn
+        from a generator seeded with 0: the global random state is not used), to a relative tolerance of 1e-6 of the
+        Schur bound :math:`\max(A\mathbf 1)\max(A^\top\mathbf 1)` on :math:`\|A\|^2` (the weights are
+        non-negative)."""
         ones = torch.ones(1, 1, *self.img_size, dtype=torch.float64, device=device)
         bound = float(self.A(ones).amax() * self.A_adjoint(torch.ones_like(self.A(ones))).amax())
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(0)
-            sqnorm = self.compute_sqnorm(ones, max_iter=500, tol=1e-6 * bound, verbose=False)
+        start = torch.randn(ones.shape, generator=torch.Generator(device).manual_seed(0), dtype=torch.float64,
+                            device=device)
+        sqnorm = power_method(self.A_adjoint_A, start, max_iter=500, tol=1e-6 * bound)
         return sqnorm.sqrt().to(torch.float64)
 
     def extra_repr(self) -> str:
@@ -270,24 +213,12 @@ class AstraCT(LinearPhysics):
     # ----------------------------------------------------------------------------------------- geometry state
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _GEOMETRY_BUFFERS and "_transient" in self.__dict__:
-            self._transient.generation += 1
+            self._transient.invalidate()
         super().__setattr__(name, value)
 
-    def _state_key(self) -> tuple:
-        """Changes whenever a geometry buffer is assigned, modified in place, moved or cast (no device sync)."""
-        buffers = tuple(getattr(self, name) for name in _GEOMETRY_BUFFERS)
-        return (self._transient.generation,) + tuple(
-            (b.device, b.dtype, b.data_ptr(), b._version, b.shape) for b in buffers)
-
     def _cached(self, key: tuple, build: Callable[[], Any]) -> Any:
-        """``build()``, kept until a geometry buffer changes."""
-        cache = self._transient
-        state = self._state_key()
-        if cache.key != state:
-            cache.key, cache.ops = state, {}
-        if key not in cache.ops:
-            cache.ops[key] = build()
-        return cache.ops[key]
+        """``build()``, kept until a geometry buffer is assigned, modified in place, moved or cast (no device sync)."""
+        return self._transient.get(tuple(getattr(self, name) for name in _GEOMETRY_BUFFERS), key, build)
 
     def _ct_geometry(self, views: torch.Tensor) -> CTGeometry:
         return CTGeometry(self.img_size, tuple(views.tolist()), self.n_detectors, self.geometry,
@@ -302,43 +233,14 @@ class AstraCT(LinearPhysics):
 
         return self._cached(("views",), build)
 
-    def _view_index(self, views: torch.Tensor) -> torch.Tensor | None:
-        """Indices of ``views`` (any shape) in ``full_angles``, or ``None`` if some view is not among them; a view
-        matches within float32 rounding (4 ulps: angles stored in float32, as deepinv's HDF5 datasets load
-        them, still match, e.g. within 1.7e-4 degrees at 360)."""
-        full = self.full_angles.detach().cpu().double()
-        best, index = (views[..., None] - full).abs().min(dim=-1)
-        tol = 4 * torch.finfo(torch.float32).eps * full.abs().clamp_min(1.0)[index]
-        return index if bool((best <= tol).all()) else None
-
-    def _full_matrix(self) -> SystemMatrix:
-        full = self._ct_geometry(self.full_angles.detach().cpu().double())
-        key = full.key(self.projector)
-        if key not in _MATRICES:
-            _MATRICES[key] = load_or_build(full, self.projector, self.cache_dir)
-            while len(_MATRICES) > _MATRICES_KEPT:
-                _MATRICES.popitem(last=False)
-        _MATRICES.move_to_end(key)
-        return _MATRICES[key]
+    def _full_geometry(self) -> CTGeometry:
+        return self._ct_geometry(self.full_angles.detach().cpu().double())
 
     def _matrix(self, views: torch.Tensor | None = None) -> SystemMatrix:
-        """The system matrix of the shared ``views`` (default: the current ones, which must be shared)."""
+        """The system matrix of the shared ``views`` (default: the current ones, which must be shared): rows of the
+        full matrix when they are among ``full_angles`` (:func:`~deepinv_ext.physics.functional.view_matrix`)."""
         views = self._views() if views is None else views
-        index = self._view_index(views)
-        if index is None:
-            return load_or_build(self._ct_geometry(views), self.projector, self.cache_dir)
-        if torch.equal(index, torch.arange(self.full_angles.numel())):
-            return self._full_matrix()
-        rows = (index[:, None] * self.n_detectors + torch.arange(self.n_detectors)).reshape(-1)
-        return self._full_matrix().rows(rows)
-
-    def _astra_op(self, views: torch.Tensor, device: torch.device) -> AstraCPU | AstraCUDA:
-        geom = self._ct_geometry(views)
-        if device.type == "cuda":
-            return AstraCUDA(geom)
-        if self.projector == "cuda":
-            raise ValueError(f"projector='cuda' needs CUDA tensors, got a tensor on {device}")
-        return AstraCPU(geom, self.projector)
+        return view_matrix(self._ct_geometry(views), self._full_geometry(), self.projector, self.cache_dir)
 
     # ------------------------------------------------------------------------------------------ backend maps
     def _shared_maps(self, views: torch.Tensor, device: torch.device) -> tuple[Callable, Callable]:
@@ -350,17 +252,8 @@ class AstraCT(LinearPhysics):
         if self.backend == "sparse":
             return sparse_maps(lambda: self._cached(("sparse", key), lambda: self._matrix(views)), self.img_size,
                                 (views.numel(), self.n_detectors))
-
-        def op() -> AstraCPU | AstraCUDA:
-            return self._cached((str(device), key), lambda: self._astra_op(views, device))
-
-        def forward(x: torch.Tensor) -> torch.Tensor:
-            return op().forward(x).to(dtype=x.dtype, device=x.device)
-
-        def adjoint(y: torch.Tensor) -> torch.Tensor:
-            return op().adjoint(y).to(dtype=y.dtype, device=y.device)
-
-        return forward, adjoint
+        return backend_maps(lambda: self._cached((str(device), key), lambda: astra_backend(
+            self._ct_geometry(views), self.projector, device)))
 
     def _maps(self, device: torch.device, channels: int) -> tuple[Callable, Callable]:
         r"""Projection and back-projection of stacks of ``channels``-channel images; with per-sample views
@@ -368,12 +261,12 @@ class AstraCT(LinearPhysics):
         views = self._views()
         if views.ndim == 1:
             return self._shared_maps(views, device)
-        index = self._cached(("view_index", str(device)), lambda: _on(self._view_index(views), device)) \
+        index = self._cached(("view_index", str(device)), lambda: _on(view_index(views, self.full_angles), device)) \
             if self.backend == "sparse" else None
         if index is not None:
             n_full = self.full_angles.numel()
-            full = sparse_maps(lambda: self._cached(("full",), self._full_matrix), self.img_size,
-                                (n_full, self.n_detectors))
+            full = sparse_maps(lambda: self._cached(("full",), lambda: shared_matrix(
+                self._full_geometry(), self.projector, self.cache_dir)), self.img_size, (n_full, self.n_detectors))
             return gathered_maps(full, index, n_full, channels)
         return looped_maps([self._shared_maps(v, device) for v in views], channels)
 
@@ -434,14 +327,14 @@ class AstraCT(LinearPhysics):
         :param kwargs: passed to :meth:`deepinv.physics.LinearPhysics.update_parameters`.
         """
         if angles is not None:
-            angles = _checked_views(angles)
+            angles = checked_views(angles)
             if angles.shape != self.angles.shape or not torch.equal(angles.to(self.angles), self.angles):
                 self.angles = angles.to(self.angles)
         super().update_parameters(**kwargs)
 
     # ------------------------------------------------------------------------------------------ inverses
     def fbp(self, y: torch.Tensor, filter: str = "ramp", **kwargs: Any) -> torch.Tensor:
-        r"""Filtered back-projection (:mod:`deepinv_ext.physics.fbp`), in torch on ``y``'s device; with
+        r"""Filtered back-projection (:mod:`deepinv_ext.physics.functional.fbp`), in torch on ``y``'s device; with
         ``normalize`` it inverts the normalised :math:`A` (multiplied by :math:`\|A\|`, as deepinv's).
 
         :param torch.Tensor y: sinograms ``(B, C, n_angles, n_detectors)``.
@@ -457,17 +350,10 @@ class AstraCT(LinearPhysics):
             check_finite(y, "y")
         if self.geometry == "parallel":
             x = self._project(filter_sinogram(y, filter), adjoint=True) * (math.pi / n_angles)
-        elif self.angles.ndim == 1 or self.angles.shape[0] == 1:
-            x = self._fan_fbp(y, self.angles.reshape(-1), filter)
-        else:  # per-sample views: one sample at a time
-            x = torch.cat([self._fan_fbp(y[i: i + 1], self.angles[i], filter) for i in range(y.shape[0])])
+        else:
+            x = fan_beam_fbp(y, self.angles, self.img_size, self.detector_spacing, self.source_radius,
+                             self.detector_radius, filter)
         return x * self.operator_norm if self.normalize else x
-
-    def _fan_fbp(self, y: torch.Tensor, views: torch.Tensor, filter: str) -> torch.Tensor:
-        b, c = y.shape[:2]
-        x = fan_beam_fbp(y.reshape(b * c, *y.shape[2:]), views, self.img_size, self.detector_spacing,
-                         self.source_radius, self.detector_radius, filter)
-        return x.reshape(b, c, *self.img_size)
 
     def A_dagger(self, y: torch.Tensor, fbp: bool = False, **kwargs: Any) -> torch.Tensor:
         r"""Pseudo-inverse in deepinv's convention: least squares by deepinv's solver (``fbp=False``, the
@@ -482,10 +368,14 @@ class AstraCT(LinearPhysics):
         return super().A_dagger(y, **kwargs)
 
     @classmethod
-    def contract_example(cls) -> dict:
-        """A 10x10, 10-view parallel-beam operator in float64 (sparse backend, no disk cache)."""
+    def contract_example(cls, generator: torch.Generator | None = None) -> dict:
+        """A 10x10, 10-view parallel-beam operator (sparse backend, no disk cache) and float64 images, for
+        :func:`deepinv_ext.testing.check_physics` (side-effect free: draws only from ``generator``)."""
+        from deepinv_ext.testing.examples import example_generator
+
+        g = example_generator(generator)
         physics = cls(10, angles=10, backend="sparse", cache_dir=None)
-        x = torch.rand(2, 1, 10, 10, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        x = torch.rand(2, 1, 10, 10, generator=g, dtype=torch.float64)
         return {"physics": physics, "x": x}
 
 

@@ -26,8 +26,9 @@ from torch import Tensor
 
 from deepinv_ext._validation import check_batch, check_finite, finite_number, int_pair, positive_int
 from deepinv_ext.physics._checks import check_device, check_real, checked_dcf, checked_trajectory
-from deepinv_ext.physics.sigpy_mri import _to_array, _to_tensor, nufft_adjoint
-from deepinv_ext.physics.trajectories import pipe_menon_dcf
+from deepinv_ext.physics.functional.density import pipe_menon_dcf
+from deepinv_ext.physics.functional.nufft import nufft_adjoint
+from deepinv_ext.physics.functional.sigpy_arrays import to_array, to_tensor
 
 __all__ = ["estimate_coil_maps", "grid_calibration"]
 
@@ -144,8 +145,8 @@ def estimate_coil_maps(y: Tensor, calib_size: int = 24, *, trajectory: Tensor | 
         raise ValueError(f"kernel_width must be at most calib_size = {calib_size}, got {kernel_width}")
     maps = []
     for kb in ksp:
-        arr = _to_array(kb)
+        arr = to_array(kb)
         app = EspiritCalib(arr, calib_width=calib_size, thresh=thresh, kernel_width=kernel_width, crop=crop,
                            max_iter=max_iter, device=sp.get_device(arr), show_pbar=False)
-        maps.append(_to_tensor(app.run(), y.device))
+        maps.append(to_tensor(app.run(), y.device))
     return torch.stack(maps)

@@ -14,16 +14,12 @@ scaled so that on a Cartesian grid it is the unitary centred DFT; :math:`P = I`)
 Conventions are deepinv's: images ``x`` are ``(B, 2, H, W)`` (real and imaginary part as channels), Cartesian
 k-space ``(B, 2, N, H, W)``, non-Cartesian k-space ``(B, 2, N, K)`` (as :class:`deepinv.physics.NonCartesianMRI`).
 Trajectories are SigPy's, ``(K, 2)`` or ``(B, K, 2)`` in cycles per field of view, in :math:`[-n_d/2, n_d/2]`
-(see :mod:`deepinv_ext.physics.trajectories`).
+(see :mod:`deepinv_ext.physics.functional.trajectories`).
 
-Autograd: the NUFFT and its adjoint are a pair of :class:`torch.autograd.Function` whose backward is the other one
-(so double backward works too), batched over images and coils in one SigPy call when the trajectory is shared, one
-call per sample when each sample has its own trajectory (the loop stays inside the wrapper). They are written in
-the ``setup_context`` style, so :mod:`torch.func` works on the physics: :func:`torch.func.vjp` (deepinv's
-:func:`deepinv.physics.adjoint_function`), :func:`torch.func.vmap` (the vmapped dimension is folded into the
-sample dimension) and :func:`torch.func.jvp` (forward mode). Unlike SigPy's
-``to_pytorch_function``, they take and return complex torch tensors with a batch dimension and need no layout
-conversion. The gradient with respect to the trajectory is not computed.
+Autograd and :mod:`torch.func` (``vjp``, ``vmap``, ``jvp``) work through the NUFFT and its adjoint, a pair of
+:class:`torch.autograd.Function` whose backward is the other one (:mod:`deepinv_ext.physics.functional.nufft`),
+batched over images and coils in one SigPy call when the trajectory is shared, one call per sample when each sample
+has its own trajectory. The gradient with respect to the trajectory is not computed.
 
 Devices: CPU tensors go through NumPy and SigPy's Numba kernels. CUDA tensors go to SigPy's CuPy kernels through
 DLPack, without a host round trip; this path needs CuPy and is **untested here** (no GPU on the machine this was
@@ -54,160 +50,10 @@ from deepinv_ext.physics._checks import (
     checked_dcf,
     checked_trajectory,
 )
-from deepinv_ext.physics.trajectories import pipe_menon_dcf
+from deepinv_ext.physics.functional.density import pipe_menon_dcf
+from deepinv_ext.physics.functional.nufft import nufft, nufft_adjoint
 
-__all__ = ["SigpyMultiCoilMRI", "nufft", "nufft_adjoint"]
-
-
-def _to_array(t: Tensor):
-    """A torch tensor as a NumPy (CPU) or CuPy (CUDA, through DLPack, untested here) array, sharing memory."""
-    t = t.detach().resolve_conj().contiguous()
-    if t.device.type == "cpu":
-        return t.numpy()
-    import cupy  # pragma: no cover - needs a GPU and CuPy
-
-    return cupy.from_dlpack(t)  # pragma: no cover
-
-
-def _to_tensor(a, device: torch.device) -> Tensor:
-    if type(a).__module__.startswith("numpy"):
-        return torch.from_numpy(a).to(device)
-    return torch.from_dlpack(a)  # pragma: no cover - CuPy
-
-
-def _sigpy_nufft(x: Tensor, coord: Tensor, oversamp: float, width: int) -> Tensor:
-    import sigpy as sp
-
-    coord = coord.to(x.real.dtype)
-    if coord.shape[0] == 1:
-        return _to_tensor(sp.nufft(_to_array(x), _to_array(coord[0]), oversamp, width), x.device)
-    return torch.stack([_to_tensor(sp.nufft(_to_array(x[b]), _to_array(coord[b]), oversamp, width), x.device)
-                        for b in range(x.shape[0])])
-
-
-def _sigpy_nufft_adjoint(y: Tensor, coord: Tensor, img_size: tuple[int, int], oversamp: float,
-                         width: int) -> Tensor:
-    import sigpy as sp
-
-    coord = coord.to(y.real.dtype)
-    if coord.shape[0] == 1:
-        out = sp.nufft_adjoint(_to_array(y), _to_array(coord[0]), (*y.shape[:-1], *img_size), oversamp, width)
-        return _to_tensor(out, y.device)
-    return torch.stack([
-        _to_tensor(sp.nufft_adjoint(_to_array(y[b]), _to_array(coord[b]), (*y.shape[1:-1], *img_size),
-                                    oversamp, width), y.device)
-        for b in range(y.shape[0])])
-
-
-def _fold_vmap(info: Any, in_dims: tuple, data: Tensor, coord: Tensor) -> tuple[Tensor, Tensor, int]:
-    r"""Fold a vmapped dimension of size :math:`V` into the leading (sample) dimension for one SigPy call:
-    ``data`` ``(V, B, ...)`` and ``coord`` ``(V, B_c, K, 2)`` become ``(V B, ...)`` and ``(V B, K, 2)``, or keep
-    a shared trajectory ``(1, K, 2)`` when the trajectory is not vmapped and shared. Returns the data, the
-    trajectory and ``B``."""
-    n_map = info.batch_size
-    data = data.movedim(in_dims[0], 0) if in_dims[0] is not None else data.expand(n_map, *data.shape)
-    if in_dims[1] is None and coord.shape[0] == 1:
-        return data.reshape(-1, *data.shape[2:]), coord, data.shape[1]
-    coord = coord.movedim(in_dims[1], 0) if in_dims[1] is not None else coord.expand(n_map, *coord.shape)
-    batch = max(data.shape[1], coord.shape[1])
-    data = data.expand(n_map, batch, *data.shape[2:])
-    coord = coord.expand(n_map, batch, *coord.shape[2:])
-    return data.reshape(-1, *data.shape[2:]), coord.reshape(-1, *coord.shape[2:]), batch
-
-
-class _NUFFT(torch.autograd.Function):
-    r"""SigPy's NUFFT of ``x`` ``(B, ..., H, W)`` at ``coord`` ``(1 or B, K, 2)``; backward :class:`_NUFFTAdjoint`.
-
-    ``setup_context`` style, so :mod:`torch.func` transforms work: ``vmap`` folds the vmapped dimension into the
-    sample dimension (:func:`_fold_vmap`, one SigPy call for a shared trajectory), ``jvp`` is the NUFFT of the
-    tangent of ``x`` (the map is linear in ``x``). No derivative with respect to ``coord`` (its tangent and
-    gradient are ignored).
-    """
-
-    @staticmethod
-    def forward(x: Tensor, coord: Tensor, oversamp: float, width: int) -> Tensor:
-        return _sigpy_nufft(x, coord, oversamp, width)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-        x, coord, oversamp, width = inputs
-        ctx.save_for_backward(coord)
-        ctx.save_for_forward(coord)
-        ctx.conf = (tuple(x.shape[-2:]), oversamp, width)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple:
-        (coord,) = ctx.saved_tensors
-        img_size, oversamp, width = ctx.conf
-        return _NUFFTAdjoint.apply(grad, coord, img_size, oversamp, width), None, None, None
-
-    @staticmethod
-    def jvp(ctx: Any, x_t: Tensor, *_: Any) -> Tensor:
-        (coord,) = ctx.saved_tensors
-        return _NUFFT.apply(x_t, coord, *ctx.conf[1:])
-
-    @staticmethod
-    def vmap(info: Any, in_dims: tuple, x: Tensor, coord: Tensor, oversamp: float,
-             width: int) -> tuple[Tensor, int]:
-        x, coord, batch = _fold_vmap(info, in_dims, x, coord)
-        out = _NUFFT.apply(x, coord, oversamp, width)
-        return out.reshape(info.batch_size, batch, *out.shape[1:]), 0
-
-
-class _NUFFTAdjoint(torch.autograd.Function):
-    """SigPy's adjoint NUFFT, ``(B, ..., K)`` to ``(B, ..., H, W)``; backward :class:`_NUFFT`; as :class:`_NUFFT`
-    for :mod:`torch.func`."""
-
-    @staticmethod
-    def forward(y: Tensor, coord: Tensor, img_size: tuple[int, int], oversamp: float, width: int) -> Tensor:
-        return _sigpy_nufft_adjoint(y, coord, img_size, oversamp, width)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-        _, coord, img_size, oversamp, width = inputs
-        ctx.save_for_backward(coord)
-        ctx.save_for_forward(coord)
-        ctx.conf = (img_size, oversamp, width)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple:
-        (coord,) = ctx.saved_tensors
-        return _NUFFT.apply(grad, coord, *ctx.conf[1:]), None, None, None, None
-
-    @staticmethod
-    def jvp(ctx: Any, y_t: Tensor, *_: Any) -> Tensor:
-        (coord,) = ctx.saved_tensors
-        return _NUFFTAdjoint.apply(y_t, coord, *ctx.conf)
-
-    @staticmethod
-    def vmap(info: Any, in_dims: tuple, y: Tensor, coord: Tensor, img_size: tuple[int, int], oversamp: float,
-             width: int) -> tuple[Tensor, int]:
-        y, coord, batch = _fold_vmap(info, in_dims, y, coord)
-        out = _NUFFTAdjoint.apply(y, coord, img_size, oversamp, width)
-        return out.reshape(info.batch_size, batch, *out.shape[1:]), 0
-
-
-def nufft(x: Tensor, trajectory: Tensor, oversamp: float = 1.25, width: int = 4) -> Tensor:
-    r"""Differentiable batched SigPy NUFFT: complex ``(B, ..., H, W)`` to ``(B, ..., K)``.
-
-    :param torch.Tensor x: complex images; the leading dimension is the batch.
-    :param torch.Tensor trajectory: ``(K, 2)``, ``(1, K, 2)`` (shared) or ``(B, K, 2)`` (one per sample).
-    :param float oversamp: grid oversampling factor.
-    :param int width: Kaiser-Bessel kernel width.
-    """
-    coord = trajectory[None] if trajectory.ndim == 2 else trajectory
-    if coord.shape[0] > x.shape[0]:
-        x = x.expand(coord.shape[0], *x.shape[1:])
-    return _NUFFT.apply(x, coord, oversamp, width)
-
-
-def nufft_adjoint(y: Tensor, trajectory: Tensor, img_size: tuple[int, int], oversamp: float = 1.25,
-                  width: int = 4) -> Tensor:
-    r"""Differentiable batched adjoint of :func:`nufft`: complex ``(B, ..., K)`` to ``(B, ..., H, W)``."""
-    coord = trajectory[None] if trajectory.ndim == 2 else trajectory
-    if coord.shape[0] > y.shape[0]:
-        y = y.expand(coord.shape[0], *y.shape[1:])
-    return _NUFFTAdjoint.apply(y, coord, tuple(img_size), oversamp, width)
+__all__ = ["SigpyMultiCoilMRI"]
 
 
 class SigpyMultiCoilMRI(MultiCoilMRI):
@@ -224,7 +70,7 @@ class SigpyMultiCoilMRI(MultiCoilMRI):
 
     All geometry is held in registered buffers (``coil_maps``, ``mask``, ``trajectory``, ``dcf``), so
     ``state_dict``, ``clone()``, ``.to(device)``, :meth:`update` and the generators of
-    :mod:`deepinv_ext.physics.trajectories` (keys ``trajectory``, ``dcf``) and deepinv's mask generators (key
+    :mod:`deepinv_ext.physics.generator.mri` (keys ``trajectory``, ``dcf``) and deepinv's mask generators (key
     ``mask``) work. In the non-Cartesian case ``mask`` is a buffer of ones kept for deepinv's base class.
     Measurements with NaN/inf are refused by :meth:`A_dagger` (the hot paths :meth:`A`, :meth:`A_adjoint` check
     shapes only and propagate them). Images and k-space are float32 or float64 tensors on the physics' device,
@@ -254,7 +100,7 @@ class SigpyMultiCoilMRI(MultiCoilMRI):
 
     :Examples:
 
-    >>> from deepinv_ext.physics.trajectories import radial_trajectory
+    >>> from deepinv_ext.physics.functional import radial_trajectory
     >>> maps = SigpyMultiCoilMRI.birdcage_maps(4, (32, 32))
     >>> physics = SigpyMultiCoilMRI(maps, trajectory=radial_trajectory((32, 32), n_spokes=16))
     >>> physics.A(torch.randn(2, 2, 32, 32)).shape
@@ -443,15 +289,18 @@ class SigpyMultiCoilMRI(MultiCoilMRI):
         return maps
 
     @classmethod
-    def contract_example(cls) -> dict:
-        """An 8x8, 2-coil radial physics (one trajectory shared by the batch), float64 images.
+    def contract_example(cls, generator: torch.Generator | None = None) -> dict:
+        """An 8x8, 2-coil radial physics (one trajectory shared by the batch) and float64 images, for
+        :func:`deepinv_ext.testing.check_physics` (side-effect free: draws only from ``generator``).
 
         The contract check compares the batch with per-sample calls, which cannot hold for per-sample
         geometry (each single image meets every trajectory): per-sample trajectories are tested in
         tests/test_sigpy_mri.py."""
-        from deepinv_ext.physics.trajectories import radial_trajectory
+        from deepinv_ext.physics.functional.trajectories import radial_trajectory
+        from deepinv_ext.testing.examples import example_generator
 
+        g = example_generator(generator)
         base = radial_trajectory((8, 8), n_spokes=6, n_readout=12, dtype=torch.float64)
         physics = cls(cls.birdcage_maps(2, (8, 8), dtype=torch.complex128), trajectory=base, dcf=None)
-        x = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        x = torch.randn(2, 2, 8, 8, generator=g, dtype=torch.float64)
         return {"physics": physics, "x": x}

@@ -11,15 +11,17 @@ The one minimiser of smooth energies in deepinv-ext: :class:`deepinv_ext.algorit
 
 where :math:`L_k` is multiplied by ``increase`` until the sufficient-decrease condition
 :math:`E(x_{k+1}) \le E(\bar x_k) - \frac{1}{2L_k}\|\nabla E(\bar x_k)\|^2` holds and is then relaxed
-(:math:`L_{k+1} = \eta L_k`, ``decrease`` :math:`= \eta \le 1`), and :math:`\beta_k = (t_{k-1}-1)/t_k` with FISTA's
+(:math:`L_{k+1} = \eta L_k`, ``decrease`` :math:`= \eta \le 1`): the per-image Armijo backtracking of
+:class:`~deepinv_ext.priors.step_size.ArmijoStepSize` with :math:`c = 1/2` (shared with
+:class:`~deepinv_ext.algorithms.GradientStepPnP`), and :math:`\beta_k = (t_{k-1}-1)/t_k` with FISTA's
 :math:`t_k = (1 + \sqrt{1 + 4t_{k-1}^2})/2`. The energy is kept monotone: a momentum step that fails the condition
 or would raise :math:`E` above :math:`E(x_k)` is redone from :math:`x_k` without momentum (and the momentum
 restarted), where the condition guarantees :math:`E(x_{k+1}) \le E(x_k) - \frac{1}{2L_k}\|\nabla E(x_k)\|^2`.
 This converges to stationary points of smooth, possibly non-convex :math:`E` with Lipschitz gradient.
 
 Round-off. Every energy comparison allows 8 ulps of :math:`|E|` (without which float32 energies fail the test on
-noise). The decrease a step demands, :math:`P = \frac{1}{2L}\|\nabla E\|^2`, is compared with that round-off at the
-iteration's :math:`L`. Within 16 round-offs (``PRECISION_MARGIN``: just above one, a real decrease can hide in the
+noise; :mod:`deepinv_ext.priors.step_size`). The decrease a step demands, :math:`P = \frac{1}{2L}\|\nabla E\|^2`,
+is compared with that round-off at the iteration's :math:`L`. Within 16 round-offs (``PRECISION_MARGIN``: just above one, a real decrease can hide in the
 noise of the test) the point is *stationary to working precision*: a step is taken as long as it keeps the energy
 within the round-off (the gradient can still shrink, for a stopping rule on the gradient or the step), and the
 element stops, converged, when no step passes or the step that passes leaves :math:`x_k` unchanged in floating
@@ -53,72 +55,14 @@ from torch import Tensor
 from tqdm import tqdm
 
 from deepinv_ext._batch import batch_sqnorm, per_sample
-from deepinv_ext._convergence import PRECISION_MARGIN, roundoff
-from deepinv_ext._validation import finite_number, finite_values, positive_int
+from deepinv_ext._convergence import PRECISION_MARGIN
+from deepinv_ext._validation import finite_values, positive_int
+from deepinv_ext.priors.step_size import ArmijoStepSize, Backtracking
 
 __all__ = ["Backtracking", "DescentResult", "accelerated_descent", "batch_sqnorm"]
 
 Energy = Callable[[Tensor], Tensor]
 EnergyAndGrad = Callable[[Tensor], tuple[Tensor, Tensor]]
-
-
-@dataclass(frozen=True)
-class Backtracking:
-    r"""The Lipschitz backtracking of :func:`accelerated_descent`.
-
-    :param float increase: factor applied to :math:`L` when the sufficient-decrease condition fails (> 1).
-    :param float decrease: factor applied to :math:`L` after an accepted step (in (0, 1]).
-    :param int max_backtracking: maximum increases of :math:`L` in one iteration.
-    """
-
-    increase: float = 2.0
-    decrease: float = 0.9
-    max_backtracking: int = 50
-
-    def __post_init__(self) -> None:
-        finite_number(self.increase, "increase", minimum=1.0, strict=True)
-        finite_number(self.decrease, "decrease", minimum=0.0, strict=True, maximum=1.0)
-        positive_int(self.max_backtracking, "max_backtracking", minimum=0)
-
-    def step(self, energy: Energy, anchor: Tensor, e_anchor: Tensor, g: Tensor, L: Tensor,
-             active: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        r"""Gradient step from ``anchor`` with :math:`L` increased per active element until
-        :math:`E(x) \le E(\text{anchor}) - \|g\|^2/(2L)` up to the round-off of the energies (8 ulps of
-        :math:`|E(\text{anchor})|`).
-
-        An element whose demanded decrease :math:`\|g\|^2/(2L)` at the given :math:`L` is more than
-        ``PRECISION_MARGIN`` round-offs must show it: its :math:`L` is not raised past the point where the demand
-        would fall below one round-off (there the test could no longer tell a decrease from noise, and an uphill step
-        would pass). Any other element is stationary to working precision and only has to keep its energy within
-        the round-off.
-
-        :return: ``(x, E(x), L, ok)``, ``ok`` (shape ``(B,)``) telling which elements met the condition so.
-        """
-        gsq = batch_sqnorm(g)
-        slack = roundoff(e_anchor)
-
-        def sufficient(e: Tensor, L: Tensor) -> Tensor:
-            return e <= e_anchor - 0.5 * gsq / L + slack
-
-        flat = ~_visible(gsq, L, e_anchor, PRECISION_MARGIN)
-        x = anchor - g / per_sample(L, g)
-        e = energy(x)
-        for _ in range(self.max_backtracking):
-            grow = active & ~sufficient(e, L) & (flat | _visible(gsq, L * self.increase, e_anchor))
-            if not grow.any():
-                break
-            L = torch.where(grow, L * self.increase, L)
-            x_try = anchor - g / per_sample(L, g)
-            e_try = energy(x_try)
-            x = torch.where(per_sample(grow, x), x_try, x)
-            e = torch.where(grow, e_try, e)
-        return x, e, L, sufficient(e, L)  # where not flat, at an L not raised past the round-off
-
-
-def _visible(gsq: Tensor, L: Tensor, e: Tensor, margin: float = 1.0) -> Tensor:
-    r"""Whether the decrease :math:`\|g\|^2/(2L)` that a step of size :math:`1/L` promises is above ``margin`` times
-    the round-off of the energy ``e``."""
-    return 0.5 * gsq / L > margin * roundoff(e)
 
 
 @dataclass
@@ -152,7 +96,6 @@ class _State:
     x_prev: Tensor
     e: Tensor
     t: Tensor
-    L: Tensor
     active: Tensor
     iterations: Tensor
     converged: Tensor
@@ -161,36 +104,37 @@ class _State:
 
 @dataclass
 class _Step:
-    """The outcome of one iteration per element: the new point, energy, :math:`L` and momentum, and which elements
-    stalled (they stay at :math:`x_k`)."""
+    """The outcome of one iteration per element: the new point, energy and momentum, and which elements stalled (they
+    stay at :math:`x_k`)."""
 
     x: Tensor
     e: Tensor
-    L: Tensor
     t: Tensor
     stalled: Tensor
 
 
-def _momentum_step(state: _State, energy: Energy, energy_and_grad: EnergyAndGrad, backtracking: Backtracking,
+def _momentum_step(state: _State, energy: Energy, energy_and_grad: EnergyAndGrad, rule: ArmijoStepSize,
                    x_bar: Tensor, e_bar: Tensor, g: Tensor, t_new: Tensor) -> _Step:
     """One monotone accelerated step from ``x_bar``, redone from ``x_k`` without momentum where it fails; an element
     whose plain step finds no decrease although one was predicted (more than ``PRECISION_MARGIN`` round-offs) has
-    stalled, one whose predicted decrease is within that margin stays, stationary."""
+    stalled, one whose predicted decrease is within that margin stays, stationary. Updates ``rule``'s :math:`L`."""
     x, e, active = state.x, state.e, state.active
-    x_new, e_new, L, ok = backtracking.step(energy, x_bar, e_bar, g, state.L, active)
-    redo = active & ~(ok & (e_new <= e + roundoff(e)))  # no step from x_bar, or above E(x_k)
+    L_iteration = rule.lipschitz
+    x_new, e_new, ok = rule.search(energy, x_bar, e_bar, g, active)
+    redo = active & ~(ok & rule.no_increase(e, e_new))  # no step from x_bar, or above E(x_k)
     stalled = torch.zeros_like(active)
     if redo.any():  # a plain step from x_k, the momentum restarted
         e_x, g_x = energy_and_grad(x)
-        L_x = torch.where(ok, L, state.L)  # a curvature validated at x_bar, else the iteration's own estimate
-        x_r, e_r, L_r, ok_r = backtracking.step(energy, x, e_x, g_x, L_x, redo)
-        take = redo & ok_r & (e_r <= e + roundoff(e))
-        stalled = redo & ~take & _visible(batch_sqnorm(g_x), L_x, e_x, PRECISION_MARGIN)
+        # a curvature validated at x_bar, else the iteration's own estimate
+        rule.lipschitz = torch.where(ok, rule.lipschitz, L_iteration)
+        predicted = rule.visible(batch_sqnorm(g_x), e_x, PRECISION_MARGIN)
+        x_r, e_r, ok_r = rule.search(energy, x, e_x, g_x, redo)
+        take = redo & ok_r & rule.no_increase(e, e_r)
+        stalled = redo & ~take & predicted
         x_new = torch.where(per_sample(take, x), x_r, torch.where(per_sample(redo, x), x, x_new))
         e_new = torch.where(take, e_r, torch.where(redo, e, e_new))
-        L = torch.where(redo, L_r, L)
         t_new = torch.where(redo, torch.ones_like(t_new), t_new)
-    return _Step(x_new, e_new, L, t_new, stalled)
+    return _Step(x_new, e_new, t_new, stalled)
 
 
 def _freeze(state: _State, hit: Tensor, x: Tensor, e: Tensor) -> None:
@@ -202,7 +146,7 @@ def _freeze(state: _State, hit: Tensor, x: Tensor, e: Tensor) -> None:
 
 
 def accelerated_descent(energy: Energy, energy_and_grad: EnergyAndGrad, x0: Tensor, *, max_iter: int,
-                        lipschitz: float | Tensor = 1.0, backtracking: Backtracking = Backtracking(),
+                        lipschitz: float | Tensor = 1.0, backtracking: Backtracking | None = None,
                         grad_converged: Callable[[Tensor, Tensor], Tensor] | None = None,
                         step_converged: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor] | None = None,
                         callback: Callable[[int, Tensor, Tensor], None] | None = None,
@@ -214,7 +158,7 @@ def accelerated_descent(energy: Energy, energy_and_grad: EnergyAndGrad, x0: Tens
     :param torch.Tensor x0: the starting points ``(B, ...)``.
     :param int max_iter: maximum number of accelerated steps (>= 0).
     :param float, torch.Tensor lipschitz: initial Lipschitz estimate :math:`L_0 > 0`, a number or one per element.
-    :param Backtracking backtracking: the backtracking constants.
+    :param Backtracking backtracking: the backtracking constants (default :class:`Backtracking`).
     :param Callable grad_converged: ``(x, g) -> (B,) bool``, stopping rule on a point and its gradient.
     :param Callable step_converged: ``(x_k, x_{k+1}, E_k, E_{k+1}) -> (B,) bool``, stopping rule on a step.
     :param Callable callback: ``callback(k, x_k, E_k)`` at the start (:math:`k = 0`) and after every iteration.
@@ -227,8 +171,8 @@ def accelerated_descent(energy: Energy, energy_and_grad: EnergyAndGrad, x0: Tens
     finite_values(lipschitz, "lipschitz", strict=True)
     B = x0.shape[0]
     L0 = torch.as_tensor(lipschitz, dtype=x0.dtype, device=x0.device)
+    rule = ArmijoStepSize(L0.expand(B).clone() if L0.dim() == 0 else L0.reshape(B).clone(), backtracking)
     state = _State(x=x0, x_prev=x0, e=energy(x0), t=torch.ones(B, dtype=x0.dtype, device=x0.device),
-                   L=L0.expand(B).clone() if L0.dim() == 0 else L0.reshape(B).clone(),
                    active=torch.ones(B, dtype=torch.bool, device=x0.device),  # set below
                    iterations=torch.zeros(B, dtype=torch.long, device=x0.device),
                    converged=torch.zeros(B, dtype=torch.bool, device=x0.device),
@@ -247,7 +191,7 @@ def accelerated_descent(energy: Energy, energy_and_grad: EnergyAndGrad, x0: Tens
             _freeze(state, state.active & grad_converged(x_bar, g), x_bar, e_bar)
             if not state.active.any():
                 break
-        step = _momentum_step(state, energy, energy_and_grad, backtracking, x_bar, e_bar, g, t_new)
+        step = _momentum_step(state, energy, energy_and_grad, rule, x_bar, e_bar, g, t_new)
         active = state.active
         # no step passed, or only one too small to change x_k in floating point: stationary to working precision
         flat = active & (step.x == state.x).flatten(1).all(dim=1) & ~step.stalled
@@ -258,7 +202,7 @@ def accelerated_descent(energy: Energy, energy_and_grad: EnergyAndGrad, x0: Tens
         state.x = torch.where(per_sample(active, state.x), step.x, state.x)
         state.e = torch.where(active, step.e, state.e)
         state.t = torch.where(active, step.t, state.t)
-        state.L = torch.where(active, step.L * backtracking.decrease, state.L)
+        rule.relax(active)
         state.iterations = state.iterations + moved.long()
         state.converged = state.converged | done | flat
         state.stalled = state.stalled | step.stalled
@@ -270,4 +214,5 @@ def accelerated_descent(energy: Energy, energy_and_grad: EnergyAndGrad, x0: Tens
     if grad_converged is not None and state.active.any():  # the last iterate may pass the rule
         e_last, g_last = energy_and_grad(state.x)
         _freeze(state, state.active & grad_converged(state.x, g_last), state.x, e_last)
-    return DescentResult(state.x, state.e, state.iterations, state.converged, state.L, state.stalled, not_finite)
+    return DescentResult(state.x, state.e, state.iterations, state.converged, rule.lipschitz, state.stalled,
+                        not_finite)

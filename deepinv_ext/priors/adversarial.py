@@ -120,11 +120,15 @@ class AdversarialRegularizer(SmoothLearnedPrior):
         return value + self.eps * outside.pow(2).sum(dim=(1, 2, 3))
 
     @classmethod
-    def contract_example(cls) -> dict:
-        """A small smoothed critic in float64 on a batch of two 16x16 images."""
-        torch.manual_seed(0)
-        prior = cls(widths=(4, 4, 8), hidden=8, eps=1e-2, smoothing=0.1).double()
-        return {"prior": prior, "x": torch.rand(2, 1, 16, 16, dtype=torch.float64)}
+    def contract_example(cls, generator: torch.Generator | None = None) -> dict:
+        """A small smoothed critic in float64 on a batch of two 16x16 images, for
+        :func:`deepinv_ext.testing.check_prior` (side-effect free: draws only from ``generator``)."""
+        from deepinv_ext.testing.examples import example_generator, seeded_init
+
+        g = example_generator(generator)
+        with seeded_init(g):
+            prior = cls(widths=(4, 4, 8), hidden=8, eps=1e-2, smoothing=0.1).double()
+        return {"prior": prior, "x": torch.rand(2, 1, 16, 16, generator=g, dtype=torch.float64)}
 
 
 def _box(box: tuple[float, float]) -> tuple[float, float]:
@@ -273,9 +277,13 @@ class ConvexAdversarialRegularizer(SmoothLearnedPrior):
         return self.fn((a + b) / 2) - (self.fn(a) + self.fn(b)) / 2
 
     @classmethod
-    def contract_example(cls) -> dict:
-        """A 3-layer, 4-filter ICNN in float64 on a batch of two 12x12 images."""
-        torch.manual_seed(0)
-        prior = cls(num_filters=4, kernel_size=3, num_layers=3, eps=1e-2, sfb_filters=4, sfb_kernel_size=3,
-                    smoothing=0.1).double()
-        return {"prior": prior, "x": torch.rand(2, 1, 12, 12, dtype=torch.float64)}
+    def contract_example(cls, generator: torch.Generator | None = None) -> dict:
+        """A 3-layer, 4-filter ICNN in float64 on a batch of two 12x12 images, for
+        :func:`deepinv_ext.testing.check_prior` (side-effect free: draws only from ``generator``)."""
+        from deepinv_ext.testing.examples import example_generator, seeded_init
+
+        g = example_generator(generator)
+        with seeded_init(g):
+            prior = cls(num_filters=4, kernel_size=3, num_layers=3, eps=1e-2, sfb_filters=4, sfb_kernel_size=3,
+                        smoothing=0.1).double()
+        return {"prior": prior, "x": torch.rand(2, 1, 12, 12, generator=g, dtype=torch.float64)}

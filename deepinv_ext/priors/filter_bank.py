@@ -117,8 +117,12 @@ class SparsifyingFilterBank(SmoothLearnedPrior):
         return self.weight.to(x.dtype) * F.conv_transpose2d(slope, k, padding=self.filters.padding[0])
 
     @classmethod
-    def contract_example(cls) -> dict:
-        """Six 3x3 smoothed filters with weight 0.5 in float64 on a batch of two 12x12 images."""
-        torch.manual_seed(0)
-        prior = cls(num_filters=6, kernel_size=3, init_weight=0.5, smoothing=0.1).double()
-        return {"prior": prior, "x": torch.rand(2, 1, 12, 12, dtype=torch.float64)}
+    def contract_example(cls, generator: torch.Generator | None = None) -> dict:
+        """Six 3x3 smoothed filters with weight 0.5 in float64 on a batch of two 12x12 images, for
+        :func:`deepinv_ext.testing.check_prior` (side-effect free: draws only from ``generator``)."""
+        from deepinv_ext.testing.examples import example_generator, seeded_init
+
+        g = example_generator(generator)
+        with seeded_init(g):
+            prior = cls(num_filters=6, kernel_size=3, init_weight=0.5, smoothing=0.1).double()
+        return {"prior": prior, "x": torch.rand(2, 1, 12, 12, generator=g, dtype=torch.float64)}

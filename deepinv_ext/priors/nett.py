@@ -147,8 +147,12 @@ class NETT(SmoothLearnedPrior):
         return (self.weights.to(x.dtype) * artefact.abs().pow(self.p)).sum(dim=(1, 2, 3))
 
     @classmethod
-    def contract_example(cls) -> dict:
-        """A 4-channel, one-level, smoothed NETT in float64 on two 8x8 images."""
-        torch.manual_seed(0)
-        prior = cls(width=4, depth=1, smoothing=0.1).double()
-        return {"prior": prior, "x": torch.rand(2, 1, 8, 8, dtype=torch.float64)}
+    def contract_example(cls, generator: torch.Generator | None = None) -> dict:
+        """A 4-channel, one-level, smoothed NETT in float64 on two 8x8 images, for
+        :func:`deepinv_ext.testing.check_prior` (side-effect free: draws only from ``generator``)."""
+        from deepinv_ext.testing.examples import example_generator, seeded_init
+
+        g = example_generator(generator)
+        with seeded_init(g):
+            prior = cls(width=4, depth=1, smoothing=0.1).double()
+        return {"prior": prior, "x": torch.rand(2, 1, 8, 8, generator=g, dtype=torch.float64)}

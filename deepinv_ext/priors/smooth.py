@@ -64,8 +64,9 @@ from deepinv_ext._validation import (
     finite_values,
     positive_int,
 )
-from deepinv_ext.priors.accelerated import Backtracking, accelerated_descent
+from deepinv_ext.priors.accelerated import accelerated_descent
 from deepinv_ext.priors.implicit import implicit_prox
+from deepinv_ext.priors.step_size import Backtracking
 
 __all__ = ["ProxConfig", "ProxConvergenceWarning", "SmoothLeakyReLU", "SmoothLearnedPrior", "autograd_energy_and_grad",
            "autograd_grad", "smooth_leaky_relu"]
@@ -119,21 +120,33 @@ def _parameters_of(fn: Callable, parameters: Iterable[Tensor] | None) -> Iterabl
     return owner.parameters() if isinstance(owner, nn.Module) else ()
 
 
-def autograd_energy_and_grad(fn: Callable[[Tensor], Tensor], x: Tensor,
-                             parameters: Iterable[Tensor] | None = None) -> tuple[Tensor, Tensor]:
+def autograd_energy_and_grad(fn: Callable[[Tensor], Tensor], x: Tensor, parameters: Iterable[Tensor] | None = None,
+                             *, create_graph: bool | None = None) -> tuple[Tensor, Tensor]:
     r""":math:`(fn(x), \nabla_x \sum_b fn(x)_b)` in one forward and one reverse sweep, also inside
     :func:`torch.no_grad`.
 
-    The graph is kept (``create_graph=True``: the gradient is differentiable in ``x`` and in the parameters, twice
-    differentiable where the network is) whenever autograd is enabled and ``x`` or one of ``parameters`` requires
-    grad; otherwise both results are detached and nothing is recorded.
+    By default the graph is kept (``create_graph=True``: the gradient is differentiable in ``x`` and in the
+    parameters, twice differentiable where the network is) whenever autograd is enabled and ``x`` or one of
+    ``parameters`` requires grad; otherwise both results are detached and nothing is recorded. ``x`` itself is never
+    changed (a copy that requires grad is differentiated when ``x`` does not).
 
     :param Callable fn: the energy, one value per batch element.
     :param torch.Tensor x: the point.
     :param Iterable[torch.Tensor] parameters: the parameters ``fn`` depends on (default: those of the module ``fn``
         is a bound method of, if any).
+    :param bool create_graph: keep the graph (``True``), never (``False``), or decide as above (``None``).
+    :return: the energies ``(B,)`` and the gradient, shape of ``x``.
+
+    :Examples:
+
+    >>> import torch
+    >>> from deepinv_ext.priors.smooth import autograd_energy_and_grad
+    >>> x = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    >>> energy, grad = autograd_energy_and_grad(lambda z: 0.5 * z.pow(2).sum(dim=1), x)
+    >>> energy.tolist(), torch.equal(grad, x), x.requires_grad
+    ([2.5, 12.5], True, False)
     """
-    keep = _records(x, _parameters_of(fn, parameters))
+    keep = _records(x, _parameters_of(fn, parameters)) if create_graph is None else create_graph
     with torch.enable_grad():
         z = x if x.requires_grad else x.detach().requires_grad_(True)
         energy = fn(z)
@@ -202,9 +215,23 @@ class SmoothLearnedPrior(Prior):
     r"""Base of a smooth learned prior :math:`R_\theta`: autograd gradient kept differentiable in :math:`\theta`, and a
     real proximal operator (see the module docstring for the prox problem, its solver and its stopping rule).
 
-    A subclass defines ``fn(x)`` (shape ``(B,)``) and may override ``energy_and_grad(x)`` and ``grad(x)`` with a
-    hand-derived gradient, which must then stay differentiable in the parameters. Each of them starts with
-    :meth:`check_input` (:meth:`prox` and the base's ``energy_and_grad`` and ``grad`` do).
+    This is the type the solvers of deepinv-ext test for (``isinstance(prior, SmoothLearnedPrior)``): they call
+    ``prior.energy_and_grad(x)`` for the energy and the gradient at once, and ``prior.prox(x, gamma=...)``.
+
+    A subclass defines ``fn(x)`` (shape ``(B,)``) and nothing else: ``energy_and_grad(x)`` defaults to autograd
+    (:func:`autograd_energy_and_grad`) and ``grad(x)`` is its second half. A subclass with a hand-derived gradient
+    overrides ``energy_and_grad`` (and ``grad`` where the energy costs extra), keeping the signature
+    ``energy_and_grad(x)`` (further arguments only as keywords with defaults, e.g. TDV's ``get_energy``), and its
+    gradient differentiable in the parameters. Each of them starts with :meth:`check_input` (:meth:`prox` and the
+    base's ``energy_and_grad`` and ``grad`` do).
+
+    **Why deepinv's** :meth:`deepinv.optim.Potential.grad` **is bypassed** (deepinv 0.5): it calls
+    ``x.requires_grad_()`` on the caller's tensor, so that the caller's ``x`` (a solver's iterate) requires grad
+    afterwards and every later operation on it is recorded; it differentiates with ``create_graph=True`` always, so
+    that each gradient keeps the network's graph alive even under :func:`torch.no_grad`; and it returns the
+    gradient alone, so that a solver that needs the energy too (backtracking) pays a second forward pass. The base's
+    ``energy_and_grad`` differentiates a copy, keeps the graph only when a derivative will be taken (autograd
+    enabled and ``x`` or a parameter requires grad), and returns both from one sweep.
 
     After each call of :meth:`prox`, ``prox_iterations`` (a deque of ``(B,)`` int64 tensors, one per call) holds the
     inner iterations of every image and ``prox_converged`` whether each image of the last call met the tolerance.
@@ -258,7 +285,12 @@ class SmoothLearnedPrior(Prior):
         self.prox_converged: Tensor | None = None
 
     def energy_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        r""":math:`(R(x), \nabla R(x))` by autograd in one sweep (see :func:`autograd_energy_and_grad`)."""
+        r""":math:`(R(x), \nabla R(x))` by autograd in one sweep (see :func:`autograd_energy_and_grad`): the
+        default of every smooth learned prior, overridden where a gradient is derived by hand.
+
+        :param torch.Tensor x: images ``(B, C, H, W)`` as in :meth:`check_input`.
+        :return: the energies ``(B,)`` and the gradient, shape of ``x``.
+        """
         self.check_input(x)
         return autograd_energy_and_grad(self.fn, x, self.parameters())
 

@@ -18,7 +18,8 @@ Here :math:`\nabla R` is derived by hand (a reverse sweep through the network th
 :math:`\phi'(K_1 z)` saved by the forward sweep), written in plain differentiable torch operations, so that it is
 itself differentiable in the parameters (training of :class:`deepinv_ext.algorithms.TDVNetwork`). Each blurred
 7x7 stride-2 convolution is computed as a depthwise 5x5 blur followed by the 3x3 stride-2 convolution, which is the
-same linear map at about a quarter of the cost.
+same linear map at about a quarter of the cost. The padding and activation kernels (and their adjoint and
+derivative) are in :mod:`deepinv_ext.priors._tdv_kernels`.
 
 Reference: E. Kobler, A. Effland, K. Kunisch, T. Pock, "Total Deep Variation for Linear Inverse Problems",
 CVPR 2020. The published weights (VLOGroup/tdv) load with :meth:`TDV.from_checkpoint`.
@@ -33,62 +34,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deepinv_ext._validation import boolean, finite_number, load_checkpoint, positive_int
+from deepinv_ext.priors._tdv_kernels import student_t, symmetric_pad, symmetric_pad_adjoint
 from deepinv_ext.priors.smooth import ProxConfig, SmoothLearnedPrior
 
 __all__ = ["TDV", "symmetric_pad", "symmetric_pad_adjoint"]
 
 _BINOMIAL = (1.0, 4.0, 6.0, 4.0, 1.0)
-
-
-def symmetric_pad(x: Tensor, p: int) -> Tensor:
-    r"""Pad the last two dimensions by ``p`` on every side, mirroring with the edge pixel repeated (numpy's
-    ``mode="symmetric"``); for ``p = 1`` this is replicate padding."""
-    if p == 0:
-        return x
-    if p == 1:
-        return F.pad(x, (1, 1, 1, 1), mode="replicate")
-    x = torch.cat([x[..., :p].flip(-1), x, x[..., -p:].flip(-1)], dim=-1)
-    return torch.cat([x[..., :p, :].flip(-2), x, x[..., -p:, :].flip(-2)], dim=-2)
-
-
-def symmetric_pad_adjoint(y: Tensor, p: int) -> Tensor:
-    r"""Adjoint of :func:`symmetric_pad`: the mirrored borders are folded back onto the image and added."""
-    if p == 0:
-        return y
-    y = torch.cat([y[..., p:2 * p, :] + y[..., :p, :].flip(-2), y[..., 2 * p:-2 * p, :],
-                   y[..., -2 * p:-p, :] + y[..., -p:, :].flip(-2)], dim=-2)
-    return torch.cat([y[..., p:2 * p] + y[..., :p].flip(-1), y[..., 2 * p:-2 * p],
-                      y[..., -2 * p:-p] + y[..., -p:].flip(-1)], dim=-1)
-
-
-class _StudentT(torch.autograd.Function):
-    r""":math:`(\phi(u), \phi'(u))` with :math:`\phi(u) = \frac12\log(1+u^2)`, saving only :math:`u`."""
-
-    @staticmethod
-    def forward(ctx, u: Tensor) -> tuple[Tensor, Tensor]:
-        ctx.save_for_backward(u)
-        return _student_t_eval(u)
-
-    @staticmethod
-    def backward(ctx, g_phi: Tensor, g_dphi: Tensor) -> Tensor:
-        (u,) = ctx.saved_tensors
-        d = 1 + u * u
-        return g_phi * u / d + g_dphi * (1 - u * u) / (d * d)
-
-
-def _student_t_eval(u: Tensor) -> tuple[Tensor, Tensor]:
-    d = u * u
-    d += 1
-    da = u / d
-    a = torch.log(d)
-    a *= 0.5
-    return a, da
-
-
-def _student_t(u: Tensor) -> tuple[Tensor, Tensor]:
-    if torch.is_grad_enabled() and u.requires_grad:
-        return _StudentT.apply(u)
-    return _student_t_eval(u)
 
 
 class _Conv(nn.Module):
@@ -241,7 +192,7 @@ class TDV(SmoothLearnedPrior):
 
     # ----------------------------------------------------------------- forward and reverse sweeps
     def _micro(self, blk: _MicroBlock, z: Tensor, keep: list | None) -> Tensor:
-        a, da = _student_t(self._conv(z, blk.conv1.weight))
+        a, da = student_t(self._conv(z, blk.conv1.weight))
         if keep is not None:
             keep.append(da)
         return z + self._conv(a, blk.conv2.weight)
@@ -309,8 +260,14 @@ class TDV(SmoothLearnedPrior):
         energy = self.energy_map(x).sum(dim=(1, 2, 3))
         return energy + self.eps * x.pow(2).sum(dim=(1, 2, 3)) if self.eps else energy
 
-    def energy_and_grad(self, x: Tensor, get_energy: bool = True) -> tuple[Tensor | None, Tensor]:
-        r""":math:`(R(x), \nabla R(x))` in one forward and one reverse sweep (energy ``None`` unless asked)."""
+    def energy_and_grad(self, x: Tensor, *, get_energy: bool = True) -> tuple[Tensor | None, Tensor]:
+        r""":math:`(R(x), \nabla R(x))` in one forward and one reverse sweep, the gradient derived by hand (it
+        overrides the autograd default of :class:`~deepinv_ext.priors.SmoothLearnedPrior`, called the same way).
+
+        :param torch.Tensor x: images ``(B, in_channels, H, W)``.
+        :param bool get_energy: compute the energy (``False``: ``None`` in its place, one 1x1 convolution less).
+        :return: the energies ``(B,)`` (or ``None``) and the gradient, shape of ``x``.
+        """
         self.check_input(x)
         energy, grad = self._sweep("energy_and_grad", x, get_energy)
         if not self.eps:
@@ -339,7 +296,7 @@ class TDV(SmoothLearnedPrior):
         return energy, self._reverse(g0, keep)
 
     def grad(self, x: Tensor, *args, **kwargs) -> Tensor:
-        r""":math:`\nabla R(x)`, same shape as ``x``."""
+        r""":math:`\nabla R(x)`, same shape as ``x`` (:meth:`energy_and_grad` without the energy)."""
         return self.energy_and_grad(x, get_energy=False)[1]
 
     # ----------------------------------------------------------------- published weights
@@ -395,8 +352,12 @@ class TDV(SmoothLearnedPrior):
                              f"{type(err).__name__}: {str(err)[:300]}") from err
 
     @classmethod
-    def contract_example(cls) -> dict:
-        """A one-block, 4-feature TDV with :math:`\\varepsilon = 0.1` in float64 on two 17x14 images."""
-        torch.manual_seed(0)
-        prior = cls(in_channels=1, num_features=4, num_scales=3, num_macro_blocks=1, eps=0.1).double()
-        return {"prior": prior, "x": torch.rand(2, 1, 17, 14, dtype=torch.float64)}
+    def contract_example(cls, generator: torch.Generator | None = None) -> dict:
+        """A one-block, 4-feature TDV with :math:`\\varepsilon = 0.1` in float64 on two 17x14 images, for
+        :func:`deepinv_ext.testing.check_prior` (side-effect free: draws only from ``generator``)."""
+        from deepinv_ext.testing.examples import example_generator, seeded_init
+
+        g = example_generator(generator)
+        with seeded_init(g):
+            prior = cls(in_channels=1, num_features=4, num_scales=3, num_macro_blocks=1, eps=0.1).double()
+        return {"prior": prior, "x": torch.rand(2, 1, 17, 14, generator=g, dtype=torch.float64)}

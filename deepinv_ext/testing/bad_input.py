@@ -5,7 +5,7 @@ the mistakes a user makes with it: a float or a bool where a count is due, a str
 infinity where a number is due, a misspelt option, a device that is not there, the wrong kind of object; and, at the
 plugin's entry points, tensors of an integer, complex or other floating dtype, of the wrong shape (also one that
 merely broadcasts), with a NaN, an empty batch, a numpy array, a negative or NaN step size or noise level. :func:`check_bad_input` runs one case on the
-example the plugin declares with ``contract_example()`` and raises :class:`AssertionError` unless the outcome is
+example the plugin declares with ``contractdeclared_example_of()`` and raises :class:`AssertionError` unless the outcome is
 one the input policy allows:
 
 - ``"refuse"``: a ``TypeError`` or ``ValueError`` raised by the plugin's own package (not by torch, numpy or a
@@ -37,20 +37,18 @@ negative, a bound that may be infinite) lists it in ``exempt``.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import os
 import re
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import deepinv as dinv
 import torch
 
-from deepinv_ext._validation import module_dtype
 from deepinv_ext.plugins import PluginInfo, load
+from deepinv_ext.testing.bad_input_calls import BadInputCase, bad_call, declared_example_of
 
 __all__ = ["BadInputCase", "bad_input_cases", "check_bad_input"]
 
@@ -60,30 +58,6 @@ _POSITIVE_NAME = re.compile(r"(tol|sigma|noise|lipschitz|spacing|radius|lr$|step
                             r"increase|^gamma|^lambda|^lam$)")
 _PATH_NAME = re.compile(r"(dir|path|file|name|root|cache|key|mode|title|label)")
 _MODEL_ANNOTATION = re.compile(r"\b(Prior|Denoiser|Physics|LinearPhysics|Module|Reconstructor)\b")
-
-
-@dataclass(frozen=True)
-class BadInputCase:
-    """One bad input to one plugin.
-
-    :param str plugin: the plugin's key (``"kind.name"``) or its class name.
-    :param str entry: ``"__init__"`` or the method called (``"A"``, ``"prox"``, ``"forward"``, ...).
-    :param str argument: the argument given the bad value.
-    :param str label: what the bad value is, e.g. ``"2.5"`` or ``"int64 tensor"``.
-    :param str expect: ``"refuse"`` or ``"refuse_or_work"`` (see the module docstring).
-    """
-
-    plugin: str
-    entry: str
-    argument: str
-    label: str
-    expect: str
-    value: Callable[[Any], Any] = field(repr=False, compare=False, default=None)
-    target: Any = field(repr=False, compare=False, default=None)
-    kind: str = field(repr=False, compare=False, default="")
-
-    def __str__(self) -> str:
-        return f"{self.plugin}.{self.entry}({self.argument}={self.label})"
 
 
 # ------------------------------------------------------------------ constructor arguments from the signature
@@ -207,105 +181,7 @@ def bad_input_cases(plugin: PluginInfo | Any, kind: str | None = None,
 
 
 # ------------------------------------------------------------------ running a case
-@dataclass
-class _Example:
-    """A plugin's declared example, with the constructor arguments it was built with."""
-
-    contract: dict
-    arguments: dict
-
-
-def _record(cls: type, example: Callable[[], dict]) -> _Example:
-    """Run ``example()`` and record the arguments of its first construction of ``cls`` itself."""
-    seen: list[dict] = []
-    had_own = "__init__" in cls.__dict__
-    original = cls.__init__
-    signature = inspect.signature(original)
-
-    def recording(self, *args, **kwargs):
-        if type(self) is cls and not seen:
-            bound = signature.bind(self, *args, **kwargs).arguments
-            named = dict(list(bound.items())[1:])
-            for pname, p in signature.parameters.items():
-                if p.kind == p.VAR_KEYWORD:
-                    named.update(named.pop(pname, {}))
-            seen.append(named)
-        original(self, *args, **kwargs)
-
-    cls.__init__ = recording
-    try:
-        contract = example()
-    finally:
-        if had_own:
-            cls.__init__ = original
-        else:
-            del cls.__init__
-    return _Example(contract, seen[0] if seen else {})
-
-
-@functools.cache
-def _example(obj: Any) -> _Example:
-    declared = getattr(obj, "contract_example", None)
-    assert callable(declared), f"{obj!r} declares no contract_example(): its bad inputs cannot be checked"
-    torch.manual_seed(0)
-    return _record(obj, declared) if inspect.isclass(obj) else _Example(declared(), {})
-
-
-def _first_item(dataset: Any) -> torch.Tensor:
-    item = dataset[0]
-    return (item["x"] if isinstance(item, dict) else item[0] if isinstance(item, (tuple, list)) else item)[None]
-
-
-def _call(case: BadInputCase, example: _Example) -> tuple[Callable[[], Any], Any]:
-    """The call that gives the case's bad value, and the valid value it replaces (``None`` for non-tensors)."""
-    c, obj = example.contract, case.target
-    if case.entry == "__init__":
-        kwargs = {**example.arguments, case.argument: case.value(None)}
-        return lambda: obj(**kwargs), None
-    if case.kind == "physics" and case.entry == "step":
-        generator = obj(**example.arguments)
-        return lambda: generator.step(batch_size=case.value(None)), None
-    if case.kind == "physics":
-        physics, x = c["physics"], c["x"]
-        valid = x if case.argument == "x" else physics.A(x)
-        return (lambda: getattr(physics, case.entry)(case.value(valid))), valid
-    if case.kind == "prior":
-        prior, x = c["prior"], c["x"]
-        if case.argument == "gamma":
-            return lambda: prior.prox(x, gamma=case.value(None)), None
-        method = getattr(prior, case.entry)
-        return (lambda: method(case.value(x), gamma=0.1) if case.entry == "prox" else method(case.value(x))), x
-    if case.kind == "denoiser":
-        denoiser = c["denoiser"]
-        x = _first_item(c["dataset"]).to(_dtype_of(denoiser))
-        sigma = c.get("sigma", 0.1)
-        if case.argument == "sigma":
-            return lambda: denoiser(x, case.value(None)), None
-        return (lambda: denoiser(case.value(x), sigma)), x
-    if case.kind == "algorithm":
-        model, physics = c["model"], c["physics"]
-        x = _first_item(c["dataset"]).to(_dtype_of(model, physics))
-        torch.manual_seed(0)
-        y = physics(x)
-        if case.argument == "physics":
-            return lambda: model(y, case.value(None)), None
-        return (lambda: model(case.value(y), physics)), y
-    if case.kind == "loss":
-        loss, model, physics = c["loss"], c["model"], c["physics"]
-        x = _first_item(c["dataset"]).to(_dtype_of(model, physics))
-        torch.manual_seed(0)
-        x_net = x + 0.1 * torch.randn_like(x)
-        return (lambda: loss(x=x, x_net=case.value(x_net), y=physics(x), physics=physics, model=model)), x_net
-    raise ValueError(f"no entry point {case.entry!r} for kind {case.kind!r}")
-
-
-def _dtype_of(*modules: Any) -> torch.dtype:
-    """The dtype of the first of ``modules`` that holds a floating tensor (:func:`module_dtype`), else torch's
-    default."""
-    found = (module_dtype(m) for m in modules if isinstance(m, torch.nn.Module))
-    return next((d for d in found if d is not None), torch.get_default_dtype())
-
-
+# ------------------------------------------------------------------ running a case
 def _package_dir(obj: Any) -> str:
     module = inspect.getmodule(obj)
     top = module.__name__.split(".")[0]
@@ -345,7 +221,7 @@ def _check_result(case: BadInputCase, out: Any, valid: torch.Tensor | None) -> N
     elif case.label in _RESIZED:
         bad = case.value(valid)
         if case.kind == "algorithm":  # the image must fit the measurements it came from
-            physics = _example(case.target).contract["physics"]
+            physics = declared_example_of(case.target).contract["physics"]
             fits = [tuple(physics.A(t).shape) == tuple(bad.shape) for t in tensors if t.ndim == bad.ndim]
             assert fits and all(fits), f"{case}: accepted y of shape {tuple(bad.shape)} and returned an image " \
                                        f"whose measurements have shape {tuple(physics.A(tensors[0]).shape)}"
@@ -367,10 +243,10 @@ def check_bad_input(case: BadInputCase) -> str:
     :raises AssertionError: the call crashed inside another package, raised an error that does not name the
         argument, or accepted a value it should have refused (a silent wrong result).
     """
-    example = _example(case.target)
+    example = declared_example_of(case.target)
     package = _package_dir(case.target)
     try:
-        call, valid = _call(case, example)
+        call, valid = bad_call(case, example)
     except Exception as err:  # the valid example itself failed: a harness error, not the case's
         raise AssertionError(f"{case}: building the valid call failed: {type(err).__name__}: {err}") from err
     try:

@@ -10,7 +10,7 @@ An unrolled network of :math:`L` layers with shared parameters, :math:`N_\theta 
 
 where :math:`\operatorname{sg}` stops the gradient. The loss :math:`\ell(\hat x, x)` is backpropagated through the
 last :math:`L` layers only: a Jacobian-free step whose relative error is at most :math:`\rho^L` when the layer is
-:math:`\rho`-contractive (see :mod:`deepinv_ext.algorithms.retune_analysis`), with the memory of :math:`L`
+:math:`\rho`-contractive (see :mod:`deepinv_ext.algorithms.retune.jacobian`), with the memory of :math:`L`
 layers whatever :math:`R`. At inference the network is restarted until the fixed point of :math:`T_\theta`, i.e.
 the solution of the underlying variational problem or PnP scheme, is reached.
 
@@ -28,10 +28,8 @@ from tqdm.auto import tqdm
 
 from deepinv_ext._convergence import warn_not_converged
 from deepinv_ext._validation import boolean, check_measurement, finite_number, positive_int
-
-from .retune_analysis import jacobian_free_error_bound, layer_lipschitz
-from .retune_layers import FixedPointLayer, ForwardBackwardLayer
-from .retune_wavelet import WaveletL1Prior
+from deepinv_ext.algorithms.retune.jacobian import jacobian_free_error_bound, layer_lipschitz
+from deepinv_ext.algorithms.retune.layers import FixedPointLayer, ForwardBackwardLayer
 
 __all__ = ["ReTune"]
 
@@ -70,7 +68,8 @@ class ReTune(dinv.models.Reconstructor):
     :Examples:
 
     >>> import deepinv as dinv, torch
-    >>> from deepinv_ext.algorithms import ReTune, ForwardBackwardLayer, WaveletL1Prior
+    >>> from deepinv_ext.algorithms import ReTune, ForwardBackwardLayer
+    >>> from deepinv_ext.priors import WaveletL1Prior
     >>> layer = ForwardBackwardLayer(WaveletL1Prior(level=2), step=1.0, lam=0.05)
     >>> model = ReTune(layer, depth=5, restarts=20).eval()
     >>> physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1))
@@ -84,7 +83,7 @@ class ReTune(dinv.models.Reconstructor):
                  max_restarts: int = 1000, inference: str = "fixed_point", monitor_every: int = 0,
                  show_progress_bar: bool = False):
         super().__init__()
-        if not isinstance(iteration, torch.nn.Module) or not callable(getattr(iteration, "init", None)):
+        if not isinstance(iteration, FixedPointLayer):
             raise TypeError(f"iteration must be a FixedPointLayer (a torch.nn.Module layer (x, y, physics) -> x with "
                             f"init(y, physics)), got {type(iteration).__name__}")
         if inference not in _INFERENCE:
@@ -103,15 +102,17 @@ class ReTune(dinv.models.Reconstructor):
         self._n_train_calls = 0
 
     @classmethod
-    def contract_example(cls) -> dict:
-        """A small deblurring instance for :func:`deepinv_ext.testing.check_reconstructor`."""
-        from deepinv_ext.datasets import RandomEllipsesDataset
+    def contract_example(cls, generator: torch.Generator | None = None) -> dict:
+        """A small deblurring instance for :func:`deepinv_ext.testing.check_reconstructor` (side-effect free: draws
+        only from ``generator``)."""
+        from deepinv_ext.priors.wavelet import WaveletL1Prior
+        from deepinv_ext.testing.examples import example_blur, example_generator, example_images
 
-        physics = dinv.physics.BlurFFT(img_size=(1, 16, 16), filter=dinv.physics.functional.blur.gaussian_blur(sigma=(1.0, 1.0)),
-                                       noise_model=dinv.physics.GaussianNoise(0.02))
+        g = example_generator(generator)
+        physics = example_blur(16, 0.02)
         layer = ForwardBackwardLayer(WaveletL1Prior(level=2), step=1.0, lam=0.02)
         return {"model": cls(layer, depth=3, restarts=2, max_restarts=20),
-                "physics": physics, "dataset": RandomEllipsesDataset(length=4, size=16, seed=0)}
+                "physics": physics, "dataset": example_images(4, 16, generator=g)}
 
     @staticmethod
     def relative_residuals(x_new: torch.Tensor, x_old: torch.Tensor) -> torch.Tensor:

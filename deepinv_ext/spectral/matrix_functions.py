@@ -1,4 +1,4 @@
-r"""Matrix functions of a symmetric operator given only as a matvec, and spectral filters for linear denoisers.
+r"""Matrix functions :math:`h(D)\,v` of a symmetric operator :math:`D` given only as a matvec.
 
 For a symmetric operator :math:`D` (a linear denoiser, given as a function ``matvec(v) = D v`` on batched tensors
 ``(B, ...)``) and a scalar function :math:`h`, this module applies :math:`h(D)\,v` by
@@ -6,25 +6,27 @@ For a symmetric operator :math:`D` (a linear denoiser, given as a function ``mat
 - :class:`OperatorEig`: the exact eigendecomposition :math:`D = V \Lambda V^\top` (small images only; it builds
   the dense matrix and refuses above ``max_dim`` unknowns);
 - :func:`lanczos_apply`: the Lanczos (Krylov) approximation :math:`\|v\| Q_k h(T_k) e_1` with full
-  reorthogonalisation, stopped when successive approximations agree to a tolerance;
+  reorthogonalisation, stopped when successive approximations agree to a tolerance (and :func:`lanczos_extreme`,
+  the extreme eigenvalues with residual bounds);
 - :func:`chebyshev_apply`: a Chebyshev expansion of :math:`h` on an interval holding the spectrum, truncated
   where the coefficient tail (a bound on the sup-norm error) falls below a tolerance;
-- :func:`cg_solve`: batched conjugate gradients, used by :class:`ScalingFilter` to apply
+- :func:`cg_solve`: batched conjugate gradients, with which :class:`~deepinv_ext.spectral.ScalingFilter` applies
   :math:`h_\tau(D) v = (\tau\,\mathrm{Id} - (\tau-1) D)^{-1} D v` with a residual-based error bound.
 
-Spectral filters (Hauptmann, Mukherjee, Schönlieb, Sherry, *Convergent regularization in inverse problems and
-linear plug-and-play denoisers*, Sect. 4) are families :math:`h_\tau` with, on :math:`\mathrm{spec}(D)\subset(0,1)`,
+Each matrix-free method returns an :class:`ApplyInfo` with its cost and error estimate.
 
-- A.1: :math:`h_\tau(\mathrm{spec}\,D) \subset (0, 1)` for every :math:`\tau`;
-- A.2: :math:`r_\tau(\lambda) = \frac{1 - h_\tau(\lambda)}{\tau h_\tau(\lambda)} \to r^*(\lambda)` uniformly, with
-  :math:`\|r_\tau - r^*\|_\infty = o(\tau)`;
-- A.3: :math:`0 < \inf_{\tau,\lambda} r_\tau(\lambda) \le \sup_{\tau,\lambda} r_\tau(\lambda) < \infty`.
+:Examples:
 
-Two are provided, both checked by :meth:`SpectralFilter.check_conditions`: :class:`ScalingFilter`
-(:math:`h_\tau(\lambda) = \lambda / (\tau - (\tau - 1)\lambda)`, the prox of :math:`\tau J`) and
-:class:`NeumannFilter` (a polynomial, the truncated series of :math:`1/(1 + \tau(1 - \lambda))`, whose limit
-regulariser is :math:`J^*(x) = \tfrac12\langle x, (\mathrm{Id} - D)x\rangle`; applied exactly with ``order``
-denoiser applications). They are plain objects, not plugins.
+>>> import torch
+>>> from deepinv_ext.spectral import OperatorEig, lanczos_apply
+>>> d = torch.linspace(0.1, 0.9, 16, dtype=torch.float64)
+>>> matvec = lambda v: d * v  # a diagonal operator on (B, 16)
+>>> v = torch.ones(1, 16, dtype=torch.float64)
+>>> u, info = lanczos_apply(matvec, v, torch.sqrt, tol=1e-10, max_iter=16)
+>>> bool(torch.allclose(u, d.sqrt() * v)), info.method
+(True, 'lanczos')
+>>> bool(torch.allclose(OperatorEig(matvec, (16,)).apply(torch.sqrt, v), u))
+True
 """
 
 from __future__ import annotations
@@ -39,15 +41,23 @@ from torch import Tensor
 from deepinv_ext._batch import batch_dot, batch_norm, per_sample
 from deepinv_ext._validation import finite_number, positive_int
 
-__all__ = ["ApplyInfo", "OperatorEig", "lanczos_apply", "lanczos_extreme", "chebyshev_apply", "cg_solve",
-           "SpectralFilter", "ScalingFilter", "NeumannFilter", "FilterConditions"]
+__all__ = ["ApplyInfo", "Matvec", "OperatorEig", "ScalarFn", "cg_solve", "chebyshev_apply", "check_budget",
+           "lanczos_apply", "lanczos_extreme"]
 
+#: a symmetric operator on batched tensors ``(B, ...)``
 Matvec = Callable[[Tensor], Tensor]
+#: a scalar function applied elementwise to a tensor of eigenvalues
 ScalarFn = Callable[[Tensor], Tensor]
 
 
-def _check_budget(tol: float, max_iter: int, iter_name: str = "max_iter") -> None:
-    """A matrix-free application needs a tolerance > 0 and at least one step (a ValueError names which)."""
+def check_budget(tol: float, max_iter: int, iter_name: str = "max_iter") -> None:
+    r"""Raise unless a matrix-free application has a tolerance > 0 and at least one step.
+
+    :param float tol: the relative tolerance (finite, > 0).
+    :param int max_iter: the largest number of operator applications (an integer >= 1).
+    :param str iter_name: the name of ``max_iter`` in the error message.
+    :raises ValueError: naming ``tol`` or ``iter_name``.
+    """
     finite_number(tol, "tol", strict=True)
     positive_int(max_iter, iter_name)
 
@@ -77,8 +87,11 @@ class OperatorEig:
 
     :param Callable matvec: the operator on batched tensors ``(B, *shape)``.
     :param tuple shape: the shape of one input, e.g. ``(1, 64, 64)``.
+    :param torch.dtype dtype: precision of the matrix and its eigendecomposition.
+    :param device: device of the probes ``e_j``.
     :param int max_dim: refuse (``ValueError``) when :math:`N` exceeds it (default 4096, i.e. 64x64 grey).
     :param int chunk: number of columns per matvec call.
+    :param bool symmetrize: diagonalise :math:`(M + M^\top)/2` (the measured asymmetry is kept in ``asymmetry``).
     """
 
     def __init__(self, matvec: Matvec, shape: Sequence[int], *, dtype: torch.dtype = torch.float64,
@@ -158,7 +171,7 @@ def lanczos_apply(matvec: Matvec, v: Tensor, fn: ScalarFn, *, tol: float = 1e-6,
     :return: ``(h(D)v, ApplyInfo)``.
     :raises ValueError: ``tol`` not > 0, ``max_iter`` or ``check_every`` not a positive integer.
     """
-    _check_budget(tol, max_iter)
+    check_budget(tol, max_iter)
     positive_int(check_every, "check_every")
     prev, err, last, k = None, float("inf"), float("inf"), 0
     gen = _lanczos(matvec, v, max_iter)
@@ -227,7 +240,7 @@ def chebyshev_apply(matvec: Matvec, v: Tensor, fn: ScalarFn, bounds: tuple[float
     :param tuple bounds: :math:`(a, b)`, an interval holding the spectrum.
     :raises ValueError: ``tol`` not > 0, ``max_degree`` not a positive integer, ``bounds`` not an interval.
     """
-    _check_budget(tol, max_degree, "max_degree")
+    check_budget(tol, max_degree, "max_degree")
     a, b = finite_number(bounds[0], "bounds[0]", minimum=None), finite_number(bounds[1], "bounds[1]", minimum=None)
     if not b > a:
         raise ValueError(f"bounds must be an interval (a, b) with b > a, got {bounds}")
@@ -285,211 +298,3 @@ def cg_solve(matvec: Matvec, b: Tensor, *, x0: Tensor | None = None, tol: float 
         rr = rr_new
     res = float((rr.sqrt() / nb).max().detach())
     return x, ApplyInfo("cg", n_mv, res, done(), state=r)
-
-
-@dataclass
-class FilterConditions:
-    r"""Numerical check of A.1-A.3 on a set of eigenvalues and a decreasing sequence of :math:`\tau`."""
-
-    a1: bool
-    a2: bool
-    a3: bool
-    h_range: tuple[float, float]
-    r_range: tuple[float, float]
-    a2_rates: list[float]  # ||r_tau - r*||_inf / tau for each tau (must tend to 0)
-
-    @property
-    def ok(self) -> bool:
-        return self.a1 and self.a2 and self.a3
-
-
-class SpectralFilter:
-    r"""A family :math:`h_\tau` of spectral filters for a symmetric denoiser with spectrum in :math:`(0, 1)`.
-
-    Subclasses define :meth:`h` and :meth:`r_star`; :meth:`apply` computes :math:`h_\tau(D)v` with any of the
-    generic methods (``"eig"`` with an :class:`OperatorEig`, ``"lanczos"``, ``"chebyshev"``).
-    """
-
-    name = "filter"
-
-    def h(self, lam: Tensor, tau: float) -> Tensor:
-        raise NotImplementedError
-
-    def r_star(self, lam: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def r(self, lam: Tensor, tau: float) -> Tensor:
-        r""":math:`r_\tau(\lambda) = (1 - h_\tau(\lambda)) / (\tau h_\tau(\lambda))`, so that
-        :math:`h_\tau(D)^{-1} - \mathrm{Id} = \tau r_\tau(D)`."""
-        hv = self.h(lam, tau)
-        return (1 - hv) / (tau * hv)
-
-    def tau_max(self, bounds: tuple[float, float] = (0.0, 1.0)) -> float:
-        """Largest admissible :math:`\\tau` for a spectrum in ``bounds`` (``inf`` if none)."""
-        return math.inf
-
-    def check_tau(self, tau: float, bounds: tuple[float, float] = (0.0, 1.0)) -> None:
-        """Raise (ValueError) unless :math:`0 < \\tau <` :meth:`tau_max` for a spectrum in ``bounds``."""
-        finite_number(tau, "tau", strict=True)
-        if tau >= self.tau_max(bounds):
-            raise ValueError(f"tau={tau} is outside the admissible range (0, {self.tau_max(bounds):.4g}) of "
-                             f"{type(self).__name__} for a spectrum in {bounds}")
-
-    def check_conditions(self, lam: Tensor, taus: Sequence[float]) -> FilterConditions:
-        r"""Check A.1-A.3 on eigenvalues ``lam`` (e.g. the operator's spectrum) for decreasing ``taus``.
-
-        A.2 is accepted when :math:`\|r_\tau - r^*\|_\infty/\tau` decreases along ``taus`` to below 1e-6 of
-        :math:`\|r^*\|_\infty` or by at least a factor 10 over the sequence (the :math:`o(\tau)` rate).
-        """
-        lam = lam.to(torch.float64)
-        taus = sorted((float(t) for t in taus), reverse=True)
-        hs = torch.stack([self.h(lam, t) for t in taus])
-        rs = torch.stack([self.r(lam, t) for t in taus])
-        rstar = self.r_star(lam)
-        rates = [float((r - rstar).abs().max() / t) for r, t in zip(rs, taus, strict=True)]
-        tiny = 1e-6 * float(rstar.abs().max())
-        a2 = rates[-1] <= tiny or (rates[-1] <= 0.1 * rates[0] and all(
-            b <= a * (1 + 1e-9) + tiny for a, b in zip(rates, rates[1:], strict=False)))
-        a1 = bool(((hs > 0) & (hs < 1)).all())
-        a3 = bool(rs.min() > 0 and torch.isfinite(rs).all())
-        return FilterConditions(a1, a2, a3, (float(hs.min()), float(hs.max())), (float(rs.min()), float(rs.max())),
-                                rates)
-
-    def apply(self, matvec: Matvec, v: Tensor, tau: float, *, method: str = "lanczos", tol: float = 1e-6,
-              bounds: tuple[float, float] | None = None, eig: OperatorEig | None = None, max_iter: int = 200,
-              x0: Tensor | None = None) -> tuple[Tensor, ApplyInfo]:
-        r"""Apply :math:`h_\tau(D)v`.
-
-        :param str method: ``"eig"`` (needs ``eig``), ``"lanczos"``, ``"chebyshev"`` (needs ``bounds``), or a
-            filter-specific one (``"cg"`` for :class:`ScalingFilter`, ``"polynomial"`` for :class:`NeumannFilter`).
-        :param float tol: relative tolerance of the matrix-free methods.
-        :param tuple bounds: an interval holding the spectrum of :math:`D`.
-        :param int max_iter: the largest number of operator applications (Lanczos steps, Chebyshev degree, CG).
-        :raises ValueError: an unknown method, a missing ``eig``/``bounds``, ``tol`` not > 0 or ``max_iter`` not a
-            positive integer.
-        """
-        _check_budget(tol, max_iter)
-        fn = lambda lam: self.h(lam, tau)  # noqa: E731
-        if method == "eig":
-            if eig is None:
-                raise ValueError("method='eig' needs eig=OperatorEig(...)")
-            return eig.apply(fn, v), ApplyInfo("eig", 0, 0.0, True)
-        if method == "lanczos":
-            return lanczos_apply(matvec, v, fn, tol=tol, max_iter=max_iter)
-        if method == "chebyshev":
-            if bounds is None:
-                raise ValueError("method='chebyshev' needs bounds=(a, b) holding the spectrum")
-            return chebyshev_apply(matvec, v, fn, bounds, tol=tol, max_degree=max_iter)
-        raise ValueError(f"method must be one of 'eig', 'lanczos', 'chebyshev'{self._extra_methods()}, "
-                         f"got {method!r}")
-
-    def _extra_methods(self) -> str:
-        return ""
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
-
-
-class ScalingFilter(SpectralFilter):
-    r"""The scaling filter :math:`h_\tau(\lambda) = \lambda / (\tau - (\tau - 1)\lambda)`:
-    :math:`h_\tau(D) = \mathrm{prox}_{\tau J}` for :math:`J(x) = \tfrac12\langle x, (D^{-1} - \mathrm{Id})x\rangle`
-    (paper, eq. 35); :math:`r_\tau = r^* = (1 - \lambda)/\lambda` for every :math:`\tau` (Example 1).
-
-    Its own matrix-free method ``"cg"`` solves :math:`M w = v` with :math:`M = \tau\mathrm{Id} + (1 - \tau)D`
-    (symmetric positive definite for :math:`\mathrm{spec}\,D\subset(0,1)`) and returns
-    :math:`u = (v - \tau w)/(1 - \tau) = h_\tau(D)v`, stopping on the rigorous bound
-    :math:`\|u - h_\tau(D)v\| \le \frac{\tau}{|1-\tau|}\frac{\|r\|}{\lambda_{\min}(M)} \le \mathrm{tol}\,\|u\|`;
-    for :math:`\tau` near 1 it solves :math:`M u = D v` instead. ``x0`` warm-starts :math:`w` (PnP iterations
-    pass the previous one), and ``ApplyInfo.state`` returns it.
-    """
-
-    name = "scaling"
-
-    def h(self, lam: Tensor, tau: float) -> Tensor:
-        return lam / (tau - (tau - 1) * lam)
-
-    def r_star(self, lam: Tensor) -> Tensor:
-        return (1 - lam) / lam
-
-    def _extra_methods(self) -> str:
-        return ", 'cg'"
-
-    def apply(self, matvec: Matvec, v: Tensor, tau: float, *, method: str = "cg", tol: float = 1e-6,
-              bounds: tuple[float, float] | None = None, eig: OperatorEig | None = None, max_iter: int = 200,
-              x0: Tensor | None = None) -> tuple[Tensor, ApplyInfo]:
-        if method != "cg":
-            return super().apply(matvec, v, tau, method=method, tol=tol, bounds=bounds, eig=eig,
-                                 max_iter=max_iter)
-        _check_budget(tol, max_iter)
-        self.check_tau(tau)
-        if tau == 1.0:  # h_1(D) = D
-            return matvec(v), ApplyInfo("cg", 1, 0.0, True)
-        lo, hi = bounds if bounds is not None else (0.0, 1.0)
-        lam_min_M = tau + (1 - tau) * lo if tau < 1 else tau - (tau - 1) * hi
-        M = lambda u: tau * u + (1 - tau) * matvec(u)  # noqa: E731
-        if abs(1 - tau) >= 0.25:  # u = (v - tau w) / (1 - tau), M w = v
-            factor = tau / abs(1 - tau) / lam_min_M
-            to_u = lambda w: (v - tau * w) / (1 - tau)  # noqa: E731
-            stop = lambda w, r: factor * batch_norm(r) <= tol * batch_norm(to_u(w))  # noqa: E731
-            w, info = cg_solve(M, v, x0=x0, tol=0.0, max_iter=max_iter, stop=stop)
-            u, extra = to_u(w), 0
-            err_scale = factor
-        else:  # M u = D v
-            Dv = matvec(v)
-            stop = lambda u, r: batch_norm(r) / lam_min_M <= tol * batch_norm(u)  # noqa: E731
-            w, info = cg_solve(M, Dv, x0=x0, tol=0.0, max_iter=max_iter, stop=stop)
-            u, extra, err_scale = w, 1, 1.0 / lam_min_M
-        err = float((err_scale * batch_norm(info.state) / batch_norm(u).clamp_min(1e-300)).max().detach())
-        return u, ApplyInfo("cg", info.n_matvecs + extra, err, info.converged, state=w)
-
-
-class NeumannFilter(SpectralFilter):
-    r"""Polynomial filter :math:`h_\tau(\lambda) = \sum_{k=0}^{m} (-\tau q)^k = \frac{1 + t^{m+1}}{1 + t}`,
-    :math:`q = 1 - \lambda`, :math:`t = \tau q`, :math:`m` even: the truncated Neumann series of
-    :math:`1/(1 + \tau q)`. Then :math:`r_\tau = q\,(1 - t^m)/(1 + t^{m+1}) \to r^* = 1 - \lambda` with
-    :math:`\|r_\tau - r^*\|_\infty = O(\tau^m) = o(\tau)` (A.2, :math:`m\ge 2`), and A.1, A.3 hold for
-    :math:`\tau < \tau_{\max} = \rho / (1 - \lambda_{\min})`, :math:`\rho < 1`. The limit regulariser is
-    :math:`J^*(x) = \tfrac12\langle x, (\mathrm{Id} - D)x\rangle`. Its own method ``"polynomial"`` applies it
-    exactly with :math:`m` denoiser applications (Horner), no tolerance needed.
-
-    :param int order: :math:`m`, even, at least 2.
-    :param float rho: safety factor of :math:`\tau_{\max}` (keeps :math:`\inf r_\tau` away from 0).
-    """
-
-    name = "neumann"
-
-    def __init__(self, order: int = 2, rho: float = 0.9) -> None:
-        if positive_int(order, "order", minimum=2) % 2:
-            raise ValueError(f"order must be an even integer >= 2, got {order!r}")
-        if finite_number(rho, "rho", strict=True, maximum=1.0) == 1.0:
-            raise ValueError(f"rho must lie in (0, 1), got {rho!r}")
-        self.order, self.rho = order, rho
-
-    def h(self, lam: Tensor, tau: float) -> Tensor:
-        t = tau * (1 - lam)
-        return sum((-t) ** k for k in range(self.order + 1))
-
-    def r_star(self, lam: Tensor) -> Tensor:
-        return 1 - lam
-
-    def tau_max(self, bounds: tuple[float, float] = (0.0, 1.0)) -> float:
-        return self.rho / (1 - bounds[0])
-
-    def _extra_methods(self) -> str:
-        return ", 'polynomial'"
-
-    def apply(self, matvec: Matvec, v: Tensor, tau: float, *, method: str = "polynomial", tol: float = 1e-6,
-              bounds: tuple[float, float] | None = None, eig: OperatorEig | None = None, max_iter: int = 200,
-              x0: Tensor | None = None) -> tuple[Tensor, ApplyInfo]:
-        if method != "polynomial":
-            return super().apply(matvec, v, tau, method=method, tol=tol, bounds=bounds, eig=eig,
-                                 max_iter=max_iter)
-        self.check_tau(tau, bounds if bounds is not None else (0.0, 1.0))
-        # Horner in B = -tau (Id - D): u = v + B(v + B(v + ...))
-        u = v.clone()
-        for _ in range(self.order):
-            u = v - tau * (u - matvec(u))
-        return u, ApplyInfo("polynomial", self.order, 0.0, True)
-
-    def __repr__(self) -> str:
-        return f"NeumannFilter(order={self.order}, rho={self.rho})"
