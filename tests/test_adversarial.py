@@ -8,6 +8,7 @@ import pytest
 import torch
 from perturbation_helpers import fit, stripes_and_noise
 from torch.utils.data import DataLoader
+from trainer_helpers import cpu_trainer
 
 from deepinv_ext.algorithms import RegularizerTrainingModel
 from deepinv_ext.datasets import RandomEllipsesDataset
@@ -153,10 +154,9 @@ def test_gradient_penalty_one_sided():
 
 
 def _train(loss, model, epochs: int, physics, data, lr: float = 1e-3):
-    trainer = dinv.Trainer(model=model, physics=physics, optimizer=torch.optim.Adam(model.parameters(), lr=lr),
-                           train_dataloader=DataLoader(data, batch_size=8, shuffle=True), epochs=epochs,
-                           losses=[loss], online_measurements=True, save_path=None, verbose=False,
-                           show_progress_bar=False, compute_train_metrics=False, device="cpu")
+    trainer = cpu_trainer(model, physics, torch.optim.Adam(model.parameters(), lr=lr),
+                          DataLoader(data, batch_size=8, shuffle=True), epochs=epochs, losses=[loss],
+                          online_measurements=True)
     trainer.train()
 
 

@@ -6,6 +6,7 @@ import deepinv as dinv
 import pytest
 import torch
 from torch.utils.data import DataLoader
+from trainer_helpers import cpu_trainer
 
 from deepinv_ext.datasets import RandomEllipsesDataset
 from deepinv_ext.physics import AstraCT, RandomViewsGenerator
@@ -54,10 +55,8 @@ def test_trainer_epoch_with_random_views(tmp_path):
     model = _FBPNet()
     before = model.conv.weight.detach().clone()
     loader = DataLoader(RandomEllipsesDataset(length=6, size=32), batch_size=2)
-    trainer = dinv.Trainer(model=model, physics=physics, physics_generator=generator, online_measurements=True,
-                           optimizer=torch.optim.Adam(model.parameters(), lr=1e-2), train_dataloader=loader,
-                           epochs=1, losses=dinv.loss.SupLoss(), save_path=None, verbose=False,
-                           show_progress_bar=False, compute_train_metrics=False, device="cpu")
+    trainer = cpu_trainer(model, physics, torch.optim.Adam(model.parameters(), lr=1e-2), loader,
+                          physics_generator=generator, online_measurements=True, epochs=1, losses=dinv.loss.SupLoss())
     trainer.train()
     assert not torch.equal(before, model.conv.weight)
     assert len(seen) >= 3 and all(s.shape == (2, 15) for s in seen)  # one set of views per sample

@@ -11,6 +11,7 @@ import deepinv as dinv
 import pytest
 import torch
 from torch.utils.data import DataLoader
+from trainer_helpers import cpu_trainer
 
 from deepinv_ext.datasets import RandomEllipsesDataset
 from deepinv_ext.physics import AstraCT, RadialTrajectoryGenerator, RandomViewsGenerator, SigpyMultiCoilMRI
@@ -61,10 +62,9 @@ def _round_trip(tmp_path, physics, generator, dataset, channels, key):
     physics.update_parameters = spy
     model = _AdjointNet(channels)
     before = model.conv.weight.detach().clone()
-    trainer = dinv.Trainer(model=model, physics=physics, optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
-                           train_dataloader=DataLoader(data, batch_size=2), epochs=1, losses=dinv.loss.SupLoss(),
-                           online_measurements=False, save_path=str(tmp_path / "ckpt"), verbose=False,
-                           show_progress_bar=False, compute_train_metrics=False, device="cpu")
+    trainer = cpu_trainer(model, physics, torch.optim.Adam(model.parameters(), lr=1e-2),
+                          DataLoader(data, batch_size=2), epochs=1, losses=dinv.loss.SupLoss(),
+                          online_measurements=False, save_path=str(tmp_path / "ckpt"))
     trainer.train()
     assert not torch.equal(before, model.conv.weight)
     return data, seen

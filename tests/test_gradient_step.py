@@ -7,6 +7,7 @@ import pytest
 import torch
 from deepinv.models.GSPnP import GSPnP
 from torch.utils.data import DataLoader
+from trainer_helpers import cpu_trainer
 
 from deepinv_ext.datasets import RandomEllipsesDataset
 from deepinv_ext.denoisers import GradientStepDenoiser, SmallPotentialNet
@@ -127,10 +128,8 @@ def test_trainer_trains_the_denoiser(tmp_path):
             return float((denoiser(y, 0.1) - x).pow(2).mean())
 
     before = mse()
-    trainer = dinv.Trainer(model=model, physics=physics, optimizer=torch.optim.Adam(denoiser.parameters(), lr=1e-2),
-                           train_dataloader=loader, epochs=5, losses=dinv.loss.SupLoss(), online_measurements=True,
-                           save_path=str(tmp_path), verbose=False, show_progress_bar=False,
-                           compute_train_metrics=False, device="cpu")
+    trainer = cpu_trainer(model, physics, torch.optim.Adam(denoiser.parameters(), lr=1e-2), loader, epochs=5,
+                          losses=dinv.loss.SupLoss(), online_measurements=True, save_path=str(tmp_path))
     trainer.train()
     assert mse() < 0.7 * before
 

@@ -6,6 +6,7 @@ import deepinv as dinv
 import pytest
 import torch
 from torch.utils.data import DataLoader
+from trainer_helpers import cpu_trainer
 
 from deepinv_ext.datasets import RandomEllipsesDataset
 from deepinv_ext.denoisers import LinearSymmetricUNet
@@ -70,10 +71,8 @@ def test_trains_as_gaussian_denoiser_in_deepinv_trainer(tmp_path):
             return float(((net(y) - x) ** 2).mean())
 
     before = mse()
-    trainer = dinv.Trainer(model=model, physics=physics, optimizer=torch.optim.Adam(net.parameters(), lr=1e-2),
-                           train_dataloader=loader, epochs=15, losses=dinv.loss.SupLoss(), online_measurements=True,
-                           save_path=str(tmp_path), verbose=False, show_progress_bar=False,
-                           compute_train_metrics=False, device="cpu")
+    trainer = cpu_trainer(model, physics, torch.optim.Adam(net.parameters(), lr=1e-2), loader, epochs=15,
+                          losses=dinv.loss.SupLoss(), online_measurements=True, save_path=str(tmp_path))
     trainer.train()
     assert mse() < 0.5 * before
     assert net.is_symmetric((1, 16, 16))

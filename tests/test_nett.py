@@ -7,6 +7,7 @@ import pytest
 import torch
 from perturbation_helpers import fit, stripes_and_noise
 from torch.utils.data import DataLoader
+from trainer_helpers import cpu_trainer
 
 from deepinv_ext.algorithms import RegularizerTrainingModel
 from deepinv_ext.datasets import RandomEllipsesDataset
@@ -84,10 +85,9 @@ def test_trainer_lowers_nett_loss():
     artefact = clean + 0.2 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))
     loss = NETTLoss()
     before = float(loss(clean, artefact, model=model).mean())
-    trainer = dinv.Trainer(model=model, physics=physics, optimizer=torch.optim.Adam(model.parameters(), lr=3e-3),
-                           train_dataloader=DataLoader(data, batch_size=8, shuffle=True), epochs=10,
-                           losses=[loss], online_measurements=True, save_path=None, verbose=False,
-                           show_progress_bar=False, compute_train_metrics=False, device="cpu")
+    trainer = cpu_trainer(model, physics, torch.optim.Adam(model.parameters(), lr=3e-3),
+                          DataLoader(data, batch_size=8, shuffle=True), epochs=10, losses=[loss],
+                          online_measurements=True)
     trainer.train()
     after = float(loss(clean, artefact, model=model).mean())
     assert after < 0.7 * before, (before, after)

@@ -6,6 +6,7 @@ import deepinv as dinv
 import pytest
 import torch
 from torch.utils.data import DataLoader
+from trainer_helpers import cpu_trainer
 
 from deepinv_ext.datasets import RandomEllipsesDataset, SheppLoganPhantomDataset
 
@@ -83,13 +84,11 @@ def test_trainer_epoch_with_deepinv_model_and_metrics(tmp_path):
 
     def evaluate():
         return dinv.test(model, test, physics, metrics=metrics, online_measurements=True, device="cpu",
-                         verbose=False, show_progress_bar=False)
+                         verbose=False, show_progress_bar=False, non_blocking_transfers=False)
 
     initial = evaluate()
-    trainer = dinv.Trainer(model=model, physics=physics, optimizer=torch.optim.Adam(model.parameters(), lr=3e-3),
-                           train_dataloader=train, epochs=2, online_measurements=True, device="cpu",
-                           metrics=metrics, save_path=tmp_path,
-                           verbose=False, show_progress_bar=False)
+    trainer = cpu_trainer(model, physics, torch.optim.Adam(model.parameters(), lr=3e-3), train, epochs=2,
+                          online_measurements=True, metrics=metrics, save_path=tmp_path, compute_train_metrics=True)
     trainer.train()
     assert list(tmp_path.glob("*/ckp_1.pth.tar")), "the Trainer saved no checkpoint"
     results = evaluate()

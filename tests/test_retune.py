@@ -7,6 +7,7 @@ import deepinv as dinv
 import pytest
 import torch
 from retune_helpers import CountingLayer, blur_physics, noisy_data, wavelet_layer
+from trainer_helpers import cpu_trainer
 
 from deepinv_ext.algorithms import (
     ForwardBackwardLayer,
@@ -130,11 +131,10 @@ def test_retune_pnp_trains_in_deepinv_trainer_with_penalty(tmp_path):
                    depth=2, restarts=3, max_restarts=10, monitor_every=2)
     before = [p.detach().clone() for p in model.parameters()]
     loader = torch.utils.data.DataLoader(dataset, batch_size=2)
-    trainer = dinv.Trainer(model=model, physics=physics, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3),
-                           train_dataloader=loader, epochs=1,
-                           losses=[dinv.loss.SupLoss(), LipschitzPenalty(weight=1.0, max_iter=3)],
-                           metrics=dinv.metric.PSNR(), online_measurements=True, save_path=str(tmp_path),
-                           verbose=False, show_progress_bar=False, device="cpu")
+    trainer = cpu_trainer(model, physics, torch.optim.Adam(model.parameters(), lr=1e-3), loader, epochs=1,
+                          losses=[dinv.loss.SupLoss(), LipschitzPenalty(weight=1.0, max_iter=3)],
+                          metrics=dinv.metric.PSNR(), online_measurements=True, save_path=str(tmp_path),
+                          compute_train_metrics=True)
     trainer.train()
     assert any(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))
     assert len(model.monitor_log) == 1 and model.monitor_log[0]["lipschitz"] > 0

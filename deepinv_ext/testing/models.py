@@ -21,10 +21,12 @@ def _run_in_trainer(model: torch.nn.Module, physics: dinv.physics.Physics, datas
                                    train_dataloader=loader, epochs=1, max_batch_steps=1,
                                    losses=losses or dinv.loss.SupLoss(), online_measurements=True, device=device,
                                    save_path=None, verbose=False, show_progress_bar=False,
-                                   compute_train_metrics=False)
+                                   compute_train_metrics=False,
+                                   non_blocking_transfers=device.type == "cuda")
             trainer.train()
         metrics = dinv.test(model, loader, physics, metrics=dinv.metric.PSNR(), online_measurements=True,
-                            device=device, verbose=False, show_progress_bar=False, compare_no_learning=False)
+                            device=device, verbose=False, show_progress_bar=False, compare_no_learning=False,
+                            non_blocking_transfers=device.type == "cuda")  # deepinv warns about it off CUDA
     values = [float(v) for k, v in metrics.items() if "PSNR" in k]
     assert values and all(v == v for v in values), f"deepinv.test returned no finite PSNR: {metrics}"
 
