@@ -113,7 +113,8 @@ def child(config: str, args) -> dict:
     x = torch.rand(args.batch, 1, args.patch, args.patch, device=dev)
     y = x + 25 / 255 * torch.randn_like(x)
     if config.startswith("ours"):
-        net = TDVNetwork.from_checkpoint(args.weights, checkpointing=(config == "ours-checkpointed")).to(dev)
+        net = TDVNetwork.from_checkpoint(args.weights, checkpointing=(config == "ours-checkpointed"),
+                                          trainable=True).to(dev)  # trained here: unfreeze
         net.S = args.steps
         physics = dinv.physics.Denoising()
 

@@ -1,10 +1,18 @@
-"""The README stays current: its plugin table names every plugin deepinv-ext registers, and its commands exist."""
+"""The README stays current: its plugin table names every plugin deepinv-ext registers, its commands name scripts,
+options and files that exist, and the hashes it gives for the shipped TDV weights are theirs."""
 
+import hashlib
+import importlib.util
+import re
+import warnings
 from pathlib import Path
 
 from deepinv_ext import plugins
 
-README = (Path(__file__).parents[1] / "README.md").read_text()
+ROOT = Path(__file__).parents[1]
+README = (ROOT / "README.md").read_text()
+SPANS = re.findall(r"`([^`]+)`", re.sub(r"^```.*?^```", "", README, flags=re.S | re.M))  # inline code
+COMMANDS = re.findall(r"^```bash\n(.*?)^```", README, re.S | re.M) + SPANS
 
 
 def test_plugin_table_is_complete():
@@ -15,3 +23,56 @@ def test_plugin_table_is_complete():
 
 def test_quickstart_and_test_commands():
     assert "python recipes/quickstart.py" in README and "python -m pytest -q" in README
+
+
+def defined_options(script: Path) -> str:
+    """The source of a recipe or benchmark and of the job scripts it is split into (``<name>_*.py``)."""
+    return "".join(p.read_text() for p in [script, *script.parent.glob(f"{script.stem}_*.py")])
+
+
+def test_commands_name_existing_scripts_and_options():
+    """Every ``python recipes/X.py`` / ``python benchmarks/X.py`` of the README names a script that exists and
+    options that script defines; every path it names under the repository exists; every option it shows anywhere is
+    defined by some script; ``python -m`` modules import and ``deepinv-ext run`` configs exist."""
+    for text in COMMANDS:
+        for script, args in re.findall(r"python ((?:recipes|benchmarks)/\w+\.py)([^`\n]*(?:\n[^`\n]*)*)", text):
+            assert (ROOT / script).is_file(), f"README runs {script}, which does not exist"
+            source = defined_options(ROOT / script)
+            for option in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", args.split("python ")[0]):
+                assert f'"{option}"' in source, f"README passes {option} to {script}, which does not define it"
+        for config in re.findall(r"deepinv-ext run (\w+/\S+\.ya?ml)", text):
+            assert (ROOT / config).is_file(), f"README runs the config {config}, which does not exist"
+        for module in re.findall(r"python -m ([\w.]+)", text):
+            assert module == "pytest" or importlib.util.find_spec(module), f"README runs python -m {module}"
+    paths = {s.rstrip("/") for s in SPANS if re.fullmatch(r"(recipes|benchmarks|tests|docs|deepinv_ext)/[\w./-]+", s)}
+    missing = sorted(p for p in paths if not (ROOT / p).exists())
+    assert not missing, f"README names files that do not exist: {missing}"
+    every = "".join(defined_options(p) for p in [*ROOT.glob("recipes/*.py"), *ROOT.glob("benchmarks/*.py")])
+    every += (ROOT / "deepinv_ext" / "cli.py").read_text()
+    unknown = sorted({o for o in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", README) if f'"{o}"' not in every})
+    assert not unknown, f"README shows options no script defines: {unknown}"
+
+
+def test_published_tdv_weights_match_their_hashes():
+    """The SHA-256 the README gives for the TDV weights are those of the files shipped in ``tests/data/tdv``."""
+    for name, digest in re.findall(r"\| `(tdv[\w-]+\.pth)` \| `([0-9a-f]{64})` \|", README):
+        assert hashlib.sha256((ROOT / "tests" / "data" / "tdv" / name).read_bytes()).hexdigest() == digest, name
+    assert len(re.findall(r"\| `tdv[\w-]+\.pth` \| `[0-9a-f]{64}` \|", README)) == 2
+
+
+def test_named_objects_live_where_the_readme_says():
+    """Every ``deepinv_ext.x.y`` the README names imports from that path, and not through a moved-module shim (which
+    would warn: the README must show the current home)."""
+    for dotted in sorted(set(re.findall(r"\bdeepinv_ext(?:\.\w+)+", README))):
+        parts = dotted.split(".")
+        for i in range(len(parts), 0, -1):
+            try:
+                obj, rest = importlib.import_module(".".join(parts[:i])), parts[i:]
+                break
+            except ImportError:
+                continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)
+            for name in rest:
+                assert hasattr(obj, name), f"README names {dotted}, which does not exist"
+                obj = getattr(obj, name)

@@ -44,7 +44,7 @@ from deepinv.physics import LinearPhysics
 from torch import Tensor
 
 from deepinv_ext._convergence import warn_not_converged
-from deepinv_ext._validation import check_measurement, finite_number, positive_int
+from deepinv_ext._validation import boolean, check_measurement, finite_number, positive_int
 from deepinv_ext.algorithms.parameter_choice import RelativeChangeStop
 
 __all__ = ["FISTASolver"]
@@ -59,6 +59,12 @@ class FISTASolver(Reconstructor):
     :class:`~deepinv_ext.algorithms.NotConvergedWarning` names the others) and ``snapshots`` the iterates at the
     iterations ``record``.
 
+    **Memory and training.** By default (``differentiable=False``) the solver is for inference: it iterates under
+    :func:`torch.no_grad`, whatever the prior's ``requires_grad`` flags, so no iteration keeps an autograd graph
+    and the output carries no gradient. With ``differentiable=True`` autograd records the iterations whenever it is
+    enabled (derivatives by unrolling, memory growing with the iterations; a
+    :class:`~deepinv_ext.priors.SmoothLearnedPrior`'s prox carries its implicit derivative).
+
     :param deepinv.optim.Prior prior: the prior :math:`g`, with ``prox(x, gamma=...)``.
     :param float lambda_reg: its weight :math:`\lambda \ge 0`.
     :param float lipschitz: :math:`L \ge \|A\|^2` (the step is :math:`1/L`), e.g. ``1.01 *
@@ -67,6 +73,8 @@ class FISTASolver(Reconstructor):
     :param float tol: tolerance of the relative change (> 0).
     :param tuple[int, ...] record: iterations :math:`k` whose iterates :math:`x_k` are kept in ``snapshots`` (a dict
         ``k -> x_k``; ``0`` is the starting point, and an image stopped before :math:`k` keeps its final iterate).
+    :param bool differentiable: record the iterations for autograd (training through the solver); ``False``
+        (default): iterate without a graph, in memory independent of ``max_iter``.
 
     :Examples:
 
@@ -84,7 +92,7 @@ class FISTASolver(Reconstructor):
     """
 
     def __init__(self, prior: Prior, lambda_reg: float, lipschitz: float, max_iter: int = 100, tol: float = 1e-6,
-                 record: tuple[int, ...] = ()) -> None:
+                 record: tuple[int, ...] = (), differentiable: bool = False) -> None:
         super().__init__()
         if not callable(getattr(prior, "prox", None)):
             raise TypeError(f"prior must have a prox method, got {type(prior).__name__}")
@@ -93,6 +101,7 @@ class FISTASolver(Reconstructor):
         self.lipschitz = finite_number(lipschitz, "lipschitz", strict=True)
         self.max_iter = positive_int(max_iter, "max_iter", minimum=0)
         self.stop = RelativeChangeStop(tol)
+        self.differentiable = boolean(differentiable, "differentiable")
         if not isinstance(record, (tuple, list)) or any(
                 isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= max_iter for k in record):
             raise ValueError(f"record must hold iterations in [0, max_iter={max_iter}], got {record!r}")
@@ -121,7 +130,11 @@ class FISTASolver(Reconstructor):
         :raises ValueError: an empty batch, NaN or inf in ``y``, or a ``y`` that does not fit ``physics``.
         """
         x_adj = check_measurement(y, physics, x_init)
-        x = x_prev = x_adj if x_init is None else x_init.clone()
+        with torch.set_grad_enabled(self.differentiable and torch.is_grad_enabled()):
+            return self._iterate(y, physics, x_adj if x_init is None else x_init.clone())
+
+    def _iterate(self, y: Tensor, physics: LinearPhysics, x: Tensor) -> Tensor:
+        x_prev = x
         self.snapshots = {0: x.clone()} if 0 in self.record else {}
         active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         t, k = 1.0, 0
@@ -139,7 +152,7 @@ class FISTASolver(Reconstructor):
             self.snapshots.setdefault(j, x.clone())
         self.iterations, self.converged = k, ~active
         warn_not_converged(type(self).__name__, self.converged, {f"reached max_iter={self.max_iter}": active},
-                           stacklevel=2)
+                           stacklevel=3)
         return x
 
     @classmethod

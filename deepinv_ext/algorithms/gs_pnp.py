@@ -98,9 +98,13 @@ class GradientStepPnP(Reconstructor):
     or its denoised version :math:`D_\sigma(x_K) = x_K - \nabla g_\sigma(x_K)` (``output="denoised"``, as the
     authors report).
 
-    Training: when autograd is enabled and a parameter requires a gradient (e.g. in :class:`deepinv.Trainer`), the
-    iterations run without a graph and one last differentiable step is taken from the fixed point (Jacobian-free
-    back-propagation, as deepinv's ``DEQConfig(jacobian_free=True)``).
+    **Memory and training.** The iterations always run without a graph (:meth:`solve`, under
+    :func:`torch.no_grad`; :math:`\nabla g_\sigma` by autograd on a detached copy, freed at once). By default
+    (``differentiable=False``) the solver is for inference and the output carries no gradient either, whatever the
+    denoiser's ``requires_grad`` flags. With ``differentiable=True`` (training through the solver, e.g. in
+    :class:`deepinv.Trainer`), when autograd is enabled and a parameter requires a gradient, one last differentiable
+    step is taken from the fixed point (Jacobian-free back-propagation, as deepinv's
+    ``DEQConfig(jacobian_free=True)``): the graph of one step, whatever ``max_iter``.
 
     :param deepinv_ext.denoisers.GradientStepDenoiser denoiser: a gradient-step denoiser, or any module with
         ``potential(x, sigma)`` (shape ``(B,)``) and ``potential_and_grad(x, sigma, create_graph)``.
@@ -119,6 +123,8 @@ class GradientStepPnP(Reconstructor):
     :param int prox_max_iter: CG iterations of the data prox for non-decomposable physics.
     :param float prox_tol: CG tolerance of the data prox.
     :param bool show_progress_bar: tqdm bar over the iterations.
+    :param bool differentiable: end with the differentiable step above (training through the solver); ``False``
+        (default): the output carries no graph.
 
     :Examples:
 
@@ -141,7 +147,7 @@ class GradientStepPnP(Reconstructor):
                  crit: Literal["objective", "iterate"] = "objective",
                  backtracking: BacktrackingConfig | bool = True,
                  output: Literal["iterate", "denoised"] = "iterate", prox_max_iter: int = 100,
-                 prox_tol: float = 1e-7, show_progress_bar: bool = False):
+                 prox_tol: float = 1e-7, show_progress_bar: bool = False, differentiable: bool = False):
         super().__init__()
         if not (callable(getattr(denoiser, "potential", None))
                 and callable(getattr(denoiser, "potential_and_grad", None))):
@@ -176,6 +182,7 @@ class GradientStepPnP(Reconstructor):
         self.backtracking = backtracking
         self.prox_max_iter, self.prox_tol = int(prox_max_iter), float(prox_tol)
         self.show_progress_bar = boolean(show_progress_bar, "show_progress_bar")
+        self.differentiable = boolean(differentiable, "differentiable")
         #: Per-iteration record of the last call: ``objective`` :math:`F(x_k)`, shape ``(K+1, B)``; ``step``
         #: :math:`\|x_{k+1} - x_k\|`, ``stepsize`` :math:`\tau_k` and ``backtracks`` (rejected candidates),
         #: shape ``(K, B)``; ``converged`` and ``backtracking_failed``, shape ``(B,)``.
@@ -195,7 +202,7 @@ class GradientStepPnP(Reconstructor):
         physics = example_blur(16, 0.01)
         with seeded_init(g):
             denoiser = GradientStepDenoiser(SmallPotentialNet(1, 8, 3))
-        model = cls(denoiser, lambda_=0.1, sigma_denoiser=0.05, max_iter=5)
+        model = cls(denoiser, lambda_=0.1, sigma_denoiser=0.05, max_iter=5, differentiable=True)
         return {"model": model, "physics": physics, "dataset": example_images(2, 16, generator=g)}
 
     # -- the pieces of F ------------------------------------------------------------------------------------
@@ -341,7 +348,7 @@ class GradientStepPnP(Reconstructor):
         r"""Reconstruct from measurements ``y`` (``init``: starting point, default :math:`A^\top y`)."""
         x, grad = self.solve(y, physics, init=init)
         trainable = any(p.requires_grad for p in self.parameters())
-        if torch.is_grad_enabled() and trainable:
+        if self.differentiable and torch.is_grad_enabled() and trainable:
             # Jacobian-free back-propagation: one differentiable step from the (detached) fixed point.
             grad = self.denoiser.potential_and_grad(x, self.sigma_denoiser, create_graph=True)[1]
             if self.output == "denoised":

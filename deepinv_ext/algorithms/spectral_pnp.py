@@ -88,8 +88,32 @@ class SpectralPnP(dinv.models.Reconstructor):
         physics that does not change between calls).
     :param deepinv_ext.spectral.OperatorEig eig: a precomputed eigendecomposition of the denoiser for
         ``method="eig"`` (otherwise computed and cached per image shape on first use).
+    :param bool differentiable: record the iterations for autograd (training through the solver); ``False``
+        (default): iterate without a graph, in memory independent of ``max_iter``.
 
     Changing ``tau`` between calls is allowed (the checks, the eigendecomposition and the spectrum are kept).
+
+    **Memory and training.** By default (``differentiable=False``) the solver is for inference: it iterates under
+    :func:`torch.no_grad`, whatever the denoiser's ``requires_grad`` flags, so no iteration (nor inner filter
+    solve) keeps an autograd graph and the output carries no gradient. With ``differentiable=True`` autograd records
+    every iteration and every inner solve whenever it is enabled (derivatives by unrolling, memory growing with the
+    iterations).
+
+    :Examples:
+
+    >>> import deepinv as dinv, torch
+    >>> from deepinv.physics.functional import gaussian_blur
+    >>> from deepinv_ext.algorithms import SpectralPnP
+    >>> from deepinv_ext.denoisers import LinearSymmetricUNet
+    >>> from deepinv_ext.spectral import ScalingFilter
+    >>> _ = torch.manual_seed(0)
+    >>> den = LinearSymmetricUNet(channels=(4, 8), convs_per_scale=1)         # untrained, requires_grad=True
+    >>> _ = den.calibrate_spectrum((0.05, 0.95), shape=(1, 16, 16), n_iter=30)
+    >>> physics = dinv.physics.BlurFFT((1, 16, 16), filter=gaussian_blur(sigma=(1.0, 1.0)))
+    >>> model = SpectralPnP(den, ScalingFilter(), tau=0.5, acceleration="fista", tol=1e-4, filter_tol=1e-4)
+    >>> x_hat = model(physics(torch.rand(1, 1, 16, 16)), physics)
+    >>> x_hat.requires_grad, model.last_info["converged"]
+    (False, True)
     """
 
     def __init__(self, denoiser: torch.nn.Module, filter: SpectralFilter | None = None, tau: float = 0.1, *,
@@ -97,7 +121,8 @@ class SpectralPnP(dinv.models.Reconstructor):
                  filter_tol: float = 1e-6, tol: float = 1e-6, max_iter: int = 1000, acceleration: str = "none",
                  sigma: float | None = None, check: bool = True, sym_tol: float = 1e-4,
                  spectrum: tuple[float, float] | None = None, max_eig_dim: int = 4096,
-                 eig: OperatorEig | None = None, cache_norm: bool = False, progress: bool = False) -> None:
+                 eig: OperatorEig | None = None, cache_norm: bool = False, progress: bool = False,
+                 differentiable: bool = False) -> None:
         super().__init__()
         if not callable(denoiser):
             raise TypeError(f"denoiser must be a linear denoiser called as denoiser(x, sigma), got "
@@ -134,6 +159,7 @@ class SpectralPnP(dinv.models.Reconstructor):
         self.method, self.filter_tol, self.tol, self.max_iter = method, filter_tol, tol, max_iter
         self.acceleration, self.sigma, self.check, self.sym_tol = acceleration, sigma, check, sym_tol
         self.max_eig_dim, self.progress, self.cache_norm = max_eig_dim, progress, cache_norm
+        self.differentiable = boolean(differentiable, "differentiable")
         self._sqnorm: dict[tuple, float] = {}
         self.spectrum = spectrum
         self._checked: set[tuple] = set()
@@ -156,7 +182,8 @@ class SpectralPnP(dinv.models.Reconstructor):
             den = LinearSymmetricUNet(channels=(4, 8), convs_per_scale=1)
         den.calibrate_spectrum((0.05, 0.95), shape=(1, 16, 16), n_iter=30)
         physics = example_blur(16, 0.01)
-        return {"model": cls(den, ScalingFilter(), tau=0.5, max_iter=5, tol=1e-3, filter_tol=1e-3),
+        model = cls(den, ScalingFilter(), tau=0.5, max_iter=5, tol=1e-3, filter_tol=1e-3, differentiable=True)
+        return {"model": model,
                 "physics": physics, "dataset": example_images(4, 16, generator=g)}
 
     def matvec(self, v: Tensor) -> Tensor:
@@ -254,7 +281,10 @@ class SpectralPnP(dinv.models.Reconstructor):
         :raises ValueError: an empty batch, NaN or inf in ``y``, or a ``y`` that does not fit ``physics``.
         """
         x0 = check_measurement(y, physics, x_init, model=self)
-        x = x0 if x_init is None else x_init
+        with torch.set_grad_enabled(self.differentiable and torch.is_grad_enabled()):
+            return self._iterate(y, physics, x0 if x_init is None else x_init)
+
+    def _iterate(self, y: Tensor, physics: dinv.physics.LinearPhysics, x: Tensor) -> Tensor:
         method, eig = self._prepare(x)
         eta = self.compute_stepsize(physics, x)
         kw = {"method": method, "tol": self.filter_tol, "bounds": self.spectrum, "eig": eig}

@@ -72,6 +72,13 @@ class TDVNetwork(Reconstructor):
     Parameter names follow the authors' checkpoints (``T``, ``lmbda``, ``R.<TDV keys>``), so
     :meth:`from_checkpoint` loads the published files as they are.
 
+    **Memory and training.** This is a trained network of :math:`S` steps, not a solver run to convergence: as any
+    deepinv model, it is recorded by autograd whenever autograd is enabled and a parameter requires grad (that is
+    how :class:`deepinv.Trainer` trains it), with per-step checkpointing (``checkpointing=True``: the graph of one
+    step at a time, plus each step's input). Published weights load frozen (:meth:`from_checkpoint`), so their
+    inference records nothing; for a network being trained, infer under :func:`torch.no_grad` (as
+    :func:`deepinv.test` does).
+
     :param deepinv_ext.priors.TDV prior: the regulariser :math:`R` (default: ``TDV()``, 3 macro-blocks, 3 scales,
         32 features).
     :param int steps: the number of steps :math:`S`.
@@ -190,21 +197,25 @@ class TDVNetwork(Reconstructor):
         :math:`-\frac1S\sum_{s} \langle p_s, \nabla R(x_{s-1})\rangle` with the discrete adjoint states
         :math:`p_s`, computed by backpropagation through the steps (which is that adjoint recursion).
 
+        It works on a frozen network too (published weights): :math:`T` requires grad during the call only.
+
         :param torch.Tensor y: measurements.
         :param torch.Tensor x: ground truth.
         :param float T: the stopping time to evaluate at (default: the learned one), >= 0.
         """
         if T is not None:
             finite_number(T, "T")
-        T0 = self.T.detach().clone()
+        T0, T_trainable = self.T.detach().clone(), self.T.requires_grad
         try:
             with torch.no_grad():
                 if T is not None:
                     self.T.fill_(T)
+            self.T.requires_grad_(True)
             with torch.enable_grad():
                 loss = 0.5 * (self(y, physics, sigma=sigma) - x).pow(2).flatten(1).sum(1).mean()
                 (dT,) = torch.autograd.grad(loss, self.T)
         finally:
+            self.T.requires_grad_(T_trainable)
             with torch.no_grad():
                 self.T.copy_(T0)
         return loss.item(), dT.item()
@@ -232,13 +243,20 @@ class TDVNetwork(Reconstructor):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu",
-                        sigma_train: float | None = 25 / 255, **kwargs) -> TDVNetwork:
+                        sigma_train: float | None = 25 / 255, trainable: bool = False, **kwargs) -> TDVNetwork:
         r"""Load a published checkpoint of VLOGroup/tdv (e.g. ``tdv3-3-25-f32-gray.pth``, trained at
         :math:`\sigma_0 = 25/255`) with ``torch.load(..., weights_only=True)``; ``kwargs`` go to the constructor.
 
+        The weights (:math:`T`, :math:`\lambda` and the regulariser's) load **frozen** (``requires_grad=False``),
+        as :meth:`deepinv_ext.priors.TDV.from_checkpoint`'s: inference records no graph. To fine-tune, pass
+        ``trainable=True`` (or call ``net.requires_grad_(True)`` later).
+
+        :param bool trainable: whether the parameters require grad.
         :raises FileNotFoundError: no such file.
         :raises ValueError: an empty, truncated or foreign file (no ``"model"`` entry).
+        :raises TypeError: ``trainable`` is not a bool.
         """
+        boolean(trainable, "trainable")
         ck = load_checkpoint(path, map_location, required=("model",), what="TDV checkpoint")
         cfg = ck.get("config", {})
         if cfg.get("D", {}).get("config", {}).get("use_prox", True) is not True:
@@ -248,7 +266,7 @@ class TDVNetwork(Reconstructor):
         with torch.no_grad():
             net.T.copy_(ck["model"]["T"].reshape(()))
             net.lmbda.copy_(ck["model"]["lmbda"].reshape(()))
-        return net
+        return net.requires_grad_(trainable)
 
     @classmethod
     def contract_example(cls, generator: torch.Generator | None = None) -> dict:

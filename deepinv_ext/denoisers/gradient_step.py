@@ -45,6 +45,7 @@ from deepinv.models.GSPnP import GSPnP
 from torch import Tensor, nn
 
 from deepinv_ext._validation import (
+    boolean,
     check_dtype,
     check_image,
     check_tensor,
@@ -169,7 +170,7 @@ class GradientStepDenoiser(GSPnP):
     @classmethod
     def from_gsdrunet(cls, weights: str | Path | None = None, in_channels: int = 3, nb: int = 2,
                       nc: Sequence[int] = (64, 128, 256, 512), act_mode: str = "E", alpha: float = 1.0,
-                      device: str | torch.device = "cpu") -> GradientStepDenoiser:
+                      device: str | torch.device = "cpu", trainable: bool | None = None) -> GradientStepDenoiser:
         r"""GS-DRUNet (deepinv's :class:`deepinv.models.DRUNet` as :math:`N_\sigma`) from a local weights file.
 
         Nothing is downloaded: ``weights`` is ``None`` (random initialisation) or the path of a state dict of
@@ -183,6 +184,9 @@ class GradientStepDenoiser(GSPnP):
         :param str act_mode: activation of DRUNet (``"E"``: ELU, as in the paper).
         :param float alpha: scale of the potential.
         :param device: device of the model.
+        :param bool trainable: whether the parameters require grad; ``None`` (default): loaded weights are frozen
+            (``requires_grad=False``, for inference: no call keeps a graph of them; pass ``True`` to fine-tune), a
+            random initialisation (``weights=None``) is trainable.
         :raises FileNotFoundError: ``weights`` names no file.
         :raises ValueError: naming the file: it is empty, corrupt, or not a GS-DRUNet state dict of this
             architecture; a count that is not an integer >= 1; ``nc`` not four of them; a device that is not there.
@@ -191,6 +195,8 @@ class GradientStepDenoiser(GSPnP):
 
         if isinstance(weights, str) and weights == "download":
             raise ValueError("weights: deepinv-ext never downloads weights; pass the path of a local file or None")
+        if trainable is not None:
+            boolean(trainable, "trainable")
         positive_int(in_channels, "in_channels")
         positive_int(nb, "nb")
         if not isinstance(nc, (tuple, list)) or len(nc) != 4:
@@ -209,7 +215,7 @@ class GradientStepDenoiser(GSPnP):
                 raise ValueError(f"GS-DRUNet weights {str(weights)!r} do not fit GS-DRUNet(in_channels={in_channels}, "
                                  f"nb={nb}, nc={tuple(nc)}): {str(err)[:300]}") from err
             model.eval()
-        return model.to(device)
+        return model.requires_grad_(weights is None if trainable is None else trainable).to(device)
 
     @property
     def potential_net(self) -> nn.Module:

@@ -334,22 +334,31 @@ class TDV(SmoothLearnedPrior):
         return prior
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> TDV:
+    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu",
+                        trainable: bool = False) -> TDV:
         r"""Load the regulariser of a published checkpoint (e.g. ``tdv3-3-25-f32-gray.pth`` of VLOGroup/tdv),
         with ``torch.load(..., weights_only=True)``.
 
+        Published weights load **frozen** (every parameter with ``requires_grad=False``): they are for inference, and
+        frozen weights are recorded by no autograd graph, in deepinv's own algorithms as in ours. To fine-tune, pass
+        ``trainable=True`` (or call ``prior.requires_grad_(True)`` later).
+
         :param path: the checkpoint file (a dict with the keys ``"config"`` and ``"model"``).
         :param map_location: where to load the tensors.
+        :param bool trainable: whether the parameters require grad.
         :raises FileNotFoundError: no such file.
         :raises ValueError: naming the file: it is empty, truncated or not a torch checkpoint, or it does not hold
             a TDV regulariser of the published layout (config and state dict).
+        :raises TypeError: ``trainable`` is not a bool.
         """
+        boolean(trainable, "trainable")
         checkpoint = load_checkpoint(path, map_location, required=("config", "model"), what="TDV checkpoint")
         try:
-            return cls.from_state_dict(cls._published_config(checkpoint), checkpoint["model"])
+            prior = cls.from_state_dict(cls._published_config(checkpoint), checkpoint["model"])
         except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as err:
             raise ValueError(f"TDV checkpoint {str(path)!r} does not hold a TDV regulariser of the published layout: "
                              f"{type(err).__name__}: {str(err)[:300]}") from err
+        return prior.requires_grad_(trainable)
 
     @classmethod
     def contract_example(cls, generator: torch.Generator | None = None) -> dict:
