@@ -33,6 +33,7 @@ trained with other options (lr): use another --output, or delete it to retrain
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ import torch
 from deepinv_ext._validation import load_checkpoint
 
 __all__ = ["OptionsChangedError", "changed_options", "check_recorded_options", "latest_checkpoint",
-           "prune_empty_folders", "resumable_checkpoints", "resume_checkpoint", "save_checkpoint"]
+           "prune_empty_folders", "resumable_checkpoints", "resume_checkpoint", "save_checkpoint", "train_resumably"]
 
 
 class OptionsChangedError(RuntimeError):
@@ -157,3 +158,44 @@ def prune_empty_folders(folder: str | Path) -> None:
             sub.rmdir()
     if not any(folder.iterdir()):
         folder.rmdir()
+
+
+def train_resumably(trainer: Any, folder: str | Path) -> torch.nn.Module:
+    """``trainer.train()`` for a :class:`deepinv.Trainer` built with :func:`resumable_checkpoints` ``(folder)``, then
+    the folder tidied.
+
+    A rerun whose checkpoint already holds every epoch trains nothing: it says so in one line (where the trainer is
+    verbose) instead of deepinv's ``UserWarning``, and the time-stamped folder the Trainer made for it, left empty, is
+    removed (:func:`prune_empty_folders`), as are those of earlier such runs.
+
+    :param deepinv.Trainer trainer: a trainer whose ``save_path`` and ``ckpt_pretrained`` come from
+        :func:`resumable_checkpoints` ``(folder)``.
+    :param folder: the checkpoint folder given to :func:`resumable_checkpoints`.
+    :return: the trained model (``trainer.train()``'s), or the one loaded from the checkpoint.
+
+    :Examples:
+
+    >>> import tempfile, deepinv as dinv
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> def trainer(verbose):
+    ...     model = dinv.models.ArtifactRemoval(dinv.models.DnCNN(1, 1, depth=2, nf=4, pretrained=None), mode="direct")
+    ...     data = torch.utils.data.DataLoader(dinv.datasets.TensorDataset(x=torch.rand(2, 1, 8, 8)), batch_size=2)
+    ...     return dinv.Trainer(model, physics=dinv.physics.Denoising(), train_dataloader=data, epochs=1,
+    ...                         optimizer=torch.optim.Adam(model.parameters()), online_measurements=True,
+    ...                         device="cpu", non_blocking_transfers=False, verbose=verbose,
+    ...                         show_progress_bar=False, **resumable_checkpoints(folder))
+    >>> model = train_resumably(trainer(verbose=False), folder)  # trains its epoch
+    >>> model = train_resumably(trainer(verbose=True), folder)  # doctest: +ELLIPSIS
+    The model has 77 trainable parameters
+    Model, optimizer, epoch_start successfully loaded from checkpoint: ...ckp_0.pth.tar
+    nothing left to train: the checkpoint holds all 1 epochs
+    >>> [p.name for p in folder.iterdir()]  # the second run's folder, empty, is gone
+    ['attempt0']
+    """
+    with warnings.catch_warnings():  # deepinv warns where the checkpoint holds every epoch: said once below instead
+        warnings.filterwarnings("ignore", message="No training will be done")
+        model = trainer.train()
+    if trainer.epoch_start >= trainer.epochs and trainer.verbose:
+        print(f"nothing left to train: the checkpoint holds all {trainer.epochs} epochs")
+    prune_empty_folders(folder)
+    return model

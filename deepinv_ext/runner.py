@@ -8,6 +8,7 @@ see :func:`deepinv_ext.plugins.build`):
 
     seed: 0                    # seeds Python, NumPy and torch (default 0)
     device: cpu                # cpu, cuda or auto (default auto)
+    threads: 1                 # torch CPU threads of the run (default: torch's; small images run fastest on 1)
     output_dir: runs/example   # the command line's --output overrides it
     physics: {target: "deepinv.physics:Denoising",
               noise_model: {target: "deepinv.physics:GaussianNoise", sigma: 0.1}}
@@ -47,12 +48,13 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from deepinv_ext._validation import checked_device
+from deepinv_ext._validation import checked_device, positive_int
 from deepinv_ext.checkpoint import (
     OptionsChangedError,
     latest_checkpoint,
     prune_empty_folders,
     resumable_checkpoints,
+    train_resumably,
 )
 from deepinv_ext.plugins import build, load_config
 from deepinv_ext.provenance import save_run_record, seed_everything
@@ -82,7 +84,7 @@ def _build(section: str, config: Any) -> Any:
     except (KeyError, TypeError, ValueError) as err:
         raise ConfigError(f"config section {section!r}: {err}") from err
 
-_SECTIONS = {"seed", "device", "output_dir", "physics", "model", "data", "training", "evaluation"}
+_SECTIONS = {"seed", "device", "threads", "output_dir", "physics", "model", "data", "training", "evaluation"}
 
 
 def _as_reconstructor(model: torch.nn.Module) -> torch.nn.Module:
@@ -120,8 +122,19 @@ def run_config(config: dict[str, Any] | str | Path, output_dir: str | Path | Non
     output_dir = Path(output_dir or config.get("output_dir") or Path("runs") / name)
     try:
         device = _device(config.get("device", "auto"))
+        threads = None if config.get("threads") is None else positive_int(config["threads"], "threads")
     except ValueError as err:
         raise ConfigError(f"config: {err}") from err
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run(config, output_dir, device, verbose)
+    finally:
+        torch.set_num_threads(previous)  # the caller's own setting is left as it was
+
+
+def _run(config: dict[str, Any], output_dir: Path, device: torch.device, verbose: bool) -> dict[str, float]:
     seed = int(config.get("seed", 0))
     seed_everything(seed)
     save_run_record(output_dir, config, seed)
@@ -178,6 +191,4 @@ def _train(model, physics, config, loader, metrics, output_dir, device, seed, ve
         non_blocking_transfers=device.type == "cuda",
         **checkpoints,
     )
-    model = trainer.train()
-    prune_empty_folders(output_dir / "checkpoints")
-    return model
+    return train_resumably(trainer, output_dir / "checkpoints")

@@ -43,35 +43,40 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from recipe_help import HelpFormatter
+
 METHODS = ("FBP", "TV", "AR", "ACR", "NETT")
 LEARNED = ("AR", "ACR", "NETT")
 
 
 def add_problem_options(p: argparse.ArgumentParser) -> None:
     """The data, the two CT problems and the run itself."""
-    p.add_argument("--output", type=Path, default=Path("runs/ct_learned_regularizers"))
+    p.add_argument("--output", type=Path, default=Path("runs/ct_learned_regularizers"),
+                   help="output folder (tables, figure, checkpoints, run record; a rerun resumes)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, a CI check (< 2 min on a CPU)")
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--n-train", type=int, default=2048)
-    p.add_argument("--n-val", type=int, default=8)
-    p.add_argument("--n-test", type=int, default=16)
+    p.add_argument("--size", type=int, default=64, help="phantom side (pixels)")
+    p.add_argument("--n-train", type=int, default=2048, help="training phantoms")
+    p.add_argument("--n-val", type=int, default=8, help="validation phantoms (choice of lambda, model selection)")
+    p.add_argument("--n-test", type=int, default=16, help="test phantoms of the table")
     p.add_argument("--texture", type=float, default=0.0,
                    help="amplitude of linear intensity ramps inside the ellipses (0: piecewise constant)")
-    p.add_argument("--problems", nargs="+", default=["sparse_view", "low_dose"], choices=["sparse_view", "low_dose"])
+    p.add_argument("--problems", nargs="+", default=["sparse_view", "low_dose"], choices=["sparse_view", "low_dose"],
+                   help="CT problems to run")
     p.add_argument("--sigma", type=float, default=0.5, help="sparse view: sinogram noise std")
     p.add_argument("--photons", type=float, default=1000.0, help="low dose: incident photons per ray (N0)")
     p.add_argument("--mu", type=float, default=1 / 50, help="low dose: attenuation scale of LogPoissonNoise")
     p.add_argument("--methods", nargs="+", default=list(LEARNED), choices=LEARNED,
                    help="learned regularisers to train and evaluate (FBP and TV always run)")
     p.add_argument("--device", default="cpu", help="torch device of the training and the solves (e.g. cuda)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for these small images)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the phantoms, the noise and the training")
 
 
 def add_training_options(p: argparse.ArgumentParser) -> None:
     """The regularisers and their training (Adam with a cosine decay of the learning rate over the epochs)."""
-    p.add_argument("--epochs", type=int, nargs=3, default=[20, 8, 10], metavar=("AR", "ACR", "NETT"))
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--epochs", type=int, nargs=3, default=[20, 8, 10], metavar=("AR", "ACR", "NETT"),
+                   help="training epochs of each regulariser")
+    p.add_argument("--batch", type=int, default=16, help="training batch size")
     p.add_argument("--lr", type=float, nargs=3, default=[1e-3, 1e-2, 2e-3], metavar=("AR", "ACR", "NETT"),
                    help="initial learning rates (Adam, cosine decay over the epochs)")
     p.add_argument("--mu-gp", type=float, default=10.0, help="gradient-penalty weight")
@@ -85,12 +90,13 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
                    help="AR: normalised gradient steps on the critic from the first half of each artefact batch, "
                         "whose end points replace it (WassersteinCriticLoss descent_steps); 0 = off")
     p.add_argument("--acr-descent", type=int, default=3, help="ACR: the same as --ar-descent")
-    p.add_argument("--acr-filters", type=int, default=16)
-    p.add_argument("--acr-layers", type=int, default=6)
-    p.add_argument("--acr-smoothing", type=float, default=0.0)
+    p.add_argument("--acr-filters", type=int, default=16, help="ACR: hidden channels of its input-convex network")
+    p.add_argument("--acr-layers", type=int, default=6, help="ACR: layers of its input-convex network")
+    p.add_argument("--acr-smoothing", type=float, default=0.0,
+                   help="ACR: > 0 replaces the leaky ReLU by its smooth convex version (Lipschitz gradient)")
     p.add_argument("--acr-sfb-filters", type=int, default=320,
                    help="ACR: filters of its sparsifying filter bank (Mukherjee et al.: 320); 0 = the ICNN alone")
-    p.add_argument("--nett-width", type=int, default=16)
+    p.add_argument("--nett-width", type=int, default=16, help="NETT: channels of its U-Net")
     p.add_argument("--nett-noise", type=float, default=0.1,
                    help="NETT: largest std of the Gaussian perturbations n of clean images it also learns to "
                         "return, Phi(x + n) = n (NETTLoss noise_level); 0 = Li et al.'s loss")
@@ -102,7 +108,9 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
 
 def add_evaluation_options(p: argparse.ArgumentParser) -> None:
     """The choice of lambda and of the iteration budget, the solves and the model selection."""
-    p.add_argument("--lambda-rule", default="validation", choices=["validation", "heuristic", "discrepancy"])
+    p.add_argument("--lambda-rule", default="validation", choices=["validation", "heuristic", "discrepancy"],
+                   help="choice of lambda (and budget K): best on the validation phantoms, the gradient-balance "
+                        "heuristic lambda0, or Morozov's discrepancy principle")
     p.add_argument("--grid", type=int, nargs="+", default=[-1, 0, 1, 2], help="exponents k of lambda0*2^k")
     p.add_argument("--iters", type=int, default=300, help="max iterations of the test solves")
     p.add_argument("--val-iters", type=int, default=300, help="max iterations of the validation solves")
@@ -116,7 +124,8 @@ def add_evaluation_options(p: argparse.ArgumentParser) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=HelpFormatter)
     add_problem_options(p)
     add_training_options(p)
     add_evaluation_options(p)

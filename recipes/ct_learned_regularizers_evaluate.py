@@ -273,6 +273,9 @@ def run(args) -> dict:
     """The whole experiment for parsed options: every problem of ``--problems``, then the table and the figure of
     every problem finished in ``--output`` (problems may run in separate processes)."""
     torch.set_num_threads(args.threads)
+    if args.smoke:
+        print("smoke run: checks skipped (one epoch on tiny phantoms, solves of a few iterations: the table is no "
+              "result, and the solvers' NotConvergedWarning is expected)")
     seed_everything(args.seed)
     args.output.mkdir(parents=True, exist_ok=True)
     save_run_record(args.output, {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, args.seed)

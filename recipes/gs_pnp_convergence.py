@@ -35,32 +35,39 @@ from __future__ import annotations
 
 import argparse
 
+from recipe_help import HelpFormatter
+
 SMOKE = {"size": 32, "train_size": 64, "train_steps": 300, "channels": 16, "depth": 4, "max_iter": 400,
          "tol": 1e-6, "deltas": [0.1, 0.03, 0.01, 0.003, 0.001]}
 FULL = {"size": 64, "train_size": 128, "train_steps": 1000, "channels": 16, "depth": 4, "max_iter": 5000,
         "tol": 1e-7, "deltas": [0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001]}
 
 
+def smoke_or_full(key: str) -> str:
+    """The end of the help of an option whose default depends on ``--smoke``."""
+    return f"(default: {SMOKE[key]} with --smoke, {FULL[key]} without)"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="small, fast CPU run")
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="small, fast CPU run (its own defaults, stated below)")
     parser.add_argument("--output", default="results/gs_pnp_convergence", help="output folder")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the denoiser's training and of the noise draw w")
     parser.add_argument("--image", default="camera", help="test image (one of deepinv_ext.datasets.SKIMAGE_IMAGES)")
-    parser.add_argument("--size", type=int, help="test image side (default: 32 smoke, 64 full)")
+    parser.add_argument("--size", type=int, help=f"test image side {smoke_or_full('size')}")
     parser.add_argument("--blur", type=float, default=1.6, help="std of the Gaussian kernel (pixels)")
     parser.add_argument("--sigma-denoiser", type=float, default=0.05, help="fixed sigma of the denoiser")
     parser.add_argument("--c", type=float, default=10.0, help="slope of lambda(delta) = c*delta + eps")
     parser.add_argument("--eps", type=float, default=1e-4, help="floor of lambda(delta) = c*delta + eps")
-    parser.add_argument("--deltas", type=float, nargs="+", help="noise levels (std on [0, 1] images)")
-    parser.add_argument("--max-iter", type=int, help="maximum PnP iterations")
-    parser.add_argument("--tol", type=float, help="stopping tolerance on the relative change of the iterate")
+    parser.add_argument("--deltas", type=float, nargs="+", help=f"noise levels (std on [0, 1] images) {smoke_or_full('deltas')}")
+    parser.add_argument("--max-iter", type=int, help=f"maximum PnP iterations {smoke_or_full('max_iter')}")
+    parser.add_argument("--tol", type=float, help=f"stopping tolerance on the relative change of the iterate {smoke_or_full('tol')}")
     parser.add_argument("--weights", help="trained denoiser weights to use instead of training")
-    parser.add_argument("--train-steps", type=int, help="denoiser training steps")
-    parser.add_argument("--train-size", type=int, help="side of the training images before cropping")
-    parser.add_argument("--channels", type=int, help="feature channels of the potential network")
-    parser.add_argument("--depth", type=int, help="convolutions of the potential network")
+    parser.add_argument("--train-steps", type=int, help=f"denoiser training steps {smoke_or_full('train_steps')}")
+    parser.add_argument("--train-size", type=int, help=f"side of the training images before cropping {smoke_or_full('train_size')}")
+    parser.add_argument("--channels", type=int, help=f"feature channels of the potential network {smoke_or_full('channels')}")
+    parser.add_argument("--depth", type=int, help=f"convolutions of the potential network {smoke_or_full('depth')}")
     parser.add_argument("--dtype", default="float64", choices=("float32", "float64"),
                         help="dtype of the reconstructions (float64: F resolves smaller decreases)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared box)")

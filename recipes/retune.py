@@ -38,20 +38,25 @@ from __future__ import annotations
 
 import argparse
 
+from recipe_help import HelpFormatter
+
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--output", default="runs/retune")
-    p.add_argument("--task", choices=("deblur", "denoise"), default="deblur")
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=HelpFormatter)
+    p.add_argument("--output", default="runs/retune",
+                   help="output folder (table, figures, results.json, run.json; checkpoints in OUTPUT/ckpt)")
+    p.add_argument("--task", choices=("deblur", "denoise"), default="deblur",
+                   help="Gaussian deblurring (circular boundary) or denoising, both with Gaussian noise")
     p.add_argument("--data-dir", default=None, help="folder of images (default: scikit-image's bundled images)")
     p.add_argument("--size", type=int, default=64, help="side of the test images")
     p.add_argument("--patch", type=int, default=32, help="side of the training patches")
-    p.add_argument("--noise", type=float, default=0.02)
-    p.add_argument("--blur-sigma", type=float, default=1.5)
-    p.add_argument("--depth", type=int, default=5, help="L")
-    p.add_argument("--restarts", type=int, default=10, help="R")
+    p.add_argument("--noise", type=float, default=0.02, help="std of the Gaussian noise (images in [0, 1])")
+    p.add_argument("--blur-sigma", type=float, default=1.5, help="std of the Gaussian blur kernel (pixels)")
+    p.add_argument("--depth", type=int, default=5, help="L, layers per restart (training backpropagates through the last L)")
+    p.add_argument("--restarts", type=int, default=10, help="R, training restarts of L layers without gradient before the last L")
     p.add_argument("--steps", type=int, default=150, help="training steps per model (same budget for all)")
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--batch", type=int, default=4, help="training patches per step")
     p.add_argument("--lr", type=float, default=5e-3, help="learning rate of the layer's scalar parameters")
     p.add_argument("--denoiser-lr", type=float, default=5e-4,
                    help="learning rate of a trained denoiser's weights (fine-tuning a pretrained network)")
@@ -63,14 +68,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--anchor", type=float, default=0.0,
                    help="anchor weight c of the trained PnP layers (AnchoredLayer: Lipschitz (1-c) Lip(T); 0: none)")
     p.add_argument("--penalty-iters", type=int, default=10, help="power iterations of the penalty")
-    p.add_argument("--tol", type=float, default=1e-5)
-    p.add_argument("--max-restarts", type=int, default=400)
-    p.add_argument("--sweep-depths", type=int, nargs="+", default=[1, 3, 10])
-    p.add_argument("--sweep-restarts", type=int, nargs="+", default=[0, 3, 10])
-    p.add_argument("--sweep-steps", type=int, default=80)
+    p.add_argument("--tol", type=float, default=1e-5,
+                   help="fixed point reached when ||x_{k+1} - x_k|| / ||x_k|| < tol (inference)")
+    p.add_argument("--max-restarts", type=int, default=400,
+                   help="cap on the restarts (of L layers) of the inference to the fixed point")
+    p.add_argument("--sweep-depths", type=int, nargs="+", default=[1, 3, 10], help="sweep: depths L of the wavelet layer")
+    p.add_argument("--sweep-restarts", type=int, nargs="+", default=[0, 3, 10],
+                   help="sweep: restarts R of the wavelet layer")
+    p.add_argument("--sweep-steps", type=int, default=80, help="sweep: training steps of each (L, R)")
     p.add_argument("--lip-iters", type=int, default=30, help="power iterations of the Lipschitz estimate")
     p.add_argument("--jf-iters", type=int, default=300, help="iterations of the exact adjoint solve (JF error)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the patches, the noise and the initialisations")
     p.add_argument("--device", default=None, help="torch device (default: cuda where available, else cpu)")
     p.add_argument("--smoke", action="store_true", help="tiny run for CI (well under two minutes on a CPU)")
     if p.parse_known_args(argv)[0].smoke:  # smoke defaults; explicit options still win

@@ -101,8 +101,9 @@ class Experiment:
         steps = self.a.steps if steps is None else steps
         stats = self.train(name, model, losses, steps) if steps else {}
         r = self.rows[name] = {**stats, **self.evaluate(model, layer)}
-        print(f"{name:>16s}: PSNR depth {r['psnr_depth']:.2f} | fixed point {r['psnr_fixed_point']:.2f} dB "
-              f"({r['restarts']} restarts, residual {r['residual']:.1e}, Lipschitz {r['lipschitz']:.3f})")
+        print(f"{name:>16s}: PSNR depth {cell(r['psnr_depth'], '.2f', 1)} | fixed point {r['psnr_fixed_point']:.2f} "
+              f"dB ({cell(r['restarts'], '', 1)} restarts, residual {r['residual']:.1e}, "
+              f"Lipschitz {r['lipschitz']:.3f})")  # "-": DEQ has no depth and no restarts
 
 
 def wavelet_part(ex: Experiment, sup, monitor: dict) -> None:
@@ -194,7 +195,7 @@ def figure_checks(rows: dict, tol: float) -> list[str]:
 
 
 def cell(value, fmt: str, width: int) -> str:
-    """``value`` formatted, or "-" where a column does not apply (DEQ has no depth)."""
+    """``value`` formatted, or "-" where a column does not apply (DEQ has no depth and no restarts)."""
     missing = value is None or (isinstance(value, float) and math.isnan(value))
     return f"{'-':>{width}s}" if missing else f"{value:{width}{fmt}}"
 
@@ -247,10 +248,10 @@ def figures(a, rows: dict, sweep: list, test, out_dir: Path) -> None:
     names = [n for n in ("pnp-untrained", "pnp-unroll", "pnp-deq", "pnp-retune") if n in rows]
     fig, ax = plt.subplots(1, len(names) + 1, figsize=(3 * (len(names) + 1), 3.8), squeeze=False)
     ax = ax[0]
-    ax[0].imshow(test[0, 0].cpu(), cmap="gray", vmin=0, vmax=1)
+    ax[0].imshow(test[0, 0].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
     ax[0].set_title("ground truth")
     for axi, n in zip(ax[1:], names):
-        axi.imshow(rows[n]["x_fp"][0, 0].clamp(0, 1).cpu(), cmap="gray", vmin=0, vmax=1)
+        axi.imshow(rows[n]["x_fp"][0, 0].clamp(0, 1).cpu().numpy(), cmap="gray", vmin=0, vmax=1)
         axi.set_title(f"{n}\n{rows[n]['psnr_fixed_point']:.2f} dB")
     for axi in ax:
         axi.axis("off")

@@ -38,35 +38,44 @@ from __future__ import annotations
 
 import argparse
 
+from recipe_help import HelpFormatter
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--output", default="runs/spectral_pnp_ct")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=HelpFormatter)
+    p.add_argument("--output", default="runs/spectral_pnp_ct",
+                   help="output folder (figure, tables, trained denoiser, run record; a rerun reuses the denoiser)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, short training: < 2 minutes on a CPU")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the phantoms, the noise and the training")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared box)")
-    p.add_argument("--views", type=int, default=150)
-    p.add_argument("--small-size", type=int, default=64, help="0 skips the small (eigendecomposition) experiment")
-    p.add_argument("--large-size", type=int, default=256, help="0 skips the large matrix-free experiment")
+    p.add_argument("--views", type=int, default=150, help="equispaced parallel-beam views over 180 degrees")
+    p.add_argument("--small-size", type=int, default=64, help="side of the small images (exact eigendecomposition experiment); 0 skips it")
+    p.add_argument("--large-size", type=int, default=256, help="side of the large images (matrix-free experiment); 0 skips it")
     p.add_argument("--sigma", type=float, default=0.05, help="training noise level of the denoiser")
-    p.add_argument("--channels", type=int, nargs="+", default=[8, 16, 32])
-    p.add_argument("--train-size", type=int, default=64)
-    p.add_argument("--train-images", type=int, default=256)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--channels", type=int, nargs="+", default=[8, 16, 32],
+                   help="channels of the denoiser (symmetric linear U-Net) at each scale")
+    p.add_argument("--train-size", type=int, default=64, help="side of the denoiser's training phantoms")
+    p.add_argument("--train-images", type=int, default=256, help="training phantoms of the denoiser")
+    p.add_argument("--epochs", type=int, default=20, help="training epochs of the denoiser")
+    p.add_argument("--batch-size", type=int, default=16, help="training batch size of the denoiser")
+    p.add_argument("--lr", type=float, default=2e-3, help="learning rate of the denoiser (Adam)")
     p.add_argument("--deltas", type=float, nargs=3, default=[1e-1, 1e-4, 7], metavar=("MAX", "MIN", "N"),
                    help="relative noise levels: N log-spaced from MAX to MIN")
-    p.add_argument("--large-deltas", type=float, nargs=3, default=[1e-1, 1e-4, 6], metavar=("MAX", "MIN", "N"))
+    p.add_argument("--large-deltas", type=float, nargs=3, default=[1e-1, 1e-4, 6], metavar=("MAX", "MIN", "N"),
+                   help="large size: relative noise levels, N log-spaced from MAX to MIN")
     p.add_argument("--tau-factor", type=float, default=10.0, help="tau = tau_factor * delta")
     p.add_argument("--ref-tol", type=float, default=1e-7, help="large size: CG residual of the reference solves")
     p.add_argument("--check-direct", action="store_true", help="large size: also solve each level's system by CG")
     p.add_argument("--tau-ref-factor", type=float, default=0.5, help="large size: tau_ref = factor * min(tau)")
-    p.add_argument("--lmins", type=float, nargs="+", default=[0.1, 0.03, 0.01, 0.003])
-    p.add_argument("--filter-check-tol", type=float, default=1e-4)
-    p.add_argument("--filter-tol", type=float, default=1e-6)
-    p.add_argument("--pnp-tol", type=float, default=1e-7)
-    p.add_argument("--max-iter", type=int, default=20000)
+    p.add_argument("--lmins", type=float, nargs="+", default=[0.1, 0.03, 0.01, 0.003],
+                   help="small size: the filter check also on spectra remapped to [lmin, 0.99]")
+    p.add_argument("--filter-check-tol", type=float, default=1e-4,
+                   help="small size: tolerance of the matrix-free filters checked against the exact one")
+    p.add_argument("--filter-tol", type=float, default=1e-6,
+                   help="tolerance of the matrix-free filter h_tau(D)v inside the PnP iterations")
+    p.add_argument("--pnp-tol", type=float, default=1e-7, help="PnP stops at this relative change of the iterate")
+    p.add_argument("--max-iter", type=int, default=20000, help="maximum PnP iterations")
     args = p.parse_args(argv)
     if args.smoke:
         args.small_size, args.large_size, args.train_size, args.views = 16, 32, 16, 30

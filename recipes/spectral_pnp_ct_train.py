@@ -56,7 +56,7 @@ def train_denoiser(args: argparse.Namespace, out: Path) -> LinearSymmetricUNet:
                            optimizer=torch.optim.Adam(den.parameters(), lr=args.lr), train_dataloader=loader,
                            epochs=args.epochs, losses=dinv.loss.SupLoss(), online_measurements=True,
                            save_path=None, verbose=False, show_progress_bar=True, compute_train_metrics=False,
-                           device="cpu")
+                           device="cpu", non_blocking_transfers=False)  # a CPU run: deepinv warns otherwise
     trainer.train()
     torch.save(den.state_dict(), ckpt)
     x = torch.stack([RandomEllipsesDataset(length=4, size=args.train_size, seed=args.seed + 1)[i]["x"]
@@ -65,7 +65,9 @@ def train_denoiser(args: argparse.Namespace, out: Path) -> LinearSymmetricUNet:
     with torch.no_grad():
         psnr_in = float(dinv.metric.PSNR()(y, x).mean())
         psnr_out = float(dinv.metric.PSNR()(den(y), x).mean())
-    print(f"denoiser PSNR on held-out phantoms: noisy {psnr_in:.2f} dB -> denoised {psnr_out:.2f} dB")
+    print(f"denoiser PSNR on held-out phantoms: noisy {psnr_in:.2f} dB -> denoised {psnr_out:.2f} dB"
+          + (" (smoke run: a few epochs on tiny phantoms; the convergence below needs no good denoiser)"
+             if args.smoke else ""))
     return den
 
 

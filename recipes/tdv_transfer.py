@@ -29,77 +29,54 @@ Usage::
     python recipes/tdv_transfer.py --checkpoint tests/data/tdv/tdv3-3-25-f32-gray.pth --output runs/tdv_transfer
     python recipes/tdv_transfer.py --smoke --output /tmp/tdv_transfer_smoke     # < 1 min on a CPU
 
-Outputs in ``--output``: ``results.json`` (table), ``tdv_transfer.png`` (figure), ``run.json`` (provenance).
+Outputs in ``--output``: ``results.json`` (table), ``tdv_transfer.png`` (figure), ``run.json`` (provenance). The
+experiment itself is in ``tdv_transfer_run.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import time
 from pathlib import Path
 
-import deepinv as dinv
-import matplotlib
-import torch
-from deepinv.optim import Prior
-from deepinv.physics.generator import EquispacedMaskGenerator
-
-from deepinv_ext.algorithms import VariationalSolver
-from deepinv_ext.datasets import SkimageImagesDataset
-from deepinv_ext.physics import AstraCT, SigpyMultiCoilMRI
-from deepinv_ext.priors import TDV
-from deepinv_ext.provenance import save_run_record, seed_everything
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from recipe_help import HelpFormatter
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "tests" / "data" / "tdv" / "tdv3-3-25-f32-gray.pth"  # shipped
 
 
-class RealImagPrior(Prior):
-    r""":math:`R(u) + R(v)` for complex images :math:`x = u + iv` stored as ``(B, 2, H, W)`` (deepinv's MRI layout),
-    from a one-channel prior :math:`R`."""
-
-    def __init__(self, prior: Prior) -> None:
-        super().__init__()
-        self.prior = prior
-
-    def _split(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(x.shape[0] * 2, 1, *x.shape[-2:])
-
-    def fn(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        return self.prior.fn(self._split(x)).reshape(x.shape[0], 2).sum(dim=1)
-
-    def grad(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        return self.prior.grad(self._split(x)).reshape(x.shape)
-
-    def energy_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        energy, grad = self.prior.energy_and_grad(self._split(x))
-        return energy.reshape(x.shape[0], 2).sum(dim=1), grad.reshape(x.shape)
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="published TDV weights (gray)")
-    parser.add_argument("--size", type=int, default=96)
-    parser.add_argument("--test-image", default="camera")
-    parser.add_argument("--val-image", default="moon")
-    parser.add_argument("--ct-lambdas", type=float, nargs="+", default=[5.0, 10.0, 20.0])
-    parser.add_argument("--mri-lambdas", type=float, nargs="+", default=[1000.0, 3000.0])
-    parser.add_argument("--max-iter", type=int, default=100)
-    parser.add_argument("--ct-factors", type=int, nargs="*", default=[4, 8])
-    parser.add_argument("--ct-noise", type=float, default=0.005)
-    parser.add_argument("--mri-factors", type=int, nargs="*", default=[4, 6])
-    parser.add_argument("--mri-noise", type=float, default=0.01)
-    parser.add_argument("--coils", type=int, default=8)
-    parser.add_argument("--phase", type=float, default=math.pi / 8)
+def add_task_options(parser: argparse.ArgumentParser) -> None:
+    """The CT and MRI problems and their baselines."""
+    parser.add_argument("--ct-lambdas", type=float, nargs="+", default=[5.0, 10.0, 20.0],
+                        help="CT: grid of data weights lambda, chosen on --val-image")
+    parser.add_argument("--mri-lambdas", type=float, nargs="+", default=[1000.0, 3000.0],
+                        help="MRI: grid of data weights lambda, chosen on --val-image")
+    parser.add_argument("--max-iter", type=int, default=100, help="iterations of the variational solver")
+    parser.add_argument("--ct-factors", type=int, nargs="*", default=[4, 8],
+                        help="CT: angular undersampling factors of 360 views (none: no CT task)")
+    parser.add_argument("--ct-noise", type=float, default=0.005,
+                        help="CT: noise std relative to the largest sinogram value")
+    parser.add_argument("--mri-factors", type=int, nargs="*", default=[4, 6],
+                        help="MRI: accelerations of the equispaced masks (none: no MRI task)")
+    parser.add_argument("--mri-noise", type=float, default=0.01, help="MRI: complex noise std per real channel")
+    parser.add_argument("--coils", type=int, default=8, help="MRI: number of birdcage coils")
+    parser.add_argument("--phase", type=float, default=math.pi / 8,
+                        help="MRI: the ground truth's phase ramp spans -phase..+phase radians (default: pi/8)")
     parser.add_argument("--cg-iters", type=int, nargs="+", default=[5, 10, 20, 40],
                         help="CG-SENSE iterations of the baseline (early stopping regularises), chosen on --val-image")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smoke", action="store_true", help="32x32, one lambda, 3 iterations")
-    parser.add_argument("--output", default="runs/tdv_transfer")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="published TDV weights (gray)")
+    parser.add_argument("--size", type=int, default=96, help="image side (pixels)")
+    parser.add_argument("--test-image", default="camera", help="scikit-image image of the table")
+    parser.add_argument("--val-image", default="moon", help="scikit-image image on which lambda is chosen")
+    add_task_options(parser)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise and the masks")
+    parser.add_argument("--smoke", action="store_true",
+                        help="32x32, one lambda, 3 iterations, 4 coils (seconds)")
+    parser.add_argument("--output", default="runs/tdv_transfer", help="output folder (results, figure, run record)")
     args = parser.parse_args(argv)
     if args.smoke:
         args.size, args.max_iter, args.cg_iters, args.coils = 32, 3, [5], 4
@@ -107,140 +84,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def load_prior(args) -> TDV:
-    if Path(args.checkpoint).is_file():
-        return TDV.from_checkpoint(args.checkpoint)
-    if not args.smoke:
-        raise FileNotFoundError(f"--checkpoint {args.checkpoint} not found")
-    print(f"--checkpoint {args.checkpoint} not found: smoke run with a small untrained TDV")
-    torch.manual_seed(args.seed)
-    return TDV(in_channels=1, num_features=8, num_scales=2, num_macro_blocks=1)
-
-
-def image(name: str, size: int) -> torch.Tensor:
-    return SkimageImagesDataset(size=size, grayscale=True, names=(name,))[0]["x"][None].float()
-
-
-def complex_image(x: torch.Tensor, phase: float) -> torch.Tensor:
-    """Magnitude ``x`` (B, 1, H, W) with a linear phase ramp from -phase to +phase, as (B, 2, H, W)."""
-    h, w = x.shape[-2:]
-    ramp = phase * (torch.linspace(-1, 1, h)[:, None] + torch.linspace(-1, 1, w)[None]) / 2
-    return torch.cat([x * torch.cos(ramp), x * torch.sin(ramp)], dim=1)
-
-
-def psnr(rec: torch.Tensor, ref: torch.Tensor) -> float:
-    if rec.shape[1] == 2:  # complex: compare magnitudes
-        rec, ref = rec.norm(dim=1, keepdim=True), ref.norm(dim=1, keepdim=True)
-    return float(dinv.metric.PSNR(max_pixel=1.0)(rec.clamp(0, 1), ref))
-
-
-def ct_task(factor: int, args, gen: torch.Generator):
-    physics = AstraCT(args.size, angles=360)
-    physics.update(angles=physics.full_angles[::factor])
-
-    def measure(x: torch.Tensor) -> torch.Tensor:
-        y = physics.A(x)
-        return y + args.ct_noise * float(y.abs().max()) * torch.randn(y.shape, generator=gen)
-
-    baselines = {"FBP": (lambda y, _: physics.A_dagger(y, fbp=True), [None])}
-    return physics, measure, baselines, lambda x: x
-
-
-def mri_task(factor: int, args, gen: torch.Generator):
-    maps = SigpyMultiCoilMRI.birdcage_maps(args.coils, (args.size, args.size))
-    mask = EquispacedMaskGenerator((args.size, args.size), acceleration=factor, center_fraction=0.08).step(
-        1, seed=args.seed)["mask"]
-    physics = SigpyMultiCoilMRI(maps, mask=mask)
-
-    def measure(x: torch.Tensor) -> torch.Tensor:
-        y = physics.A(x)
-        return y + physics.mask[:, :, None] * args.mri_noise * torch.randn(y.shape, generator=gen)
-
-    baselines = {"zero-filled": (lambda y, _: physics.A_dagger(y, mode="dcf"), [None]),
-                 "CG-SENSE": (lambda y, it: physics.A_dagger(y, mode="cg", max_iter=it, tol=1e-8), args.cg_iters)}
-    return physics, measure, baselines, lambda x: complex_image(x, args.phase)
-
-
-def run_task(name: str, task, prior: Prior, lambdas: list[float], x_val: torch.Tensor, x_test: torch.Tensor,
-             args) -> tuple[list, dict]:
-    physics, measure, baselines, prepare = task
-    truth_val, truth = prepare(x_val), prepare(x_test)
-    y_val, y = measure(truth_val), measure(truth)
-    scores = {}
-    for lam in lambdas if len(lambdas) > 1 else []:
-        solver = VariationalSolver(prior, weight=lam, max_iter=args.max_iter, cg_init_iter=10)
-        with torch.no_grad():
-            scores[lam] = psnr(solver(y_val, physics), truth_val)
-    lam = max(scores, key=scores.get) if scores else lambdas[0]
-    rows, recs = [], {"ground truth": truth}
-    for method, (fn, grid) in baselines.items():
-        param = max(grid, key=lambda q: psnr(fn(y_val, q), truth_val)) if len(grid) > 1 else grid[0]
-        start = time.perf_counter()
-        rec = fn(y, param)
-        rows.append({"task": name, "method": method, "psnr": psnr(rec, truth), "lambda": None, "param": param,
-                     "seconds": time.perf_counter() - start})
-        recs[method] = rec
-    solver = VariationalSolver(prior, weight=lam, max_iter=args.max_iter, cg_init_iter=10)
-    start = time.perf_counter()
-    with torch.no_grad():
-        rec = solver(y, physics)
-    energies = torch.stack(solver.history)[:, 0]
-    rows.append({"task": name, "method": "TDV", "psnr": psnr(rec, truth), "lambda": lam,
-                 "seconds": time.perf_counter() - start, "iterations": solver.iterations,
-                 "energy_first": float(energies[0]), "energy_last": float(energies[-1]),
-                 "val_psnr_per_lambda": {str(k): v for k, v in scores.items()}})
-    recs["TDV"] = rec
-    return rows, recs
-
-
-def figure(all_recs: dict, path: Path) -> None:
-    tasks = list(all_recs)
-    cols = max(len(r) for r in all_recs.values())
-    fig, axes = plt.subplots(len(tasks), cols, figsize=(2.6 * cols, 2.6 * len(tasks)), squeeze=False)
-    for row, task in zip(axes, tasks):
-        for ax in row:
-            ax.axis("off")
-        truth = all_recs[task]["ground truth"]
-        for ax, (method, rec) in zip(row, all_recs[task].items()):
-            img = rec.norm(dim=1) if rec.shape[1] == 2 else rec[:, 0]
-            ax.imshow(img[0].clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
-            label = method if method == "ground truth" else f"{method}\n{psnr(rec, truth):.2f} dB"
-            ax.set_title(f"{task}: {label}", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def main(argv: list[str] | None = None) -> list[dict]:
-    args = parse_args(argv)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    seed_everything(args.seed)
-    torch.set_grad_enabled(False)
-    prior = load_prior(args).eval()
-    for p in prior.parameters():
-        p.requires_grad_(False)
-    x_val, x_test = image(args.val_image, args.size), image(args.test_image, args.size)
-    results, all_recs = [], {}
-    gen = torch.Generator().manual_seed(args.seed)
-    tasks = [(f"CT {f}x", ct_task(f, args, gen), prior, args.ct_lambdas) for f in args.ct_factors]
-    tasks += [(f"MRI {f}x", mri_task(f, args, gen), RealImagPrior(prior), args.mri_lambdas)
-              for f in args.mri_factors]
-    for name, task, task_prior, lambdas in tasks:
-        start = time.perf_counter()
-        rows, recs = run_task(name, task, task_prior, lambdas, x_val, x_test, args)
-        results += rows
-        all_recs[name] = recs
-        print(f"{name} done in {time.perf_counter() - start:.1f} s")
-    print(f"\n{'task':<10} {'method':<12} {'PSNR [dB]':>9} {'lambda/iters':>12} {'time [s]':>8}")
-    for r in results:
-        par = r["lambda"] if r["lambda"] is not None else r.get("param")
-        par = "" if par is None else f"{par:g}"
-        print(f"{r['task']:<10} {r['method']:<12} {r['psnr']:9.2f} {par:>12} {r['seconds']:8.2f}")
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    figure(all_recs, out / "tdv_transfer.png")
-    save_run_record(out, vars(args), args.seed)
-    return results
+    args = parse_args(argv)  # --help and option errors answer here, before torch, deepinv and ASTRA load
+    from tdv_transfer_run import run
+
+    return run(args)
 
 
 if __name__ == "__main__":

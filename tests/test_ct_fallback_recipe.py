@@ -18,11 +18,11 @@ def without_astra(monkeypatch):
 
 
 def test_quickstart_falls_back_to_tomography_without_astra(without_astra):
-    quickstart = load_recipe("quickstart")
-    physics = quickstart.ct_physics(32, 30)
+    experiment = load_recipe("quickstart_run")
+    physics = experiment.ct_physics(32, 30)
     assert isinstance(physics, dinv.physics.Tomography)
     x = torch.rand(2, 1, 32, 32)
-    assert quickstart.fbp(physics, physics.A(x)).shape == x.shape
+    assert experiment.fbp(physics, physics.A(x)).shape == x.shape
 
 
 def test_spectral_pnp_falls_back_to_tomography_without_astra(without_astra, capsys):
@@ -36,7 +36,7 @@ def test_spectral_pnp_falls_back_to_tomography_without_astra(without_astra, caps
 
 def test_both_use_astra_where_it_imports():
     pytest.importorskip("astra")
-    assert isinstance(load_recipe("quickstart").ct_physics(32, 30), AstraCT)
+    assert isinstance(load_recipe("quickstart_run").ct_physics(32, 30), AstraCT)
     physics, dtype = load_recipe("spectral_pnp_ct_train").make_ct(32, 30)
     assert isinstance(physics, AstraCT) and dtype == torch.float64
 

@@ -1,5 +1,9 @@
-"""The README's quickstart runs end to end (smoke size) and its table is sane."""
+"""The README's quickstart runs end to end (smoke size), its table is sane, and it picks its torch thread count."""
 
+import json
+
+import pytest
+import torch
 from recipe_helpers import load_recipe
 
 
@@ -10,16 +14,15 @@ def test_quickstart_smoke(tmp_path):
     assert list((tmp_path / "checkpoints").glob("**/ckp_0.pth.tar"))
     psnr = {name.split(" ")[0]: row["PSNR"] for name, row in table.items()}
     assert psnr["TV"] > psnr["FBP"] + 1, psnr  # regularisation pays off even at smoke size
+    assert json.loads((tmp_path / "run.json").read_text())["config"]["threads"] == torch.get_num_threads()
 
 
 def test_learned_column_is_a_unet_on_the_fbp(tmp_path):
     """The table's "U-Net on FBP" is fed the FBP, not ``A_dagger``'s least squares (``ArtifactRemoval(mode="pinv")``)."""
-    import torch
-
-    quickstart = load_recipe("quickstart")
+    quickstart, experiment = load_recipe("quickstart"), load_recipe("quickstart_run")
     args = quickstart.parse_args(["--smoke", "--output", str(tmp_path)])
-    physics = quickstart.ct_physics(args.size, args.views)
-    model = quickstart.train_post_processing(physics, args, tmp_path).eval()
+    physics = experiment.ct_physics(args.size, args.views)
+    model = experiment.train_post_processing(physics, args, tmp_path).eval()
     calls, original = [], physics.A_dagger
 
     def spy(y, *args, **kwargs):
@@ -30,3 +33,34 @@ def test_learned_column_is_a_unet_on_the_fbp(tmp_path):
     with torch.no_grad():
         model(physics(torch.rand(2, 1, args.size, args.size)), physics)
     assert calls == [True]
+
+
+def test_small_images_run_on_one_thread_unless_told_otherwise(monkeypatch):
+    """One torch thread for images up to 128x128; ``--threads``, then ``OMP_NUM_THREADS``, win; larger images keep
+    torch's default."""
+    choose = load_recipe("quickstart").torch_threads
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert choose(None, 64)[0] == 1 and choose(None, 128)[0] == 1
+    assert choose(None, 256)[0] is None
+    assert choose(3, 64) == (3, "--threads")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert choose(None, 64) == (None, "OMP_NUM_THREADS")
+    with pytest.raises(SystemExit):
+        load_recipe("quickstart").parse_args(["--threads", "0"])
+
+
+def test_main_runs_on_the_threads_chosen_and_restores_the_callers(tmp_path, monkeypatch):
+    quickstart, experiment = load_recipe("quickstart"), load_recipe("quickstart_run")
+    seen = []
+    monkeypatch.setattr(experiment, "run", lambda args: seen.append((args.threads, torch.get_num_threads())))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # the caller's own count
+    try:
+        quickstart.main(["--smoke", "--threads", "2", "--output", str(tmp_path)])
+        assert torch.get_num_threads() == 3
+        quickstart.main(["--smoke", "--output", str(tmp_path)])
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [(2, 2), (1, 1)]

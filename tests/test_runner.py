@@ -63,10 +63,17 @@ def test_resumable_checkpoints_picks_the_highest_epoch_and_a_fresh_folder(tmp_pa
     assert kwargs["ckpt_pretrained"].name == "ckp_2.pth.tar"
 
 
-def test_a_rerun_that_saves_nothing_leaves_no_empty_folder(tmp_path):
+def test_a_rerun_that_saves_nothing_leaves_no_empty_folder(tmp_path, capsys):
+    """A rerun that trains nothing leaves no empty folder and no deepinv warning: one line says so."""
+    import warnings
+
     config = small_config()
     run_config(config, output_dir=tmp_path, verbose=False)
-    run_config(config, output_dir=tmp_path, verbose=False)  # epochs already done: the Trainer saves nothing
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_config(config, output_dir=tmp_path, verbose=True)  # epochs already done: the Trainer saves nothing
+    assert not [w for w in caught if "No training" in str(w.message)]
+    assert "nothing left to train: the checkpoint holds all 1 epochs" in capsys.readouterr().out
     empty = [p for p in (tmp_path / "checkpoints").rglob("*") if p.is_dir() and not any(p.iterdir())]
     assert not empty, empty
     assert latest_checkpoint(tmp_path).name == "ckp_0.pth.tar"
@@ -98,3 +105,19 @@ def test_a_rerun_with_other_training_options_is_refused(tmp_path):
     config["training"]["lr"] = small_config()["training"]["lr"]
     config["evaluation"] = {"metrics": [{"target": "deepinv.loss.metric:PSNR"}]}  # evaluation only: resumes
     run_config(config, output_dir=tmp_path, verbose=False)
+
+
+def test_threads_hold_for_the_run_only(tmp_path, monkeypatch):
+    """``threads: N`` runs on N torch threads and gives the caller's count back; a bad value is a ConfigError."""
+    import torch
+
+    import deepinv_ext.runner
+    from deepinv_ext.runner import ConfigError
+
+    seen = []
+    monkeypatch.setattr(deepinv_ext.runner, "_run", lambda *args: seen.append(torch.get_num_threads()) or {})
+    before = torch.get_num_threads()
+    run_config(small_config() | {"threads": before + 1}, output_dir=tmp_path, verbose=False)
+    assert seen == [before + 1] and torch.get_num_threads() == before
+    with pytest.raises(ConfigError, match="threads must be an integer >= 1"):
+        run_config(small_config() | {"threads": 0}, output_dir=tmp_path, verbose=False)
