@@ -105,7 +105,7 @@ def test_acr_parts_add_up():
     beta = torch.nn.functional.softplus(full.l2_raw)
     expected = full.critic(x) + full.filter_bank.fn(x) + (full.eps + beta) * x.pow(2).sum(dim=(1, 2, 3))
     torch.testing.assert_close(full.fn(x), expected)
-    assert float(full.l2_weight) > full.eps
+    assert float(full.l2_weight.detach()) > full.eps
     plain = _acr(sfb_filters=0, learn_l2=False)
     assert plain.filter_bank is None and not any("l2" in k or "filter_bank" in k for k in plain.state_dict())
     torch.testing.assert_close(plain.fn(x), plain.critic(x) + plain.eps * x.pow(2).sum(dim=(1, 2, 3)))
