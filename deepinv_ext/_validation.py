@@ -47,6 +47,17 @@ def positive_int(value: int, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def iteration_set(value: Any, max_iter: int, name: str = "record") -> tuple[int, ...]:
+    """The sorted distinct iterations of ``value`` (a tuple or list of integers in ``[0, max_iter]``).
+
+    :raises ValueError: ``value`` not a tuple or list, or an entry not an integer (a bool is refused) in range.
+    """
+    if not isinstance(value, (tuple, list)) or any(
+            isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= max_iter for k in value):
+        raise ValueError(f"{name} must hold iterations in [0, max_iter={max_iter}], got {value!r}")
+    return tuple(sorted(set(value)))
+
+
 def int_pair(value: Any, name: str, minimum: int = 1) -> tuple[int, int]:
     """``value`` as a pair of integers ``>= minimum``: an integer ``n`` means ``(n, n)``."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):

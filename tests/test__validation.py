@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deepinv_ext._validation import check_image, finite_number, positive_int
+from deepinv_ext._validation import check_image, finite_number, iteration_set, positive_int
 
 
 def test_check_image():
@@ -96,3 +96,11 @@ def test_check_measurement_refuses_a_y_without_its_channel_axis():
     assert check_measurement(y, physics).shape == (2, 1, 8, 8)
     with pytest.raises(ValueError, match=r"y of shape \(2, 8, 8\).*channel axis of y"):
         check_measurement(y[:, 0], physics)
+
+
+def test_iteration_set_sorts_distinct_iterations_and_refuses_others():
+    assert iteration_set([5, 0, 5, 2], max_iter=5) == (0, 2, 5)
+    assert iteration_set((), max_iter=0) == ()
+    for bad in ((6,), (-1,), (True,), (1.0,), 3, "12"):
+        with pytest.raises(ValueError, match=r"record must hold iterations in \[0, max_iter=5\]"):
+            iteration_set(bad, max_iter=5)

@@ -44,7 +44,7 @@ from deepinv.physics import LinearPhysics
 from torch import Tensor
 
 from deepinv_ext._convergence import warn_not_converged
-from deepinv_ext._validation import boolean, check_measurement, finite_number, positive_int
+from deepinv_ext._validation import boolean, check_measurement, finite_number, iteration_set, positive_int
 from deepinv_ext.algorithms.parameter_choice import RelativeChangeStop
 
 __all__ = ["FISTASolver"]
@@ -102,10 +102,7 @@ class FISTASolver(Reconstructor):
         self.max_iter = positive_int(max_iter, "max_iter", minimum=0)
         self.stop = RelativeChangeStop(tol)
         self.differentiable = boolean(differentiable, "differentiable")
-        if not isinstance(record, (tuple, list)) or any(
-                isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= max_iter for k in record):
-            raise ValueError(f"record must hold iterations in [0, max_iter={max_iter}], got {record!r}")
-        self.record = tuple(sorted(set(record)))
+        self.record = iteration_set(record, self.max_iter)
         self.snapshots: dict[int, Tensor] = {}
         self.iterations = 0
         self.converged: Tensor | None = None

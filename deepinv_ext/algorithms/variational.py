@@ -50,7 +50,7 @@ from torch import Tensor
 
 from deepinv_ext._batch import batch_sqnorm
 from deepinv_ext._convergence import warn_not_converged
-from deepinv_ext._validation import boolean, check_measurement, finite_number, positive_int
+from deepinv_ext._validation import boolean, check_measurement, finite_number, iteration_set, positive_int
 from deepinv_ext.priors.accelerated import accelerated_descent
 from deepinv_ext.priors.smooth import SmoothLearnedPrior
 from deepinv_ext.priors.step_size import Backtracking
@@ -129,10 +129,7 @@ class VariationalSolver(Reconstructor):
         self.backtracking = Backtracking(increase, decrease, max_backtracking)
         self.progress = boolean(progress, "progress")
         self.differentiable = boolean(differentiable, "differentiable")
-        if not isinstance(record, (tuple, list)) or any(
-                isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= max_iter for k in record):
-            raise ValueError(f"record must hold iterations in [0, max_iter={max_iter}], got {record!r}")
-        self.record = tuple(sorted(set(record)))
+        self.record = iteration_set(record, self.max_iter)
         self.snapshots: dict[int, Tensor] = {}
         self.history: list[Tensor] = []
         self.iterations = 0
