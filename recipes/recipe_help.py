@@ -13,3 +13,13 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default is None or action.default is False or "default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
+
+
+def setup_torch(args: argparse.Namespace) -> None:
+    """After the options are parsed: import torch, default ``args.device`` to CUDA where available (else CPU), and
+    run a ``--smoke`` run on one torch thread (small convolutions: one thread is faster on a shared CPU)."""
+    import torch
+
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.smoke:
+        torch.set_num_threads(1)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import argparse
 
-from recipe_help import HelpFormatter
+from recipe_help import HelpFormatter, setup_torch
 
 
 def add_training_options(p: argparse.ArgumentParser) -> None:
@@ -74,12 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)  # --help and option errors answer here, before torch and deepinv load
-    import torch
+    setup_torch(args)
     from tdv_denoising_run import run
 
-    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.smoke:
-        torch.set_num_threads(1)  # small convolutions: one thread is faster on a shared CPU
     return run(args)
 
 
