@@ -48,9 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", help="published TDV weights (default: tests/data/tdv/tdv3-3-25-f32-gray.pth, "
                                         "or -color.pth with --color)")
     p.add_argument("--color", action="store_true", help="the colour weights on the colour images (no gray conversion)")
-    p.add_argument("--gray", choices=("bt601", "mean"),
-                   help="gray conversion: bt601 (BT.601 luma rounded to 8 bits, the classic BSD68; default) or mean "
-                        "(channel mean, as the TDV authors' demo)")
+    p.add_argument("--gray", choices=("bt601", "matlab", "mean"),
+                   help="gray conversion: bt601 (BT.601 luma rounded to 8 bits, the textbook BSD68; default), matlab "
+                        "(MATLAB's rgb2gray: the circulating BSD68, pixel for pixel) or mean (channel mean, as the TDV "
+                        "authors' demo)")
     p.add_argument("--sigmas", type=float, nargs="+", default=[25.0, 15.0, 50.0],
                    help="noise levels on the 0..255 scale, in this order")
     p.add_argument("--sigma-train", type=float, default=25.0, help="noise level the weights were trained at")

@@ -11,7 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from deepinv_ext.algorithms import TDVNetwork
-from deepinv_ext.datasets.folder import ImageFolderDataset, bt601_luma
+from deepinv_ext.datasets.folder import ImageFolderDataset, bt601_luma, matlab_luma
 from deepinv_ext.testing import check_dataset, check_plugin
 
 CBSD68 = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "natural" / "CBSD68"
@@ -46,9 +46,19 @@ def test_mean_and_colour_match_hand_computed_pixels(tmp_path):
     assert colour.shape == (3, 1, 3) and colour[:, 0, 0].tolist() == [100 / 255, 150 / 255, 200 / 255]
 
 
+def test_matlab_luma_matches_hand_computed_pixels(tmp_path):
+    """MATLAB's unrounded weights: (0, 112, 182) -> 86.5006 -> 87 (BT.601: 86.492 -> 86); (51, 0, 11) -> 16.49997 -> 16
+    (BT.601: 16.503 -> 17); a weight off by 1e-5 flips one of the two."""
+    pixels = np.array([[[0, 112, 182], [51, 0, 11], [100, 150, 200]]], dtype=np.uint8)
+    write(tmp_path, "a.png", pixels)
+    x = ImageFolderDataset(tmp_path, gray="matlab", dtype=torch.float64)[0]["x"]
+    assert x.flatten().tolist() == [87 / 255, 16 / 255, 141 / 255]
+    assert bt601_luma(torch.from_numpy(pixels).permute(2, 0, 1)).flatten().tolist() == [86, 17, 141]
+
+
 def test_bt601_luma_of_gray_is_identity_and_batched():
     v = torch.arange(256).reshape(1, 1, 16, 16).expand(2, 3, 16, 16)
-    assert torch.equal(bt601_luma(v), v[:, :1])
+    assert torch.equal(bt601_luma(v), v[:, :1]) and torch.equal(matlab_luma(v), v[:, :1])
 
 
 @pytest.mark.parametrize("value, error, match", [
@@ -80,7 +90,7 @@ def test_clear_errors(tmp_path):
     write(tmp_path, "a.png", PIXELS)
     with pytest.raises(FileNotFoundError, match=r"no image file matching '\*\.jpg'"):
         ImageFolderDataset(tmp_path, pattern="*.jpg")
-    with pytest.raises(ValueError, match="gray must be None .colour., 'bt601' or 'mean', got 'luma'"):
+    with pytest.raises(ValueError, match=r"gray must be None \(colour\) or one of \('bt601', 'matlab', 'mean'\), got 'luma'"):
         ImageFolderDataset(tmp_path, gray="luma")
     with pytest.raises(TypeError, match="dtype"):
         ImageFolderDataset(tmp_path, dtype=torch.uint8)

@@ -16,18 +16,34 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from deepinv_ext._validation import floating_dtype
 from deepinv_ext.datasets._checks import item_index
 
-__all__ = ["GRAY_CONVERSIONS", "ImageFolderDataset", "bt601_luma"]
+__all__ = ["GRAY_CONVERSIONS", "ImageFolderDataset", "MATLAB_WEIGHTS", "bt601_luma", "matlab_luma"]
 
 #: The gray conversions of :class:`ImageFolderDataset` (``None`` keeps the colour).
-GRAY_CONVERSIONS = ("bt601", "mean")
+GRAY_CONVERSIONS = ("bt601", "matlab", "mean")
+
+#: MATLAB's ``rgb2gray`` weights: the first row of the inverse of the NTSC (YIQ) matrix, BT.601's weights unrounded.
+MATLAB_WEIGHTS = (0.298936021293775, 0.587043074451121, 0.114020904255103)
+
+
+def _rgb_channels(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``R, G, B`` of an 8-bit integer tensor ``(..., 3, H, W)`` as int64, after the checks of :func:`bt601_luma`."""
+    if not isinstance(rgb, torch.Tensor) or rgb.dtype.is_floating_point or rgb.dtype.is_complex or rgb.dtype == torch.bool:
+        raise TypeError(f"rgb must be an integer tensor of 8-bit values, got {getattr(rgb, 'dtype', type(rgb).__name__)}")
+    if rgb.ndim < 3 or rgb.shape[-3] != 3:
+        raise ValueError(f"rgb must have shape (..., 3, H, W), got {tuple(rgb.shape)}")
+    if rgb.numel() and not (0 <= int(rgb.min()) and int(rgb.max()) <= 255):
+        raise ValueError(f"rgb must hold values in 0..255, got {int(rgb.min())}..{int(rgb.max())}")
+    return rgb.to(torch.int64).unbind(-3)
 
 
 def bt601_luma(rgb: torch.Tensor) -> torch.Tensor:
     r"""ITU-R BT.601 luma of 8-bit RGB, rounded to 8 bits: :math:`Y = \lfloor 0.299 R + 0.587 G + 0.114 B + 0.5
-    \rfloor`, computed exactly in integers (ties round up, as MATLAB's ``rgb2gray`` and PIL's ``convert("L")`` do).
+    \rfloor`, computed exactly in integers (ties round up).
 
-    This is the conversion of the classic gray BSD68 test set (from the colour CBSD68). It is *not*
-    ``skimage.color.rgb2gray``, which uses the Rec. 709 weights :math:`0.2125, 0.7154, 0.0721` in floating point.
+    This is the textbook conversion of the colour CBSD68 to the classic gray BSD68 test set; the gray BSD68 that
+    circulates (e.g. DnCNN's) was made by MATLAB's ``rgb2gray``, whose unrounded weights (:func:`matlab_luma`) differ
+    from these on about 0.005% of its pixels, by one gray level. It is *not* ``skimage.color.rgb2gray``, which uses
+    the Rec. 709 weights :math:`0.2125, 0.7154, 0.0721` in floating point.
 
     :param torch.Tensor rgb: integer tensor of shape ``(..., 3, H, W)`` with values in ``0..255``.
     :return: integer tensor of shape ``(..., 1, H, W)`` in ``0..255`` (``torch.int64``).
@@ -43,14 +59,36 @@ def bt601_luma(rgb: torch.Tensor) -> torch.Tensor:
     >>> bt601_luma(torch.tensor([[[100]], [[150]], [[200]]])).flatten().tolist()  # 29.9 + 88.05 + 22.8 = 140.75
     [141]
     """
-    if not isinstance(rgb, torch.Tensor) or rgb.dtype.is_floating_point or rgb.dtype.is_complex or rgb.dtype == torch.bool:
-        raise TypeError(f"rgb must be an integer tensor of 8-bit values, got {getattr(rgb, 'dtype', type(rgb).__name__)}")
-    if rgb.ndim < 3 or rgb.shape[-3] != 3:
-        raise ValueError(f"rgb must have shape (..., 3, H, W), got {tuple(rgb.shape)}")
-    if rgb.numel() and not (0 <= int(rgb.min()) and int(rgb.max()) <= 255):
-        raise ValueError(f"rgb must hold values in 0..255, got {int(rgb.min())}..{int(rgb.max())}")
-    r, g, b = rgb.to(torch.int64).unbind(-3)
+    r, g, b = _rgb_channels(rgb)
     return ((299 * r + 587 * g + 114 * b + 500) // 1000).unsqueeze(-3)
+
+
+def matlab_luma(rgb: torch.Tensor) -> torch.Tensor:
+    r"""MATLAB's ``rgb2gray`` of 8-bit RGB: :math:`Y = \lfloor w_R R + w_G G + w_B B + 0.5\rfloor` with the
+    unrounded weights :data:`MATLAB_WEIGHTS`, in float64.
+
+    The gray BSD68 of DnCNN's distribution (``testsets/BSD68`` of cszn/DnCNN) is this conversion of CBSD68, pixel for
+    pixel on all 68 images (checked once against a copy of that repository); :func:`bt601_luma` differs from it on
+    about 0.005% of the pixels, by one gray level.
+
+    :param torch.Tensor rgb: integer tensor of shape ``(..., 3, H, W)`` with values in ``0..255``.
+    :return: integer tensor of shape ``(..., 1, H, W)`` in ``0..255`` (``torch.int64``).
+    :raises TypeError: ``rgb`` is not an integer tensor.
+    :raises ValueError: ``rgb`` has no channel dimension of size 3 at ``-3`` or values outside ``0..255``.
+
+    :Examples:
+
+    >>> rgb = torch.tensor([[[0]], [[112]], [[182]]])  # 86.4920 with BT.601's weights, 86.5006 with MATLAB's
+    >>> bt601_luma(rgb).item(), matlab_luma(rgb).item()
+    (86, 87)
+    """
+    r, g, b = (c.double() for c in _rgb_channels(rgb))
+    w_r, w_g, w_b = MATLAB_WEIGHTS
+    return torch.floor(w_r * r + w_g * g + w_b * b + 0.5).long().unsqueeze(-3)
+
+
+#: The rounded lumas of :class:`ImageFolderDataset`, by ``gray``.
+_LUMA = {"bt601": bt601_luma, "matlab": matlab_luma}
 
 
 class ImageFolderDataset(ImageFolder):
@@ -63,8 +101,10 @@ class ImageFolderDataset(ImageFolder):
 
     - ``gray=None``: colour, :math:`x = (R, G, B)/255`, ``C = 3`` (a gray file gives three equal channels);
     - ``gray="bt601"``: :math:`x = \lfloor 0.299R + 0.587G + 0.114B + 0.5\rfloor / 255` (:func:`bt601_luma`),
-      ``C = 1``: the ITU-R BT.601 luma rounded to 8 bits, which makes the classic gray BSD68 test set from the
-      colour CBSD68;
+      ``C = 1``: the ITU-R BT.601 luma rounded to 8 bits, the textbook conversion of the colour CBSD68 to the
+      gray BSD68 test set;
+    - ``gray="matlab"``: the same with MATLAB's unrounded weights (:func:`matlab_luma`), ``C = 1``: the gray BSD68
+      that circulates (DnCNN's), pixel for pixel;
     - ``gray="mean"``: :math:`x = (R + G + B)/(3 \cdot 255)`, not rounded, ``C = 1``: the conversion of the TDV
       authors' demo script.
 
@@ -72,12 +112,12 @@ class ImageFolderDataset(ImageFolder):
     sizes need ``batch_size=1``).
 
     :param root: the folder.
-    :param str gray: ``None`` (colour), ``"bt601"`` or ``"mean"`` (see above).
+    :param str gray: ``None`` (colour), ``"bt601"``, ``"matlab"`` or ``"mean"`` (see above).
     :param str pattern: a glob relative to ``root`` choosing the files (e.g. ``"*.png"``; default: every file with
         one of torchvision's image extensions, ``.png``, ``.jpg``, ..., under ``root``).
     :param torch.dtype dtype: dtype of the images (a real floating dtype).
     :raises FileNotFoundError: ``root`` is not a folder, or it holds no image file (or none matches ``pattern``).
-    :raises ValueError: ``gray`` is not ``None``, ``"bt601"`` or ``"mean"``.
+    :raises ValueError: ``gray`` is not ``None`` or one of :data:`GRAY_CONVERSIONS`.
     :raises TypeError: ``dtype`` is not a floating dtype.
 
     References: D. Martin, C. Fowlkes, D. Tal, J. Malik, "A database of human segmented natural images ...", ICCV
@@ -101,7 +141,7 @@ class ImageFolderDataset(ImageFolder):
     def __init__(self, root: str | Path, gray: str | None = None, pattern: str | None = None,
                  dtype: torch.dtype = torch.float32) -> None:
         if gray is not None and gray not in GRAY_CONVERSIONS:
-            raise ValueError(f"gray must be None (colour), 'bt601' or 'mean', got {gray!r}")
+            raise ValueError(f"gray must be None (colour) or one of {GRAY_CONVERSIONS}, got {gray!r}")
         if pattern is not None and not isinstance(pattern, str):
             raise TypeError(f"pattern must be a glob string such as '*.png', got {type(pattern).__name__}")
         self.gray, self.dtype = gray, floating_dtype(dtype)
@@ -118,8 +158,8 @@ class ImageFolderDataset(ImageFolder):
         """The 8-bit RGB image (a PIL image or an ``(H, W, 3)`` array) as the ``(C, H, W)`` tensor of the class's
         conversion."""
         rgb = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
-        if self.gray == "bt601":
-            x = bt601_luma(rgb).double() / 255
+        if self.gray in _LUMA:
+            x = _LUMA[self.gray](rgb).double() / 255
         elif self.gray == "mean":
             x = (rgb.double() / 255).mean(0, keepdim=True)
         else:
