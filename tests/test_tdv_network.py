@@ -59,6 +59,8 @@ def test_network_step_is_the_semi_implicit_scheme():
     for a, b in zip(xs[:-1], xs[1:]):
         expected = (a - h * net.R.grad(a) + tau * z) / (1 + tau)
         assert torch.allclose(b, expected, atol=1e-12)
+    g = torch.rand_like(z)  # a gradient the caller has already: used as given, not recomputed
+    assert torch.allclose(net.step(z, z, physics, grad=g), (z - h * g + tau * z) / (1 + tau), atol=1e-12)
 
 
 def test_noise_level_rescaling_rule():

@@ -151,9 +151,10 @@ class TDVNetwork(Reconstructor):
         finite_values(sigma, "sigma (the noise level, to rescale to sigma_train)", strict=True)
         return (self.sigma_train / sigma).expand(y.shape[0])
 
-    def step(self, x: Tensor, y: Tensor, physics: Physics) -> Tensor:
-        r"""One step :math:`\operatorname{prox}_{\frac{\lambda}{S}f}(x - \frac{T}{S}\nabla R(x))`."""
-        u = x - (self.T / self.S).to(x.dtype) * self.R.grad(x)
+    def step(self, x: Tensor, y: Tensor, physics: Physics, grad: Tensor | None = None) -> Tensor:
+        r"""One step :math:`\operatorname{prox}_{\frac{\lambda}{S}f}(x - \frac{T}{S}\nabla R(x))`; ``grad`` is
+        :math:`\nabla R(x)` where the caller has it already (default: computed here)."""
+        u = x - (self.T / self.S).to(x.dtype) * (self.R.grad(x) if grad is None else grad)
         tau = (self.lmbda / self.S).to(x.dtype)
         return prox_data_fidelity(u, y, physics, tau, self.cg_max_iter, self.cg_tol)
 

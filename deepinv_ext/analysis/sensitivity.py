@@ -169,11 +169,6 @@ class SensitivityBound:
         return self.bound / self.pixels ** 0.5
 
     @property
-    def bound_split_rmse(self) -> Tensor:
-        r"""The split bound in RMSE units, shape ``(S + 1, B)``."""
-        return self.bound_split / self.pixels ** 0.5
-
-    @property
     def ratio(self) -> Tensor:
         r"""The efficiency :math:`b_k/\|x_k - \tilde x_k\|` for :math:`k = 1, \dots, S` (1 at :math:`k = 1`,
         ``nan`` where the flows agree), shape ``(S, B)``."""
@@ -250,7 +245,7 @@ def tdv_sensitivity(net_a: TDVNetwork, net_b: TDVNetwork, y: Tensor, physics: Ph
     deltas, splits, secants, expansions = [], [], [], []
     for x, xt, xt_next in zip(xs_a[:-1], xs_b[:-1], xs_b[1:]):
         grad_a, grad_b = net_a.R.grad(xt), net_b.R.grad(xt)
-        deltas.append(batch_norm(net_a.step(xt, z, physics) - xt_next))
+        deltas.append(batch_norm(net_a.step(xt, z, physics, grad=grad_a) - xt_next))
         prox_gap = prox_data_fidelity(xt - t_b * grad_b, z, physics, tau_a, net_a.cg_max_iter, net_a.cg_tol) - xt_next
         splits.append(p_norm * ((t_a - t_b).abs() * batch_norm(grad_b) + t_a * batch_norm(grad_a - grad_b))
                       + batch_norm(prox_gap))
