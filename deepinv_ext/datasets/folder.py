@@ -18,9 +18,6 @@ from deepinv_ext.datasets._checks import item_index
 
 __all__ = ["GRAY_CONVERSIONS", "ImageFolderDataset", "MATLAB_WEIGHTS", "bt601_luma", "matlab_luma"]
 
-#: The gray conversions of :class:`ImageFolderDataset` (``None`` keeps the colour).
-GRAY_CONVERSIONS = ("bt601", "matlab", "mean")
-
 #: MATLAB's ``rgb2gray`` weights: the first row of the inverse of the NTSC (YIQ) matrix, BT.601's weights unrounded.
 MATLAB_WEIGHTS = (0.298936021293775, 0.587043074451121, 0.114020904255103)
 
@@ -89,6 +86,9 @@ def matlab_luma(rgb: torch.Tensor) -> torch.Tensor:
 
 #: The rounded lumas of :class:`ImageFolderDataset`, by ``gray``.
 _LUMA = {"bt601": bt601_luma, "matlab": matlab_luma}
+
+#: The gray conversions of :class:`ImageFolderDataset` (``None`` keeps the colour).
+GRAY_CONVERSIONS = (*_LUMA, "mean")
 
 
 class ImageFolderDataset(ImageFolder):
