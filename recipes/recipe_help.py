@@ -3,6 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+#: The colour test images CBSD68 in ``../shared`` beside the repository (their BT.601 gray versions are BSD68).
+CBSD68 = REPO.parent / "shared" / "data" / "natural" / "CBSD68"
+#: The test images the repository ships (``camera_96.png``), which smoke runs use where CBSD68 is absent.
+SHIPPED_IMAGES = REPO / "tests" / "data"
+
+
+def published_tdv(color: bool = False) -> Path:
+    """The published TDV weights shipped with the tests, ``tdv3-3-25-f32-gray.pth`` (or ``-color.pth``)."""
+    return SHIPPED_IMAGES / "tdv" / f"tdv3-3-25-f32-{'color' if color else 'gray'}.pth"
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -33,18 +33,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from recipe_help import HelpFormatter, setup_torch
-
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = (ROOT / ".." / "shared" / "data" / "natural" / "CBSD68").resolve()
-SMOKE_DATA = ROOT / "tests" / "data"  # camera_96.png, where ../shared is absent
-WEIGHTS = ROOT / "tests" / "data" / "tdv"
-DEFAULT_CHECKPOINT = {False: WEIGHTS / "tdv3-3-25-f32-gray.pth", True: WEIGHTS / "tdv3-3-25-f32-color.pth"}
+from recipe_help import CBSD68, SHIPPED_IMAGES, HelpFormatter, published_tdv, setup_torch
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
-    p.add_argument("--data", help=f"folder of test images (default: {DEFAULT_DATA})")
+    p.add_argument("--data", help=f"folder of test images (default: {CBSD68})")
     p.add_argument("--checkpoint", help="published TDV weights (default: tests/data/tdv/tdv3-3-25-f32-gray.pth, "
                                         "or -color.pth with --color)")
     p.add_argument("--color", action="store_true", help="the colour weights on the colour images (no gray conversion)")
@@ -69,11 +63,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--gray converts to gray: it does not go with --color (the colour model keeps the colour)")
     if args.smoke:
         args.limit, args.crop = min(args.limit or 2, 2), min(args.crop or 64, 64)
-        if args.data is None and not DEFAULT_DATA.is_dir():
-            args.data = str(SMOKE_DATA)
+        if args.data is None and not CBSD68.is_dir():
+            args.data = str(SHIPPED_IMAGES)
     args.gray = None if args.color else (args.gray or "bt601")
-    args.data = str(Path(args.data).resolve()) if args.data else str(DEFAULT_DATA)
-    args.checkpoint = str(Path(args.checkpoint or DEFAULT_CHECKPOINT[args.color]).resolve())
+    args.data = str(Path(args.data or CBSD68).resolve())
+    args.checkpoint = str(Path(args.checkpoint or published_tdv(args.color)).resolve())
     if not Path(args.data).is_dir():
         p.error(f"--data {args.data}: no such folder of images (the default is ../shared/data/natural/CBSD68 beside "
                 "the repository; pass --data DIR)")

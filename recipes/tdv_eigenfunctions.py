@@ -34,11 +34,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from recipe_help import HelpFormatter
+from recipe_help import CBSD68, SHIPPED_IMAGES, HelpFormatter, published_tdv
 
-ROOT = Path(__file__).resolve().parents[1]
-WEIGHTS = ROOT / "tests" / "data" / "tdv" / "tdv3-3-25-f32-{}.pth"  # shipped with the tests
-CBSD68 = ROOT.parent / "shared" / "data" / "natural" / "CBSD68"
 DEFAULT_IMAGES = [5, 10, 14, 46, 52, 62]
 
 
@@ -62,11 +59,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if min(args.images) < 0 or args.size < 16 or args.downscale < 1 or not args.tol > 0 or args.max_iter < 0:
         p.error("--images must be >= 0, --size >= 16, --downscale >= 1, --tol > 0 and --max-iter >= 0")
-    args.checkpoint = args.checkpoint or str(WEIGHTS).format("color" if args.color else "gray")
+    args.checkpoint = args.checkpoint or str(published_tdv(args.color))
     if args.smoke:
         args.images, args.size, args.downscale, args.max_iter = args.images[:1], 16, 1, 30
         if not Path(args.data).is_dir():
-            args.data, args.images = str(ROOT / "tests" / "data"), [0]
+            args.data, args.images = str(SHIPPED_IMAGES), [0]
     return args
 
 

@@ -37,12 +37,10 @@ experiment is in ``tdv_sensitivity_run.py``.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from recipe_help import HelpFormatter, setup_torch
+from recipe_help import CBSD68, HelpFormatter, setup_torch
 from tdv_denoising import add_training_options
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "natural" / "CBSD68"
 FULL = {"features": 16, "scales": 3, "macro_blocks": 1, "steps": 10, "patch": 64, "batch_size": 8, "epochs": 25,
         "iterations_per_epoch": 16, "T_init": 0.01, "lmbda_init": 0.2}
 SMOKE = {"features": 4, "scales": 2, "steps": 4, "patch": 24, "batch_size": 4, "epochs": 1, "iterations_per_epoch": 2,
@@ -52,7 +50,7 @@ SMOKE = {"features": 4, "scales": 2, "steps": 4, "patch": 24, "batch_size": 4, "
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter,
                                 conflict_handler="resolve")  # tdv_denoising's --iterations-per-epoch is redefined
-    p.add_argument("--data", default=str(DEFAULT_DATA),
+    p.add_argument("--data", default=str(CBSD68),
                    help="folder of colour test images (BSD68's CBSD68), converted to gray; where absent: "
                         "tests/data/camera_96.png")
     p.add_argument("--test-images", type=int, default=8, help="how many images of --data (sorted by name)")

@@ -14,6 +14,7 @@ import deepinv as dinv
 import matplotlib
 import numpy as np
 import torch
+from recipe_help import REPO, SHIPPED_IMAGES
 from tdv_denoising_run import RandomPatches, build_model, train
 from torch.utils.data import Dataset
 from torchvision.transforms.functional import center_crop
@@ -27,7 +28,6 @@ from deepinv_ext.provenance import save_run_record, seed_everything
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-CAMERA = Path(__file__).resolve().parents[1] / "tests" / "data" / "camera_96.png"
 #: the options a training depends on (its checkpoints are refused under others)
 TRAINING_OPTIONS = ("sigma", "steps", "features", "scales", "macro_blocks", "T_init", "lmbda_init", "patch",
                     "batch_size", "iterations_per_epoch", "lr", "seed", "train_size")
@@ -79,10 +79,10 @@ def test_images(args: Namespace) -> list[tuple[str, torch.Tensor]]:
     centre-cropped to ``args.crop`` if given."""
     folder = Path(args.data)
     if not folder.is_dir():
-        print(f"--data {folder} not found: testing on {CAMERA.relative_to(CAMERA.parents[2])}")
-        folder = CAMERA.parent
+        print(f"--data {folder} not found: testing on the shipped {SHIPPED_IMAGES.relative_to(REPO)}/camera_96.png")
+        folder = SHIPPED_IMAGES
     try:
-        data = ImageFolderDataset(folder, gray="bt601", pattern=None if folder != CAMERA.parent else CAMERA.name)
+        data = ImageFolderDataset(folder, gray="bt601")
     except FileNotFoundError as err:
         raise SystemExit(f"--data: {err}") from None
     images = [(Path(data.x_paths[i]).name, data[i]["x"][None]) for i in range(min(args.test_images, len(data)))]

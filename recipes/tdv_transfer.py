@@ -37,11 +37,8 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
-from recipe_help import HelpFormatter
-
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "tests" / "data" / "tdv" / "tdv3-3-25-f32-gray.pth"  # shipped
+from recipe_help import HelpFormatter, published_tdv
 
 
 def add_task_options(parser: argparse.ArgumentParser) -> None:
@@ -68,7 +65,7 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=HelpFormatter)
-    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="published TDV weights (gray)")
+    parser.add_argument("--checkpoint", default=str(published_tdv()), help="published TDV weights (gray)")
     parser.add_argument("--size", type=int, default=96, help="image side (pixels)")
     parser.add_argument("--test-image", default="camera", help="scikit-image image of the table")
     parser.add_argument("--val-image", default="moon", help="scikit-image image on which lambda is chosen")
