@@ -169,7 +169,8 @@ def train_resumably(trainer: Any, folder: str | Path) -> torch.nn.Module:
     removed (:func:`prune_empty_folders`), as are those of earlier such runs.
 
     :param deepinv.Trainer trainer: a trainer whose ``save_path`` and ``ckpt_pretrained`` come from
-        :func:`resumable_checkpoints` ``(folder)``.
+        :func:`resumable_checkpoints` ``(folder)`` (for a :class:`deepinv_ext.data_parallel.DataParallelTrainer`
+        under ``torchrun``: computed on rank 0, :meth:`deepinv_ext.data_parallel.DataParallel.on_main`).
     :param folder: the checkpoint folder given to :func:`resumable_checkpoints`.
     :return: the trained model (``trainer.train()``'s), or the one loaded from the checkpoint.
 
@@ -197,5 +198,10 @@ def train_resumably(trainer: Any, folder: str | Path) -> torch.nn.Module:
         model = trainer.train()
     if trainer.epoch_start >= trainer.epochs and trainer.verbose:
         print(f"nothing left to train: the checkpoint holds all {trainer.epochs} epochs")
-    prune_empty_folders(folder)
+    parallel = getattr(trainer, "parallel", None)  # a DataParallelTrainer's processes: rank 0 tidies, once all are done
+    if parallel is None:
+        prune_empty_folders(folder)
+    else:
+        parallel.barrier()
+        parallel.on_main(prune_empty_folders, folder)
     return model

@@ -4,6 +4,7 @@ runs a recipe config (see :mod:`deepinv_ext.runner`)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from deepinv_ext.plugins import KINDS, available
@@ -24,7 +25,8 @@ def plugin_table(kind: str | None = None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="deepinv-ext", description="List the installed deepinv-ext plugins, or run a recipe config.",
-        epilog="examples:\n  deepinv-ext plugins --kind prior\n  deepinv-ext run config.yaml --output runs/example",
+        epilog="examples:\n  deepinv-ext plugins --kind prior\n  deepinv-ext run config.yaml --output runs/example\n"
+               "  torchrun --nproc_per_node 2 -m deepinv_ext.cli run config.yaml  # data-parallel",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     plugins = commands.add_parser("plugins", help="list the installed plugins")
@@ -44,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
             results = run_config(args.config, output_dir=args.output, verbose=not args.quiet)
         except ConfigError as err:  # a config that cannot run as written: one line, status 2 (bugs keep a traceback)
             run.exit(2, f"deepinv-ext run: error: {err}\n")
-        for key, value in results.items():
-            print(f"{key}: {value:.4f}")
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone prints
+            for key, value in results.items():
+                print(f"{key}: {value:.4f}")
     return 0
 
 

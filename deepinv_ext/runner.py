@@ -56,6 +56,7 @@ from deepinv_ext.checkpoint import (
     resumable_checkpoints,
     train_resumably,
 )
+from deepinv_ext.data_parallel import DataParallel, DataParallelTrainer
 from deepinv_ext.plugins import build, load_config
 from deepinv_ext.provenance import save_run_record, seed_everything
 
@@ -129,15 +130,17 @@ def run_config(config: dict[str, Any] | str | Path, output_dir: str | Path | Non
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _run(config, output_dir, device, verbose)
+        with DataParallel(device.type) as parallel:  # one process, or one of torchrun's (see data_parallel)
+            return _run(config, output_dir, parallel.device if parallel.enabled else device, verbose, parallel)
     finally:
         torch.set_num_threads(previous)  # the caller's own setting is left as it was
 
 
-def _run(config: dict[str, Any], output_dir: Path, device: torch.device, verbose: bool) -> dict[str, float]:
+def _run(config: dict[str, Any], output_dir: Path, device: torch.device, verbose: bool,
+         parallel: DataParallel) -> dict[str, float]:
     seed = int(config.get("seed", 0))
     seed_everything(seed)
-    save_run_record(output_dir, config, seed)
+    parallel.on_main(save_run_record, output_dir, config, seed)
 
     physics = _build("physics", config["physics"]).to(device)
     model = _as_reconstructor(_build("model", config["model"])).to(device)
@@ -150,8 +153,14 @@ def _run(config: dict[str, Any], output_dir: Path, device: torch.device, verbose
 
     training = config.get("training")
     if training is not None and "train" in data:
-        model = _train(model, physics, config, loader, metrics, output_dir, device, seed, verbose)
+        model = _train(model, physics, config, loader, metrics, output_dir, device, seed, verbose and parallel.is_main,
+                       parallel)
     model.eval()
+    return parallel.on_main(_evaluate, model, test_loader, physics, metrics, output_dir, device, verbose)
+
+
+def _evaluate(model, test_loader, physics, metrics, output_dir, device, verbose):
+    """Test the model, write ``metrics.json`` and return the metrics (rank 0 alone under ``torchrun``)."""
     results = dinv.test(model, test_loader, physics, metrics=metrics, online_measurements=True, device=device,
                         verbose=False, show_progress_bar=verbose, compare_no_learning=True,
                         no_learning_method="A_dagger",  # the caller prints the results, once
@@ -172,7 +181,7 @@ def _training_options(config: dict[str, Any]) -> dict[str, Any]:
             "data": data, "training": training}
 
 
-def _train(model, physics, config, loader, metrics, output_dir, device, seed, verbose):
+def _train(model, physics, config, loader, metrics, output_dir, device, seed, verbose, parallel):
     training, data = config["training"], config["data"]
     generator = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(_build("data.train", data["train"]), shuffle=True, generator=generator, **loader)
@@ -181,14 +190,14 @@ def _train(model, physics, config, loader, metrics, output_dir, device, seed, ve
     losses = [_build("training.losses", loss)
               for loss in training.get("losses", [{"target": "deepinv.loss:SupLoss"}])]
     try:
-        checkpoints = resumable_checkpoints(output_dir / "checkpoints", _training_options(config))
+        checkpoints = parallel.on_main(resumable_checkpoints, output_dir / "checkpoints", _training_options(config))
     except OptionsChangedError as err:
         raise ConfigError(f"config: {err}") from err
-    trainer = dinv.Trainer(
+    trainer = DataParallelTrainer(
         model=model, physics=physics, optimizer=optimizer, train_dataloader=train_loader,
         epochs=int(training.get("epochs", 1)), losses=losses, metrics=metrics, online_measurements=True,
         device=device, ckp_interval=int(training.get("ckp_interval", 1)), verbose=verbose, show_progress_bar=verbose,
-        non_blocking_transfers=device.type == "cuda",
+        non_blocking_transfers=device.type == "cuda", parallel=parallel,
         **checkpoints,
     )
     return train_resumably(trainer, output_dir / "checkpoints")

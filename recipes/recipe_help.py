@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,3 +37,17 @@ def setup_torch(args: argparse.Namespace) -> None:
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.smoke:
         torch.set_num_threads(1)
+
+
+@contextmanager
+def data_parallel(args: argparse.Namespace) -> Iterator:
+    """The recipe's processes (:class:`deepinv_ext.data_parallel.DataParallel`): one, or each of ``torchrun``'s, whose
+    ``args.device`` becomes this process's device (the GPU of ``LOCAL_RANK``). Call after :func:`setup_torch`."""
+    import torch
+
+    from deepinv_ext.data_parallel import DataParallel
+
+    with DataParallel(torch.device(args.device).type) as parallel:
+        if parallel.enabled:
+            args.device = str(parallel.device)
+        yield parallel

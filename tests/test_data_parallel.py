@@ -1,0 +1,115 @@
+"""Data-parallel training (deepinv_ext.data_parallel): the sharding rule, and `deepinv-ext run` under torchrun with 2
+gloo processes against 1, with checkpoints resumed across process counts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import yaml
+from torch.utils.data import DataLoader
+
+from deepinv_ext.checkpoint import latest_checkpoint
+from deepinv_ext.data_parallel import DataParallel, DataParallelTrainer, ReshuffledDistributedSampler
+from deepinv_ext.runner import run_config
+
+needs_gloo = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
+                                reason="torch.distributed with gloo is not available")
+
+
+def test_shards_of_a_step_are_the_single_process_batch():
+    """Step k of W processes with batch B/W each sees the B samples of step k of one process, every epoch."""
+    data, batch = range(24), 6
+    single = ReshuffledDistributedSampler(data, num_replicas=1, rank=0, seed=3)
+    shards = [ReshuffledDistributedSampler(data, num_replicas=3, rank=r, seed=3) for r in range(3)]
+    for _ in range(2):  # two epochs: a new permutation each
+        whole = list(single)
+        parts = [list(s) for s in shards]
+        for k in range(len(data) // batch):
+            step = sorted(i for part in parts for i in part[k * batch // 3:(k + 1) * batch // 3])
+            assert step == sorted(whole[k * batch:(k + 1) * batch])
+    assert whole != list(range(24)), "the sampler did not shuffle"
+
+
+def test_outside_torchrun_everything_is_single_process():
+    loader = DataLoader(list(range(8)), batch_size=4, shuffle=True)
+    with DataParallel("cpu") as parallel:
+        assert parallel.shard(loader) is loader and not parallel.enabled
+        assert parallel.mean([1.0, 3.0]) == [1.0, 3.0] and parallel.device == torch.device("cpu")
+        assert parallel.on_main(lambda a: a + 1, 1) == 2
+        with pytest.raises(KeyError):
+            parallel.on_main(dict().__getitem__, "missing")
+    with pytest.raises(ValueError, match="device"):
+        DataParallel("gpu")
+
+
+def _config(epochs: int) -> dict:
+    """A deterministic training (inpainting with a fixed mask, no noise): 2 steps an epoch, global batch 4."""
+    return {"seed": 0, "device": "cpu", "threads": 1,
+            "physics": {"target": "deepinv.physics:Inpainting", "img_size": [1, 16, 16], "mask": 0.7},
+            "model": {"target": "deepinv.models:DnCNN", "in_channels": 1, "out_channels": 1, "depth": 2, "nf": 4,
+                      "pretrained": None},
+            "data": {"train": {"kind": "dataset", "name": "ellipses", "length": 8, "size": 16, "seed": 0},
+                     "test": {"kind": "dataset", "name": "ellipses", "length": 2, "size": 16, "seed": 1},
+                     "batch_size": 4},
+            "training": {"epochs": epochs, "optimizer": "Adam", "lr": 1e-2}}
+
+
+def _torchrun(processes: int, config: dict, output: Path) -> None:
+    path = output.with_suffix(f".{config['training']['epochs']}.yaml")
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           f"--nproc_per_node={processes}", "-m", "deepinv_ext.cli", "run", str(path),
+                           "--output", str(output), "--quiet"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _parameters(output: Path) -> dict[str, torch.Tensor]:
+    return torch.load(latest_checkpoint(output), weights_only=False)["state_dict"]
+
+
+def _max_difference(a: dict, b: dict) -> float:
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+@needs_gloo
+@pytest.mark.slow
+def test_two_processes_train_as_one_and_checkpoints_resume_across(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    _torchrun(2, _config(1), two)
+    _torchrun(1, _config(1), one)
+    first_one, first_two = _parameters(one), _parameters(two)
+    print("max |1 process - 2 processes| after 2 steps:", _max_difference(first_one, first_two))
+    assert _max_difference(first_one, first_two) < 1e-5  # the same two Adam steps (float32 sums in another order)
+
+    _torchrun(1, _config(2), two)  # the 2-process checkpoint resumed by 1 process ...
+    _torchrun(2, _config(2), one)  # ... and the reverse: both train epoch 1 only
+    assert latest_checkpoint(one).name == latest_checkpoint(two).name == "ckp_1.pth.tar"
+    assert len(list(one.glob("**/ckp_0.pth.tar"))) == 1
+    straight = tmp_path / "straight"
+    _torchrun(1, _config(2), straight)  # resumed runs must follow it: epoch 1's permutation, Adam's state
+    print("after resuming across:", _max_difference(_parameters(one), _parameters(straight)),
+          _max_difference(_parameters(two), _parameters(straight)))
+    assert _max_difference(_parameters(one), _parameters(straight)) < 1e-5
+    assert _max_difference(_parameters(two), _parameters(straight)) < 1e-5
+    assert _max_difference(_parameters(one), first_one) > 1e-3
+
+    run_config(_config(3), output_dir=two, verbose=False)  # and a plain process (no torchrun) resumes it too
+    assert latest_checkpoint(two).name == "ckp_2.pth.tar"
+
+
+def test_trainer_refuses_float16_gradient_scaling():
+    class Parallel(DataParallel):
+        enabled = True
+
+    model = torch.nn.Linear(1, 1)
+    trainer = DataParallelTrainer(model, physics=None, train_dataloader=DataLoader([0]), optimizer=None,
+                                  mixed_precision=torch.float16, device="cpu", parallel=Parallel("cpu"))
+    with pytest.raises(ValueError, match="float16"):
+        trainer.setup_train()
