@@ -35,6 +35,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import deepinv as dinv
@@ -43,14 +44,11 @@ import torch.distributed as dist
 from deepinv.distributed import DistributedContext
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
-from deepinv_ext._validation import positive_int
+from deepinv_ext._validation import finite_number, positive_int
 
 __all__ = ["DataParallel", "DataParallelTrainer", "ReshuffledDistributedSampler", "launched_by_torchrun"]
 
 T = TypeVar("T")
-DEVICE_MODES = {"cpu": "cpu", "cuda": "gpu", "auto": None}
-
-
 def launched_by_torchrun() -> bool:
     """Whether this process was started by ``torchrun`` (its ``RANK`` and ``WORLD_SIZE`` variables are set)."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
@@ -98,7 +96,11 @@ class DataParallel:
     process of rank 0 and every method returns its input unchanged.
 
     :param str device: ``"cpu"`` (gloo), ``"cuda"`` (NCCL, the GPU of ``LOCAL_RANK``) or ``"auto"`` (CUDA where
-        there is one GPU a process, else the CPU).
+        there is one GPU a process, else the CPU); a torch device counts as its type. Outside ``torchrun`` any
+        device is accepted (one process); under it, CPUs or CUDA GPUs only.
+    :param float timeout: seconds a process may wait for the others in a collective (rank 0 evaluating alone, a
+        slow step) before the run fails; torch's default (30 min for gloo, 10 min for NCCL) is short for an
+        evaluation on rank 0 alone.
 
     :Examples:
 
@@ -108,19 +110,42 @@ class DataParallel:
     (True, 1, True)
     """
 
-    def __init__(self, device: str = "auto") -> None:
-        if device not in DEVICE_MODES:
-            raise ValueError(f"device must be one of {sorted(DEVICE_MODES)}, got {device!r}")
-        self.context = DistributedContext(device_mode=DEVICE_MODES[device])
-        self.cpu_only = device == "cpu"
+    def __init__(self, device: str | torch.device = "auto", timeout: float = 6 * 3600) -> None:
+        try:
+            self.kind = "auto" if device == "auto" else torch.device(device).type
+        except RuntimeError as err:
+            raise ValueError(f"device: expected 'cpu', 'cuda', 'auto' or a torch device, got {device!r}") from err
+        self.timeout = finite_number(timeout, "timeout", strict=True)
+        self.context = DistributedContext(device_mode={"cpu": "cpu", "cuda": "gpu"}.get(self.kind))
+        self.owns_group = False
 
     def __enter__(self) -> DataParallel:
-        if launched_by_torchrun():  # else nothing to join, and no device setting changed
-            self.context.__enter__()
+        if not launched_by_torchrun():  # nothing to join, and no device setting changed
+            return self
+        if not dist.is_initialized():  # deepinv's context would create it, without a timeout of our choosing
+            dist.init_process_group(self._backend(), timeout=timedelta(seconds=self.timeout))
+            self.owns_group = True
+        self.context.__enter__()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.context.__exit__(*exc)
+    def _backend(self) -> str:
+        """NCCL for CUDA with a GPU a process on this node, gloo for CPUs; as deepinv's context chooses."""
+        if self.kind not in ("cpu", "cuda", "auto"):
+            raise ValueError(f"device: data-parallel training runs on CPUs (gloo) or CUDA GPUs (NCCL), "
+                             f"got {self.kind!r}")
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        gpus = torch.cuda.is_available() and dist.is_nccl_available() and local <= torch.cuda.device_count()
+        if self.kind == "cuda" and not gpus:
+            raise ValueError(f"device: 'cuda' needs NCCL and one GPU for each of the {local} processes of this node, "
+                             f"found {torch.cuda.device_count()} GPU(s)")
+        return "nccl" if self.kind == "cuda" or (self.kind == "auto" and gpus) else "gloo"
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if self.owns_group and dist.is_initialized():
+            if exc_type is None:  # the others may still work (rank 0 evaluating): wait for them
+                dist.barrier()
+            dist.destroy_process_group()
+            self.owns_group = False
 
     @property
     def rank(self) -> int:
@@ -146,9 +171,9 @@ class DataParallel:
     def device(self) -> torch.device:
         """This process's device under ``torchrun`` (from ``LOCAL_RANK``); outside it, the one ``device`` names
         (``"auto"``: CUDA where there is a GPU)."""
-        if self.cpu_only and not self.enabled:
-            return torch.device("cpu")
-        return self.context.device
+        if self.enabled or self.kind == "auto":
+            return self.context.device
+        return torch.device(self.kind)
 
     def shard(self, loader: DataLoader, seed: int | None = None) -> DataLoader:
         r"""The loader that gives this process its share of each of ``loader``'s batches: the same dataset, workers

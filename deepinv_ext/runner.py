@@ -130,7 +130,7 @@ def run_config(config: dict[str, Any] | str | Path, output_dir: str | Path | Non
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        with DataParallel(device.type) as parallel:  # one process, or one of torchrun's (see data_parallel)
+        with DataParallel(device) as parallel:  # one process, or one of torchrun's (see data_parallel)
             return _run(config, output_dir, parallel.device if parallel.enabled else device, verbose, parallel)
     finally:
         torch.set_num_threads(previous)  # the caller's own setting is left as it was

@@ -43,11 +43,9 @@ def setup_torch(args: argparse.Namespace) -> None:
 def data_parallel(args: argparse.Namespace) -> Iterator:
     """The recipe's processes (:class:`deepinv_ext.data_parallel.DataParallel`): one, or each of ``torchrun``'s, whose
     ``args.device`` becomes this process's device (the GPU of ``LOCAL_RANK``). Call after :func:`setup_torch`."""
-    import torch
-
     from deepinv_ext.data_parallel import DataParallel
 
-    with DataParallel(torch.device(args.device).type) as parallel:
+    with DataParallel(args.device) as parallel:
         if parallel.enabled:
             args.device = str(parallel.device)
         yield parallel

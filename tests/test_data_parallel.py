@@ -46,6 +46,7 @@ def test_outside_torchrun_everything_is_single_process():
             parallel.on_main(dict().__getitem__, "missing")
     with pytest.raises(ValueError, match="device"):
         DataParallel("gpu")
+    assert DataParallel("mps").device == torch.device("mps")  # outside torchrun: any device, one process
 
 
 def _config(epochs: int) -> dict:
