@@ -36,6 +36,12 @@ ellipses with intensity ramps. The README gives the results of the default run a
 
     python recipes/ct_learned_regularizers.py --output runs/ct_learned_regularizers
     python recipes/ct_learned_regularizers.py --smoke --output runs/ct_learned_regularizers_smoke
+
+Under ``torchrun`` the training is data-parallel (:mod:`deepinv_ext.data_parallel`): each of the N processes (one
+GPU each with ``--device cuda``) trains on ``--batch``/N of every batch, gradients averaged; rank 0 alone scores the
+epochs, evaluates, prints and writes, and its checkpoints resume in any number of processes::
+
+    torchrun --nproc_per_node 4 recipes/ct_learned_regularizers.py --device cuda --output runs/ct_learned_regularizers
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Every method reconstructs from the Hann-filtered FBP and stops by its relative c
 :math:`\tfrac12\|Ax - y\|^2 + \lambda R(x)`, TV by :class:`~deepinv_ext.algorithms.fista.FISTASolver` with deepinv's
 ``TVPrior``. The weight :math:`\lambda_0` of the heuristic balances the gradients at the training ground truths,
 :math:`\mathbb{E}\|A^\top(Ax - y)\| / \mathbb{E}\|\nabla R(x)\|` (TV: through a smoothed TV); for AR and ACR Lunz et
-al.'s :math:`\mathbb{E}\|A^\top(Ax - y)\|` is recorded too (``lambda_lunz``).
+al.'s :math:`\mathbb{E}\|A^\top(Ax - y)\|` is recorded too (``lambda_lunz``). Under ``torchrun`` rank 0 alone evaluates.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import matplotlib
 import torch
 from ct_learned_regularizers import LEARNED, METHODS
 from ct_learned_regularizers_train import datasets, fbp, make_physics, measure, stack, train, training_config
+from recipe_help import data_parallel
 
 from deepinv_ext.algorithms import (
     FISTASolver,
@@ -147,24 +148,23 @@ def acr_convexity(prior: ConvexAdversarialRegularizer, images: torch.Tensor, pai
 
 
 # ------------------------------------------------------------------------------------------------ one problem
-def finished(out, methods: list[str], args) -> tuple[dict, dict] | None:
-    """The results of an earlier run in ``out`` if they cover ``methods``, each learned one from its current
+def finished(out, methods: list[str], args) -> bool:
+    """Whether the results of an earlier run in ``out`` cover ``methods``, each learned one from its current
     checkpoint and options (else it is evaluated again: a run of more methods, or of a regulariser trained anew)."""
     if not ((out / "results.json").exists() and (out / "images.pt").exists()):
-        return None
+        return False
     done = json.loads((out / "results.json").read_text())
-    if all(m in done and (m not in LEARNED or ((out / f"{m}.pt").exists() and done["_checks"].get(
-            f"{m}_config") == training_config(args, m))) for m in methods):
-        return done, torch.load(out / "images.pt", weights_only=True)
-    return None
+    return all(m in done and (m not in LEARNED or ((out / f"{m}.pt").exists() and done["_checks"].get(
+        f"{m}_config") == training_config(args, m))) for m in methods)
 
 
-def train_all(problem, methods, physics, data, out, val, train_x, args) -> tuple[dict, dict]:
+def train_all(problem, methods, physics, data, out, val, train_x, args, parallel) -> tuple[dict, dict]:
     """Train (or resume) each learned regulariser, the epochs scored by the validation lambda choice."""
     priors, extra = {}, {}
     for method in (m for m in methods if m in LEARNED):
         t0 = time.time()
-        print(f"[{problem}] training {method}", flush=True)
+        if parallel.is_main:
+            print(f"[{problem}] training {method}", flush=True)
 
         def score(prior, method=method):
             choice = choose_lambda(method, prior, problem, physics, train_x, *val, args)
@@ -176,7 +176,7 @@ def train_all(problem, methods, physics, data, out, val, train_x, args) -> tuple
             return choice
 
         priors[method], extra[f"{method}_selection"] = train(method, physics, data["train"], args,
-                                                            out / f"{method}.pt", score)
+                                                            out / f"{method}.pt", score, parallel)
         extra[f"{method}_config"] = training_config(args, method)
         extra[f"{method}_train_s"] = time.time() - t0
     return priors, extra
@@ -212,34 +212,45 @@ def check_regularizers(problem, priors, physics, val, test_x, extra, args) -> No
         print(f"[{problem}] ACR convexity: {extra['acr_convexity']}", flush=True)
 
 
-def run_problem(problem: str, args, data: dict) -> tuple[dict, dict]:
-    """Train, evaluate and check every method on one problem (or load the results of an earlier run)."""
+def run_problem(problem: str, args, data: dict, parallel) -> None:
+    """Train (every process), evaluate and check (rank 0) every method on one problem, unless done before."""
     out = args.output / problem
-    out.mkdir(parents=True, exist_ok=True)
+    parallel.on_main(out.mkdir, parents=True, exist_ok=True)
     methods = [m for m in METHODS if m not in LEARNED or m in args.methods]
-    earlier = finished(out, methods, args)
-    if earlier is not None:
-        print(f"[{problem}] results found in {out}, skipped", flush=True)
-        return earlier
+    if parallel.on_main(finished, out, methods, args):
+        if parallel.is_main:
+            print(f"[{problem}] results found in {out}, skipped", flush=True)
+        return
     physics = make_physics(problem, args)
     train_x = stack(data["train"], args.device, n=32)  # the lambda heuristics use 32 training images
     val_x, test_x = stack(data["val"], args.device), stack(data["test"], args.device)
     val = (val_x, measure(physics, val_x, args.seed + 1))
     test = (test_x, measure(physics, test_x, args.seed + 2))
-    priors, extra = train_all(problem, methods, physics, data, out, val, train_x, args)
-    results, images = {}, {"GT": test_x}
+    priors, extra = train_all(problem, methods, physics, data, out, val, train_x, args, parallel)
+    parallel.on_main(evaluate_problem, problem, methods, priors, physics, test, val, train_x, extra, args, out)
+
+
+def evaluate_problem(problem, methods, priors, physics, test, val, train_x, extra, args, out) -> None:
+    """Evaluate and check every method, then write ``results.json`` and ``images.pt`` of the problem."""
+    results, images = {}, {"GT": test[0]}
     for method in methods:
         results[method], images[method] = evaluate(problem, method, priors.get(method), physics, test, val, train_x,
                                                    extra, args)
-    check_regularizers(problem, priors, physics, val, test_x, extra, args)
+    check_regularizers(problem, priors, physics, val, test[0], extra, args)
     results["_checks"] = extra
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     torch.save({k: v[:1].cpu() for k, v in images.items()}, out / "images.pt")
-    return results, images
 
 
 # ------------------------------------------------------------------------------------------------ table and figure
-def save_outputs(all_results: dict, all_images: dict, args) -> None:
+def save_outputs(args, t0: float) -> dict:
+    """The table and the figure of every problem finished in ``--output``; returns their results."""
+    all_results, all_images = {}, {}
+    for problem in ("sparse_view", "low_dose"):
+        folder = args.output / problem
+        if (folder / "results.json").exists():
+            all_results[problem] = json.loads((folder / "results.json").read_text())
+            all_images[problem] = torch.load(folder / "images.pt", weights_only=True)
     methods = [m for m in METHODS if any(m in res for res in all_results.values())]
     lines = ["| problem | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
     for problem, res in all_results.items():
@@ -267,28 +278,23 @@ def save_outputs(all_results: dict, all_images: dict, args) -> None:
     fig.tight_layout()
     fig.savefig(args.output / "ct_learned_regularizers.png", dpi=120)
     plt.close(fig)
+    print(f"total {time.time() - t0:.0f} s; outputs in {args.output}")
+    return all_results
 
 
 def run(args) -> dict:
     """The whole experiment for parsed options: every problem of ``--problems``, then the table and the figure of
-    every problem finished in ``--output`` (problems may run in separate processes)."""
+    every problem finished in ``--output`` (problems may run in separate processes; under ``torchrun``, rank 0)."""
     torch.set_num_threads(args.threads)
-    if args.smoke:
-        print("smoke run: checks skipped (one epoch on tiny phantoms, solves of a few iterations: the table is no "
-              "result, and the solvers' NotConvergedWarning is expected)")
-    seed_everything(args.seed)
-    args.output.mkdir(parents=True, exist_ok=True)
-    save_run_record(args.output, {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, args.seed)
-    data = datasets(args)
-    t0 = time.time()
-    for problem in args.problems:
-        run_problem(problem, args, data)
-    all_results, all_images = {}, {}
-    for problem in ("sparse_view", "low_dose"):
-        folder = args.output / problem
-        if (folder / "results.json").exists():
-            all_results[problem] = json.loads((folder / "results.json").read_text())
-            all_images[problem] = torch.load(folder / "images.pt", weights_only=True)
-    save_outputs(all_results, all_images, args)
-    print(f"total {time.time() - t0:.0f} s; outputs in {args.output}")
-    return all_results
+    with data_parallel(args) as parallel:  # one process, or each of torchrun's (on its device)
+        if args.smoke and parallel.is_main:
+            print("smoke run: checks skipped (one epoch on tiny phantoms, solves of a few iterations: the table is "
+                  "no result, and the solvers' NotConvergedWarning is expected)")
+        seed_everything(args.seed)
+        parallel.on_main(save_run_record, args.output, {k: (str(v) if isinstance(v, Path) else v)
+                                                        for k, v in vars(args).items()}, args.seed)
+        data = datasets(args)
+        t0 = time.time()
+        for problem in args.problems:
+            run_problem(problem, args, data, parallel)
+        return parallel.on_main(save_outputs, args, t0)

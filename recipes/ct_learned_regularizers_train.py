@@ -6,6 +6,10 @@ online, Adam, a cosine decay of the learning rate over the epochs, a checkpoint 
 ``--select-every`` epochs, a score of the frozen regulariser (its validation PSNR under the lambda rule) that decides
 which epoch is kept. The artefact images are ramp-filtered FBPs (``--train-filter``): they carry the noise that the
 regulariser must learn to penalise.
+
+Under ``torchrun`` the Trainer is :class:`deepinv_ext.data_parallel.DataParallelTrainer`: each process trains on its
+share of every batch of ``--batch`` (gradients averaged on the optimiser step, not by DDP: the losses call the
+regulariser outside the model's ``forward``); rank 0 alone scores the epochs, prints and writes the checkpoints.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from deepinv_ext.algorithms import RegularizerTrainingModel
 from deepinv_ext.checkpoint import resume_checkpoint, save_checkpoint
+from deepinv_ext.data_parallel import DataParallel, DataParallelTrainer
 from deepinv_ext.datasets import RandomEllipsesDataset
 from deepinv_ext.losses import NETTLoss, WassersteinCriticLoss
 from deepinv_ext.physics import AstraCT
@@ -117,30 +122,35 @@ def training_config(args, method: str) -> dict:
     return config
 
 
-def train_epoch(model, physics, optimizer, loss, train_set, args, epoch: int, index: int) -> float:
-    """One epoch in deepinv's Trainer at the learning rate of the cosine decay; returns the mean loss."""
-    epochs = args.epochs[index]
+def train_epoch(model, physics, optimizer, loss, train_set, args, epoch: int, index: int,
+                parallel: DataParallel) -> float:
+    """One epoch in deepinv's Trainer (data-parallel under ``torchrun``) at the learning rate of the cosine decay;
+    returns the mean loss (over the processes)."""
+    epochs, seed = args.epochs[index], args.seed + 1000 * (index + 1) + epoch
     for group in optimizer.param_groups:  # cosine decay of the learning rate, set per epoch (resumable)
         group["lr"] = 0.5 * args.lr[index] * (1 + math.cos(math.pi * epoch / epochs))
-    torch.manual_seed(args.seed + 1000 * (index + 1) + epoch)
-    trainer = dinv.Trainer(model=model, physics=physics, optimizer=optimizer, losses=[loss], epochs=1,
-                           train_dataloader=DataLoader(train_set, batch_size=args.batch, shuffle=True),
-                           online_measurements=True, save_path=None, verbose=False, device=args.device,
-                           non_blocking_transfers=str(args.device).startswith("cuda"),
-                           show_progress_bar=False, compute_train_metrics=False)
+    torch.manual_seed(seed)
+    loader = parallel.shard(DataLoader(train_set, batch_size=args.batch, shuffle=True), seed=seed)  # a new order
+    trainer = DataParallelTrainer(model=model, physics=physics, optimizer=optimizer, losses=[loss], epochs=1,
+                                  train_dataloader=loader, online_measurements=True, save_path=None, verbose=False,
+                                  device=args.device, non_blocking_transfers=str(args.device).startswith("cuda"),
+                                  show_progress_bar=False, compute_train_metrics=False, parallel=parallel)
     trainer.train()
-    return trainer.logs_total_loss_train.avg
+    return parallel.mean([trainer.logs_total_loss_train.avg])[0]
 
 
 def train(method: str, physics: AstraCT, train_set, args, ckpt: Path,
-          score: Callable[[torch.nn.Module], dict] | None = None) -> tuple[torch.nn.Module, dict]:
+          score: Callable[[torch.nn.Module], dict] | None = None,
+          parallel: DataParallel | None = None) -> tuple[torch.nn.Module, dict]:
     """Train one regulariser, one epoch per Trainer call, checkpointing every epoch (a rerun resumes).
 
     With ``--select-every N`` and ``score`` (a frozen regulariser's lambda choice, with its validation PSNR as
     ``"score"``), the regulariser is scored every N epochs and after the last one, and the best-scoring epoch is
     kept (``<method>_best.pt``). Returns the frozen regulariser and the selection record: the chosen epoch, the
-    scores, and the lambda choice of the chosen epoch (``"choice"``).
+    scores, and the lambda choice of the chosen epoch (``"choice"``). With ``parallel`` (the processes of a
+    ``torchrun``), every process trains and resumes from the same checkpoint; rank 0 alone scores, prints and writes.
     """
+    parallel = parallel or DataParallel("cpu")  # not entered: one process
     index, epochs = LEARNED.index(method), args.epochs[LEARNED.index(method)]
     torch.manual_seed(args.seed + 10 + index)
     model = RegularizerTrainingModel(make_prior(method, args), pseudo_inverse=TrainingFBP(args.train_filter))
@@ -157,19 +167,20 @@ def train(method: str, physics: AstraCT, train_set, args, ckpt: Path,
     loss = make_loss(method, args)
     for epoch in range(start, epochs):
         t0 = time.time()
-        value = train_epoch(model, physics, optimizer, loss, train_set, args, epoch, index)
+        value = train_epoch(model, physics, optimizer, loss, train_set, args, epoch, index, parallel)
         message = f"  {method} epoch {epoch + 1}/{epochs}: loss {value:.4f}"
         if score is not None and args.select_every > 0 and ((epoch + 1) % args.select_every == 0
                                                              or epoch + 1 == epochs):
-            choice = score(for_reconstruction(method, copy.deepcopy(model.regularizer), args))
+            choice = parallel.on_main(score, for_reconstruction(method, copy.deepcopy(model.regularizer), args))
             value = selection["scores"][str(epoch + 1)] = choice["score"]
             if value >= max(selection["scores"].values()):
                 selection.update(epoch=epoch + 1, choice=choice)
-                torch.save(model.regularizer.state_dict(), best_path)
+                parallel.on_main(torch.save, model.regularizer.state_dict(), best_path)
             message += f", validation PSNR {value:.2f} dB (best: epoch {selection['epoch']})"
-        save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                               "selection": selection}, config)
-        print(f"{message} ({time.time() - t0:.0f} s)", flush=True)
+        parallel.on_main(save_checkpoint, ckpt, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                                 "epoch": epoch + 1, "selection": selection}, config)
+        if parallel.is_main:
+            print(f"{message} ({time.time() - t0:.0f} s)", flush=True)
     if selection["epoch"]:
         model.regularizer.load_state_dict(torch.load(best_path, weights_only=True, map_location=args.device))
     else:

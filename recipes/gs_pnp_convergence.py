@@ -28,7 +28,9 @@ checkpoint of other options is trained anew), ``sweep.pt`` (finished reconstruct
 :math:`F(x_k)` never increased and reports :math:`\|x_{K}-x_{K-1}\| / \|x_1 - x_0\|`.
 
 Run: ``python recipes/gs_pnp_convergence.py --smoke`` (about a minute on a CPU) or without ``--smoke`` for the
-full sweep.
+full sweep. ``torchrun --nproc_per_node N recipes/gs_pnp_convergence.py ...`` trains the denoiser data-parallel on
+N CPU processes (gloo; the global batch stays 16, so it must split evenly), rank 0 alone then runs the sweep and
+writes the outputs.
 """
 
 from __future__ import annotations
@@ -90,7 +92,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)  # --help and option errors answer here, before torch and deepinv load
     from gs_pnp_convergence_evaluate import run
 
-    return run(args)
+    from deepinv_ext.data_parallel import DataParallel
+
+    with DataParallel("cpu") as parallel:  # one process, or one of torchrun's (gloo: this recipe runs on the CPU)
+        return run(args, parallel)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from deepinv_ext.algorithms import AffineParameterRule, GradientStepPnP
 from deepinv_ext.checkpoint import resume_checkpoint, save_checkpoint
+from deepinv_ext.data_parallel import DataParallel
 from deepinv_ext.datasets import SkimageImagesDataset
 from deepinv_ext.provenance import save_run_record, seed_everything
 
@@ -74,17 +75,26 @@ def print_table(args, rows: list[dict], dagger: dict, checks: dict) -> None:
     print("checks:", json.dumps(checks))
 
 
-def run(args) -> dict:
-    """The whole experiment for parsed options."""
+def run(args, parallel: DataParallel) -> dict:
+    """The whole experiment for parsed options: the denoiser trained by ``parallel``'s processes (one, or each of
+    ``torchrun``'s), then the sweep and its outputs on rank 0 alone (the other processes return ``{}`` and wait at
+    the end of ``parallel``'s context, a barrier whose time-out, should a long sweep reach it, only ends their
+    wait)."""
     output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
+    parallel.on_main(output.mkdir, parents=True, exist_ok=True)
     seed_everything(args.seed)
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     # the denoiser D = Id - grad g, trained here (or given)
     weights = Path(args.weights) if args.weights else train_denoiser(
         output, steps=args.train_steps, channels=args.channels, depth=args.depth, train_size=args.train_size,
-        exclude=args.image, seed=args.seed)
+        exclude=args.image, seed=args.seed, parallel=parallel)
+    return sweep(args, weights, t_start) if parallel.is_main else {}
+
+
+def sweep(args, weights: Path, t_start: float) -> dict:
+    """The sweep over the noise levels with the denoiser ``weights``, the table, the figure and the records."""
+    output = Path(args.output)
     dtype = getattr(torch, args.dtype)
     denoiser = load_denoiser(weights).to(dtype)
     t_train = time.perf_counter() - t_start

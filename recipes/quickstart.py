@@ -20,6 +20,10 @@ of 128x128 or less run on one torch thread unless ``--threads`` (or ``OMP_NUM_TH
 ``quickstart_run.py``::
 
     python recipes/quickstart.py --output runs/quickstart
+    torchrun --nproc_per_node 2 recipes/quickstart.py --output runs/quickstart  # the U-Net trained data-parallel
+
+Under ``torchrun`` (gloo, CPU processes) each process trains on its share of every batch of 8, the gradients
+averaged; rank 0 alone prints, writes and reconstructs.
 """
 
 from __future__ import annotations
@@ -84,14 +88,18 @@ def main(argv=None) -> dict[str, dict[str, float]]:
     import torch
     from quickstart_run import run
 
+    from deepinv_ext.data_parallel import DataParallel
+
     threads, reason = torch_threads(args.threads, args.size)
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     args.threads = torch.get_num_threads()  # recorded in run.json
-    print(f"torch threads: {args.threads} ({reason})")
     try:
-        return run(args)
+        with DataParallel("cpu") as parallel:  # one process, or each of torchrun's (gloo: the quickstart is CPU work)
+            if parallel.is_main:
+                print(f"torch threads: {args.threads} ({reason})")
+            return run(args, parallel)
     finally:
         torch.set_num_threads(previous)  # a caller's own setting (tests call main) is left as it was
 

@@ -1,5 +1,6 @@
 r"""The quickstart's experiment (``quickstart.py`` states the problem and parses the options): the CT physics, the
-U-Net trained on the FBP, the classical reconstructions, the table and the figure."""
+U-Net trained on the FBP (data-parallel under ``torchrun``), the classical reconstructions, the table and the
+figure."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from deepinv_ext.checkpoint import resumable_checkpoints, train_resumably
+from deepinv_ext.data_parallel import DataParallel, DataParallelTrainer
 from deepinv_ext.datasets import RandomEllipsesDataset
 from deepinv_ext.physics import AstraCT
 from deepinv_ext.provenance import save_run_record, seed_everything
@@ -55,10 +57,11 @@ def least_squares(physics: dinv.physics.LinearPhysics, y: torch.Tensor, steps: i
                                                max_iter=steps, tol=1e-8)
 
 
-def train_post_processing(physics, args: Namespace, output: Path) -> torch.nn.Module:
+def train_post_processing(physics, args: Namespace, output: Path, parallel: DataParallel) -> torch.nn.Module:
     """A small U-Net on the FBP, trained (or resumed) with deepinv's Trainer, its progress bar and a supervised
-    loss; the checkpoints of a run with other options (all but the output, the number of epochs, the TV weight and
-    the thread count) are refused."""
+    loss, data-parallel over ``parallel``'s processes (batches of 8 split among them; rank 0 alone shows the bar and
+    writes the checkpoints); the checkpoints of a run with other options (all but the output, the number of epochs,
+    the TV weight and the thread count) are refused."""
     skip = ("output", "smoke", "epochs", "tv_lambda", "threads")
     options = {k: v for k, v in vars(args).items() if k not in skip}
     unet = dinv.models.UNet(in_channels=1, out_channels=1, scales=3, batch_norm=False,
@@ -66,11 +69,13 @@ def train_post_processing(physics, args: Namespace, output: Path) -> torch.nn.Mo
     model = PostProcessing(unet)
     train = DataLoader(RandomEllipsesDataset(args.train_images, args.size, seed=args.seed), batch_size=8,
                        shuffle=True, generator=torch.Generator().manual_seed(args.seed))
-    trainer = dinv.Trainer(model=model, physics=physics, optimizer=torch.optim.Adam(model.parameters(), lr=args.lr),
-                           train_dataloader=train, epochs=args.epochs, online_measurements=True, device="cpu",
-                           **resumable_checkpoints(output / "checkpoints", options), compute_train_metrics=False,
-                           verbose=True, show_progress_bar=True, freq_update_progress_bar=4,
-                           non_blocking_transfers=False)  # a CPU run: deepinv warns about both otherwise
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    checkpoints = parallel.on_main(resumable_checkpoints, output / "checkpoints", options)
+    trainer = DataParallelTrainer(model=model, physics=physics, optimizer=optimizer, train_dataloader=train,
+                                  epochs=args.epochs, online_measurements=True, device="cpu", **checkpoints,
+                                  compute_train_metrics=False, verbose=True, show_progress_bar=True,
+                                  freq_update_progress_bar=4, parallel=parallel,
+                                  non_blocking_transfers=False)  # a CPU run: deepinv warns about both otherwise
     return train_resumably(trainer, output / "checkpoints")
 
 
@@ -124,19 +129,11 @@ def figure(x: torch.Tensor, sinogram: torch.Tensor, recons: dict, per_image: dic
     plt.close(fig)
 
 
-def run(args: Namespace) -> dict[str, dict[str, float]]:
-    """Train (or resume), reconstruct the test phantoms, print the table, save the figure; return the table."""
+def evaluate(physics, model: torch.nn.Module, x: torch.Tensor, args: Namespace,
+             train_time: float) -> dict[str, dict[str, float]]:
+    """Reconstruct the test phantoms ``x``, print the table, save the figure; return the table (rank 0's work under
+    ``torchrun``)."""
     output = Path(args.output)
-    seed_everything(args.seed)
-    save_run_record(output, vars(args), args.seed)
-    physics = ct_physics(args.size, args.views)
-    test = RandomEllipsesDataset(args.test_images, args.size, seed=args.seed + 1000)
-    x = torch.stack([test[i]["x"] for i in range(len(test))])
-    physics.noise_model = dinv.physics.GaussianNoise(args.noise * physics.A(x).max().item())
-    start = time.time()
-    model = train_post_processing(physics, args, output).eval()
-    train_time = time.time() - start
-
     torch.manual_seed(args.seed)
     y = physics(x)
     recons = reconstruct(physics, model, y, args.tv_lambda)
@@ -155,3 +152,17 @@ def run(args: Namespace) -> dict[str, dict[str, float]]:
     print(f"figure: {output / 'quickstart.png'}; run record: {output / 'run.json'}; "
           f"checkpoints: {output / 'checkpoints'}")
     return table
+
+
+def run(args: Namespace, parallel: DataParallel) -> dict[str, dict[str, float]]:
+    """Train (or resume; data-parallel over ``parallel``'s processes), reconstruct the test phantoms, print the table,
+    save the figure; return the table (rank 0 alone reconstructs and writes; every process returns the table)."""
+    seed_everything(args.seed)
+    parallel.on_main(save_run_record, Path(args.output), vars(args), args.seed)
+    physics = ct_physics(args.size, args.views)
+    test = RandomEllipsesDataset(args.test_images, args.size, seed=args.seed + 1000)
+    x = torch.stack([test[i]["x"] for i in range(len(test))])
+    physics.noise_model = dinv.physics.GaussianNoise(args.noise * physics.A(x).max().item())
+    start = time.time()
+    model = train_post_processing(physics, args, Path(args.output), parallel).eval()
+    return parallel.on_main(evaluate, physics, model, x, args, time.time() - start)

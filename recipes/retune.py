@@ -32,13 +32,18 @@ is refused); a provenance record is saved beside the results. The README gives t
 
     python recipes/retune.py --output runs/retune
     python recipes/retune.py --smoke --output runs/retune_smoke
+
+Data-parallel training on N devices or CPU processes (``--batch`` is the global batch; it and the DnCNN's
+pretraining batch 8 must split evenly over the processes; rank 0 alone evaluates and writes)::
+
+    torchrun --nproc_per_node N recipes/retune.py --output runs/retune
 """
 
 from __future__ import annotations
 
 import argparse
 
-from recipe_help import HelpFormatter
+from recipe_help import HelpFormatter, data_parallel
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -94,7 +99,8 @@ def main(argv=None) -> dict:
     from retune_evaluate import run
 
     a.device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return run(a)
+    with data_parallel(a) as parallel:  # one process, or one of torchrun's on its own device
+        return run(a, parallel)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from deepinv_ext.algorithms import (
     standard_unrolling,
     untrained,
 )
+from deepinv_ext.data_parallel import DataParallel
 from deepinv_ext.losses import LipschitzPenalty
 from deepinv_ext.provenance import save_run_record, seed_everything
 
@@ -78,11 +79,12 @@ def _deq_step(deq, x, y, physics):
 
 # ----------------------------------------------------------------------------------------------- experiments
 class Experiment:
-    """The shared setting of every model: data, physics, budget; :meth:`run` trains and evaluates one model."""
+    """The shared setting of every model: data, physics, budget, processes; :meth:`run` trains one model (on every
+    process) and evaluates it (on rank 0 alone: ``rows`` stays empty on the others)."""
 
-    def __init__(self, a):
-        self.a, self.ckpt_dir, self.rows = a, Path(a.output) / "ckpt", {}
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, a, parallel: DataParallel):
+        self.a, self.ckpt_dir, self.rows, self.parallel = a, Path(a.output) / "ckpt", {}, parallel
+        parallel.on_main(self.ckpt_dir.mkdir, parents=True, exist_ok=True)
         self.train_images, test = make_data(a)
         self.test = test.to(a.device)
         physics, self.beta = make_physics(a)
@@ -91,7 +93,7 @@ class Experiment:
 
     def train(self, name, model, losses, steps) -> dict:
         return train(name, model, losses, self.a, self.train_images, self.train_physics, self.ckpt_dir, steps,
-                     self.a.device)
+                     self.a.device, self.parallel)
 
     def evaluate(self, model, layer) -> dict:
         torch.manual_seed(self.a.seed + 123)  # the same test noise for every model
@@ -100,6 +102,10 @@ class Experiment:
     def run(self, name, model, layer, losses, steps=None) -> None:
         steps = self.a.steps if steps is None else steps
         stats = self.train(name, model, losses, steps) if steps else {}
+        self.parallel.on_main(self.record, name, stats, model, layer)
+
+    def record(self, name, stats, model, layer) -> None:
+        """Evaluate a trained model, keep and print its row."""
         r = self.rows[name] = {**stats, **self.evaluate(model, layer)}
         print(f"{name:>16s}: PSNR depth {cell(r['psnr_depth'], '.2f', 1)} | fixed point {r['psnr_fixed_point']:.2f} "
               f"dB ({cell(r['restarts'], '', 1)} restarts, residual {r['residual']:.1e}, "
@@ -121,7 +127,7 @@ def wavelet_part(ex: Experiment, sup, monitor: dict) -> None:
 def pnp_part(ex: Experiment, sup, monitor: dict) -> None:
     """PnP layers with a pretrained DnCNN, fine-tuned under a Lipschitz penalty, against their baselines."""
     a, L, R, beta = ex.a, ex.a.depth, ex.a.restarts, ex.beta
-    den = pretrain_denoiser(a, ex.train_images, ex.ckpt_dir, a.device)
+    den = pretrain_denoiser(a, ex.train_images, ex.ckpt_dir, a.device, ex.parallel)
 
     def penalty(layer=None):
         return LipschitzPenalty(weight=a.penalty, eps=a.penalty_eps, max_iter=a.penalty_iters, reduced_batchsize=1,
@@ -151,30 +157,38 @@ def sweep_part(ex: Experiment, sup) -> list[dict]:
         for r in ex.a.sweep_restarts:
             mm = ReTune(wavelet_layer(ex.beta, ex.a.task).to(ex.a.device), depth=d, restarts=r)
             stats = ex.train(f"sweep-L{d}-R{r}", mm, [sup], ex.a.sweep_steps)
-            ev = ex.evaluate(mm, mm.iteration)
-            y = ex.test_physics.A(ex.test)  # JF error of the L-layer adjoint at the fixed point, for the MSE gradient
-            jf = jacobian_free_error(mm.iteration, ev["x_fp"], y, ex.test_physics, ev["x_fp"] - ex.test, d,
-                                     n_iter=ex.a.jf_iters)
-            sweep.append({"L": d, "R": r, "psnr_fixed_point": ev["psnr_fixed_point"], "jf_error": jf,
-                          "jf_bound": ev["lipschitz"] ** d, "lipschitz": ev["lipschitz"], **stats})
-            print(f"sweep L={d:2d} R={r:2d}: PSNR {ev['psnr_fixed_point']:.2f} dB, JF error {jf:.2e} "
-                  f"(bound rho^L {ev['lipschitz'] ** d:.2e})")
+            ex.parallel.on_main(sweep_point, ex, mm, stats, sweep)
     return sweep
 
 
-def run(a) -> dict:
-    """Every part of ``--parts`` for parsed options, then the table, the checks and the figures."""
+def sweep_point(ex: Experiment, model: ReTune, stats: dict, sweep: list[dict]) -> None:
+    """Evaluate one trained (L, R) point of the sweep and append its row to ``sweep``."""
+    d, r = model.depth, model.restarts
+    ev = ex.evaluate(model, model.iteration)
+    y = ex.test_physics.A(ex.test)  # JF error of the L-layer adjoint at the fixed point, for the MSE gradient
+    jf = jacobian_free_error(model.iteration, ev["x_fp"], y, ex.test_physics, ev["x_fp"] - ex.test, d,
+                             n_iter=ex.a.jf_iters)
+    sweep.append({"L": d, "R": r, "psnr_fixed_point": ev["psnr_fixed_point"], "jf_error": jf,
+                  "jf_bound": ev["lipschitz"] ** d, "lipschitz": ev["lipschitz"], **stats})
+    print(f"sweep L={d:2d} R={r:2d}: PSNR {ev['psnr_fixed_point']:.2f} dB, JF error {jf:.2e} "
+          f"(bound rho^L {ev['lipschitz'] ** d:.2e})")
+
+
+def run(a, parallel: DataParallel) -> dict:
+    """Every part of ``--parts`` for parsed options, trained by ``parallel``'s processes (one, or each of
+    ``torchrun``'s), then the table, the checks and the figures (rank 0 alone evaluates and writes; the others
+    return empty rows)."""
     seed_everything(a.seed)
-    save_run_record(Path(a.output), vars(a), a.seed)
-    ex, sup, monitor, sweep = Experiment(a), dinv.loss.SupLoss(), {}, []
+    parallel.on_main(save_run_record, Path(a.output), vars(a), a.seed)
+    ex, sup, monitor, sweep = Experiment(a, parallel), dinv.loss.SupLoss(), {}, []
     if "wavelet" in a.parts:
         wavelet_part(ex, sup, monitor)
     if "pnp" in a.parts:
         pnp_part(ex, sup, monitor)
     if "sweep" in a.parts:
         sweep = sweep_part(ex, sup)
-    report(a, ex.rows, sweep, monitor, ex.test, Path(a.output))
-    figures(a, ex.rows, sweep, ex.test, Path(a.output))
+    parallel.on_main(report, a, ex.rows, sweep, monitor, ex.test, Path(a.output))
+    parallel.on_main(figures, a, ex.rows, sweep, ex.test, Path(a.output))
     return {"rows": ex.rows, "sweep": sweep}
 
 

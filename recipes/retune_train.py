@@ -5,6 +5,11 @@ steps of batch ``--batch``), by a loop of its own rather than :class:`deepinv.Tr
 and activation memory of each step (:class:`~deepinv_ext.algorithms.SavedTensorMeter`), two learning rates
 (:func:`param_groups`), and a resume that continues the interrupted run exactly (a checkpoint every 25 steps keeps
 the RNG state; the patches are seeded per index).
+
+Under ``torchrun`` the loops train data-parallel (:class:`deepinv_ext.data_parallel.DataParallel`): each process
+takes its share of every global batch (:meth:`~deepinv_ext.data_parallel.DataParallel.shard`) and draws its own
+noise, gradients are averaged before each step, rank 0 alone writes the checkpoints and every process resumes from
+rank 0's (in any number of processes; a resumed multi-process run draws other noise than an uninterrupted one).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from deepinv_ext.algorithms import (
     SavedTensorMeter,
 )
 from deepinv_ext.checkpoint import resume_checkpoint, save_checkpoint
+from deepinv_ext.data_parallel import DataParallel
 from deepinv_ext.datasets import SKIMAGE_IMAGES, SkimageImagesDataset
 from deepinv_ext.priors import WaveletL1Prior
 
@@ -134,25 +140,30 @@ def pnp_layer(denoiser, beta: float, task: str = "deblur", anchor: float = 0.0):
 
 
 # ----------------------------------------------------------------------------------------------- training
-def pretrain_denoiser(a, train_images, ckpt_dir: Path, device) -> torch.nn.Module:
-    """DnCNN trained on blind Gaussian denoising of the training patches (sigma uniform in [0.01, 0.1])."""
+def pretrain_denoiser(a, train_images, ckpt_dir: Path, device, parallel: DataParallel) -> torch.nn.Module:
+    """DnCNN trained on blind Gaussian denoising of the training patches (sigma uniform in [0.01, 0.1]), global batch
+    8 shared by ``parallel``'s processes."""
     torch.manual_seed(a.seed + 7)  # the same denoiser whichever --parts run before it
     den = dinv.models.DnCNN(1, 1, depth=5, nf=24, pretrained=None).to(device)
     path = ckpt_dir / "dncnn_pretrained.pt"
-    if path.exists():
-        den.load_state_dict(torch.load(path, weights_only=True, map_location=device))
+    saved = parallel.on_main(lambda: torch.load(path, weights_only=True, map_location="cpu") if path.exists() else None)
+    if saved is not None:
+        den.load_state_dict(saved)
         return den
-    loader = DataLoader(RandomPatches(train_images, a.patch, 10**6, a.seed + 7), batch_size=8)
+    loader = parallel.shard(DataLoader(RandomPatches(train_images, a.patch, 10**6, a.seed + 7), batch_size=8))
     opt = torch.optim.Adam(den.parameters(), lr=2e-3)
+    if parallel.world_size > 1:  # one seed drawn alike everywhere, then one noise stream a process
+        torch.manual_seed(int(torch.randint(2**62, ())) + parallel.rank)
     it = iter(loader)
-    for _ in tqdm(range(a.pretrain_steps), desc="pretrain DnCNN", leave=False):
+    for _ in tqdm(range(a.pretrain_steps), desc="pretrain DnCNN", leave=False, disable=not parallel.is_main):
         x = next(it)["x"].to(device)
         sigma = 0.01 + 0.09 * torch.rand(x.shape[0], 1, 1, 1, device=device)
         loss = (den(x + sigma * torch.randn_like(x), sigma) - x).pow(2).mean()
         opt.zero_grad()
         loss.backward()
+        parallel.average_gradients(den.parameters())
         opt.step()
-    torch.save(den.state_dict(), path)
+    parallel.on_main(torch.save, den.state_dict(), path)
     return den
 
 
@@ -173,8 +184,9 @@ def param_groups(model: torch.nn.Module, a) -> list[dict]:
     return [g for g in ({"params": scalars, "lr": a.lr}, {"params": den, "lr": a.denoiser_lr}) if g["params"]]
 
 
-def train_step(model, losses, opt, x, physics, state: dict, device) -> None:
-    """One Adam step on the patches ``x``, its time and activation memory added to ``state``."""
+def train_step(model, losses, opt, x, physics, state: dict, device, parallel: DataParallel) -> None:
+    """One Adam step on the patches ``x`` (this process's share of the batch; gradients averaged over ``parallel``'s
+    processes), its time and activation memory added to ``state``."""
     y = physics(x)
     if device != "cpu" and torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -184,6 +196,7 @@ def train_step(model, losses, opt, x, physics, state: dict, device) -> None:
     loss = sum(loss_fn(x_net=x_net, x=x, y=y, physics=physics, model=model).mean() for loss_fn in losses)
     opt.zero_grad()
     loss.backward()
+    parallel.average_gradients(p for group in opt.param_groups for p in group["params"])
     opt.step()
     if device != "cpu" and torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -194,16 +207,18 @@ def train_step(model, losses, opt, x, physics, state: dict, device) -> None:
 
 
 def train(name: str, model: torch.nn.Module, losses: list, a, train_images, physics, ckpt_dir: Path, steps: int,
-          device) -> dict:
-    """Train ``model`` for ``steps`` Adam steps (resuming from ``ckpt_dir/name.pt``); returns time/memory stats."""
+          device, parallel: DataParallel) -> dict:
+    """Train ``model`` for ``steps`` Adam steps of global batch ``a.batch`` shared by ``parallel``'s processes
+    (resuming from rank 0's ``ckpt_dir/name.pt``); returns time/memory stats (rank 0's)."""
     path = ckpt_dir / f"{name}.pt"
     torch.manual_seed(a.seed * 1000 + zlib.crc32(name.encode()) % 1000)  # training noise: per model, order-free
     opt = torch.optim.Adam(param_groups(model, a))
     state = {"step": 0, "times": [], "saved_bytes": None, "cuda_peak": None}
     config = training_config(a)
     # patches are seeded per index; listing them (the DataLoader draws a seed) comes before the RNG is restored
-    batches = list(DataLoader(RandomPatches(train_images, a.patch, steps * a.batch, a.seed + 1), batch_size=a.batch))
-    ck = resume_checkpoint(path, config, map_location=device)
+    batches = list(parallel.shard(DataLoader(RandomPatches(train_images, a.patch, steps * a.batch, a.seed + 1),
+                                             batch_size=a.batch)))
+    ck = parallel.on_main(resume_checkpoint, path, config)  # on the CPU: the RNG states stay CPU tensors
     if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
@@ -211,10 +226,13 @@ def train(name: str, model: torch.nn.Module, losses: list, a, train_images, phys
         torch.set_rng_state(ck["rng"])  # the noise of the remaining steps as in an uninterrupted run
         if ck.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(ck["cuda_rng"])
+    if parallel.world_size > 1:  # one seed drawn alike everywhere, then one noise stream a process
+        torch.manual_seed(int(torch.randint(2**62, ())) + parallel.rank)
     model.train()
-    for batch in tqdm(batches[state["step"]:], desc=f"train {name}", leave=False, initial=state["step"], total=steps):
-        train_step(model, losses, opt, batch["x"].to(device), physics, state, device)
-        if state["step"] % 25 == 0 or state["step"] == steps:
+    for batch in tqdm(batches[state["step"]:], desc=f"train {name}", leave=False, initial=state["step"], total=steps,
+                      disable=not parallel.is_main):
+        train_step(model, losses, opt, batch["x"].to(device), physics, state, device, parallel)
+        if parallel.is_main and (state["step"] % 25 == 0 or state["step"] == steps):
             cuda_rng = torch.cuda.get_rng_state() if torch.device(device).type == "cuda" else None
             save_checkpoint(path, {"model": model.state_dict(), "opt": opt.state_dict(), "state": state,
                                    "rng": torch.get_rng_state(), "cuda_rng": cuda_rng}, config)

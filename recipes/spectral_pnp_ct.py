@@ -32,6 +32,12 @@ Usage::
 
     python recipes/spectral_pnp_ct.py --output runs/spectral_pnp
     python recipes/spectral_pnp_ct.py --smoke --output /tmp/spectral_smoke  # < 2 minutes on a CPU
+
+Under ``torchrun`` the denoiser's training is data-parallel (:mod:`deepinv_ext.data_parallel`): each of the N
+processes (one GPU each with ``--device cuda``) trains on ``--batch-size``/N of every batch, gradients averaged;
+rank 0 alone writes the denoiser and then runs the experiments (on the CPU) alone::
+
+    torchrun --nproc_per_node 4 recipes/spectral_pnp_ct.py --device cuda --output runs/spectral_pnp
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="tiny sizes, short training: < 2 minutes on a CPU")
     p.add_argument("--seed", type=int, default=0, help="seed of the phantoms, the noise and the training")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared box)")
+    p.add_argument("--device", default="cpu",
+                   help="torch device of the denoiser's training (e.g. cuda); the experiments run on the CPU")
     p.add_argument("--views", type=int, default=150, help="equispaced parallel-beam views over 180 degrees")
     p.add_argument("--small-size", type=int, default=64, help="side of the small images (exact eigendecomposition experiment); 0 skips it")
     p.add_argument("--large-size", type=int, default=256, help="side of the large images (matrix-free experiment); 0 skips it")
@@ -76,14 +84,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="tolerance of the matrix-free filter h_tau(D)v inside the PnP iterations")
     p.add_argument("--pnp-tol", type=float, default=1e-7, help="PnP stops at this relative change of the iterate")
     p.add_argument("--max-iter", type=int, default=20000, help="maximum PnP iterations")
-    args = p.parse_args(argv)
-    if args.smoke:
-        args.small_size, args.large_size, args.train_size, args.views = 16, 32, 16, 30
-        args.train_images, args.epochs, args.batch_size, args.channels = 32, 5, 8, [4, 8, 8]
-        args.deltas = [1e-1, 1e-4, 6]
-        args.large_deltas = [1e-1, 1e-3, 3]
-        args.pnp_tol, args.max_iter, args.lmins, args.check_direct = 1e-6, 3000, [0.03, 0.01], True
-    return args
+    if p.parse_known_args(argv)[0].smoke:  # smoke defaults; explicit options still win
+        p.set_defaults(small_size=16, large_size=32, train_size=16, views=30, train_images=32, epochs=5,
+                       batch_size=8, channels=[4, 8, 8], deltas=[1e-1, 1e-4, 6], large_deltas=[1e-1, 1e-3, 3],
+                       pnp_tol=1e-6, max_iter=3000, lmins=[0.03, 0.01], check_direct=True)
+    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:

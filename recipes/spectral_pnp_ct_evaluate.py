@@ -1,6 +1,6 @@
 r"""The experiments of ``spectral_pnp_ct.py``: the convergence of spectral PnP to :math:`x^\dagger` as the noise
 vanishes, on small images with the exact filter and on large ones with the matrix-free CG filter, and the accuracy
-of the matrix-free filters."""
+of the matrix-free filters (under ``torchrun``: rank 0 alone, once the data-parallel training is over)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import matplotlib
 import torch
+from recipe_help import data_parallel
 from spectral_pnp_ct_train import calibrated, fbp, make_ct, train_denoiser
 
 from deepinv_ext.algorithms import SpectralPnP
@@ -235,13 +236,16 @@ def grid(spec) -> list[float]:
 
 
 def run(args) -> None:
-    """The denoiser, then each experiment, the figure and the convergence summary, for parsed options."""
+    """The denoiser, then each experiment, the figure and the convergence summary, for parsed options. Under
+    ``torchrun`` every process trains the denoiser, then leaves; rank 0 runs the experiments alone."""
     torch.set_num_threads(args.threads)
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    seed_everything(args.seed)
-    save_run_record(out, vars(args), args.seed)
-    den = train_denoiser(args, out)
+    with data_parallel(args) as parallel:  # one process, or each of torchrun's (on its device)
+        seed_everything(args.seed)
+        parallel.on_main(save_run_record, out, vars(args), args.seed)
+        den = train_denoiser(args, out, parallel)
+        if not parallel.is_main:
+            return
     results = []
     for size, spec, experiment in ((args.small_size, args.deltas, experiment_small),
                                    (args.large_size, args.large_deltas, experiment_large)):

@@ -1,5 +1,6 @@
 r"""The training job of ``spectral_pnp_ct.py``: the CT physics, and the symmetric linear U-Net trained as a
-Gaussian denoiser with :class:`deepinv.Trainer`, then calibrated to a spectrum in :math:`[0.01, 0.99]`."""
+Gaussian denoiser with :class:`deepinv.Trainer` (:class:`deepinv_ext.data_parallel.DataParallelTrainer`:
+data-parallel under ``torchrun``), then calibrated to a spectrum in :math:`[0.01, 0.99]`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from deepinv_ext.checkpoint import check_recorded_options
+from deepinv_ext.data_parallel import DataParallel, DataParallelTrainer
 from deepinv_ext.datasets import RandomEllipsesDataset
 from deepinv_ext.denoisers import LinearSymmetricUNet
 from deepinv_ext.physics import AstraCT
@@ -39,25 +41,37 @@ def training_options(args: argparse.Namespace) -> dict:
                                           "batch_size", "lr")}
 
 
-def train_denoiser(args: argparse.Namespace, out: Path) -> LinearSymmetricUNet:
-    """Train (or reload) the symmetric linear U-Net as a Gaussian denoiser with deepinv.Trainer."""
+def train_denoiser(args: argparse.Namespace, out: Path, parallel: DataParallel | None = None) -> LinearSymmetricUNet:
+    """Train (or reload) the symmetric linear U-Net as a Gaussian denoiser with deepinv.Trainer, on ``args.device``;
+    returned on the CPU. With ``parallel`` (the processes of a ``torchrun``) the training is data-parallel, every
+    process reloads the same denoiser, and rank 0 alone prints and writes."""
+    parallel = parallel or DataParallel("cpu")  # not entered: one process
     ckpt = out / "denoiser.pt"
     den = LinearSymmetricUNet(channels=tuple(args.channels), convs_per_scale=2, sigma=args.sigma)
-    check_recorded_options(out / "denoiser_options.json", training_options(args), resuming=ckpt.exists(),
-                           checkpoint=ckpt)
+    parallel.on_main(check_recorded_options, out / "denoiser_options.json", training_options(args),
+                     resuming=ckpt.exists(), checkpoint=ckpt)
     if ckpt.exists():
         den.load_state_dict(torch.load(ckpt, weights_only=True))
-        print(f"loaded the trained denoiser from {ckpt}")
+        if parallel.is_main:
+            print(f"loaded the trained denoiser from {ckpt}")
         return den
     data = RandomEllipsesDataset(length=args.train_images, size=args.train_size, seed=args.seed)
-    loader = DataLoader(data, batch_size=args.batch_size, shuffle=True)
+    loader = parallel.shard(DataLoader(data, batch_size=args.batch_size, shuffle=True), seed=args.seed)
     physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(args.sigma))
-    trainer = dinv.Trainer(model=dinv.models.ArtifactRemoval(den, mode="direct"), physics=physics,
-                           optimizer=torch.optim.Adam(den.parameters(), lr=args.lr), train_dataloader=loader,
-                           epochs=args.epochs, losses=dinv.loss.SupLoss(), online_measurements=True,
-                           save_path=None, verbose=False, show_progress_bar=True, compute_train_metrics=False,
-                           device="cpu", non_blocking_transfers=False)  # a CPU run: deepinv warns otherwise
+    cuda = torch.device(args.device).type == "cuda"  # on a CPU deepinv warns about non-blocking transfers
+    trainer = DataParallelTrainer(model=dinv.models.ArtifactRemoval(den.to(args.device), mode="direct"),
+                                  physics=physics, optimizer=torch.optim.Adam(den.parameters(), lr=args.lr),
+                                  train_dataloader=loader, epochs=args.epochs, losses=dinv.loss.SupLoss(),
+                                  online_measurements=True, save_path=None, verbose=False, show_progress_bar=True,
+                                  compute_train_metrics=False, device=args.device, non_blocking_transfers=cuda,
+                                  parallel=parallel)
     trainer.train()
+    parallel.on_main(save_denoiser, den.cpu(), args, ckpt)
+    return den
+
+
+def save_denoiser(den: LinearSymmetricUNet, args: argparse.Namespace, ckpt: Path) -> None:
+    """Save the trained denoiser and print its PSNR on held-out phantoms."""
     torch.save(den.state_dict(), ckpt)
     x = torch.stack([RandomEllipsesDataset(length=4, size=args.train_size, seed=args.seed + 1)[i]["x"]
                      for i in range(4)])
@@ -68,7 +82,6 @@ def train_denoiser(args: argparse.Namespace, out: Path) -> LinearSymmetricUNet:
     print(f"denoiser PSNR on held-out phantoms: noisy {psnr_in:.2f} dB -> denoised {psnr_out:.2f} dB"
           + (" (smoke run: a few epochs on tiny phantoms; the convergence below needs no good denoiser)"
              if args.smoke else ""))
-    return den
 
 
 def calibrated(den: LinearSymmetricUNet, size: int, target: tuple[float, float]) -> tuple[LinearSymmetricUNet, dict]:

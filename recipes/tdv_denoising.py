@@ -16,11 +16,15 @@ Usage::
     python recipes/tdv_denoising.py --checkpoint tdv3-3-25-f32-gray.pth --data /path/to/bsds --output runs/pub
     # CPU smoke run (< 1 min): a small TDV on scikit-image's shipped images
     python recipes/tdv_denoising.py --smoke --output /tmp/tdv_smoke
+    # data-parallel training: one process per GPU (or CPU process, gloo), --batch-size global (split evenly)
+    torchrun --nproc_per_node 4 recipes/tdv_denoising.py --data /path/to/bsds --output runs/tdv
 
 Rerunning the same training command resumes from the newest checkpoint in ``OUTPUT/checkpoints`` (or pass
 ``--resume FILE``); checkpoints trained under other options (all but the output, the number of epochs and the
-devices) are refused. Outputs: ``results.json`` (PSNR table), ``denoising.png`` (noisy / TDV / clean),
-``run.json`` (provenance record) and the trainer's checkpoints. The experiment itself is in
+devices) are refused. Under ``torchrun`` (``--nproc_per_node N``, also ``--nnodes``) each process trains on ``1/N``
+of every batch with the gradients averaged; rank 0 alone prints, writes the checkpoints and tests, and the
+checkpoints resume with any number of processes. Outputs: ``results.json`` (PSNR table), ``denoising.png`` (noisy /
+TDV / clean), ``run.json`` (provenance record) and the trainer's checkpoints. The experiment itself is in
 ``tdv_denoising_run.py``.
 """
 
@@ -28,7 +32,7 @@ from __future__ import annotations
 
 import argparse
 
-from recipe_help import HelpFormatter, setup_torch
+from recipe_help import HelpFormatter, data_parallel, setup_torch
 
 
 def add_training_options(p: argparse.ArgumentParser) -> None:
@@ -77,7 +81,8 @@ def main(argv: list[str] | None = None) -> dict:
     setup_torch(args)
     from tdv_denoising_run import run
 
-    return run(args)
+    with data_parallel(args) as parallel:  # one process, or each of torchrun's
+        return run(args, parallel)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 r"""The experiment of ``tdv_denoising.py`` (which states the problem and parses the options): the data, the TDV
-network, its training with deepinv's Trainer, the test and the figure."""
+network, its training with deepinv's Trainer (data-parallel under ``torchrun``:
+:class:`deepinv_ext.data_parallel.DataParallelTrainer`), the test and the figure."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from deepinv_ext.algorithms import TDVNetwork, constrain_optimizer
 from deepinv_ext.checkpoint import resumable_checkpoints, train_resumably
+from deepinv_ext.data_parallel import DataParallel, DataParallelTrainer
 from deepinv_ext.datasets import SkimageImagesDataset
 from deepinv_ext.priors import TDV
 from deepinv_ext.provenance import save_run_record, seed_everything
@@ -99,21 +101,25 @@ def build_model(args) -> TDVNetwork:
     return TDVNetwork(prior, steps=args.steps, T=args.T_init, lmbda=args.lmbda_init, sigma_train=args.sigma / 255)
 
 
-def train(model: TDVNetwork, physics, train_set: Dataset, args, out: Path) -> None:
+def train(model: TDVNetwork, physics, train_set: Dataset, args, out: Path, parallel: DataParallel) -> None:
+    """Train ``model`` (or resume it from ``out/checkpoints``) with a global batch of ``args.batch_size`` patches,
+    shared by ``parallel``'s processes; rank 0 alone prints and writes the checkpoints."""
     loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
                         generator=torch.Generator().manual_seed(args.seed))
     optimizer = constrain_optimizer(torch.optim.Adam(model.parameters(), lr=args.lr), model)
     skip = ("output", "checkpoint", "resume", "smoke", "epochs", "max_batch_steps", "workers", "device")
-    checkpointing = resumable_checkpoints(out / "checkpoints", {k: v for k, v in vars(args).items() if k not in skip})
+    checkpointing = parallel.on_main(resumable_checkpoints, out / "checkpoints",
+                                     {k: v for k, v in vars(args).items() if k not in skip})
     if args.resume:
         checkpointing["ckpt_pretrained"] = args.resume
-    if checkpointing["ckpt_pretrained"]:
+    if checkpointing["ckpt_pretrained"] and parallel.is_main:
         print(f"resuming from {checkpointing['ckpt_pretrained']}")
-    trainer = dinv.Trainer(model=model, physics=physics, optimizer=optimizer, train_dataloader=loader,
-                           epochs=args.epochs, losses=dinv.loss.SupLoss(), online_measurements=True,
-                           device=args.device, ckp_interval=1, **checkpointing, verbose=True,
-                           show_progress_bar=not args.smoke, compute_train_metrics=False,
-                           max_batch_steps=args.max_batch_steps, non_blocking_transfers=on_cuda(args.device))
+    trainer = DataParallelTrainer(model=model, physics=physics, optimizer=optimizer, train_dataloader=loader,
+                                  epochs=args.epochs, losses=dinv.loss.SupLoss(), online_measurements=True,
+                                  device=args.device, ckp_interval=1, **checkpointing, verbose=True,
+                                  show_progress_bar=not args.smoke, compute_train_metrics=False,
+                                  max_batch_steps=args.max_batch_steps, non_blocking_transfers=on_cuda(args.device),
+                                  parallel=parallel)
     train_resumably(trainer, out / "checkpoints")
 
 
@@ -134,19 +140,8 @@ def figure(model: TDVNetwork, physics, test_set: Dataset, path: Path, device: st
     plt.close(fig)
 
 
-def run(args: Namespace) -> dict:
-    """Train (unless ``--checkpoint``), test, print and save the results and the figure."""
-    seed_everything(args.seed)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    save_run_record(out, vars(args), args.seed)
-
-    physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(args.sigma / 255)).to(args.device)
-    train_set, test_set = datasets(args)
-    model = build_model(args).to(args.device)
-    if not args.checkpoint:
-        train(model, physics, train_set, args, out)
-    model.eval()
+def evaluate(model: TDVNetwork, physics, test_set: Dataset, args, out: Path) -> dict:
+    """Test ``model``, print and save the results and the figure (rank 0's work under ``torchrun``)."""
     metrics = dinv.test(model, DataLoader(test_set, batch_size=1), physics, metrics=dinv.metric.PSNR(),
                         online_measurements=True, device=args.device, verbose=False, show_progress_bar=False,
                         compare_no_learning=True, non_blocking_transfers=on_cuda(args.device))
@@ -159,3 +154,19 @@ def run(args: Namespace) -> dict:
     figure(model, physics, test_set, out / "denoising.png", args.device)
     print(f"results.json, denoising.png and run.json in {out}")
     return results
+
+
+def run(args: Namespace, parallel: DataParallel) -> dict:
+    """Train (unless ``--checkpoint``; data-parallel over ``parallel``'s processes), test, print and save the
+    results and the figure (rank 0 alone tests and writes; every process returns the results)."""
+    seed_everything(args.seed)
+    out = Path(args.output)
+    parallel.on_main(save_run_record, out, vars(args), args.seed)
+
+    physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(args.sigma / 255)).to(args.device)
+    train_set, test_set = datasets(args)
+    model = build_model(args).to(args.device)
+    if not args.checkpoint:
+        train(model, physics, train_set, args, out, parallel)
+    model.eval()
+    return parallel.on_main(evaluate, model, physics, test_set, args, out)

@@ -27,18 +27,21 @@ Usage::
 
     python recipes/tdv_sensitivity.py --output runs/tdv_sensitivity
     python recipes/tdv_sensitivity.py --smoke --output /tmp/tdv_sensitivity_smoke     # seconds
+    torchrun --nproc_per_node 2 recipes/tdv_sensitivity.py --output runs/tdv_sensitivity  # data-parallel trainings
 
 Rerunning the command resumes each training from the newest checkpoint in ``OUTPUT/A/checkpoints`` and
-``OUTPUT/B/checkpoints``. Outputs: ``results.json`` (trained :math:`T`, :math:`\lambda`, PSNRs, the RMSE, the bounds
-and their ratios per step and image), ``tdv_sensitivity.png`` (Fig. 7's shape), ``run.json`` (provenance). The
-experiment is in ``tdv_sensitivity_run.py``.
+``OUTPUT/B/checkpoints``. Under ``torchrun`` both trainings are data-parallel (``--batch-size`` is the global batch,
+split evenly over the processes) and rank 0 alone prints, writes and evaluates. Outputs: ``results.json`` (trained
+:math:`T`, :math:`\lambda`, PSNRs, the RMSE, the bounds and their ratios per step and image),
+``tdv_sensitivity.png`` (Fig. 7's shape), ``run.json`` (provenance). The experiment is in
+``tdv_sensitivity_run.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from recipe_help import CBSD68, HelpFormatter, setup_torch
+from recipe_help import CBSD68, HelpFormatter, data_parallel, setup_torch
 from tdv_denoising import add_training_options
 
 FULL = {"features": 16, "scales": 3, "macro_blocks": 1, "steps": 10, "patch": 64, "batch_size": 8, "epochs": 25,
@@ -84,7 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
     setup_torch(args)
     from tdv_sensitivity_run import run
 
-    return run(args)
+    with data_parallel(args) as parallel:  # one process, or each of torchrun's
+        return run(args, parallel)
 
 
 if __name__ == "__main__":

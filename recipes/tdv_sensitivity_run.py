@@ -1,6 +1,6 @@
 r"""The experiment of ``tdv_sensitivity.py`` (which states the problem and parses the options): the two training sets,
-the two trainings (``tdv_denoising_run``'s patches and Trainer), the two flows on the test images, the bound, the
-figure."""
+the two trainings (``tdv_denoising_run``'s patches and Trainer, data-parallel under ``torchrun``), the two flows on
+the test images, the bound, the figure."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from deepinv_ext.algorithms import TDVNetwork
 from deepinv_ext.analysis.sensitivity import tdv_sensitivity
+from deepinv_ext.data_parallel import DataParallel
 from deepinv_ext.datasets import SKIMAGE_IMAGES, ImageFolderDataset, SkimageImagesDataset
 from deepinv_ext.provenance import save_run_record, seed_everything
 
@@ -59,17 +60,18 @@ def patches(images: list[torch.Tensor], args: Namespace) -> Dataset:
 
 
 def train_network(init: TDVNetwork, tag: str, names: list[str], pool: dict[str, torch.Tensor], physics,
-                  args: Namespace) -> tuple[TDVNetwork, float]:
-    """A copy of ``init`` trained on the images ``names`` of ``pool`` (resumably, in ``OUTPUT/tag``); returns it and
-    the seconds spent."""
+                  args: Namespace, parallel: DataParallel) -> tuple[TDVNetwork, float]:
+    """A copy of ``init`` trained on the images ``names`` of ``pool`` (resumably, in ``OUTPUT/tag``; data-parallel
+    over ``parallel``'s processes); returns it and the seconds spent."""
     options = Namespace(**{k: getattr(args, k) for k in TRAINING_OPTIONS}, training_images=list(names),
                         checkpoint=None, resume=None, smoke=args.smoke, epochs=args.epochs,
                         max_batch_steps=args.max_batch_steps, workers=args.workers, device=args.device)
     model = copy.deepcopy(init)
     seed_everything(args.seed)  # the same noise draws for both trainings
-    print(f"training {tag} on {len(names)} images: {', '.join(names)}")
+    if parallel.is_main:
+        print(f"training {tag} on {len(names)} images: {', '.join(names)}")
     start = time.perf_counter()
-    train(model, physics, patches([pool[n] for n in names], args), options, Path(args.output) / tag)
+    train(model, physics, patches([pool[n] for n in names], args), options, Path(args.output) / tag, parallel)
     return model.eval(), time.perf_counter() - start
 
 
@@ -171,21 +173,10 @@ def report(results: dict) -> None:
         print(f"{name}: every bound >= RMSE at every step for every image: {p['holds_at_every_step_for_every_image']}")
 
 
-def run(args: Namespace) -> dict:
-    """Train both networks (or resume), run the flows on the test images, save and print the results."""
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.smoke:
-        print("smoke run: tiny networks after two batches each, on one crop (the numbers are no result; the bound "
-              "is checked all the same)")
-    save_run_record(out, vars(args), args.seed)
-    physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(args.sigma / 255)).to(args.device)
-    sets = training_sets(args)
-    seed_everything(args.seed)
-    init = build_model(Namespace(**vars(args), checkpoint=None)).to(args.device)  # one initialisation for both
-    pool, nets, seconds = training_images(sets["A"], args), {}, {}
-    for tag, names in sets.items():
-        nets[tag], seconds[tag] = train_network(init, tag, names, pool, physics, args)
+def conclude(nets: dict[str, TDVNetwork], sets: dict[str, list[str]], seconds: dict[str, float], physics,
+             args: Namespace) -> dict:
+    """Run the two flows on the test images, save and print the results and the figure (rank 0's work under
+    ``torchrun``)."""
     start = time.perf_counter()
     rows = evaluate(nets, test_images(args), physics, args)
     results = {"training": {tag: {"images": names, "T": nets[tag].T.item(), "lambda": nets[tag].lmbda.item(),
@@ -195,8 +186,26 @@ def run(args: Namespace) -> dict:
                "psnr_noisy_mean": float(np.mean([r["psnr_noisy"] for r in rows])),
                "pairs": {f"{a}|{b}": summarise(rows, f"{a}|{b}") for a, b in PAIRS},
                "evaluation_seconds": time.perf_counter() - start, "images": rows}
+    out = Path(args.output)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     figure(rows, out / "tdv_sensitivity.png")
     report(results)
     print(f"results.json, tdv_sensitivity.png and run.json in {out}")
     return results
+
+
+def run(args: Namespace, parallel: DataParallel) -> dict:
+    """Train both networks (or resume; data-parallel over ``parallel``'s processes), run the flows on the test
+    images, save and print the results (rank 0 alone evaluates and writes; every process returns the results)."""
+    if args.smoke and parallel.is_main:
+        print("smoke run: tiny networks after two batches each, on one crop (the numbers are no result; the bound "
+              "is checked all the same)")
+    parallel.on_main(save_run_record, Path(args.output), vars(args), args.seed)
+    physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(args.sigma / 255)).to(args.device)
+    sets = training_sets(args)
+    seed_everything(args.seed)
+    init = build_model(Namespace(**vars(args), checkpoint=None)).to(args.device)  # one initialisation for both
+    pool, nets, seconds = training_images(sets["A"], args), {}, {}
+    for tag, names in sets.items():
+        nets[tag], seconds[tag] = train_network(init, tag, names, pool, physics, args, parallel)
+    return parallel.on_main(conclude, nets, sets, seconds, physics, args)

@@ -1,5 +1,6 @@
 """recipes/ct_learned_regularizers.py (with its jobs ct_learned_regularizers_train.py and
-ct_learned_regularizers_evaluate.py) runs end to end on tiny sizes, writes its outputs and resumes."""
+ct_learned_regularizers_evaluate.py) runs end to end on tiny sizes, writes its outputs and resumes; under
+``torchrun`` (2 gloo processes) it trains data-parallel, writes once, and a plain process resumes its checkpoint."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import math
 
 import pytest
 import torch
-from recipe_helpers import load_recipe
+from recipe_helpers import load_recipe, needs_gloo, torchrun
 
 from deepinv_ext.checkpoint import OptionsChangedError
 
@@ -161,3 +162,38 @@ def test_options_added_later_leave_the_config_of_older_checkpoints_unchanged():
         on = job.training_config(recipe.parse_args([f"--{option.replace('_', '-')}", "3"]), method)
         off = recipe.parse_args([f"--{option.replace('_', '-')}", "0"])
         assert on[option] == 3 and on != job.training_config(off, method)
+
+
+@pytest.mark.slow
+@needs_gloo
+def test_two_processes_train_as_one_write_once_and_resume_in_one(tmp_path, capsys):
+    """NETT trained by 2 torchrun processes on halves of a batch of the whole (all but noise-free) training set takes
+    the single-process step; rank 0 alone scores, prints and writes; a plain process resumes its checkpoint."""
+    args = ["--smoke", "--problems", "sparse_view", "--methods", "NETT", "--size", "16", "--n-train", "4",
+            "--batch", "4", "--sigma", "1e-9", "--nett-noise", "0", "--n-test", "1", "--grid", "0", "--iters", "2",
+            "--val-iters", "2", "--budgets", "2", "--output", str(tmp_path)]
+    done = torchrun("ct_learned_regularizers", *args)
+    for line in ("[sparse_view] training NETT", "NETT epoch 1/1", "[sparse_view] NETT  PSNR", "PSNR (dB) / SSIM"):
+        assert done.stdout.count(line) == 1, done.stdout  # rank 0 alone prints, scores and evaluates
+    assert "previous" not in json.loads((tmp_path / "run.json").read_text())  # written once
+    assert (tmp_path / "ct_learned_regularizers.png").exists() and (tmp_path / "results.md").exists()
+    two = torch.load(tmp_path / "sparse_view" / "NETT.pt", weights_only=True)
+
+    recipe, job = load_recipe("ct_learned_regularizers"), load_recipe("ct_learned_regularizers_train")
+    options = recipe.parse_args(args)
+    job.train("NETT", job.make_physics("sparse_view", options), job.datasets(options)["train"], options,
+              tmp_path / "one.pt")  # one process, the same global batch
+    one = torch.load(tmp_path / "one.pt", weights_only=True)["model"]
+    capsys.readouterr()
+    with capsys.disabled():
+        print("\nmax |1 process - 2 processes| after 1 step:", max(float((one[k] - two["model"][k]).abs().max())
+                                                               for k in one))
+    assert all(torch.allclose(one[k], two["model"][k], atol=1e-6) for k in one)
+
+    first = json.loads((tmp_path / "sparse_view" / "results.json").read_text())
+    (tmp_path / "sparse_view" / "results.json").unlink()  # no torchrun: the checkpoint is resumed, not retrained
+    results = recipe.main(args)["sparse_view"]
+    assert "NETT epoch" not in capsys.readouterr().out
+    assert results["_checks"]["NETT_selection"] == first["_checks"]["NETT_selection"]  # the stored choice
+    assert results["_checks"]["NETT_selection"]["scores"] == two["selection"]["scores"]
+    assert results["NETT"]["psnr"] == pytest.approx(first["NETT"]["psnr"], rel=1e-3)

@@ -3,23 +3,17 @@ gloo processes against 1, with checkpoints resumed across process counts."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 import yaml
+from recipe_helpers import needs_gloo, torchrun
 from torch.utils.data import DataLoader
 
 from deepinv_ext.checkpoint import latest_checkpoint
 from deepinv_ext.data_parallel import DataParallel, DataParallelTrainer, ReshuffledDistributedSampler
 from deepinv_ext.runner import run_config
-
-needs_gloo = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
-                                reason="torch.distributed with gloo is not available")
 
 
 def test_shards_of_a_step_are_the_single_process_batch():
@@ -61,14 +55,10 @@ def _config(epochs: int) -> dict:
             "training": {"epochs": epochs, "optimizer": "Adam", "lr": 1e-2}}
 
 
-def _torchrun(processes: int, config: dict, output: Path) -> None:
+def _run(processes: int, config: dict, output: Path) -> None:
     path = output.with_suffix(f".{config['training']['epochs']}.yaml")
     path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           f"--nproc_per_node={processes}", "-m", "deepinv_ext.cli", "run", str(path),
-                           "--output", str(output), "--quiet"], env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
+    torchrun("-m", "deepinv_ext.cli", "run", str(path), "--output", str(output), "--quiet", processes=processes)
 
 
 def _parameters(output: Path) -> dict[str, torch.Tensor]:
@@ -83,18 +73,18 @@ def _max_difference(a: dict, b: dict) -> float:
 @pytest.mark.slow
 def test_two_processes_train_as_one_and_checkpoints_resume_across(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    _torchrun(2, _config(1), two)
-    _torchrun(1, _config(1), one)
+    _run(2, _config(1), two)
+    _run(1, _config(1), one)
     first_one, first_two = _parameters(one), _parameters(two)
     print("max |1 process - 2 processes| after 2 steps:", _max_difference(first_one, first_two))
     assert _max_difference(first_one, first_two) < 1e-5  # the same two Adam steps (float32 sums in another order)
 
-    _torchrun(1, _config(2), two)  # the 2-process checkpoint resumed by 1 process ...
-    _torchrun(2, _config(2), one)  # ... and the reverse: both train epoch 1 only
+    _run(1, _config(2), two)  # the 2-process checkpoint resumed by 1 process ...
+    _run(2, _config(2), one)  # ... and the reverse: both train epoch 1 only
     assert latest_checkpoint(one).name == latest_checkpoint(two).name == "ckp_1.pth.tar"
     assert len(list(one.glob("**/ckp_0.pth.tar"))) == 1
     straight = tmp_path / "straight"
-    _torchrun(1, _config(2), straight)  # resumed runs must follow it: epoch 1's permutation, Adam's state
+    _run(1, _config(2), straight)  # resumed runs must follow it: epoch 1's permutation, Adam's state
     print("after resuming across:", _max_difference(_parameters(one), _parameters(straight)),
           _max_difference(_parameters(two), _parameters(straight)))
     assert _max_difference(_parameters(one), _parameters(straight)) < 1e-5

@@ -1,5 +1,5 @@
 """recipes/retune.py (with its jobs retune_train.py and retune_evaluate.py) runs end to end on tiny sizes, reports its
-figure checks and resumes only a matching run."""
+figure checks, resumes only a matching run, and trains data-parallel under torchrun (2 processes as 1)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from recipe_helpers import load_recipe
+from recipe_helpers import load_recipe, needs_gloo, torchrun
 
 # these tests run solvers on small budgets on purpose and check iterates, gradients or outputs; the tests that are
 # about convergence assert the solvers' per-image `converged` flags (or expect the warning) themselves
@@ -85,3 +85,32 @@ def test_data_dir_is_read_by_deepinv_image_folder(tmp_path):
     assert float(test.max()) == 0.0 and float(train[-1].mean()) == pytest.approx(0.2126 * 180 / 255, abs=1e-3)
     with pytest.raises(ValueError, match="holds no image"):
         job.make_data(argparse.Namespace(data_dir=str(tmp_path / "empty"), size=8, smoke=True))
+
+
+def _trained(output, name: str) -> dict[str, torch.Tensor]:
+    return torch.load(output / "ckpt" / f"{name}.pt", weights_only=True)["model"]
+
+
+@pytest.mark.slow
+@needs_gloo
+def test_two_processes_train_as_one_and_their_checkpoints_resume_in_one(tmp_path, monkeypatch):
+    args = ["--smoke", "--device", "cpu", "--parts", "wavelet", "--noise", "0"]  # no noise: the same steps exactly
+    done = torchrun("retune", *args, "--output", str(tmp_path / "two"))
+    assert done.stdout.count("smoke run: figure checks skipped") == 1  # rank 0 alone evaluates and writes
+    assert {"results.json", "table.txt", "run.json", "retune_interplay.png"} <= {p.name for p in (tmp_path / "two").iterdir()}
+    recipe, job = load_recipe("retune"), load_recipe("retune_train")
+    rows_one = recipe.main(args + ["--output", str(tmp_path / "one")])["rows"]
+    rows_two = json.loads((tmp_path / "two" / "results.json").read_text())["rows"]
+    assert rows_two["wavelet-retune"]["saved_MB"] < 0.6 * rows_one["wavelet-retune"]["saved_MB"]  # half a batch each
+    for name in ("wavelet-unroll", "wavelet-retune"):
+        one, two = _trained(tmp_path / "one", name), _trained(tmp_path / "two", name)
+        print(name, "max |1 process - 2 processes| after 3 steps:", max(float((one[k] - two[k]).abs().max()) for k in one))
+        assert all(torch.allclose(one[k], two[k], atol=1e-6) for k in one)
+    steps, step = [], job.train_step
+    monkeypatch.setattr(job, "train_step", lambda *a: steps.append(1) or step(*a))
+    recipe.main(args + ["--steps", "6", "--output", str(tmp_path / "two")])  # a plain process resumes step 3 of 6 ...
+    assert len(steps) == 2 * 3
+    recipe.main(args + ["--steps", "6", "--output", str(tmp_path / "straight")])
+    for name in ("wavelet-unroll", "wavelet-retune"):  # ... and ends where an uninterrupted process ends
+        one, two = _trained(tmp_path / "straight", name), _trained(tmp_path / "two", name)
+        assert all(torch.allclose(one[k], two[k], atol=1e-6) for k in one)
