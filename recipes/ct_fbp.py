@@ -16,11 +16,20 @@ itself is in ``ct_fbp_run.py``)::
 
     python recipes/ct_fbp.py --output runs/ct_fbp          # about a minute on a laptop CPU
     python recipes/ct_fbp.py --smoke --output runs/ct_fbp_smoke
+
+With ``--view-blocks K`` both reconstructions go through the operator split into ``K`` blocks of consecutive views
+(:mod:`deepinv_ext.physics.split`, one ``AstraCT`` per block): FBP as the blocks' FBPs weighted by their share of
+the views, least squares through the blocks' ``A`` (concatenated) and ``A^T`` (summed); the results equal those
+without it (to float rounding). Under ``torchrun`` the blocks spread over the processes through
+``deepinv.distributed`` (gloo, CPU), each process building only its own; process 0 writes the outputs::
+
+    torchrun --standalone --nproc_per_node 2 recipes/ct_fbp.py --view-blocks 2 --output runs/ct_fbp_split
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 
 from recipe_help import HelpFormatter
 
@@ -38,11 +47,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--ls-iters", type=int, default=30, help="conjugate-gradient steps of least squares")
     parser.add_argument("--filter", default="ramp", help="FBP filter (ramp, shepp-logan, cosine, hamming, hann)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the ellipse phantoms and of the noise")
+    parser.add_argument("--view-blocks", type=int, default=None,
+                        help="split the operator into this many blocks of views (across the torchrun processes)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny run for CI (seconds): 64x64, 96 views, one ellipse phantom, 10 CG steps")
     args = parser.parse_args(argv)
     if args.smoke:
         args.size, args.views, args.ellipses, args.ls_iters = 64, 96, 1, 10
+    if args.view_blocks is not None:  # every block needs a view at every sampling
+        fewest = min((math.ceil(args.views / factor) for factor in args.factors if factor > 0), default=0)
+        if not 1 <= args.view_blocks <= fewest:
+            parser.error(f"--view-blocks must be between 1 and the fewest views sampled ({fewest}), "
+                         f"got {args.view_blocks}")
     return args
 
 

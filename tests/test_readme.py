@@ -7,12 +7,15 @@ import re
 import warnings
 from pathlib import Path
 
+from torch.distributed.run import get_args_parser
+
 from deepinv_ext import plugins
 
 ROOT = Path(__file__).parents[1]
 README = (ROOT / "README.md").read_text()
 SPANS = re.findall(r"`([^`]+)`", re.sub(r"^```.*?^```", "", README, flags=re.S | re.M))  # inline code
 COMMANDS = re.findall(r"^```bash\n(.*?)^```", README, re.S | re.M) + SPANS
+TORCHRUN = set(get_args_parser()._option_string_actions)  # torchrun's own options (--nproc_per_node, ...)
 
 
 def test_plugin_table_is_complete():
@@ -35,10 +38,11 @@ def test_commands_name_existing_scripts_and_options():
     options that script defines; every path it names under the repository exists; every option it shows anywhere is
     defined by some script; ``python -m`` modules import and ``deepinv-ext run`` configs exist."""
     for text in COMMANDS:
-        for script, args in re.findall(r"python ((?:recipes|benchmarks)/\w+\.py)([^`\n]*(?:\n[^`\n]*)*)", text):
+        for script, args in re.findall(r"(?:python|torchrun[^`\n]*?) ((?:recipes|benchmarks)/\w+\.py)"
+                                       r"([^`\n]*(?:\n[^`\n]*)*)", text):
             assert (ROOT / script).is_file(), f"README runs {script}, which does not exist"
             source = defined_options(ROOT / script)
-            for option in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", args.split("python ")[0]):
+            for option in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", re.split(r"python |torchrun ", args)[0]):
                 assert f'"{option}"' in source, f"README passes {option} to {script}, which does not define it"
         for config in re.findall(r"deepinv-ext run (\w+/\S+\.ya?ml)", text):
             assert (ROOT / config).is_file(), f"README runs the config {config}, which does not exist"
@@ -49,10 +53,20 @@ def test_commands_name_existing_scripts_and_options():
     assert not missing, f"README names files that do not exist: {missing}"
     every = "".join(defined_options(p) for p in [*ROOT.glob("recipes/*.py"), *ROOT.glob("benchmarks/*.py")])
     every += (ROOT / "deepinv_ext" / "cli.py").read_text()
-    builtin = {"--help"}  # argparse gives every script this one
+    builtin = {"--help", *TORCHRUN}  # argparse gives every script --help; torchrun's own options
     unknown = sorted({o for o in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", README)
                       if f'"{o}"' not in every and o not in builtin})
     assert not unknown, f"README shows options no script defines: {unknown}"
+
+
+def test_torchrun_commands_use_torchrun_options():
+    """The options a ``torchrun`` command passes before its script are torchrun's own."""
+    commands = [line for text in COMMANDS for line in text.splitlines() if "torchrun " in line]
+    assert commands, "README shows no torchrun command"
+    for line in commands:
+        launcher = re.split(r" (?:\S+\.py|-m|<script>)(?: |$)", line.split("torchrun ", 1)[1])[0]
+        unknown = [o for o in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", launcher) if o not in TORCHRUN]
+        assert not unknown, f"README passes {unknown} to torchrun, which does not define them: {line}"
 
 
 def test_published_tdv_weights_match_their_hashes():
