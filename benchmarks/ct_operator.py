@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 import deepinv as dinv
 import torch
+from _summary import emit
 
 from deepinv_ext.physics import AstraCT
 
@@ -50,9 +51,16 @@ def adjoint_error(physics: dinv.physics.LinearPhysics, x: torch.Tensor) -> float
     return float((lhs - rhs).abs() / lhs.abs())
 
 
-def _row(name: str, a_ms: float, at_ms: float, ref: tuple[float, float] | None, extra: str = "") -> None:
-    ratio = f"{ref[0] / a_ms:8.1f}x {ref[1] / at_ms:8.1f}x" if ref else f"{'-':>9} {'-':>9}"
+def _row(name: str, a_ms: float, at_ms: float, ref: tuple[float, float] | None, extra: str = "") -> dict:
+    """Print a row; return its ratios (anchor time / this row's) for A and A^T, empty without an anchor."""
+    ratios = {"A": ref[0] / a_ms, "A^T": ref[1] / at_ms} if ref else {}
+    ratio = f"{ratios['A']:8.1f}x {ratios['A^T']:8.1f}x" if ref else f"{'-':>9} {'-':>9}"
     print(f"{name:<46} {a_ms:10.2f} {at_ms:10.2f} {ratio}  {extra}")
+    return ratios
+
+
+def _named(prefix: str, ratios: dict) -> dict:
+    return {f"{prefix} {k}": v for k, v in ratios.items()}
 
 
 def _header(title: str) -> None:
@@ -78,17 +86,20 @@ def bench_cpu(size: int, views: int, batch: int, reps: int) -> None:
     sparse = AstraCT(size, views, backend="sparse")
     sparse.A(x[:1])
     setup = time.perf_counter() - start
-    _row("AstraCT sparse (linear; = auto here)", *_time_physics(sparse, x, reps, False), ref,
-         f"adjoint error {adjoint_error(sparse, x):.1e}; matrix {sparse._matrix().nnz / 1e6:.1f}M nnz, "
-         f"setup {setup:.1f} s (build or disk cache)")
+    ratios = _named("sparse", _row("AstraCT sparse (linear; = auto here)", *_time_physics(sparse, x, reps, False), ref,
+                                   f"adjoint error {adjoint_error(sparse, x):.1e}; matrix "
+                                   f"{sparse._matrix().nnz / 1e6:.1f}M nnz, setup {setup:.1f} s (build or disk cache)"))
     for projector in ("linear", "line", "strip"):
         op = AstraCT(size, views, projector=projector, backend="astra")
-        _row(f"AstraCT astra CPU ({projector})", *_time_physics(op, x, reps, False), ref,
-             f"adjoint error {adjoint_error(op, x):.1e}")
+        got = _row(f"AstraCT astra CPU ({projector})", *_time_physics(op, x, reps, False), ref,
+                   f"adjoint error {adjoint_error(op, x):.1e}")
+        ratios.update(_named(f"ASTRA {projector}", got) if projector == "linear" else {})
     for projector in ("line_fanflat", "strip_fanflat"):
         op = AstraCT(size, views, geometry="fanbeam", projector=projector, backend="astra")
         _row(f"AstraCT astra CPU fan beam ({projector})", *_time_physics(op, x, reps, False), None,
              f"adjoint error {adjoint_error(op, x):.1e}")
+    emit("", f"A and A^T, 2D parallel beam, batch {batch}, {size}x{size}, {views} views", "deepinv Tomography",
+         ratios, "anchor time / ours")
 
 
 def bench_gpu(size: int, views: int, batch: int, reps: int, sparse_size: int, sparse_views: int) -> None:
@@ -107,9 +118,11 @@ def bench_gpu(size: int, views: int, batch: int, reps: int, sparse_size: int, sp
     _row("deepinv Tomography", *ref_torch, None, f"adjoint error {adjoint_error(torch_ref, x):.1e}")
     ours = AstraCT(size, views, backend="astra", device=device)
     timings = _time_physics(ours, x, reps, True)
-    _row("AstraCT astra CUDA (ratio vs TomographyWithAstra)", *timings, ref,
-         f"adjoint error {adjoint_error(ours, x):.1e}")
-    _row("AstraCT astra CUDA (ratio vs Tomography)", *timings, ref_torch)
+    ratios = _row("AstraCT astra CUDA (ratio vs TomographyWithAstra)", *timings, ref,
+                  f"adjoint error {adjoint_error(ours, x):.1e}")
+    ratios.update(_named("vs Tomography", _row("AstraCT astra CUDA (ratio vs Tomography)", *timings, ref_torch)))
+    emit("", f"A and A^T by ASTRA's CUDA projector, 2D parallel beam, batch {batch}, {size}x{size}, {views} views",
+         "deepinv TomographyWithAstra (and Tomography)", ratios, "anchor time / ours", device="cuda")
     fan = AstraCT(size, views, geometry="fanbeam", backend="astra", device=device)
     _row("AstraCT astra CUDA fan beam (per sample)", *_time_physics(fan, x, reps, True), None,
          f"adjoint error {adjoint_error(fan, x):.1e}")
@@ -148,6 +161,8 @@ def main() -> None:
     if args.device in ("cuda", "all"):
         if not torch.cuda.is_available():
             print("\nGPU: skipped (no CUDA device)")
+            emit("", "A and A^T by ASTRA's CUDA projector, batch 8, 512x512, 360 views", "deepinv TomographyWithAstra",
+                 {}, device="cuda", needs="a CUDA GPU and ASTRA's CUDA build")
             return
         gpu = (128, 90, 4, 64, 45) if args.smoke else (512, 360, 8, args.sparse_size, args.sparse_views)
         bench_gpu(gpu[0], gpu[1], gpu[2], max(reps, 20) if not args.smoke else reps, gpu[3], gpu[4])

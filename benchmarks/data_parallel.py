@@ -30,6 +30,7 @@ from pathlib import Path
 
 import deepinv as dinv
 import torch
+from _summary import emit
 from torch.utils.data import DataLoader
 
 from deepinv_ext.algorithms import TDVNetwork
@@ -121,12 +122,17 @@ def main(argv=None) -> None:
           f"{args.stages}, global batch {args.batch} of {args.patch}x{args.patch}, {args.device}, "
           f"{args.threads} thread(s) a process, median of {args.steps} steps")
     print(f"{'processes':>9} {'step (ms)':>10} {'rank-0 peak (MiB)':>18} {'speed-up vs 1st':>16}")
-    anchor = None
+    anchor, ratios = None, {}
     for n in args.processes:
         result = launch(args, n)
         anchor = anchor or result["step_s"]
+        ratios[f"{n} processes"] = anchor / result["step_s"]
         print(f"{n:>9} {1e3 * result['step_s']:>10.1f} {result['memory_mib']:>18.0f} "
-              f"{anchor / result['step_s']:>15.2f}x")
+              f"{ratios[f'{n} processes']:>15.2f}x")
+    emit("", f"TDV training step ({args.features} features, S = {args.stages}), global batch {args.batch} of "
+             f"{args.patch}x{args.patch}, data-parallel", f"{args.processes[0]} process(es)",
+         {k: v for k, v in ratios.items() if k != f"{args.processes[0]} processes"},
+         "speed-up: anchor's time per step / N processes'", device=args.device)
 
 
 if __name__ == "__main__":

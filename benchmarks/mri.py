@@ -24,14 +24,16 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from _summary import emit
 from deepinv.physics import MultiCoilMRI
 from deepinv.physics.generator import EquispacedMaskGenerator
 
 from deepinv_ext.physics.sigpy_mri import SigpyMultiCoilMRI
 
 
-def _row(name: str, ours: Callable[[], object], anchor: Callable[[], object], repeats: int) -> None:
-    """Time ours and the anchor alternately (so that load from other processes hits both alike); medians."""
+def _row(name: str, ours: Callable[[], object], anchor: Callable[[], object], repeats: int) -> float:
+    """Time ours and the anchor alternately (so that load from other processes hits both alike); the ratio of the
+    medians, ours / anchor."""
     ours(), anchor()
     times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
@@ -41,6 +43,7 @@ def _row(name: str, ours: Callable[[], object], anchor: Callable[[], object], re
             acc.append(time.perf_counter() - t0)
     t_ours, t_anchor = statistics.median(times[0]), statistics.median(times[1])
     print(f"{name:<46} {1e3 * t_ours:10.2f} {1e3 * t_anchor:10.2f} {t_ours / t_anchor:8.2f}")
+    return t_ours / t_anchor
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,8 +68,11 @@ def main(argv: list[str] | None = None) -> None:
     mask = EquispacedMaskGenerator((n, n), acceleration=4).step(1, seed=0)["mask"]
     ours, ref = SigpyMultiCoilMRI(maps, mask=mask), MultiCoilMRI(mask=mask, coil_maps=maps, img_size=(n, n))
     y = ref.A(x)
-    _row("Cartesian A vs deepinv MultiCoilMRI", lambda: ours.A(x), lambda: ref.A(x), args.repeats)
-    _row("Cartesian A^H vs deepinv MultiCoilMRI", lambda: ours.A_adjoint(y), lambda: ref.A_adjoint(y), args.repeats)
+    setting = f"multi-coil MRI, {n}x{n}, {nc} coils, batch {b}"
+    emit("Cartesian", f"A and A^H, {setting}, 4x equispaced mask", "deepinv MultiCoilMRI",
+         {"A": _row("Cartesian A vs deepinv MultiCoilMRI", lambda: ours.A(x), lambda: ref.A(x), args.repeats),
+          "A^H": _row("Cartesian A^H vs deepinv MultiCoilMRI", lambda: ours.A_adjoint(y), lambda: ref.A_adjoint(y),
+                      args.repeats)}, "ours / anchor time")
 
     samples = None
     try:
@@ -83,20 +89,27 @@ def main(argv: list[str] | None = None) -> None:
     samples = samples.clamp(-n / 2, n / 2)
     ours = SigpyMultiCoilMRI(maps, trajectory=samples, dcf=None)
     y = ours.A(x)
+    radial = f"A and A^H, {setting}, radial ({spokes} spokes x {2 * n})"
     if "anchor" in locals():
-        _row("NUFFT A vs deepinv NonCartesianMRI (finufft)", lambda: ours.A(x), lambda: anchor.A(x), args.repeats)
-        _row("NUFFT A^H vs deepinv NonCartesianMRI (finufft)", lambda: ours.A_adjoint(y),
-             lambda: anchor.A_adjoint(y), args.repeats)
+        emit("NUFFT vs deepinv", radial, "deepinv NonCartesianMRI (mri-nufft with finufft)",
+             {"A": _row("NUFFT A vs deepinv NonCartesianMRI (finufft)", lambda: ours.A(x), lambda: anchor.A(x),
+                        args.repeats),
+              "A^H": _row("NUFFT A^H vs deepinv NonCartesianMRI (finufft)", lambda: ours.A_adjoint(y),
+                          lambda: anchor.A_adjoint(y), args.repeats)}, "ours / anchor time")
+    else:
+        emit("NUFFT vs deepinv", radial, "deepinv NonCartesianMRI (mri-nufft with finufft)", {},
+             needs="pip install mri-nufft finufft")
 
     import sigpy.mri as mr
 
     sense = mr.linop.Sense(maps.numpy(), coord=samples.numpy())
     xc = ours.to_torch_complex(x).numpy()
     yc = ours.to_torch_complex(y).numpy()
-    _row("NUFFT A vs SigPy linop Sense (per image)", lambda: ours.A(x), lambda: [sense(xi) for xi in xc],
-         args.repeats)
-    _row("NUFFT A^H vs SigPy linop Sense.H (per image)", lambda: ours.A_adjoint(y),
-         lambda: [sense.H(yi) for yi in yc], args.repeats)
+    emit("NUFFT vs SigPy", radial, "SigPy's linop Sense on NumPy arrays, per image",
+         {"A": _row("NUFFT A vs SigPy linop Sense (per image)", lambda: ours.A(x), lambda: [sense(xi) for xi in xc],
+                    args.repeats),
+          "A^H": _row("NUFFT A^H vs SigPy linop Sense.H (per image)", lambda: ours.A_adjoint(y),
+                      lambda: [sense.H(yi) for yi in yc], args.repeats)}, "ours / anchor time")
     print(f"non-Cartesian: {samples.shape[0]} samples ({spokes} spokes x {2 * n})")
 
 

@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from _summary import emit
 
 from deepinv_ext.priors import TDV
 from deepinv_ext.priors.smooth import ProxConvergenceWarning
@@ -29,7 +30,8 @@ from deepinv_ext.priors.smooth import ProxConvergenceWarning
 WEIGHTS = Path(__file__).resolve().parents[1] / "tests" / "data" / "tdv" / "tdv3-3-25-f32-color.pth"
 
 
-def run(prior: TDV, algorithm: str) -> str:
+def run(prior: TDV, algorithm: str) -> tuple[str, str]:
+    """The printed line of one algorithm and its short verdict for the summary."""
     from deepinv.tests import test_optim
     from deepinv.tests.dummy import DummyCircles
 
@@ -46,9 +48,11 @@ def run(prior: TDV, algorithm: str) -> str:
             verdict = "NOT converged"
     missed = sum(issubclass(w.category, ProxConvergenceWarning) for w in caught)
     inner = torch.cat(list(prior.prox_iterations)).double()
-    return (f"{algorithm:5s} deepinv's criterion: {verdict:13s} outer {len(prior.prox_iterations):4d}  inner median "
+    outer = len(prior.prox_iterations)
+    return (f"{algorithm:5s} deepinv's criterion: {verdict:13s} outer {outer:4d}  inner median "
             f"{inner.median():.0f} max {inner.max():.0f}  prox calls that missed their tolerance {missed:4d}  "
-            f"{time.perf_counter() - start:.0f} s")
+            f"{time.perf_counter() - start:.0f} s",
+            f"{algorithm} {verdict} in {outer} outer iterations, {missed} of its prox calls missed their tolerance")
 
 
 def main() -> None:
@@ -61,8 +65,14 @@ def main() -> None:
     prior = TDV.from_checkpoint(args.weights).requires_grad_(False)
     if args.prox_max_iter is not None:
         prior.prox_config.max_iter = args.prox_max_iter
+    verdicts = []
     for algorithm in args.algorithms:
-        print(run(prior, algorithm), flush=True)
+        line, verdict = run(prior, algorithm)
+        print(line, flush=True)
+        verdicts.append(verdict)
+    emit("", f"the published colour TDV ({args.weights.name}) as the prior of deepinv's test_priors_algo "
+             "(3x37x31 images, blur, at most 1000 iterations)", "deepinv's own convergence criterion (thres_conv 1e-4)",
+         {}, note="; ".join(verdicts))
 
 
 if __name__ == "__main__":

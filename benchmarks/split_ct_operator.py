@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from _summary import emit
 from deepinv.distributed import DistributedContext
 
 from deepinv_ext.physics import AstraCT
@@ -69,13 +70,16 @@ def _measure(physics, x: torch.Tensor, reps: int, ctx: DistributedContext | None
     return out
 
 
-def _row(name: str, got: dict, ref: dict | None) -> None:
-    ratio = f"{ref['A'] / got['A']:8.2f}x {ref['AT'] / got['AT']:8.2f}x" if ref else f"{'-':>9} {'-':>9}"
+def _row(name: str, got: dict, ref: dict | None) -> dict:
+    """Print a row; return its ratios (anchor time / this row's) for A and A^T, empty without an anchor."""
+    ratios = {"A": ref["A"] / got["A"], "A^T": ref["AT"] / got["AT"]} if ref else {}
+    ratio = f"{ratios['A']:8.2f}x {ratios['A^T']:8.2f}x" if ref else f"{'-':>9} {'-':>9}"
     diff = "" if ref is None else (f"; difference A {_rel(got['y'], ref['y']):.1e}, "
                                    f"A^T {_rel(got['x'], ref['x']):.1e}")
     memory = "" if got["memory"] is None else f"; peak memory {got['memory']:.2f} GiB"
     print(f"{name:<44} {got['A']:9.2f} {got['AT']:9.2f} {ratio}  set-up {got['setup']:.1f} s{diff}{memory}",
           flush=True)
+    return ratios
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -87,6 +91,7 @@ def run(args: argparse.Namespace, ctx: DistributedContext) -> None:
     x = torch.rand(args.batch, 1, args.size, args.size, generator=torch.Generator().manual_seed(0)).to(ctx.device)
     template = AstraCT(args.size, angles=args.views, backend=args.backend, device="cpu")  # read only, never applied
     blocks = view_blocks(template, blocks_count)
+    ratios = {}
     if ctx.rank == 0:
         print(f"{ctx.device} ({torch.cuda.get_device_name(ctx.device) if ctx.device.type == 'cuda' else 'CPU'}), "
               f"{ctx.world_size} process(es) x {torch.get_num_threads()} thread(s): batch {args.batch}, "
@@ -98,16 +103,22 @@ def run(args: argparse.Namespace, ctx: DistributedContext) -> None:
         _row("single AstraCT (anchor)", ref, None)
         del single
         stacked = ConcatenatedLinearPhysics(blocks.stack(ctx.device), blocks)
-        _row(f"{blocks_count} blocks stacked in one process", _measure(stacked, x, args.reps), ref)
+        got = _row(f"{blocks_count} blocks stacked in one process", _measure(stacked, x, args.reps), ref)
+        ratios.update({f"stacked {k}": v for k, v in got.items()})
         del stacked
     ctx.barrier()  # the other processes wait here (gloo's barrier sleeps: it does not slow process 0's timings)
     if ctx.world_size > 1:
         distributed = ConcatenatedLinearPhysics(blocks.distribute(ctx), blocks)
         got = _measure(distributed, x, args.reps, ctx)
         if ctx.rank == 0:
-            _row(f"{blocks_count} blocks over {ctx.world_size} processes", got, ref)
+            got = _row(f"{blocks_count} blocks over {ctx.world_size} processes", got, ref)
+            ratios.update({f"{ctx.world_size} processes {k}": v for k, v in got.items()})
     elif ctx.rank == 0:
         print("(run under torchrun --nproc_per_node N for the blocks spread over N processes)")
+    if ctx.rank == 0:
+        emit("", f"A and A^T of AstraCT split into {blocks_count} view blocks, batch {args.batch}, {args.size}x{args.size}, "
+                 f"{args.views} views, backend {template.backend!r}, {ctx.world_size} process(es)",
+             "the single AstraCT", ratios, "anchor time / the blocks'", device=str(ctx.device))
 
 
 def main() -> None:

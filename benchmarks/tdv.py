@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+from _summary import emit
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / ".." / "shared"
@@ -94,11 +95,16 @@ def bench_grad(args, ref) -> None:
     print(f"{'code':<{width}}{'median s':>12}{'min s':>10}")
     for name, ts in times.items():
         print(f"{name:<{width}}{statistics.median(ts):>12.4f}{min(ts):>10.4f}")
-    if ref is not None:
-        for name in (n for n in times if n != "authors"):
-            diff = float((outs[name] - outs["authors"]).abs().max() / outs["authors"].abs().max())
-            ratio = statistics.median(times["authors"]) / statistics.median(times[name])
-            print(f"speed-up {name} vs authors (median): {ratio:.2f}x   max relative difference: {diff:.2e}")
+    what, anchor = f"grad R of the published TDV3, one {h}x{w} image{tf32}", "the authors' TDV.grad (VLOGroup/tdv)"
+    if ref is None:
+        emit("grad", what, anchor, {}, device=args.device, needs="the authors' code (--reference DIR)")
+        return
+    ratios = {}
+    for name in (n for n in times if n != "authors"):
+        diff = float((outs[name] - outs["authors"]).abs().max() / outs["authors"].abs().max())
+        ratios[name] = statistics.median(times["authors"]) / statistics.median(times[name])
+        print(f"speed-up {name} vs authors (median): {ratios[name]:.2f}x   max relative difference: {diff:.2e}")
+    emit("grad", what, anchor, ratios, "anchor time / ours (median)", device=args.device)
 
 
 def child(config: str, args) -> dict:
@@ -201,10 +207,16 @@ def bench_training(args) -> None:
           f"({args.device}) ==")
     print(f"{'configuration':<24}{'peak MiB':>12}{'time s':>10}{'memory vs ours':>16}{'time vs ours':>14}")
     ref = results.get("ours-checkpointed")
+    ratios = {}
     for name, r in results.items():
         mem_ratio = r["peak_bytes"] / ref["peak_bytes"] if ref else float("nan")
         time_ratio = r["seconds"] / ref["seconds"] if ref else float("nan")
         print(f"{name:<24}{r['peak_bytes'] / 2**20:>12.1f}{r['seconds']:>10.3f}{mem_ratio:>15.2f}x{time_ratio:>13.2f}x")
+        ratios.update({f"{name} memory": mem_ratio, f"{name} time": time_ratio} if name != "ours-checkpointed" else {})
+    emit("training", f"one training step of TDVNetwork, S = {args.steps}, batch {args.batch} of "
+                     f"{args.patch}x{args.patch}", "ours with per-step checkpointing", ratios,
+         "peak memory and time of each / anchor's",
+         "" if args.reference else "the authors' VNet not run: needs their code (--reference DIR)", device=args.device)
 
 
 def main() -> None:

@@ -49,8 +49,22 @@ from deepinv_ext._validation import finite_number, positive_int
 __all__ = ["DataParallel", "DataParallelTrainer", "ReshuffledDistributedSampler", "launched_by_torchrun"]
 
 T = TypeVar("T")
+
+
 def launched_by_torchrun() -> bool:
-    """Whether this process was started by ``torchrun`` (its ``RANK`` and ``WORLD_SIZE`` variables are set)."""
+    """Whether this process was started by ``torchrun`` (its ``RANK`` and ``WORLD_SIZE`` variables are set).
+
+    |sep|
+
+    :Examples:
+
+        >>> import os
+        >>> from unittest import mock
+        >>> from deepinv_ext.data_parallel import launched_by_torchrun
+        >>> with mock.patch.dict(os.environ, {"RANK": "0", "WORLD_SIZE": "2"}):
+        ...     launched_by_torchrun()
+        True
+    """
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
@@ -70,13 +84,16 @@ class ReshuffledDistributedSampler(DistributedSampler):
     :param bool drop_last: drop the tail that does not split evenly (``False``: repeat the first indices to fill it,
         as :class:`torch.utils.data.DistributedSampler` does).
 
+    |sep|
+
     :Examples:
 
-    >>> ranks = [ReshuffledDistributedSampler(range(8), num_replicas=2, rank=r, seed=0) for r in (0, 1)]
-    >>> [(list(sampler), list(sampler)) for sampler in ranks]  # epochs 0 and 1: each rank half of a permutation
-    [([4, 7, 2, 1], [5, 2, 7, 1]), ([0, 3, 5, 6], [4, 6, 3, 0])]
-    >>> ranks[0].set_epoch(1); list(ranks[0])  # resume at epoch 1
-    [5, 2, 7, 1]
+        >>> from deepinv_ext.data_parallel import ReshuffledDistributedSampler
+        >>> ranks = [ReshuffledDistributedSampler(range(8), num_replicas=2, rank=r, seed=0) for r in (0, 1)]
+        >>> [(list(sampler), list(sampler)) for sampler in ranks]  # epochs 0 and 1: each rank half of a permutation
+        [([4, 7, 2, 1], [5, 2, 7, 1]), ([0, 3, 5, 6], [4, 6, 3, 0])]
+        >>> ranks[0].set_epoch(1); list(ranks[0])  # resume at epoch 1
+        [5, 2, 7, 1]
     """
 
     def __init__(self, dataset: Any, num_replicas: int | None = None, rank: int | None = None, shuffle: bool = True,
@@ -102,12 +119,18 @@ class DataParallel:
         slow step) before the run fails; torch's default (30 min for gloo, 10 min for NCCL) is short for an
         evaluation on rank 0 alone.
 
+    |sep|
+
     :Examples:
 
-    >>> with DataParallel("cpu") as parallel:  # one process: the loader comes back as it was
-    ...     loader = DataLoader(list(range(8)), batch_size=4, shuffle=True)
-    ...     parallel.shard(loader) is loader, parallel.world_size, parallel.is_main
-    (True, 1, True)
+        Outside ``torchrun``, one process, and every method returns its input:
+
+        >>> from torch.utils.data import DataLoader
+        >>> from deepinv_ext.data_parallel import DataParallel
+        >>> with DataParallel("cpu") as parallel:
+        ...     loader = DataLoader(list(range(8)), batch_size=4, shuffle=True)
+        ...     parallel.shard(loader) is loader, parallel.world_size, parallel.is_main, parallel.mean([1.0, 3.0])
+        (True, 1, True, [1.0, 3.0])
     """
 
     def __init__(self, device: str | torch.device = "auto", timeout: float = 6 * 3600) -> None:
@@ -227,7 +250,10 @@ class DataParallel:
             param.grad = grad.view_as(param).to(param.dtype) if is_used else None
 
     def mean(self, values: list[float]) -> list[float]:
-        """The mean over the processes of each of ``values`` (the same number on every process)."""
+        """The mean over the processes of each of ``values`` (the same number on every process).
+
+        :param list[float] values: this process's values (a loss, a metric).
+        """
         if not self.enabled or not values:
             return list(values)
         total = torch.tensor(values, dtype=torch.float64, device=self.device)
@@ -235,14 +261,22 @@ class DataParallel:
         return (total / self.world_size).tolist()
 
     def broadcast_parameters(self, module: torch.nn.Module) -> None:
-        """Give every process rank 0's parameters and buffers (a fresh model drawn from different seeds agrees)."""
+        """Give every process rank 0's parameters and buffers (a fresh model drawn from different seeds agrees).
+
+        :param torch.nn.Module module: the model, the same architecture on every process.
+        """
         if self.enabled:
             for tensor in [*module.parameters(), *module.buffers()]:
                 dist.broadcast(tensor.data, src=0)
 
     def on_main(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` run on rank 0 alone (for work on shared files: checkpoint folders, records), its
-        result given to every process; an exception it raises is raised on every process."""
+        result given to every process; an exception it raises is raised on every process.
+
+        :param Callable fn: the function.
+        :param args: its positional arguments.
+        :param kwargs: its keyword arguments.
+        """
         result: list[Any] = [None, None]
         if self.is_main:
             try:
@@ -279,16 +313,26 @@ class DataParallelTrainer(dinv.Trainer):
 
     :param DataParallel parallel: the run's processes (entered); other parameters: :class:`deepinv.Trainer`'s.
 
+    |sep|
+
     :Examples:
 
-    >>> model = dinv.models.ArtifactRemoval(dinv.models.DnCNN(1, 1, depth=2, nf=4, pretrained=None), mode="direct")
-    >>> data = DataLoader(dinv.datasets.TensorDataset(x=torch.rand(4, 1, 8, 8)), batch_size=2)
-    >>> with DataParallel("cpu") as parallel:
-    ...     trainer = DataParallelTrainer(model, physics=dinv.physics.Denoising(), train_dataloader=data, epochs=1,
-    ...                                   optimizer=torch.optim.Adam(model.parameters()), online_measurements=True,
-    ...                                   device="cpu", non_blocking_transfers=False, save_path=None, verbose=False,
-    ...                                   parallel=parallel)
-    ...     trained = trainer.train()
+        The same script runs in one process and under ``torchrun --nproc_per_node 2``:
+
+        >>> import deepinv as dinv
+        >>> import torch
+        >>> from torch.utils.data import DataLoader
+        >>> from deepinv_ext.data_parallel import DataParallel, DataParallelTrainer
+        >>> model = dinv.models.ArtifactRemoval(dinv.models.DnCNN(1, 1, depth=2, nf=4, pretrained=None), mode="direct")
+        >>> data = DataLoader(dinv.datasets.TensorDataset(x=torch.rand(4, 1, 8, 8)), batch_size=2)
+        >>> with DataParallel("cpu") as parallel:
+        ...     trainer = DataParallelTrainer(model, physics=dinv.physics.Denoising(), train_dataloader=data, epochs=1,
+        ...                                   optimizer=torch.optim.Adam(model.parameters()), online_measurements=True,
+        ...                                   device="cpu", non_blocking_transfers=False, save_path=None, verbose=False,
+        ...                                   parallel=parallel)
+        ...     trained = trainer.train()
+        >>> len(trainer.loss_history["SupLoss"])  # the mean training loss of its one epoch
+        1
     """
 
     parallel: DataParallel | None = None
@@ -297,6 +341,11 @@ class DataParallelTrainer(dinv.Trainer):
         return self.parallel is not None and self.parallel.enabled
 
     def setup_train(self, train: bool = True, **kwargs: Any) -> None:
+        """:meth:`deepinv.Trainer.setup_train`, then the data-parallel setup (shards, broadcast, noise streams).
+
+        :param bool train: set up for training (deepinv's argument).
+        :param kwargs: passed to :meth:`deepinv.Trainer.setup_train`.
+        """
         if not self._distributed():
             return super().setup_train(train, **kwargs)
         if self.mixed_precision in (torch.float16, "float16", "fp16"):
@@ -339,6 +388,12 @@ class DataParallelTrainer(dinv.Trainer):
         return super().save_model(filename, epoch, state)
 
     def save_best_model(self, epoch: int, train_ite: int, **kwargs: Any) -> None:
+        """:meth:`deepinv.Trainer.save_best_model` on the histories averaged over the processes.
+
+        :param int epoch: the current epoch.
+        :param int train_ite: the current training iteration.
+        :param kwargs: passed to :meth:`deepinv.Trainer.save_best_model`.
+        """
         if self._distributed():
             self._reduce_histories()
         return super().save_best_model(epoch, train_ite, **kwargs)

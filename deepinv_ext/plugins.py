@@ -34,7 +34,8 @@ __all__ = ["GROUP", "KINDS", "PluginInfo", "PluginConflictError", "available", "
 
 
 class PluginConflictError(LookupError):
-    """Two or more installed distributions register the same ``kind.name``."""
+    """Two or more installed distributions register the same ``kind.name``: pass ``distribution=...`` to
+    :func:`load` (or a ``"distribution"`` key to :func:`build`) to choose one."""
 
 
 @dataclass(frozen=True, order=True)
@@ -45,6 +46,15 @@ class PluginInfo:
     :param str name: the plugin's name within its kind.
     :param str target: ``"module:attr"`` that :func:`load` imports.
     :param str distribution: the distribution (pip package) that registers it.
+
+    |sep|
+
+    :Examples:
+
+        >>> from deepinv_ext import plugins
+        >>> info = next(p for p in plugins.available("physics") if p.name == "astra_ct")
+        >>> info.key, info.distribution, info.target.endswith(":AstraCT")
+        ('physics.astra_ct', 'deepinv-ext', True)
     """
 
     kind: str
@@ -83,6 +93,15 @@ def available(kind: str | None = None) -> list[PluginInfo]:
 
     :param str kind: restrict to one of :data:`KINDS` (default: all kinds).
     :return: the plugins sorted by kind, name and distribution.
+    :raises ValueError: ``kind`` is not one of :data:`KINDS`.
+
+    |sep|
+
+    :Examples:
+
+        >>> from deepinv_ext import plugins
+        >>> [p.name for p in plugins.available("dataset") if p.distribution == "deepinv-ext"]
+        ['ellipses', 'image_folder', 'shepp_logan', 'skimage_images']
     """
     if kind is not None:
         _check_kind(kind)
@@ -117,12 +136,41 @@ def load(kind: str, name: str, distribution: str | None = None) -> Any:
     :param str distribution: the distribution to take it from when several register the same name.
     :raises KeyError: no such plugin (the message lists close matches).
     :raises PluginConflictError: several distributions register it and ``distribution`` is not given.
+
+    |sep|
+
+    :Examples:
+
+        >>> from deepinv_ext import plugins
+        >>> plugins.load("physics", "astra_ct").__name__
+        'AstraCT'
+        >>> try:
+        ...     plugins.load("physics", "astra")
+        ... except KeyError as err:
+        ...     print("did you mean ['astra_ct']" in str(err))
+        True
     """
     return import_target(_resolve(kind, name, distribution).target)
 
 
 def load_config(path: str | Path) -> dict:
-    """Read a JSON (``.json``) or YAML (``.yaml``/``.yml``) config file into a dict."""
+    r"""Read a JSON (``.json``) or YAML (``.yaml``/``.yml``) config file into a dict.
+
+    :param str, pathlib.Path path: the file.
+    :raises ValueError: another extension, or a file that does not hold a mapping.
+
+    |sep|
+
+    :Examples:
+
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from deepinv_ext.plugins import load_config
+        >>> path = Path(tempfile.mkdtemp()) / "physics.yaml"
+        >>> _ = path.write_text("kind: physics\nname: astra_ct\nimg_size: 32\n")
+        >>> load_config(path)
+        {'kind': 'physics', 'name': 'astra_ct', 'img_size': 32}
+    """
     path = Path(path)
     text = path.read_text()
     if path.suffix.lower() == ".json":
@@ -143,7 +191,19 @@ def _is_plugin_config(value: Any) -> bool:
 
 
 def import_target(target: str) -> Any:
-    """Import ``"package.module:attr"`` (or ``"package.module.attr"``) and return the object."""
+    """Import ``"package.module:attr"`` (or ``"package.module.attr"``) and return the object.
+
+    :param str target: the object's import path; ``attr`` may be dotted (``"module:Class.method"``).
+    :raises ValueError: ``target`` names no module and attribute.
+
+    |sep|
+
+    :Examples:
+
+        >>> from deepinv_ext.plugins import import_target
+        >>> import_target("deepinv.physics:Blur").__name__, import_target("deepinv.physics.Blur").__name__
+        ('Blur', 'Blur')
+    """
     module_name, sep, attr = target.partition(":")
     if not sep:
         module_name, _, attr = target.rpartition(".")
@@ -192,10 +252,28 @@ def build(config: Mapping | str | Path) -> Any:
     of several distributions that register the same name. Objects that are not plugins (deepinv's own physics,
     losses, metrics) are built from ``{"target": "deepinv.physics:Blur", **kwargs}`` in the same way.
 
-    :param config: the config mapping, or the path of a JSON/YAML file holding it.
+    :param dict, str, pathlib.Path config: the config mapping, or the path of a JSON/YAML file holding it.
     :raises TypeError: a key does not fit the target's signature (the message names it and the accepted keys).
         A target whose constructor passes ``**kwargs`` on (to deepinv's base classes, say) is checked against the
         whole chain of constructors the keywords can reach, so a misspelt key is refused there too.
+
+    |sep|
+
+    :Examples:
+
+        A CT physics with a noise model that is a deepinv object, built from one nested config:
+
+        >>> from deepinv_ext.plugins import build
+        >>> physics = build({"kind": "physics", "name": "astra_ct", "img_size": 16, "angles": 10,
+        ...                  "backend": "sparse", "cache_dir": None,
+        ...                  "noise_model": {"target": "deepinv.physics:GaussianNoise", "sigma": 0.1}})
+        >>> type(physics).__name__, round(physics.noise_model.sigma.item(), 6)
+        ('AstraCT', 0.1)
+        >>> try:
+        ...     build({"kind": "physics", "name": "astra_ct", "img_size": 16, "angels": 10})
+        ... except TypeError as err:
+        ...     print(str(err).split(';')[0])
+        config for physics.astra_ct: unknown key(s) ['angels']
     """
     if isinstance(config, (str, Path)):
         config = load_config(config)

@@ -17,33 +17,11 @@ from deepinv.physics.generator import EquispacedMaskGenerator
 from deepinv_ext.algorithms import VariationalSolver
 from deepinv_ext.datasets import SkimageImagesDataset
 from deepinv_ext.physics import AstraCT, SigpyMultiCoilMRI
-from deepinv_ext.priors import TDV
+from deepinv_ext.priors import TDV, RealImagPrior
 from deepinv_ext.provenance import save_run_record, seed_everything
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
-
-class RealImagPrior(Prior):
-    r""":math:`R(u) + R(v)` for complex images :math:`x = u + iv` stored as ``(B, 2, H, W)`` (deepinv's MRI layout),
-    from a one-channel prior :math:`R`."""
-
-    def __init__(self, prior: Prior) -> None:
-        super().__init__()
-        self.prior = prior
-
-    def _split(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(x.shape[0] * 2, 1, *x.shape[-2:])
-
-    def fn(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        return self.prior.fn(self._split(x)).reshape(x.shape[0], 2).sum(dim=1)
-
-    def grad(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        return self.prior.grad(self._split(x)).reshape(x.shape)
-
-    def energy_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        energy, grad = self.prior.energy_and_grad(self._split(x))
-        return energy.reshape(x.shape[0], 2).sum(dim=1), grad.reshape(x.shape)
 
 
 def load_prior(args) -> TDV:

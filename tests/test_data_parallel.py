@@ -76,7 +76,6 @@ def test_two_processes_train_as_one_and_checkpoints_resume_across(tmp_path):
     _run(2, _config(1), two)
     _run(1, _config(1), one)
     first_one, first_two = _parameters(one), _parameters(two)
-    print("max |1 process - 2 processes| after 2 steps:", _max_difference(first_one, first_two))
     assert _max_difference(first_one, first_two) < 1e-5  # the same two Adam steps (float32 sums in another order)
 
     _run(1, _config(2), two)  # the 2-process checkpoint resumed by 1 process ...
@@ -85,8 +84,6 @@ def test_two_processes_train_as_one_and_checkpoints_resume_across(tmp_path):
     assert len(list(one.glob("**/ckp_0.pth.tar"))) == 1
     straight = tmp_path / "straight"
     _run(1, _config(2), straight)  # resumed runs must follow it: epoch 1's permutation, Adam's state
-    print("after resuming across:", _max_difference(_parameters(one), _parameters(straight)),
-          _max_difference(_parameters(two), _parameters(straight)))
     assert _max_difference(_parameters(one), _parameters(straight)) < 1e-5
     assert _max_difference(_parameters(two), _parameters(straight)) < 1e-5
     assert _max_difference(_parameters(one), first_one) > 1e-3

@@ -47,8 +47,9 @@ def prox_data_fidelity(u: Tensor, y: Tensor, physics: Physics, tau: Tensor | flo
     ``tau`` broadcasting against ``u``) and, for a ``tau`` constant over each image, for the other decomposable
     physics (``physics.prox_l2``, which leaves the physics unchanged there); otherwise, and with ``method="cg"``,
     conjugate gradients on :math:`(\operatorname{Id} + \tau A^\top A)x = u + \tau A^\top y` started at ``u``, with a
-    tolerance relative to each image's right-hand side, run until every image meets it (see the module
-    docstring for why not ``physics.prox_l2``).
+    tolerance relative to each image's right-hand side, run until every image meets it (not ``physics.prox_l2``,
+    which for a general linear physics overwrites the physics' ``solver``, ``max_iter`` and ``tol`` and stalls
+    near :math:`10^{-6}` relative accuracy).
 
     :param torch.Tensor u: the point ``(B, ...)``.
     :param torch.Tensor y: the measurements.
@@ -62,6 +63,8 @@ def prox_data_fidelity(u: Tensor, y: Tensor, physics: Physics, tau: Tensor | flo
     :raises TypeError: a physics that is not linear.
     :raises ValueError: an unknown ``method``, a number ``tau`` not finite and >= 0, ``max_iter`` not a positive
         integer, ``tol`` not > 0.
+
+    |sep|
 
     :Examples:
 

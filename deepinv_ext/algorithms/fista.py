@@ -1,37 +1,5 @@
-r"""FISTA for a nonsmooth prior with a proximal operator, every image of a batch stopped on its own.
-
-:class:`FISTASolver` minimises, for any deepinv linear physics :math:`A` and any prior :math:`g` with a proximal
-operator (e.g. deepinv's :class:`~deepinv.optim.TVPrior` or :class:`~deepinv.optim.WaveletPrior`),
-
-.. math::
-
-    F(x) = \tfrac12\|Ax - y\|_2^2 + \lambda\, g(x),
-
-by the fast iterative shrinkage-thresholding algorithm of Beck and Teboulle: from :math:`x_0 = x_{-1}`,
-:math:`t_0 = 1`,
-
-.. math::
-
-    t_{k+1} = \frac{1 + \sqrt{1 + 4t_k^2}}{2}, \qquad
-    z_k = x_k + \frac{t_k - 1}{t_{k+1}}(x_k - x_{k-1}), \qquad
-    x_{k+1} = \operatorname{prox}_{(\lambda/L) g}\Bigl(z_k - \tfrac1L A^\top(Az_k - y)\Bigr),
-
-which converges (:math:`F(x_k) - F^* = O(1/k^2)`) for convex :math:`g` when :math:`L \ge \|A\|^2`, the Lipschitz
-constant of the gradient of the data term (:meth:`FISTASolver.step_condition` checks it).
-
-Every image stops on its own, by the relative change :math:`\|x_{k+1} - x_k\| / \|x_k\| <` ``tol``
-(:class:`~deepinv_ext.algorithms.RelativeChangeStop`, no ground truth), and keeps its iterate from then on.
-
-Why not deepinv's :class:`deepinv.optim.FISTA` (0.5): its stopping test is the *batch mean* of the relative changes
-(``BaseOptim.check_conv_fn``), so with ``early_stop=True`` every image of a batch stops at the same iteration and an
-image's result depends on the other images in its batch; without it, every image runs ``max_iter`` iterations. Its
-momentum is Chambolle and Dossal's :math:`\alpha_k = (k + a - 1)/(k + a)` rather than Beck and Teboulle's
-:math:`t_k`. Neither records iterates at chosen iterations, which the joint choice of :math:`\lambda` and an
-iteration budget needs (:func:`~deepinv_ext.algorithms.parameter_choice.select_lambda_and_budget`).
-
-Reference: A. Beck, M. Teboulle, "A fast iterative shrinkage-thresholding algorithm for linear inverse problems",
-SIAM J. Imaging Sci. 2 (2009).
-"""
+r"""FISTA for a nonsmooth prior with a proximal operator, every image of a batch stopped on its own
+(:class:`FISTASolver`, the algorithm of :footcite:t:`beck2009fast`)."""
 
 from __future__ import annotations
 
@@ -51,8 +19,35 @@ __all__ = ["FISTASolver"]
 
 
 class FISTASolver(Reconstructor):
-    r"""Minimise :math:`\tfrac12\|Ax - y\|^2 + \lambda g(x)` by FISTA with step :math:`1/L`, each image stopped by
-    its own relative change (see the module docstring).
+    r"""FISTA for a prior with a proximal operator, each image of a batch stopped by its own relative change.
+
+    Minimises, for any deepinv linear physics :math:`A` and any prior :math:`g` with a proximal operator (e.g.
+    deepinv's :class:`~deepinv.optim.TVPrior` or :class:`~deepinv.optim.WaveletPrior`),
+
+    .. math::
+
+        F(x) = \tfrac12\|Ax - y\|_2^2 + \lambda\, g(x),
+
+    by the fast iterative shrinkage-thresholding algorithm of :footcite:t:`beck2009fast`: from
+    :math:`x_0 = x_{-1}`, :math:`t_0 = 1`,
+
+    .. math::
+
+        t_{k+1} = \frac{1 + \sqrt{1 + 4t_k^2}}{2}, \qquad
+        z_k = x_k + \frac{t_k - 1}{t_{k+1}}(x_k - x_{k-1}), \qquad
+        x_{k+1} = \operatorname{prox}_{(\lambda/L) g}\Bigl(z_k - \tfrac1L A^\top(Az_k - y)\Bigr),
+
+    which converges (:math:`F(x_k) - F^* = O(1/k^2)`) for a convex :math:`g` when :math:`L \ge \|A\|^2`, the
+    Lipschitz constant of the gradient of the data term (:meth:`step_condition` checks it). Every image stops on
+    its own, by the relative change :math:`\|x_{k+1} - x_k\| / \|x_k\| <` ``tol``
+    (:class:`~deepinv_ext.algorithms.RelativeChangeStop`, no ground truth), and keeps its iterate from then on.
+
+    Why not deepinv's :class:`deepinv.optim.FISTA` (0.5): its stopping test is the *batch mean* of the relative
+    changes, so with ``early_stop=True`` every image of a batch stops at the same iteration and an image's result
+    depends on the other images in its batch; without it, every image runs ``max_iter`` iterations. Its momentum is
+    :math:`\alpha_k = (k + a - 1)/(k + a)` :footcite:p:`chambolle2015convergence` rather than :math:`t_k`. Neither
+    records iterates at chosen iterations, which the joint choice of :math:`\lambda` and an iteration budget needs
+    (:func:`~deepinv_ext.algorithms.select_lambda_and_budget`).
 
     After a call, ``iterations`` holds the number of iterations run (until the last image stopped),
     ``converged`` whether each image met the stopping rule (shape ``(B,)``; a
@@ -75,6 +70,8 @@ class FISTASolver(Reconstructor):
         ``k -> x_k``; ``0`` is the starting point, and an image stopped before :math:`k` keeps its final iterate).
     :param bool differentiable: record the iterations for autograd (training through the solver); ``False``
         (default): iterate without a graph, in memory independent of ``max_iter``.
+
+    |sep|
 
     :Examples:
 
@@ -108,13 +105,25 @@ class FISTASolver(Reconstructor):
         self.converged: Tensor | None = None
 
     def step(self, x: Tensor, y: Tensor, physics: LinearPhysics) -> Tensor:
-        r"""One proximal-gradient step :math:`\operatorname{prox}_{(\lambda/L) g}(x - A^\top(Ax - y)/L)`."""
+        r"""One proximal-gradient step :math:`\operatorname{prox}_{(\lambda/L) g}(x - A^\top(Ax - y)/L)`.
+
+        :param torch.Tensor x: the point :math:`x` (the extrapolated :math:`z_k` in the iteration).
+        :param torch.Tensor y: the measurements.
+        :param deepinv.physics.LinearPhysics physics: the operator :math:`A`.
+        :return: the next iterate, of the shape of ``x``.
+        """
         v = x - physics.A_adjoint(physics.A(x) - y) / self.lipschitz
         return self.prior.prox(v, gamma=self.lambda_reg / self.lipschitz)
 
     def step_condition(self, physics: LinearPhysics, x: Tensor, max_iter: int = 100) -> bool:
         r"""Whether :math:`L \ge \|A\|^2` (FISTA's convergence condition), :math:`\|A\|^2` estimated by deepinv's
-        power iteration from ``x`` (an image of the physics' input shape)."""
+        power iteration (``physics.compute_sqnorm``).
+
+        :param deepinv.physics.LinearPhysics physics: the operator :math:`A`.
+        :param torch.Tensor x: an image of the physics' input shape, the start of the power iteration.
+        :param int max_iter: power iterations.
+        :return: ``True`` if ``lipschitz`` is at least the estimated :math:`\|A\|^2`.
+        """
         return bool(self.lipschitz >= float(physics.compute_sqnorm(x, max_iter=max_iter, verbose=False)))
 
     def forward(self, y: Tensor, physics: LinearPhysics, x_init: Tensor | None = None, **kwargs) -> Tensor:
@@ -123,6 +132,8 @@ class FISTASolver(Reconstructor):
         :param torch.Tensor y: measurements, of the shape ``physics.A`` gives, finite.
         :param deepinv.physics.LinearPhysics physics: the operator :math:`A`.
         :param torch.Tensor x_init: :math:`x_0` (default: :math:`A^\top y`), of the shape of :math:`A^\top y`.
+        :param kwargs: ignored (the signature of :class:`deepinv.models.Reconstructor`).
+        :return: the reconstruction, of the shape of :math:`A^\top y`.
         :raises TypeError: a physics that is not linear, a ``y`` or ``x_init`` that is not a real floating tensor.
         :raises ValueError: an empty batch, NaN or inf in ``y``, or a ``y`` that does not fit ``physics``.
         """
@@ -155,7 +166,11 @@ class FISTASolver(Reconstructor):
     @classmethod
     def contract_example(cls, generator: torch.Generator | None = None) -> dict:
         """A small instance for :func:`deepinv_ext.testing.check_reconstructor` (side-effect free: draws only from
-        ``generator``)."""
+        ``generator``).
+
+        :param torch.Generator generator: the CPU generator of every random draw (``None``: one seeded with 0).
+        :return: ``{"model", "physics", "dataset"}``.
+        """
         import deepinv as dinv
 
         from deepinv_ext.testing.examples import example_blur, example_generator, example_images

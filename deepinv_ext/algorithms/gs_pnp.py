@@ -1,24 +1,5 @@
-r"""Gradient-step plug-and-play: proximal gradient descent on :math:`f + \lambda g_\sigma` with a GS denoiser.
-
-With a gradient-step denoiser :math:`D_\sigma = \operatorname{Id} - \nabla g_\sigma`
-(:class:`deepinv_ext.denoisers.GradientStepDenoiser`), the PnP iteration of Hurault et al.
-
-.. math::
-
-    x_{k+1} = \operatorname{prox}_{\tau f}\big(x_k - \tau\lambda\nabla g_\sigma(x_k)\big)
-            = \operatorname{prox}_{\tau f}\circ\big(\tau\lambda D_\sigma + (1 - \tau\lambda)\operatorname{Id}\big)(x_k),
-    \qquad f(x) = \tfrac12\|Ax - y\|_2^2,
-
-is exactly proximal gradient descent on the (non-convex) objective :math:`F = f + \lambda g_\sigma`. For
-:math:`\tau < 1/(\lambda L)` (:math:`L` the Lipschitz constant of :math:`\nabla g_\sigma`), :math:`F(x_k)` is
-non-increasing, :math:`\|x_{k+1} - x_k\| \to 0` and every limit point is a stationary point of :math:`F`
-(Theorem 3 of Hauptmann et al.). :math:`L` is unknown for a trained network, so :math:`\tau` is found by Armijo
-backtracking, which enforces the decrease at every iteration.
-
-Reference: S. Hurault, A. Leclaire, N. Papadakis, "Gradient step denoiser for convergent plug-and-play",
-ICLR 2022; A. Hauptmann, S. Mukherjee, C.-B. Schönlieb, F. Sherry, "Convergent regularization in inverse problems
-and linear plug-and-play denoisers", Found. Comput. Math. (2024), Theorem 3 and Fig. 2.
-"""
+r"""Gradient-step plug-and-play :footcite:p:`hurault2022gradient`: proximal gradient descent on
+:math:`f + \lambda g_\sigma` with a gradient-step denoiser, Armijo backtracking per image (:class:`GradientStepPnP`)."""
 
 from __future__ import annotations
 
@@ -55,60 +36,63 @@ class _Iteration:
 
 
 class GradientStepPnP(Reconstructor):
-    r"""Gradient-step PnP (proximal gradient descent on :math:`F = \frac12\|Ax-y\|^2 + \lambda g_\sigma`).
+    r"""Gradient-step PnP: proximal gradient descent on :math:`F = \frac12\|Ax-y\|^2 + \lambda g_\sigma`, Armijo steps.
 
-    Runs, from :math:`x_0` (default :math:`A^\top y`),
+    With a gradient-step denoiser :math:`D_\sigma = \operatorname{Id} - \nabla g_\sigma`
+    (:class:`deepinv_ext.denoisers.GradientStepDenoiser`), the PnP iteration of :footcite:t:`hurault2022gradient`,
+    from :math:`x_0` (default :math:`A^\top y`),
 
     .. math::
 
-        x_{k+1} = \operatorname{prox}_{\tau_k f}\big(x_k - \tau_k\lambda\nabla g_\sigma(x_k)\big),
+        x_{k+1} = \operatorname{prox}_{\tau_k f}\big(x_k - \tau_k\lambda\nabla g_\sigma(x_k)\big)
+                = \operatorname{prox}_{\tau_k f}\circ\big(\tau_k\lambda D_\sigma + (1 - \tau_k\lambda)
+                \operatorname{Id}\big)(x_k), \qquad f(x) = \tfrac12\|Ax - y\|_2^2,
 
-    with Armijo backtracking on the step: a candidate is accepted if
-    :math:`F(x_k) - F(x_{k+1}) \ge \frac{\gamma}{\tau_k}\|x_{k+1} - x_k\|^2`, otherwise
-    :math:`\tau_k \leftarrow \eta\tau_k` and the prox is recomputed (:math:`\nabla g_\sigma(x_k)` is reused). The
-    step size, the acceptance and the stopping are per batch element (a batch gives the same results as one image
-    at a time, unlike deepinv's batch-global backtracking). :math:`F(x_k)` is computed at every iteration (it costs
-    no extra network pass: the forward pass that gives :math:`g_\sigma(x_{k+1})` is kept and its backward pass gives
-    :math:`\nabla g_\sigma(x_{k+1})` for the next step) and recorded in :attr:`history`.
+    is exactly proximal gradient descent on the (non-convex) objective :math:`F = f + \lambda g_\sigma`. For
+    :math:`\tau < 1/(\lambda L)` (:math:`L` the Lipschitz constant of :math:`\nabla g_\sigma`), :math:`F(x_k)` is
+    non-increasing, :math:`\|x_{k+1} - x_k\| \to 0` and every limit point is a stationary point of :math:`F`
+    (:footcite:t:`hauptmann2024convergent`, Theorem 3). :math:`L` is unknown for a trained network, so the step is
+    found by Armijo backtracking :footcite:p:`armijo1966minimization`, which enforces the decrease at every
+    iteration: a candidate is accepted if
 
-    The data prox :math:`\operatorname{prox}_{\tau f}(z) = (\operatorname{Id} + \tau A^\top A)^{-1}(z + \tau A^\top y)`
-    is :func:`~deepinv_ext.algorithms.data_fidelity.prox_data_fidelity`: in closed form for
-    :class:`deepinv.physics.DecomposablePhysics` (e.g. ``BlurFFT``, ``Inpainting``), by conjugate gradients with this
-    object's own ``prox_max_iter``/``prox_tol`` for any other linear physics (never ``physics.prox_l2``, which
-    overwrites the physics' solver settings). An inexact prox cannot break the decrease of :math:`F`: the Armijo test
-    rejects such a step. The step sizes, the Armijo test and the backtracking are those of
+    .. math::
+
+        F(x_k) - F(x_{k+1}) \ge \frac{\gamma}{\tau_k}\|x_{k+1} - x_k\|^2,
+
+    otherwise :math:`\tau_k \leftarrow \eta\tau_k` and the prox is recomputed (:math:`\nabla g_\sigma(x_k)` is
+    reused). Step, acceptance and stopping are per image (a batch gives the results of its images one by one,
+    unlike deepinv's batch-global backtracking). :math:`F(x_k)` costs no extra network pass (the forward pass that
+    gives :math:`g_\sigma(x_{k+1})` is kept, its backward pass gives :math:`\nabla g_\sigma(x_{k+1})`) and is
+    recorded in :attr:`history`. The steps, the Armijo test and the backtracking are those of
     :class:`~deepinv_ext.priors.step_size.ArmijoStepSize` (:meth:`step_size`), shared with
-    :class:`~deepinv_ext.algorithms.VariationalSolver`, with the gradient mapping
-    :math:`G = (x_k - x_{k+1})/\tau_k` as its gradient.
+    :class:`~deepinv_ext.algorithms.VariationalSolver`. The data prox is
+    :func:`~deepinv_ext.algorithms.prox_data_fidelity` (closed form for decomposable physics, conjugate gradients
+    with ``prox_max_iter``/``prox_tol`` otherwise); an inexact prox cannot break the decrease: the test rejects it.
 
-    The iteration stops per element, converged (``converged``, shape ``(B,)``), when the relative change
-    (:meth:`check_conv`) of the objective, :math:`|F(x_{k+1}) - F(x_k)| / |F(x_{k+1})|` (``crit="objective"``,
-    deepinv's ``crit_conv="cost"``), or of the iterate, :math:`\|x_{k+1} - x_k\| / \|x_k\|` (``crit="iterate"``), falls below ``tol`` (with
-    ``crit="iterate"``, also when the first candidate of an iteration, at the step :math:`\tau_k` the previous
-    iterations validated, is rejected but within ``tol`` of :math:`x_k`), or when :math:`x_k` is stationary to
-    working precision: a rejected candidate whose :math:`F` is within the round-off
-    :math:`R = 8\,\epsilon_{\text{dtype}}|F(x_k)|` of :math:`F(x_k)` while the decrease predicted at
-    :math:`\tau_k`, :math:`\|x_{k+1} - x_k\|^2/(2\tau_k)` (first candidate), was already within :math:`16R`
-    (:math:`x_k` is kept; a candidate is accepted there by the Armijo test alone, elsewhere only if its predicted
-    decrease is above :math:`R`, so that a tiny step cannot pass on round-off). It stops unconverged when backtracking fails: ``backtracking.max_iter`` reductions in a row
-    without an accepted candidate, or a stall (a decrease was predicted at :math:`\tau_k` but the candidates shrank
-    until the objective could no longer show one: a potential whose gradient is not that of
-    ``denoiser.potential``), both in ``history["backtracking_failed"]``; or at ``max_iter``. A
-    :class:`~deepinv_ext.algorithms.NotConvergedWarning` names the images that did not converge. The output is the last iterate :math:`x_K` (``output="iterate"``)
-    or its denoised version :math:`D_\sigma(x_K) = x_K - \nabla g_\sigma(x_K)` (``output="denoised"``, as the
+    An image stops converged (``converged``, shape ``(B,)``) when the relative change (:meth:`check_conv`) of the
+    objective (``crit="objective"``, deepinv's ``crit_conv="cost"``) or of the iterate (``crit="iterate"``, also
+    when the first candidate of an iteration is rejected but within ``tol`` of :math:`x_k`) falls below ``tol``,
+    or when :math:`x_k` is stationary to working precision: a rejected candidate whose :math:`F` is within the
+    round-off :math:`R = 8\,\epsilon_{\text{dtype}}|F(x_k)|` of :math:`F(x_k)` while the decrease predicted at
+    :math:`\tau_k`, :math:`\|x_{k+1} - x_k\|^2/(2\tau_k)`, was already within :math:`16R` (elsewhere a candidate
+    needs a predicted decrease above :math:`R`, so that a tiny step cannot pass on round-off). It stops
+    unconverged at ``max_iter`` or when backtracking fails (``history["backtracking_failed"]``):
+    ``backtracking.max_iter`` reductions in a row, or a stall (a decrease predicted at :math:`\tau_k` never
+    showed: a potential whose gradient is not that of ``denoiser.potential``); a
+    :class:`~deepinv_ext.algorithms.NotConvergedWarning` names these images. The output is :math:`x_K`
+    (``output="iterate"``) or :math:`D_\sigma(x_K) = x_K - \nabla g_\sigma(x_K)` (``output="denoised"``, as the
     authors report).
 
     **Memory and training.** The iterations always run without a graph (:meth:`solve`, under
     :func:`torch.no_grad`; :math:`\nabla g_\sigma` by autograd on a detached copy, freed at once). By default
-    (``differentiable=False``) the solver is for inference and the output carries no gradient either, whatever the
-    denoiser's ``requires_grad`` flags. With ``differentiable=True`` (training through the solver, e.g. in
-    :class:`deepinv.Trainer`), when autograd is enabled and a parameter requires a gradient, one last differentiable
-    step is taken from the fixed point (Jacobian-free back-propagation, as deepinv's
-    ``DEQConfig(jacobian_free=True)``): the graph of one step, whatever ``max_iter``.
+    (``differentiable=False``) the output carries no gradient either. With ``differentiable=True`` (training
+    through the solver, e.g. in :class:`deepinv.Trainer`), when autograd is enabled and a parameter requires a
+    gradient, one last differentiable step is taken from the fixed point (Jacobian-free back-propagation
+    :footcite:p:`fung2022jfb`, as deepinv's ``DEQConfig(jacobian_free=True)``): the graph of one step.
 
     :param deepinv_ext.denoisers.GradientStepDenoiser denoiser: a gradient-step denoiser, or any module with
         ``potential(x, sigma)`` (shape ``(B,)``) and ``potential_and_grad(x, sigma, create_graph)``.
-    :param float lambda_: regularisation weight :math:`\lambda > 0` (e.g. from
+    :param float lambda\_: regularisation weight :math:`\lambda > 0` (e.g. from
         :class:`deepinv_ext.algorithms.AffineParameterRule`).
     :param float sigma_denoiser: noise level :math:`\sigma` of the denoiser (kept fixed).
     :param float stepsize: initial step :math:`\tau_0` (default :math:`1/\lambda`, the PnP form
@@ -125,6 +109,8 @@ class GradientStepPnP(Reconstructor):
     :param bool show_progress_bar: tqdm bar over the iterations.
     :param bool differentiable: end with the differentiable step above (training through the solver); ``False``
         (default): the output carries no graph.
+
+    |sep|
 
     :Examples:
 
@@ -193,7 +179,11 @@ class GradientStepPnP(Reconstructor):
     @classmethod
     def contract_example(cls, generator: torch.Generator | None = None) -> dict:
         """A tiny instance for :func:`deepinv_ext.testing.check_reconstructor` (side-effect free: draws only from
-        ``generator``)."""
+        ``generator``).
+
+        :param torch.Generator generator: the CPU generator of every random draw (``None``: one seeded with 0).
+        :return: ``{"model", "physics", "dataset"}``.
+        """
 
         from deepinv_ext.denoisers import GradientStepDenoiser, SmallPotentialNet
         from deepinv_ext.testing.examples import example_blur, example_generator, example_images, seeded_init
@@ -207,22 +197,43 @@ class GradientStepPnP(Reconstructor):
 
     # -- the pieces of F ------------------------------------------------------------------------------------
     def data_fidelity(self, x: Tensor, y: Tensor, physics: LinearPhysics) -> Tensor:
-        r""":math:`f(x) = \frac12\|Ax - y\|^2`, one value per batch element."""
+        r""":math:`f(x) = \frac12\|Ax - y\|^2`, one value per batch element, shape ``(B,)``.
+
+        :param torch.Tensor x: the image :math:`x`, ``(B, ...)``.
+        :param torch.Tensor y: the measurements.
+        :param deepinv.physics.LinearPhysics physics: the operator :math:`A`.
+        """
         return 0.5 * batch_sqnorm(physics.A(x) - y)
 
     def objective(self, x: Tensor, y: Tensor, physics: LinearPhysics) -> Tensor:
-        r""":math:`F(x) = \frac12\|Ax - y\|^2 + \lambda g_\sigma(x)`, one value per batch element."""
+        r""":math:`F(x) = \frac12\|Ax - y\|^2 + \lambda g_\sigma(x)`, one value per batch element, shape ``(B,)``.
+
+        :param torch.Tensor x: the image :math:`x`, ``(B, ...)``.
+        :param torch.Tensor y: the measurements.
+        :param deepinv.physics.LinearPhysics physics: the operator :math:`A`.
+        """
         return self.data_fidelity(x, y, physics) + self.lambda_ * self.denoiser.potential(x, self.sigma_denoiser)
 
     def grad_objective(self, x: Tensor, y: Tensor, physics: LinearPhysics) -> Tensor:
-        r""":math:`\nabla F(x) = A^\top(Ax - y) + \lambda\nabla g_\sigma(x)` (zero at a stationary point)."""
+        r""":math:`\nabla F(x) = A^\top(Ax - y) + \lambda\nabla g_\sigma(x)` (zero at a stationary point).
+
+        :param torch.Tensor x: the image :math:`x`, ``(B, ...)``.
+        :param torch.Tensor y: the measurements.
+        :param deepinv.physics.LinearPhysics physics: the operator :math:`A`.
+        """
         _, grad_g = self.denoiser.potential_and_grad(x, self.sigma_denoiser, create_graph=False)
         return physics.A_adjoint(physics.A(x) - y) + self.lambda_ * grad_g
 
     def prox_data(self, z: Tensor, y: Tensor, physics: LinearPhysics, tau: Tensor | float) -> Tensor:
         r""":math:`\operatorname{prox}_{\tau f}(z)`; ``tau`` a float or one step per batch element (shape ``(B,)``).
 
-        :func:`~deepinv_ext.algorithms.data_fidelity.prox_data_fidelity` with ``prox_max_iter`` and ``prox_tol``."""
+        :func:`~deepinv_ext.algorithms.prox_data_fidelity` with ``prox_max_iter`` and ``prox_tol``.
+
+        :param torch.Tensor z: the point, ``(B, ...)``.
+        :param torch.Tensor y: the measurements.
+        :param deepinv.physics.LinearPhysics physics: the operator :math:`A`.
+        :param float, torch.Tensor tau: the step :math:`\tau`.
+        """
         if isinstance(tau, Tensor):
             tau = per_sample(tau.to(dtype=z.dtype, device=z.device), z)
         return prox_data_fidelity(z, y, physics, tau, self.prox_max_iter, self.prox_tol)
@@ -263,7 +274,10 @@ class GradientStepPnP(Reconstructor):
     def step_size(self, x: Tensor) -> ArmijoStepSize:
         r"""The step rule of a solve: :math:`\tau_0` = ``stepsize`` for every image of ``x`` (:math:`L = 1/\tau`),
         shrunk by :math:`\eta` on a rejected candidate and never relaxed, with the Armijo constant :math:`\gamma` and
-        no round-off slack (``backtracking``'s constants; without backtracking the step stays fixed)."""
+        no round-off slack (``backtracking``'s constants; without backtracking the step stays fixed).
+
+        :param torch.Tensor x: the starting point ``(B, ...)`` (its batch size, dtype and device).
+        """
         bt = self.backtracking if self.backtracking is not None else BacktrackingConfig(max_iter=0)
         lipschitz = torch.full((x.shape[0],), 1 / self.stepsize, dtype=x.dtype, device=x.device)
         return ArmijoStepSize(lipschitz, Backtracking(increase=1 / bt.eta, decrease=1.0, max_backtracking=bt.max_iter,
@@ -309,7 +323,11 @@ class GradientStepPnP(Reconstructor):
     def solve(self, y: Tensor, physics: LinearPhysics, init: Tensor | None = None) -> tuple[Tensor, Tensor]:
         r"""Run the iteration without a graph; return the last iterate :math:`x_K` and :math:`\nabla g_\sigma(x_K)`.
 
-        Fills :attr:`history` and :attr:`converged`. ``init`` defaults to :math:`A^\top y`.
+        Fills :attr:`history` and :attr:`converged`.
+
+        :param torch.Tensor y: measurements, of the shape ``physics.A`` gives, finite.
+        :param deepinv.physics.LinearPhysics physics: the operator :math:`A`.
+        :param torch.Tensor init: the starting point :math:`x_0` (default :math:`A^\top y`).
 
         :raises TypeError: a physics that is not linear, a ``y`` or ``init`` that is not a real floating tensor of the
             denoiser's dtype.
@@ -345,7 +363,14 @@ class GradientStepPnP(Reconstructor):
         return x, grad
 
     def forward(self, y: Tensor, physics: LinearPhysics, init: Tensor | None = None, **kwargs) -> Tensor:
-        r"""Reconstruct from measurements ``y`` (``init``: starting point, default :math:`A^\top y`)."""
+        r"""Reconstruct from measurements ``y``: :meth:`solve`, then the output (and the differentiable step).
+
+        :param torch.Tensor y: measurements, of the shape ``physics.A`` gives, finite.
+        :param deepinv.physics.LinearPhysics physics: the operator :math:`A`.
+        :param torch.Tensor init: the starting point :math:`x_0` (default :math:`A^\top y`).
+        :param kwargs: ignored (the signature of :class:`deepinv.models.Reconstructor`).
+        :return: :math:`x_K` or :math:`D_\sigma(x_K)` (``output``).
+        """
         x, grad = self.solve(y, physics, init=init)
         trainable = any(p.requires_grad for p in self.parameters())
         if self.differentiable and torch.is_grad_enabled() and trainable:

@@ -1,19 +1,5 @@
-r"""Plug-and-play forward-backward splitting with a spectrally filtered linear denoiser.
-
-Hauptmann, Mukherjee, Schönlieb, Sherry, *Convergent regularization in inverse problems and linear plug-and-play
-denoisers* (Sect. 4, Theorem 5). A symmetric linear denoiser :math:`D` with :math:`\mathrm{spec}\,D\subset(0,1)` is
-:math:`\mathrm{prox}_J`, :math:`J(x) = \tfrac12\langle x, (D^{-1} - \mathrm{Id})x\rangle`; a spectral filter
-:math:`h_\tau` (:mod:`deepinv_ext.spectral`) controls its strength, and PnP-FBS
-
-.. math::
-
-    x_{k+1} = h_\tau(D)\bigl(x_k - \eta A^\top(Ax_k - y)\bigr), \qquad \eta \le 2/\|A\|^2,
-
-converges to the unique solution of :math:`[A^\top A + (\tau/\eta)\, r_\tau(D)]\,x = A^\top y`,
-:math:`r_\tau = (1 - h_\tau)/(\tau h_\tau)`. With :math:`\tau \propto \delta` it is a convergent regularisation:
-:math:`\hat x \to x^\dagger`, the :math:`J^*`-minimising least-squares solution, as the noise level
-:math:`\delta\to 0`.
-"""
+r"""Plug-and-play forward-backward splitting with a spectrally filtered linear denoiser (:class:`SpectralPnP`), the
+convergent regularisation of :footcite:t:`hauptmann2024convergent` (Sect. 4, Theorem 5)."""
 
 from __future__ import annotations
 
@@ -48,7 +34,24 @@ def _rel(a: Tensor, b: Tensor) -> Tensor:
 
 
 class SpectralPnP(dinv.models.Reconstructor):
-    r"""PnP-FBS :math:`x_{k+1} = h_\tau(D)(x_k - \eta A^\top(Ax_k - y))` for any deepinv linear physics.
+    r"""PnP forward-backward splitting with a spectrally filtered linear denoiser, a convergent regularisation.
+
+    A symmetric linear denoiser :math:`D = U\,\mathrm{diag}(\mu_i)\,U^\top` with :math:`\mathrm{spec}\,D\subset(0,1)`
+    is :math:`\mathrm{prox}_J`, :math:`J(x) = \tfrac12\langle x, (D^{-1} - \mathrm{Id})x\rangle`; a spectral filter
+    :math:`h_\tau` (:mod:`deepinv_ext.spectral`) sets its strength,
+    :math:`h_\tau(D) = U\,\mathrm{diag}\big(h_\tau(\mu_i)\big)\,U^\top` (e.g. the scaling filter
+    :math:`h_\tau(\mu) = \mu / (\tau - (\tau - 1)\mu)`, the prox of :math:`\tau J`; :math:`h_1(D) = D`), applied
+    matrix-free. The iteration of :footcite:t:`hauptmann2024convergent` (Sect. 4, Theorem 5), for any deepinv
+    linear physics :math:`A`,
+
+    .. math::
+
+        x_{k+1} = h_\tau(D)\bigl(x_k - \eta A^\top(Ax_k - y)\bigr), \qquad \eta \le 2/\|A\|^2,
+
+    converges to the unique solution of :math:`[A^\top A + (\tau/\eta)\, r_\tau(D)]\,x = A^\top y`,
+    :math:`r_\tau = (1 - h_\tau)/(\tau h_\tau)`. With :math:`\tau \propto \delta` it is a convergent
+    regularisation: :math:`\hat x \to x^\dagger`, the :math:`J^*`-minimising least-squares solution, as the noise
+    level :math:`\delta\to 0`.
 
     The step :math:`\eta` is ``step_factor`` :math:`/ \|A\|^2` with :math:`\|A\|^2` computed by
     the power method on :math:`A^\top A` (:func:`deepinv_ext.physics.functional.power_method`, the iteration of
@@ -56,7 +59,8 @@ class SpectralPnP(dinv.models.Reconstructor):
     satisfy :math:`\eta \le 2/\|A\|^2` (:math:`\le 1/\|A\|^2` with ``acceleration="fista"``). The iteration stops
     when the relative change :math:`\|x_{k+1} - x_k\|/\|x_k\|` of every image is below ``tol``; ``converged``
     (shape ``(B,)``) says which images got there with the last filter application within ``filter_tol``.
-    ``acceleration="fista"`` adds Nesterov momentum with O'Donoghue-Candès gradient restart: same fixed point
+    ``acceleration="fista"`` adds Nesterov momentum with gradient restart :footcite:p:`odonoghue2015adaptive`: same
+    fixed point
     (the minimiser of :math:`\tfrac12\|Ax - y\|^2 + \eta^{-1}J_\tau(x)`), far fewer iterations for small
     :math:`\tau`.
 
@@ -66,7 +70,8 @@ class SpectralPnP(dinv.models.Reconstructor):
     measured bounds are kept (``spectrum``) and passed to the filter (CG error bound, Chebyshev interval).
 
     :param deepinv.models.Denoiser denoiser: a linear symmetric denoiser, called as ``denoiser(x, sigma)``.
-    :param deepinv_ext.spectral.SpectralFilter filter: the filter family (default :class:`ScalingFilter`).
+    :param deepinv_ext.spectral.SpectralFilter filter: the filter family (default
+        :class:`~deepinv_ext.spectral.ScalingFilter`).
     :param float tau: the filter parameter :math:`\tau > 0` (``tau=1`` with the scaling filter is plain PnP).
     :param str method: how :math:`h_\tau(D)` is applied: ``"auto"`` (the filter's own matrix-free method: CG for
         the scaling filter, Horner for the Neumann filter), ``"eig"`` (exact eigendecomposition, small images),
@@ -98,6 +103,8 @@ class SpectralPnP(dinv.models.Reconstructor):
     solve) keeps an autograd graph and the output carries no gradient. With ``differentiable=True`` autograd records
     every iteration and every inner solve whenever it is enabled (derivatives by unrolling, memory growing with the
     iterations).
+
+    |sep|
 
     :Examples:
 
@@ -173,7 +180,11 @@ class SpectralPnP(dinv.models.Reconstructor):
     @classmethod
     def contract_example(cls, generator: torch.Generator | None = None) -> dict:
         """A small instance for :func:`deepinv_ext.testing.check_reconstructor` (side-effect free: draws only from
-        ``generator``)."""
+        ``generator``).
+
+        :param torch.Generator generator: the CPU generator of every random draw (``None``: one seeded with 0).
+        :return: ``{"model", "physics", "dataset"}``.
+        """
         from deepinv_ext.denoisers.linear_unet import LinearSymmetricUNet
         from deepinv_ext.testing.examples import example_blur, example_generator, example_images, seeded_init
 
@@ -187,12 +198,23 @@ class SpectralPnP(dinv.models.Reconstructor):
                 "physics": physics, "dataset": example_images(4, 16, generator=g)}
 
     def matvec(self, v: Tensor) -> Tensor:
-        """The denoiser as an operator, :math:`v \\mapsto D v`."""
+        """The denoiser as an operator, :math:`v \\mapsto D v` (at the noise level ``sigma``).
+
+        :param torch.Tensor v: the images ``(B, ...)``.
+        """
         return self.denoiser(v, self.sigma)
 
     def check_denoiser(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> tuple[float, float]:
         r"""Check symmetry and :math:`\mathrm{spec}\,D\subset(0,1)` on images of ``shape``; return the spectrum
-        bounds (measured by Lanczos and widened by the Ritz residuals). Raises ``ValueError`` otherwise."""
+        bounds (measured by Lanczos and widened by the Ritz residuals, or the given ``spectrum``).
+
+        :param tuple shape: the image shape ``(C, H, W)``.
+        :param torch.dtype dtype: the dtype of the test vectors.
+        :param torch.device device: their device.
+        :return: ``(lowest, highest)`` eigenvalue bounds, also kept in ``spectrum``.
+        :raises ValueError: a denoiser that is not symmetric (within ``sym_tol``), or whose spectrum leaves
+            :math:`(0, 1)`.
+        """
         gap = symmetry_gap(self.matvec, shape, dtype=dtype, device=device)
         if not gap <= self.sym_tol:
             raise ValueError(f"denoiser is not symmetric: |<x, Dy> - <Dx, y>| / (|x| |Dy|) = {gap:.2e} > sym_tol="
@@ -239,7 +261,12 @@ class SpectralPnP(dinv.models.Reconstructor):
 
     def compute_stepsize(self, physics: dinv.physics.LinearPhysics, x: Tensor) -> float:
         r""":math:`\eta` = ``step_factor`` / :math:`\|A\|^2` (power method, +1 %), or the given ``stepsize`` after
-        checking it against :math:`2/\|A\|^2` (:math:`1/\|A\|^2` with FISTA)."""
+        checking it against :math:`2/\|A\|^2` (:math:`1/\|A\|^2` with FISTA).
+
+        :param deepinv.physics.LinearPhysics physics: the operator :math:`A`.
+        :param torch.Tensor x: an image batch of the physics' input shape (shape, dtype, device of the power method).
+        :raises ValueError: a given ``stepsize`` above the admissible bound.
+        """
         key = (id(physics), tuple(x.shape[1:]), x.dtype)
         if key not in self._sqnorm:
             # deterministic: the power method (what physics.compute_sqnorm runs) from starts drawn from a generator
@@ -276,6 +303,8 @@ class SpectralPnP(dinv.models.Reconstructor):
         :param torch.Tensor y: measurements, of the shape ``physics.A`` gives, finite, in the denoiser's dtype.
         :param deepinv.physics.LinearPhysics physics: the operator :math:`A`.
         :param torch.Tensor x_init: :math:`x_0` (default :math:`A^\top y`), of the shape of :math:`A^\top y`.
+        :param kwargs: ignored (the signature of :class:`deepinv.models.Reconstructor`).
+        :return: the reconstruction, of the shape of :math:`A^\top y`.
         :raises TypeError: a physics that is not linear, a ``y`` or ``x_init`` that is not a real floating tensor of
             the denoiser's dtype.
         :raises ValueError: an empty batch, NaN or inf in ``y``, or a ``y`` that does not fit ``physics``.
@@ -325,8 +354,15 @@ class SpectralPnP(dinv.models.Reconstructor):
         :math:`x = Dw` this is the symmetric positive definite system
         :math:`[\eta D A^\top A D + \tau(D - D^2)]\,w = \eta D A^\top y`, solved by CG (two denoiser applications
         and one :math:`A^\top A` per iteration, no inner solves) to relative residual ``tol``.
-        ``w_init`` warm-starts :math:`w` (e.g. ``last_info["w"]`` of a previous solve); ``self.last_info`` receives
-        the CG iterations, the residual and :math:`w`, ``self.converged`` which images reached ``tol``.
+        ``self.last_info`` receives the CG iterations, the residual and :math:`w`, ``self.converged`` which images
+        reached ``tol``.
+
+        :param torch.Tensor y: measurements, as in :meth:`forward`.
+        :param deepinv.physics.LinearPhysics physics: the operator :math:`A`.
+        :param float tol: relative residual of CG.
+        :param int max_iter: maximum CG iterations.
+        :param torch.Tensor w_init: warm start of :math:`w` (e.g. ``last_info["w"]`` of a previous solve).
+        :return: the fixed point :math:`x = Dw`.
 
         :raises TypeError: another filter than the scaling filter, and as :meth:`forward`.
         :raises ValueError: as :meth:`forward`, and for a ``tol`` or ``max_iter`` that is not positive.

@@ -1,32 +1,6 @@
-r"""TDV variational network: S semi-implicit gradient-flow steps on :math:`\lambda f + R` with learned T and lambda.
-
-The network of Kobler et al. discretises the gradient flow of the energy :math:`\lambda f(x, y) + R(x)`,
-:math:`f(x, y) = \frac12\|Ax - y\|_2^2`, on :math:`[0, T]` by :math:`S` semi-implicit steps,
-
-.. math::
-
-    x_0 = x_{\text{init}}, \qquad
-    x_s = \operatorname{prox}_{\frac{\lambda}{S} f(\cdot, y)}\Big(x_{s-1} - \frac{T}{S}\nabla R(x_{s-1})\Big),
-    \quad s = 1, \dots, S,
-
-with a learned stopping time :math:`T` and data weight :math:`\lambda`. The proximal map solves
-:math:`(\operatorname{Id} + \tau A^\top A)x = u + \tau A^\top y`, :math:`\tau = \lambda/S`: in closed form
-:math:`x = (u + \tau y)/(1 + \tau)` for denoising, through the singular value decomposition for deepinv's
-decomposable physics, and by conjugate gradients otherwise
-(:func:`deepinv_ext.algorithms.data_fidelity.prox_data_fidelity`, shared with the other solvers).
-
-A network trained at noise level :math:`\sigma_0` is applied at :math:`\sigma` by rescaling
-(:math:`\sigma_0/\sigma` is the factor ``s``): :math:`\hat x(y) = \mathrm{VN}(s\,y)/s`, since for a linear
-operator :math:`s y = A(s x) + s\epsilon` has noise level :math:`\sigma_0`.
-
-Training (with :class:`deepinv.Trainer`) keeps the constraints of the paper with :func:`constrain_optimizer` (a
-post-step hook on any torch optimizer calling :meth:`TDVNetwork.project`), and saves memory by gradient
-checkpointing of every step (``checkpointing=True``) on top of the hand-derived :math:`\nabla R` of
-:class:`deepinv_ext.priors.TDV`, whose activation saves only its input.
-
-Reference: E. Kobler, A. Effland, K. Kunisch, T. Pock, "Total Deep Variation for Linear Inverse Problems",
-CVPR 2020, eq. (7)-(8).
-"""
+r"""The TDV variational network of :footcite:t:`kobler2020total`: :math:`S` semi-implicit gradient-flow steps on
+:math:`\lambda f + R` with a learned stopping time :math:`T` and data weight :math:`\lambda` (:class:`TDVNetwork`),
+and the optimiser hook that keeps its constraints in training (:func:`constrain_optimizer`)."""
 
 from __future__ import annotations
 
@@ -55,8 +29,29 @@ __all__ = ["TDVNetwork", "constrain_optimizer"]
 
 def constrain_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module) -> torch.optim.Optimizer:
     r"""Make ``optimizer`` call ``model.project()`` after every step (a torch step post-hook), so that
-    :class:`deepinv.Trainer`, which has no post-step hook of its own, keeps the constraints. Returns the same
-    optimizer (its ``state_dict`` is unchanged, so Trainer checkpoints resume)."""
+    :class:`deepinv.Trainer`, which has no post-step hook of its own, keeps the constraints.
+
+    :param torch.optim.Optimizer optimizer: the optimiser of ``model``'s parameters.
+    :param torch.nn.Module model: a model with a ``project()`` method, e.g. :class:`TDVNetwork`.
+    :return: the same optimiser (its ``state_dict`` is unchanged, so Trainer checkpoints resume).
+    :raises TypeError: not a torch optimiser, or a model without ``project()``.
+
+    |sep|
+
+    :Examples:
+
+    A step that would make the stopping time negative is projected back onto ``T_range``:
+
+    >>> import torch
+    >>> from deepinv_ext.algorithms import TDVNetwork, constrain_optimizer
+    >>> from deepinv_ext.priors import TDV
+    >>> net = TDVNetwork(TDV(num_features=4, num_macro_blocks=1), steps=2, T=0.1)
+    >>> optimizer = constrain_optimizer(torch.optim.SGD([net.T], lr=1.0), net)
+    >>> net.T.grad = torch.tensor(1.0)
+    >>> optimizer.step()
+    >>> net.T.item()
+    0.0
+    """
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
     if not callable(getattr(model, "project", None)):
@@ -66,8 +61,29 @@ def constrain_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module) -> t
 
 
 class TDVNetwork(Reconstructor):
-    r"""TDV variational network :math:`x_s = \operatorname{prox}_{\frac{\lambda}{S}f}(x_{s-1} - \frac{T}{S}
-    \nabla R(x_{s-1}))`, :math:`s = 1..S` (see the module docstring).
+    r"""The TDV variational network: :math:`S` semi-implicit steps of the gradient flow of :math:`\lambda f + R`.
+
+    The network of :footcite:t:`kobler2020total` (eq. (7)-(8)) discretises the gradient flow of the energy
+    :math:`\lambda f(x, y) + R(x)`, :math:`f(x, y) = \frac12\|Ax - y\|_2^2`, on :math:`[0, T]` by :math:`S`
+    semi-implicit steps, explicit in the regulariser :math:`R` (:class:`deepinv_ext.priors.TDV`) and implicit in the
+    data term:
+
+    .. math::
+
+        x_0 = x_{\text{init}}, \qquad
+        x_s = \operatorname{prox}_{\frac{\lambda}{S} f(\cdot, y)}\Big(x_{s-1} - \frac{T}{S}\nabla R(x_{s-1})\Big),
+        \quad s = 1, \dots, S,
+
+    with a learned stopping time :math:`T` and data weight :math:`\lambda`. The proximal map solves
+    :math:`(\operatorname{Id} + \tau A^\top A)x = u + \tau A^\top y`, :math:`\tau = \lambda/S`: in closed form
+    :math:`x = (u + \tau y)/(1 + \tau)` for denoising, through the singular value decomposition for deepinv's
+    decomposable physics, and by conjugate gradients otherwise
+    (:func:`~deepinv_ext.algorithms.prox_data_fidelity`, shared with the other solvers).
+
+    A network trained at noise level :math:`\sigma_0` is applied at :math:`\sigma` by rescaling,
+    :math:`\hat x(y) = \mathrm{VN}(s\,y)/s` with :math:`s = \sigma_0/\sigma` (:meth:`noise_scale`), since for a
+    linear operator :math:`s y = A(s x) + s\epsilon` has noise level :math:`\sigma_0`. The stopping time that is
+    optimal on given data solves :math:`J'(T) = 0` (Theorem 3.1 of the paper; :meth:`optimal_stopping_time`).
 
     Parameter names follow the authors' checkpoints (``T``, ``lmbda``, ``R.<TDV keys>``), so
     :meth:`from_checkpoint` loads the published files as they are.
@@ -77,7 +93,8 @@ class TDVNetwork(Reconstructor):
     how :class:`deepinv.Trainer` trains it), with per-step checkpointing (``checkpointing=True``: the graph of one
     step at a time, plus each step's input). Published weights load frozen (:meth:`from_checkpoint`), so their
     inference records nothing; for a network being trained, infer under :func:`torch.no_grad` (as
-    :func:`deepinv.test` does).
+    :func:`deepinv.test` does). In training, :func:`constrain_optimizer` keeps the constraints of the paper
+    (:meth:`project` after every optimiser step).
 
     :param deepinv_ext.priors.TDV prior: the regulariser :math:`R` (default: ``TDV()``, 3 macro-blocks, 3 scales,
         32 features).
@@ -92,6 +109,23 @@ class TDVNetwork(Reconstructor):
         only; no effect under ``torch.no_grad``).
     :param int cg_max_iter: CG iterations of the proximal map for non-decomposable physics.
     :param float cg_tol: relative CG tolerance.
+
+    |sep|
+
+    :Examples:
+
+    An untrained network, two steps on a denoising problem:
+
+    >>> import torch, deepinv as dinv
+    >>> from deepinv_ext.algorithms import TDVNetwork
+    >>> from deepinv_ext.priors import TDV
+    >>> net = TDVNetwork(TDV(num_features=4, num_macro_blocks=1), steps=2, T=0.05, lmbda=1.0)
+    >>> physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(25 / 255))
+    >>> y = physics(torch.rand(1, 1, 16, 16))
+    >>> with torch.no_grad():
+    ...     xs = net(y, physics, return_all=True)
+    >>> len(xs), xs[-1].shape, bool(torch.equal(xs[0], y))
+    (3, torch.Size([1, 1, 16, 16]), True)
     """
 
     def __init__(self, prior: TDV | None = None, steps: int = 10, T: float = 0.001, lmbda: float = 0.01,
@@ -137,7 +171,13 @@ class TDVNetwork(Reconstructor):
 
         It is a vector, not a tensor shaped after ``y``: measurements and images may have different numbers of
         dimensions (multi-coil MRI: ``y`` is ``(B, 2, N, H, W)``, ``x`` is ``(B, 2, H, W)``), and each is scaled
-        by the factor broadcast to its own shape."""
+        by the factor broadcast to its own shape.
+
+        :param torch.Tensor y: the measurements ``(B, ...)``.
+        :param deepinv.physics.Physics physics: the physics, whose ``noise_model.sigma`` is the default noise level.
+        :param float, torch.Tensor sigma: the noise level :math:`\sigma` of ``y``, one number or one per image.
+        :raises ValueError: a ``sigma`` with neither one value nor one per image, or not positive and finite.
+        """
         if self.sigma_train is None:
             return None
         if sigma is None:
@@ -153,7 +193,14 @@ class TDVNetwork(Reconstructor):
 
     def step(self, x: Tensor, y: Tensor, physics: Physics, grad: Tensor | None = None) -> Tensor:
         r"""One step :math:`\operatorname{prox}_{\frac{\lambda}{S}f}(x - \frac{T}{S}\nabla R(x))`; ``grad`` is
-        :math:`\nabla R(x)` where the caller has it already (default: computed here)."""
+        :math:`\nabla R(x)` where the caller has it already (default: computed here).
+
+        :param torch.Tensor x: the iterate :math:`x_{s-1}`.
+        :param torch.Tensor y: the (rescaled) measurements.
+        :param deepinv.physics.LinearPhysics physics: the operator :math:`A`.
+        :param torch.Tensor grad: :math:`\nabla R(x)`, or ``None``.
+        :return: :math:`x_s`, of the shape of ``x``.
+        """
         u = x - (self.T / self.S).to(x.dtype) * (self.R.grad(x) if grad is None else grad)
         tau = (self.lmbda / self.S).to(x.dtype)
         return prox_data_fidelity(u, y, physics, tau, self.cg_max_iter, self.cg_tol)
@@ -166,8 +213,11 @@ class TDVNetwork(Reconstructor):
         :param deepinv.physics.LinearPhysics physics: the forward operator (with its noise model).
         :param torch.Tensor x_init: :math:`x_0` (default: ``y`` for denoising, :math:`A^\top y` otherwise), of the
             shape of :math:`A^\top y`.
-        :param sigma: noise level of ``y`` for the rescaling (default: ``physics.noise_model.sigma``).
+        :param float, torch.Tensor sigma: noise level of ``y`` for the rescaling (default:
+            ``physics.noise_model.sigma``).
         :param bool return_all: return the list :math:`[x_0, \dots, x_S]` instead of :math:`x_S`.
+        :param kwargs: ignored (the signature of :class:`deepinv.models.Reconstructor`).
+        :return: :math:`x_S`, or the list of every iterate.
         :raises TypeError: a physics that is not linear, a ``y`` or ``x_init`` that is not a real floating tensor of
             the network's dtype.
         :raises ValueError: an empty batch, NaN or inf in ``y``, a ``y`` that does not fit ``physics`` or whose image
@@ -201,8 +251,11 @@ class TDVNetwork(Reconstructor):
         It works on a frozen network too (published weights): :math:`T` requires grad during the call only.
 
         :param torch.Tensor y: measurements.
+        :param deepinv.physics.LinearPhysics physics: the operator :math:`A`.
         :param torch.Tensor x: ground truth.
         :param float T: the stopping time to evaluate at (default: the learned one), >= 0.
+        :param float, torch.Tensor sigma: noise level of ``y`` (as in :meth:`forward`).
+        :return: ``(J(T), J'(T))`` as floats.
         """
         if T is not None:
             finite_number(T, "T")
@@ -225,7 +278,16 @@ class TDVNetwork(Reconstructor):
                               iterations: int = 12, sigma: float | Tensor | None = None) -> float:
         r"""The stopping time :math:`T^*` on data :math:`(y, x)` at which :math:`J'(T^*) = 0`
         (:meth:`stopping_time_derivative`), by bisection on :math:`[0, T_{max}]` (default: twice the learned
-        :math:`T`, doubled while :math:`J'` stays negative, at most 8 times)."""
+        :math:`T`, doubled while :math:`J'` stays negative, at most 8 times).
+
+        :param torch.Tensor y: measurements.
+        :param deepinv.physics.LinearPhysics physics: the operator :math:`A`.
+        :param torch.Tensor x: ground truth.
+        :param float T_max: the upper end of the first bracket (> 0).
+        :param int iterations: bisection steps (each one forward and one backward pass of the network).
+        :param float, torch.Tensor sigma: noise level of ``y`` (as in :meth:`forward`).
+        :return: :math:`T^*`.
+        """
         if T_max is not None:
             finite_number(T_max, "T_max", strict=True)
         positive_int(iterations, "iterations")
@@ -252,7 +314,12 @@ class TDVNetwork(Reconstructor):
         as :meth:`deepinv_ext.priors.TDV.from_checkpoint`'s: inference records no graph. To fine-tune, pass
         ``trainable=True`` (or call ``net.requires_grad_(True)`` later).
 
+        :param str, pathlib.Path path: the checkpoint file.
+        :param str, torch.device map_location: where to load the tensors.
+        :param float sigma_train: the noise level the checkpoint was trained at (``None``: never rescale).
         :param bool trainable: whether the parameters require grad.
+        :param kwargs: further arguments of the constructor (``checkpointing``, ``cg_max_iter``, ...).
+        :return: the network (frozen unless ``trainable``).
         :raises FileNotFoundError: no such file.
         :raises ValueError: an empty, truncated or foreign file (no ``"model"`` entry).
         :raises TypeError: ``trainable`` is not a bool.
@@ -272,7 +339,11 @@ class TDVNetwork(Reconstructor):
     @classmethod
     def contract_example(cls, generator: torch.Generator | None = None) -> dict:
         """A small instance for :func:`deepinv_ext.testing.check_reconstructor` (side-effect free: draws only from
-        ``generator``)."""
+        ``generator``).
+
+        :param torch.Generator generator: the CPU generator of every random draw (``None``: one seeded with 0).
+        :return: ``{"model", "physics", "dataset"}``.
+        """
         from deepinv.physics import GaussianNoise
 
         from deepinv_ext.testing.examples import example_generator, example_images, seeded_init

@@ -1,43 +1,5 @@
-r"""Variational reconstruction with a smooth learned prior: accelerated gradient descent with Lipschitz backtracking.
-
-:class:`VariationalSolver` minimises, for any deepinv linear physics :math:`A` and any smooth prior :math:`R`
-(``fn`` and ``grad``, e.g. :class:`deepinv_ext.priors.TDV`),
-
-.. math::
-
-    E(x) = \frac{w}{2}\|Ax - y\|_2^2 + R(x),
-
-by the accelerated gradient method with Lipschitz backtracking of Kobler et al. (appendix E, Algorithm 1):
-from a few conjugate-gradient steps on the normal equations :math:`A^\top A x = A^\top y`,
-
-.. math::
-
-    \bar x_k = x_k + \beta_k (x_k - x_{k-1}), \qquad
-    x_{k+1} = \bar x_k - \tfrac{1}{L_k}\nabla E(\bar x_k),
-
-where :math:`L_k` is doubled until the quadratic upper bound
-:math:`E(x_{k+1}) \le E(\bar x_k) - \frac{1}{2L_k}\|\nabla E(\bar x_k)\|^2` holds and is then relaxed
-(:math:`L_{k+1} = \eta L_k`, :math:`\eta < 1`) for the next iteration, and :math:`\beta_k = (t_{k-1}-1)/t_k` with
-FISTA's :math:`t_k = (1 + \sqrt{1 + 4t_{k-1}^2})/2`. The energy is kept monotone: a step that would raise
-:math:`E` above :math:`E(x_k)` is redone from :math:`x_k` without momentum (and the momentum restarted), where the
-sufficient-decrease condition guarantees :math:`E(x_{k+1}) \le E(x_k) - \frac{1}{2L_k}\|\nabla E(x_k)\|^2`.
-This converges to stationary points for non-convex smooth :math:`E` with Lipschitz gradient.
-
-Every batch element has its own :math:`L_k`, momentum, acceptance and stopping (a batch gives the results of its
-images one by one). Stopping rule, without ground truth: the relative change
-:math:`\|x_{k+1} - x_k\| / \|x_k\|` and the relative energy decrease both below ``tol``
-(:meth:`VariationalSolver.check_conv`), or a point stationary to
-working precision (no decrease of :math:`E` left above its round-off); an image stops unconverged at ``max_iter``,
-or when it stalls (a decrease was predicted by the gradient but no step showed it: a prior whose ``grad`` is not
-the gradient of its ``fn``). ``converged`` says which, per image, and a
-:class:`~deepinv_ext.algorithms.NotConvergedWarning` is raised for the others.
-The iteration itself is :func:`deepinv_ext.priors.accelerated.accelerated_descent`, shared with the proximal
-operators of the smooth learned priors (:class:`deepinv_ext.priors.SmoothLearnedPrior`).
-
-Reference: E. Kobler, A. Effland, K. Kunisch, T. Pock, "Total Deep Variation for Linear Inverse Problems",
-CVPR 2020, appendix E; A. Beck, M. Teboulle, SIAM J. Imaging Sci. 2 (2009) (FISTA with backtracking);
-B. O'Donoghue, E. Candès, Found. Comput. Math. 15 (2015) (adaptive restart).
-"""
+r"""Variational reconstruction with a smooth learned prior: accelerated gradient descent with Lipschitz backtracking
+(:class:`VariationalSolver`, the iteration of :footcite:t:`kobler2020total`, appendix E)."""
 
 from __future__ import annotations
 
@@ -59,8 +21,40 @@ __all__ = ["VariationalSolver"]
 
 
 class VariationalSolver(Reconstructor):
-    r"""Minimise :math:`E(x) = \frac{w}{2}\|Ax-y\|^2 + R(x)` by accelerated gradient descent with Lipschitz
-    backtracking and monotone restarts, initialised by CG (see the module docstring).
+    r"""Variational reconstruction with a smooth prior, by accelerated gradient descent with Lipschitz backtracking.
+
+    Minimises, for any deepinv linear physics :math:`A` and any smooth prior :math:`R` (``fn`` and ``grad``, e.g.
+    :class:`deepinv_ext.priors.TDV`),
+
+    .. math::
+
+        E(x) = \frac{w}{2}\|Ax - y\|_2^2 + R(x),
+
+    by the accelerated gradient method with Lipschitz backtracking of :footcite:t:`kobler2020total` (appendix E,
+    Algorithm 1): from a few conjugate-gradient steps on the normal equations :math:`A^\top A x = A^\top y`,
+
+    .. math::
+
+        \bar x_k = x_k + \beta_k (x_k - x_{k-1}), \qquad
+        x_{k+1} = \bar x_k - \tfrac{1}{L_k}\nabla E(\bar x_k),
+
+    where :math:`L_k` is doubled until the quadratic upper bound
+    :math:`E(x_{k+1}) \le E(\bar x_k) - \frac{1}{2L_k}\|\nabla E(\bar x_k)\|^2` holds and is then relaxed
+    (:math:`L_{k+1} = \eta L_k`, :math:`\eta < 1`) for the next iteration, and :math:`\beta_k = (t_{k-1}-1)/t_k` with
+    the :math:`t_k = (1 + \sqrt{1 + 4t_{k-1}^2})/2` of FISTA :footcite:p:`beck2009fast`. The energy is kept
+    monotone: a step that would raise :math:`E` above :math:`E(x_k)` is redone from :math:`x_k` without momentum
+    (and the momentum restarted, :footcite:t:`odonoghue2015adaptive`), where the sufficient-decrease condition
+    guarantees :math:`E(x_{k+1}) \le E(x_k) - \frac{1}{2L_k}\|\nabla E(x_k)\|^2`. This converges to stationary
+    points for a non-convex smooth :math:`E` with Lipschitz gradient.
+
+    Every batch element has its own :math:`L_k`, momentum, acceptance and stopping (a batch gives the results of
+    its images one by one). Stopping rule, without ground truth: the relative change
+    :math:`\|x_{k+1} - x_k\| / \|x_k\|` and the relative energy decrease both below ``tol`` (:meth:`check_conv`),
+    or a point stationary to working precision (no decrease of :math:`E` left above its round-off); an image stops
+    unconverged at ``max_iter``, or when it stalls (a decrease was predicted by the gradient but no step showed it:
+    a prior whose ``grad`` is not the gradient of its ``fn``). The iteration is
+    :func:`deepinv_ext.priors.accelerated.accelerated_descent`, shared with the proximal operators of the smooth
+    learned priors (:class:`deepinv_ext.priors.SmoothLearnedPrior`).
 
     After a call, ``history`` holds the energy of every iterate (a list of ``(B,)`` tensors, the first one at the
     CG initialisation), ``iterations`` the number of iterations run, ``lipschitz`` the final :math:`L` per
@@ -92,11 +86,13 @@ class VariationalSolver(Reconstructor):
     :param tuple[int, ...] record: iterations :math:`k` whose iterates :math:`x_k` are kept in ``snapshots``
         (a dict ``k -> x_k``; ``0`` is the initialisation, and an image stopped before :math:`k` keeps its final
         iterate), so that one solve gives the reconstructions of every iteration budget :math:`K \le`
-        ``max_iter``, e.g. to choose an early-stopping :math:`K` on validation data (Lunz et al. 2018 reconstruct
-        by a fixed number of gradient steps).
+        ``max_iter``, e.g. to choose an early-stopping :math:`K` on validation data (:footcite:t:`lunz2018adversarial`
+        reconstruct by a fixed number of gradient steps).
     :param bool differentiable: record the iterations for autograd (training through the solver); ``False``
         (default): iterate without a graph, in memory independent of ``max_iter`` (as ``differentiable`` of
         :class:`torch.optim.Optimizer`).
+
+    |sep|
 
     :Examples:
 
@@ -139,11 +135,24 @@ class VariationalSolver(Reconstructor):
 
     # ------------------------------------------------------------------ the energy
     def energy(self, x: Tensor, y: Tensor, physics: LinearPhysics) -> Tensor:
-        r""":math:`E(x)` per batch element, shape ``(B,)``."""
+        r""":math:`E(x) = \frac{w}{2}\|Ax - y\|^2 + R(x)` per batch element.
+
+        :param torch.Tensor x: the image :math:`x`, ``(B, ...)``.
+        :param torch.Tensor y: the measurements.
+        :param deepinv.physics.LinearPhysics physics: the operator :math:`A`.
+        :return: :math:`E(x)`, shape ``(B,)``.
+        """
         return 0.5 * self.weight * batch_sqnorm(physics.A(x) - y) + self.prior.fn(x).reshape(-1)
 
     def energy_and_grad(self, x: Tensor, y: Tensor, physics: LinearPhysics) -> tuple[Tensor, Tensor]:
-        r""":math:`(E(x), \nabla E(x))` with :math:`\nabla E(x) = w A^\top(Ax - y) + \nabla R(x)`."""
+        r""":math:`(E(x), \nabla E(x))` with :math:`\nabla E(x) = w A^\top(Ax - y) + \nabla R(x)`, in one forward and one
+        backward sweep of a :class:`~deepinv_ext.priors.SmoothLearnedPrior`.
+
+        :param torch.Tensor x: the image :math:`x`, ``(B, ...)``.
+        :param torch.Tensor y: the measurements.
+        :param deepinv.physics.LinearPhysics physics: the operator :math:`A`.
+        :return: the energies, shape ``(B,)``, and the gradient, of the shape of ``x``.
+        """
         r = physics.A(x) - y
         if isinstance(self.prior, SmoothLearnedPrior):  # one forward and one backward sweep
             e_reg, g_reg = self.prior.energy_and_grad(x)
@@ -152,7 +161,13 @@ class VariationalSolver(Reconstructor):
         return 0.5 * self.weight * batch_sqnorm(r) + e_reg.reshape(-1), self.weight * physics.A_adjoint(r) + g_reg
 
     def initialise(self, y: Tensor, physics: LinearPhysics) -> Tensor:
-        r""":math:`x_0`: ``cg_init_iter`` CG steps on :math:`A^\top A x = A^\top y` from zero."""
+        r"""The starting point :math:`x_0`: ``cg_init_iter`` CG steps on :math:`A^\top A x = A^\top y` from zero
+        (:math:`A^\top y` if ``cg_init_iter=0``).
+
+        :param torch.Tensor y: the measurements.
+        :param deepinv.physics.LinearPhysics physics: the operator :math:`A`.
+        :return: :math:`x_0`, of the shape of :math:`A^\top y`.
+        """
         b = physics.A_adjoint(y)
         if self.cg_init_iter == 0:
             return b
@@ -165,6 +180,8 @@ class VariationalSolver(Reconstructor):
         :param torch.Tensor y: measurements, of the shape ``physics.A`` gives, finite, in the prior's dtype.
         :param deepinv.physics.LinearPhysics physics: the operator :math:`A`.
         :param torch.Tensor x_init: :math:`x_0` (default: CG initialisation), of the shape of :math:`A^\top y`.
+        :param kwargs: ignored (the signature of :class:`deepinv.models.Reconstructor`).
+        :return: the reconstruction, of the shape of :math:`A^\top y`.
         :raises TypeError: a physics that is not linear, a ``y`` or ``x_init`` that is not a real floating tensor of
             the prior's dtype.
         :raises ValueError: an empty batch, NaN or inf in ``y``, or a ``y`` that does not fit ``physics``.
@@ -208,6 +225,7 @@ class VariationalSolver(Reconstructor):
         :param torch.Tensor x: :math:`x_{k+1}`.
         :param torch.Tensor e_prev: :math:`E(x_k)`, shape ``(B,)``.
         :param torch.Tensor e: :math:`E(x_{k+1})`.
+        :return: which images have converged, shape ``(B,)``.
         """
         tiny = torch.finfo(x_prev.dtype).tiny
         dx = torch.sqrt(batch_sqnorm(x - x_prev)) / torch.sqrt(batch_sqnorm(x_prev)).clamp_min(tiny)
@@ -223,7 +241,11 @@ class VariationalSolver(Reconstructor):
     @classmethod
     def contract_example(cls, generator: torch.Generator | None = None) -> dict:
         """A small instance for :func:`deepinv_ext.testing.check_reconstructor` (side-effect free: draws only from
-        ``generator``)."""
+        ``generator``).
+
+        :param torch.Generator generator: the CPU generator of every random draw (``None``: one seeded with 0).
+        :return: ``{"model", "physics", "dataset"}``.
+        """
 
         from deepinv_ext.priors import TDV
         from deepinv_ext.testing.examples import example_blur, example_generator, example_images, seeded_init

@@ -1,7 +1,7 @@
 r"""Nonlinear eigenfunctions of a regulariser: stationary points of :math:`R` on the sphere :math:`\|x\| = \|x_0\|`.
 
 A pair :math:`(x, \lambda)` with :math:`\nabla R(x) = \lambda x` is a *nonlinear eigenpair* of :math:`R`
-(Kobler et al. 2020, Sect. 4.2). Starting from an image :math:`x_0`, one is found at a saddle point of the Lagrangian
+(:footcite:t:`kobler2020total`, Sect. 4.2). Starting from an image :math:`x_0`, one is found at a saddle point of the Lagrangian
 
 .. math::
 
@@ -59,10 +59,8 @@ image with a mean the descent only moves towards a constant image.
 ``energy_and_grad(x)`` is used where it has one (:class:`~deepinv_ext.priors.TDV`: one sweep for both). The authors'
 public script (VLOGroup/tdv, ``eigenfunctions.py``) instead minimises the squared eigen-residual
 :math:`\|\nabla R(x) - \lambda(x) x\|^2` over a replicate-padded, smoothly masked image clamped to :math:`[0, 1]`; this
-function solves the sphere formulation of the paper.
-
-Reference: E. Kobler, A. Effland, K. Kunisch, T. Pock, "Total Deep Variation for Linear Inverse Problems", CVPR
-2020, Sect. 4.2 and Fig. 6; B. O'Donoghue, E. Candès, Found. Comput. Math. 15 (2015) (adaptive restart).
+function solves the sphere formulation of the paper (its Fig. 6 shows such eigenfunctions). The restart is that of
+:footcite:t:`odonoghue2015adaptive`.
 """
 
 from __future__ import annotations
@@ -106,6 +104,18 @@ class EigenfunctionResult:
     :param torch.Tensor energy_history: :math:`R(x_k)`, :math:`k = 0..K`, ``(K + 1, B)`` (an image that stopped
         keeps its last value).
     :param torch.Tensor residual_history: :math:`\rho(x_k)`, ``(K + 1, B)``, the same way.
+
+    |sep|
+
+    :Examples:
+
+    >>> import torch
+    >>> from deepinv.optim import Prior
+    >>> from deepinv_ext.analysis import nonlinear_eigenfunction
+    >>> prior = Prior(lambda x, *args, **kwargs: 0.5 * (x**2).sum(dim=(1, 2, 3)))  # every x is an eigenfunction
+    >>> result = nonlinear_eigenfunction(prior, torch.rand(2, 1, 4, 4, dtype=torch.float64))
+    >>> result.eigenvalue.tolist(), result.iterations.tolist(), tuple(result.energy_history.shape)
+    ([1.0, 1.0], [0, 0], (1, 2))
     """
 
     x: Tensor
@@ -284,7 +294,22 @@ def nonlinear_eigenfunction(prior: Prior, x0: Tensor, *, tol: float = 1e-3, max_
                             zero_mean: bool = False, lipschitz: float = 1.0,
                             backtracking: Backtracking | None = None, progress: bool = False) -> EigenfunctionResult:
     r"""A nonlinear eigenpair :math:`\nabla R(x) = \lambda x` of ``prior`` near each image of ``x0``, by accelerated
-    projected gradient descent of :math:`R` on the sphere :math:`\|x\| = \|x_0\|` (module docstring).
+    projected gradient descent of :math:`R` on the sphere :math:`\|x\| = \|x_0\|`.
+
+    The eigenpair :footcite:p:`kobler2020total` is a stationary point of :math:`R` on the sphere
+    :math:`S = \{x : \|x\| = \|x_0\|\}`, found with the Rayleigh-type multiplier and the tangent gradient
+
+    .. math::
+
+        \lambda(x) = \frac{\langle \nabla R(x), x\rangle}{\|x\|^2}, \qquad
+        d(x) = \nabla R(x) - \lambda(x)\,x, \qquad
+        \rho(x) = \frac{\|d(x)\|}{\|\nabla R(x)\|},
+
+    by :math:`y_k = P(x_k + \beta_k (x_k - x_{k-1}))`, :math:`x_{k+1} = P(y_k - d(y_k)/L_k)`, with
+    :math:`P(z) = \|x_0\|\, z / \|z\|`, FISTA's momentum :math:`\beta_k`, Armijo backtracking of :math:`L_k`
+    per image and adaptive restart :footcite:p:`odonoghue2015adaptive`, so that :math:`R(x_k)` does not increase.
+    An image stops, converged, at the first point with :math:`\rho \le` ``tol``; the module
+    :mod:`deepinv_ext.analysis.eigenfunctions` details the precision rules and the stalls.
 
     Every image has its own radius, step size, momentum and stopping. No autograd graph is recorded (an analysis, not
     a layer).
@@ -308,6 +333,8 @@ def nonlinear_eigenfunction(prior: Prior, x0: Tensor, *, tol: float = 1e-3, max_
     :raises ValueError: an ``x0`` with fewer than 2 dimensions, no image, a non-finite entry or a zero (constant)
         image; a ``tol``, ``max_iter`` or ``lipschitz`` out of range; a ``prior.fn`` that does not give one energy per
         image.
+
+    |sep|
 
     :Examples:
 

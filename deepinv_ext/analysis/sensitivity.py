@@ -1,4 +1,5 @@
-r"""Sensitivity of a learned TDV flow to its parameters: the computable error bound of Theorem 3.2 of the TDV paper.
+r"""Sensitivity of a learned TDV flow to its parameters: the computable error bound of Theorem 3.2 of
+:footcite:t:`kobler2020total`.
 
 A :class:`~deepinv_ext.algorithms.TDVNetwork` with regulariser :math:`R_\theta`, stopping time :math:`T`, data
 weight :math:`\lambda` and :math:`S` steps runs, from :math:`x_0` (``y`` for denoising, :math:`A^\top z` otherwise)
@@ -56,10 +57,8 @@ the last term being the difference of the two proximal maps at the second networ
 
 All norms are reported in the units of the images (those of the rescaled domain divided by :math:`s`, which
 scales the recursion linearly); the RMSE is the norm divided by :math:`\sqrt N`, :math:`N` the entries of an
-image. Everything is computed under :func:`torch.no_grad`.
-
-Reference: E. Kobler, A. Effland, K. Kunisch, T. Pock, "Total Deep Variation for Linear Inverse Problems",
-CVPR 2020, Theorem 3.2 (appendix Theorem C.3) and Fig. 7.
+image. Everything is computed under :func:`torch.no_grad`. The theorem is Theorem 3.2 (appendix Theorem C.3) of
+:footcite:t:`kobler2020total`, whose Fig. 7 plots the bound.
 """
 
 from __future__ import annotations
@@ -85,12 +84,14 @@ def gronwall_bound(deltas: Tensor, factors: Tensor | float) -> Tensor:
 
     :param torch.Tensor deltas: :math:`\delta_0, \dots, \delta_{S-1}` along the first dimension, shape ``(S, ...)``
         (e.g. ``(S, B)``, one column per image), finite and :math:`\ge 0`.
-    :param factors: the factors :math:`q_k \ge 0`, a number or a tensor broadcasting against ``deltas`` (shape
+    :param float, torch.Tensor factors: the factors :math:`q_k \ge 0`, a number or a tensor broadcasting against ``deltas`` (shape
         ``(B,)``: one constant per image; ``(S, B)``: one per step and image).
     :return: :math:`b_0, \dots, b_S`, shape ``(S + 1, ...)``, in the dtype of ``deltas``.
     :raises TypeError: ``deltas`` not a real floating tensor, ``factors`` neither a number nor a real tensor.
     :raises ValueError: ``deltas`` without a step dimension, negative or non-finite values, ``factors`` that do not
         broadcast against ``deltas``.
+
+    |sep|
 
     :Examples:
 
@@ -141,6 +142,23 @@ class SensitivityBound:
     :param int pixels: :math:`N`, the entries of one image (for the RMSE).
     :param torch.Tensor x_a: the output :math:`x_S` of the reference network (image units), shape of an image batch.
     :param torch.Tensor x_b: the output :math:`\tilde x_S` of the other network.
+
+    |sep|
+
+    :Examples:
+
+    Two TDV flows that differ in their stopping time only:
+
+    >>> import torch, deepinv as dinv
+    >>> from deepinv_ext.algorithms import TDVNetwork
+    >>> from deepinv_ext.analysis import tdv_sensitivity
+    >>> from deepinv_ext.priors import TDV
+    >>> prior = TDV(num_features=4, num_macro_blocks=1)
+    >>> net_a, net_b = (TDVNetwork(prior, steps=4, T=T, lmbda=0.5) for T in (0.02, 0.03))
+    >>> physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1))
+    >>> res = tdv_sensitivity(net_a, net_b, physics(torch.rand(1, 1, 16, 16)), physics)
+    >>> res.observed.shape, bool((res.bound_local <= res.bound * (1 + 1e-5)).all()), res.ratio.shape
+    (torch.Size([5, 1]), True, torch.Size([4, 1]))
     """
 
     observed: Tensor
@@ -194,8 +212,20 @@ def _secant(num: Tensor, den: Tensor) -> Tensor:
 @torch.no_grad()
 def tdv_sensitivity(net_a: TDVNetwork, net_b: TDVNetwork, y: Tensor, physics: Physics,
                     sigma: float | Tensor | None = None, x_init: Tensor | None = None) -> SensitivityBound:
-    r"""The difference of two TDV flows with the same data and start, and its computable bound (Theorem 3.2 of the
-    TDV paper; see the module docstring for the derivation), per step and image.
+    r"""The difference of two TDV flows with the same data and start, and its computable bound, per step and image.
+
+    Two flows :math:`x_{k+1} = \Phi(x_k) = P_\tau(x_k - t\nabla R_\theta(x_k) + \tau A^\top z)` and
+    :math:`\tilde x_{k+1} = \tilde\Phi(\tilde x_k)` (:math:`t = T/S`, :math:`\tau = \lambda/S`,
+    :math:`P_\tau = (\operatorname{Id} + \tau A^\top A)^{-1}`) from the same :math:`x_0` have, by Theorem 3.2 of
+    :footcite:t:`kobler2020total` (a discrete Gronwall inequality, :func:`gronwall_bound`),
+
+    .. math::
+
+        \|x_k - \tilde x_k\| \le b_k = \sum_{r<k} q^{\,k-1-r}\,\delta_r, \qquad
+        \delta_k = \|\Phi(\tilde x_k) - \tilde x_{k+1}\|, \quad q = \|P_\tau\|(1 + tL),
+
+    with :math:`L` the largest secant ratio of :math:`\nabla R_\theta` along the two flows; the module
+    :mod:`deepinv_ext.analysis.sensitivity` derives it and the tighter and looser variants.
 
     ``net_a`` is the reference (:math:`\theta, T, \lambda`): its :math:`\nabla R_\theta`, :math:`t` and
     :math:`\|P_\tau\|` enter the factor :math:`q`, so the bound is not symmetric in the two networks. For
@@ -208,12 +238,14 @@ def tdv_sensitivity(net_a: TDVNetwork, net_b: TDVNetwork, y: Tensor, physics: Ph
     :param torch.Tensor y: measurements, as :meth:`TDVNetwork.forward <deepinv_ext.algorithms.TDVNetwork.forward>`
         takes them (a batch: one bound per image).
     :param deepinv.physics.LinearPhysics physics: the forward operator.
-    :param sigma: noise level of ``y`` for the rescaling (default: ``physics.noise_model.sigma``).
+    :param float, torch.Tensor sigma: noise level of ``y`` for the rescaling (default: ``physics.noise_model.sigma``).
     :param torch.Tensor x_init: the common starting point (default: the networks' own).
     :return: a :class:`SensitivityBound`.
     :raises TypeError: a network that is not a :class:`~deepinv_ext.algorithms.TDVNetwork`, or the errors of
         :meth:`TDVNetwork.forward <deepinv_ext.algorithms.TDVNetwork.forward>`.
     :raises ValueError: networks with different ``S`` or ``sigma_train``, or the errors of the forward pass.
+
+    |sep|
 
     :Examples:
 

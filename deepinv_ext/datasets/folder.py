@@ -37,7 +37,10 @@ def bt601_luma(rgb: torch.Tensor) -> torch.Tensor:
     r"""ITU-R BT.601 luma of 8-bit RGB, rounded to 8 bits: :math:`Y = \lfloor 0.299 R + 0.587 G + 0.114 B + 0.5
     \rfloor`, computed exactly in integers (ties round up).
 
-    This is the textbook conversion of the colour CBSD68 to the classic gray BSD68 test set; the gray BSD68 that
+    The weights are BT.601's :footcite:p:`itu2011bt601`.
+
+    This is the textbook conversion of the colour CBSD68 :footcite:p:`martin2001database` to the classic gray BSD68
+    test set :footcite:p:`roth2009fields`; the gray BSD68 that
     circulates (e.g. DnCNN's) was made by MATLAB's ``rgb2gray``, whose unrounded weights (:func:`matlab_luma`) differ
     from these on about 0.005% of its pixels, by one gray level. It is *not* ``skimage.color.rgb2gray``, which uses
     the Rec. 709 weights :math:`0.2125, 0.7154, 0.0721` in floating point.
@@ -47,14 +50,14 @@ def bt601_luma(rgb: torch.Tensor) -> torch.Tensor:
     :raises TypeError: ``rgb`` is not an integer tensor.
     :raises ValueError: ``rgb`` has no channel dimension of size 3 at ``-3`` or values outside ``0..255``.
 
-    References: ITU-R Recommendation BT.601, *Studio encoding parameters of digital television for standard 4:3
-    and wide-screen 16:9 aspect ratios* (the luma weights); S. Roth, M. J. Black, "Fields of Experts", IJCV 2009
-    (the 68 gray test images of BSDS300 known as BSD68).
+    |sep|
 
     :Examples:
 
-    >>> bt601_luma(torch.tensor([[[100]], [[150]], [[200]]])).flatten().tolist()  # 29.9 + 88.05 + 22.8 = 140.75
-    [141]
+        >>> import torch
+        >>> from deepinv_ext.datasets import bt601_luma
+        >>> bt601_luma(torch.tensor([[[100]], [[150]], [[200]]])).flatten().tolist()  # 29.9 + 88.05 + 22.8 = 140.75
+        [141]
     """
     r, g, b = _rgb_channels(rgb)
     return ((299 * r + 587 * g + 114 * b + 500) // 1000).unsqueeze(-3)
@@ -73,11 +76,15 @@ def matlab_luma(rgb: torch.Tensor) -> torch.Tensor:
     :raises TypeError: ``rgb`` is not an integer tensor.
     :raises ValueError: ``rgb`` has no channel dimension of size 3 at ``-3`` or values outside ``0..255``.
 
+    |sep|
+
     :Examples:
 
-    >>> rgb = torch.tensor([[[0]], [[112]], [[182]]])  # 86.4920 with BT.601's weights, 86.5006 with MATLAB's
-    >>> bt601_luma(rgb).item(), matlab_luma(rgb).item()
-    (86, 87)
+        >>> import torch
+        >>> from deepinv_ext.datasets import bt601_luma, matlab_luma
+        >>> rgb = torch.tensor([[[0]], [[112]], [[182]]])  # 86.4920 with BT.601's weights, 86.5006 with MATLAB's
+        >>> bt601_luma(rgb).item(), matlab_luma(rgb).item()
+        (86, 87)
     """
     r, g, b = (c.double() for c in _rgb_channels(rgb))
     w_r, w_g, w_b = MATLAB_WEIGHTS
@@ -101,17 +108,17 @@ class ImageFolderDataset(ImageFolder):
 
     - ``gray=None``: colour, :math:`x = (R, G, B)/255`, ``C = 3`` (a gray file gives three equal channels);
     - ``gray="bt601"``: :math:`x = \lfloor 0.299R + 0.587G + 0.114B + 0.5\rfloor / 255` (:func:`bt601_luma`),
-      ``C = 1``: the ITU-R BT.601 luma rounded to 8 bits, the textbook conversion of the colour CBSD68 to the
-      gray BSD68 test set;
+      ``C = 1``: the ITU-R BT.601 luma :footcite:p:`itu2011bt601` rounded to 8 bits, the textbook conversion of the
+      colour CBSD68 :footcite:p:`martin2001database` to the gray BSD68 test set :footcite:p:`roth2009fields`;
     - ``gray="matlab"``: the same with MATLAB's unrounded weights (:func:`matlab_luma`), ``C = 1``: the gray BSD68
       that circulates (DnCNN's), pixel for pixel;
     - ``gray="mean"``: :math:`x = (R + G + B)/(3 \cdot 255)`, not rounded, ``C = 1``: the conversion of the TDV
-      authors' demo script.
+      authors' demo script :footcite:p:`kobler2020total` (``VLOGroup/tdv``).
 
     It works with :func:`deepinv.test` and :class:`deepinv.Trainer` (through a ``DataLoader``; images of different
     sizes need ``batch_size=1``).
 
-    :param root: the folder.
+    :param str, pathlib.Path root: the folder.
     :param str gray: ``None`` (colour), ``"bt601"``, ``"matlab"`` or ``"mean"`` (see above).
     :param str pattern: a glob relative to ``root`` choosing the files (e.g. ``"*.png"``; default: every file with
         one of torchvision's image extensions, ``.png``, ``.jpg``, ..., under ``root``).
@@ -120,22 +127,23 @@ class ImageFolderDataset(ImageFolder):
     :raises ValueError: ``gray`` is not ``None`` or one of :data:`GRAY_CONVERSIONS`.
     :raises TypeError: ``dtype`` is not a floating dtype.
 
-    References: D. Martin, C. Fowlkes, D. Tal, J. Malik, "A database of human segmented natural images ...", ICCV
-    2001 (BSDS300, whose 68 test images are CBSD68); E. Kobler, A. Effland, K. Kunisch, T. Pock, "Total Deep
-    Variation for Linear Inverse Problems", CVPR 2020 (the channel mean of their code, ``VLOGroup/tdv``).
+    |sep|
 
     :Examples:
 
-    >>> import tempfile
-    >>> from PIL import Image
-    >>> folder = Path(tempfile.mkdtemp())
-    >>> Image.fromarray(np.full((4, 5, 3), (100, 150, 200), dtype=np.uint8)).save(folder / "a.png")
-    >>> data = ImageFolderDataset(folder, gray="bt601")
-    >>> x = data[0]["x"]
-    >>> x.shape, round(float(x[0, 0, 0]) * 255)
-    (torch.Size([1, 4, 5]), 141)
-    >>> ImageFolderDataset(folder)[0]["x"].shape
-    torch.Size([3, 4, 5])
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> import numpy as np
+        >>> from PIL import Image
+        >>> from deepinv_ext.datasets import ImageFolderDataset
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> Image.fromarray(np.full((4, 5, 3), (100, 150, 200), dtype=np.uint8)).save(folder / "a.png")
+        >>> data = ImageFolderDataset(folder, gray="bt601")
+        >>> x = data[0]["x"]
+        >>> x.shape, round(float(x[0, 0, 0]) * 255)
+        (torch.Size([1, 4, 5]), 141)
+        >>> ImageFolderDataset(folder)[0]["x"].shape
+        torch.Size([3, 4, 5])
     """
 
     def __init__(self, root: str | Path, gray: str | None = None, pattern: str | None = None,
@@ -155,8 +163,10 @@ class ImageFolderDataset(ImageFolder):
             raise FileNotFoundError(f"root {str(root)!r} holds no image file {found}")
 
     def to_tensor(self, image) -> torch.Tensor:
-        """The 8-bit RGB image (a PIL image or an ``(H, W, 3)`` array) as the ``(C, H, W)`` tensor of the class's
-        conversion."""
+        """The 8-bit RGB image as the ``(C, H, W)`` tensor of the dataset's conversion (``gray``) and ``dtype``.
+
+        :param PIL.Image.Image, numpy.ndarray image: a PIL image or an ``(H, W, 3)`` array of 8-bit values.
+        """
         rgb = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
         if self.gray in _LUMA:
             x = _LUMA[self.gray](rgb).double() / 255
@@ -172,7 +182,10 @@ class ImageFolderDataset(ImageFolder):
     @classmethod
     def contract_example(cls, generator: torch.Generator | None = None) -> dict:
         """A small instance for :func:`deepinv_ext.testing.check_dataset`: two random 12x10 RGB PNGs drawn from
-        ``generator`` in a temporary folder (removed with the dataset), converted with BT.601."""
+        ``generator`` in a temporary folder (removed with the dataset), converted with BT.601.
+
+        :param torch.Generator generator: where the pixels are drawn from (default: seeded with 0).
+        """
         from PIL import Image
 
         from deepinv_ext.testing.examples import example_generator

@@ -46,6 +46,17 @@ class SkimageImagesDataset(Dataset):
         :data:`SKIMAGE_IMAGES`.
     :raises TypeError: ``names`` not a tuple (e.g. a single string), ``grayscale`` not a bool, ``dtype`` not a
         floating dtype.
+
+    |sep|
+
+    :Examples:
+
+        >>> from deepinv_ext.datasets import SkimageImagesDataset
+        >>> data = SkimageImagesDataset(size=64, names=("camera", "astronaut"))
+        >>> len(data), data[1]["x"].shape
+        (2, torch.Size([1, 64, 64]))
+        >>> bool(data[0]["x"].min() >= 0 and data[0]["x"].max() <= 1)
+        True
     """
 
     def __init__(self, size: int = 128, grayscale: bool = True, names: tuple[str, ...] | None = None,
@@ -64,7 +75,10 @@ class SkimageImagesDataset(Dataset):
     @classmethod
     def contract_example(cls, generator: torch.Generator | None = None) -> dict:
         """A small instance for :func:`deepinv_ext.testing.check_dataset` (nothing is random: ``generator`` is
-        accepted for the common signature and not used)."""
+        accepted for the common signature and not used).
+
+        :param torch.Generator generator: unused.
+        """
         return {"dataset": cls(size=16, names=("camera", "astronaut"))}
 
     def __len__(self) -> int:

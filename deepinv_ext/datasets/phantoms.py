@@ -53,6 +53,19 @@ def random_ellipses(
     :param float texture: amplitude :math:`t \ge 0` of the linear intensity ramps inside the ellipses.
     :raises ValueError: ``size`` not an integer >= 2, ``mean_ellipses`` or ``texture`` negative or not finite.
     :raises TypeError: ``rng`` not a :class:`numpy.random.Generator`, ``interior`` not a bool.
+
+    |sep|
+
+    :Examples:
+
+        The shapes and intensities do not depend on ``texture``: only the ramps inside the ellipses are added:
+
+        >>> import numpy as np
+        >>> from deepinv_ext.datasets import random_ellipses
+        >>> flat = random_ellipses(64, np.random.default_rng(0))
+        >>> ramps = random_ellipses(64, np.random.default_rng(0), texture=0.5)
+        >>> flat.shape, bool(((flat > 0) == (ramps > 0)).float().mean() > 0.9)
+        (torch.Size([64, 64]), True)
     """
     size, mean_ellipses, interior, texture = _ellipse_arguments(size, mean_ellipses, interior, texture)
     if not isinstance(rng, np.random.Generator):
@@ -99,14 +112,21 @@ class RandomEllipsesDataset(Dataset):
         >= 0, ``mean_ellipses`` or ``texture`` negative or not finite.
     :raises TypeError: ``interior`` not a bool, ``dtype`` not a floating dtype, ``transform`` not callable.
 
+    |sep|
+
     :Examples:
 
-    >>> from deepinv_ext.datasets import RandomEllipsesDataset
-    >>> data = RandomEllipsesDataset(length=4, size=64, seed=0)
-    >>> data[2]["x"].shape
-    torch.Size([1, 64, 64])
-    >>> bool((data[2]["x"] == data[2]["x"]).all())
-    True
+        Item 2 is the same whatever the order of access, and another seed gives other phantoms:
+
+        >>> import torch
+        >>> from deepinv_ext.datasets import RandomEllipsesDataset
+        >>> data = RandomEllipsesDataset(length=4, size=64, seed=0)
+        >>> data[2]["x"].shape
+        torch.Size([1, 64, 64])
+        >>> bool(torch.equal(data[2]["x"], RandomEllipsesDataset(length=4, size=64, seed=0)[2]["x"]))
+        True
+        >>> bool(torch.equal(data[2]["x"], RandomEllipsesDataset(length=4, size=64, seed=1)[2]["x"]))
+        False
     """
 
     def __init__(
@@ -131,7 +151,10 @@ class RandomEllipsesDataset(Dataset):
     @classmethod
     def contract_example(cls, generator: torch.Generator | None = None) -> dict:
         """A small instance for :func:`deepinv_ext.testing.check_dataset`, its seed drawn from ``generator``
-        (default: seeded with 0)."""
+        (default: seeded with 0).
+
+        :param torch.Generator generator: where the seed is drawn from.
+        """
         g = generator if generator is not None else torch.Generator().manual_seed(0)
         return {"dataset": cls(length=3, size=16, seed=int(torch.randint(0, 2**31, (1,), generator=g)))}
 
@@ -158,6 +181,15 @@ class SheppLoganPhantomDataset(Dataset):
     :param torch.dtype dtype: dtype of the image (a real floating dtype).
     :raises ValueError: ``size`` not an integer >= 2, ``length`` not an integer >= 1.
     :raises TypeError: ``dtype`` not a floating dtype.
+
+    |sep|
+
+    :Examples:
+
+        >>> from deepinv_ext.datasets import SheppLoganPhantomDataset
+        >>> data = SheppLoganPhantomDataset(size=64, length=2)
+        >>> len(data), data[1]["x"].shape, float(data[0]["x"].max())
+        (2, torch.Size([1, 64, 64]), 1.0)
     """
 
     def __init__(self, size: int = 128, length: int = 1, dtype: torch.dtype = torch.float32):
@@ -168,7 +200,10 @@ class SheppLoganPhantomDataset(Dataset):
     @classmethod
     def contract_example(cls, generator: torch.Generator | None = None) -> dict:
         """A small instance for :func:`deepinv_ext.testing.check_dataset` (nothing is random: ``generator`` is
-        accepted for the common signature and not used)."""
+        accepted for the common signature and not used).
+
+        :param torch.Generator generator: unused.
+        """
         return {"dataset": cls(size=16, length=2)}
 
     def __len__(self) -> int:

@@ -1,4 +1,4 @@
-r"""Gradient-step denoisers :math:`D_\sigma = \operatorname{Id} - \nabla g_\sigma` (Hurault, Leclaire, Papadakis).
+r"""Gradient-step denoisers :math:`D_\sigma = \operatorname{Id} - \nabla g_\sigma` :footcite:p:`hurault2022gradient`.
 
 A gradient-step (GS) denoiser is the explicit gradient step on a learned potential
 
@@ -9,7 +9,7 @@ A gradient-step (GS) denoiser is the explicit gradient step on a learned potenti
 
 for any differentiable network :math:`N_\sigma`. Because :math:`D_\sigma` is a gradient field, plug-and-play
 proximal gradient descent with it is exactly proximal gradient descent on :math:`f + \lambda g_\sigma`
-(:class:`deepinv_ext.algorithms.GradientStepPnP`, Theorem 3 of the convergent-regularisation survey).
+(:class:`deepinv_ext.algorithms.GradientStepPnP`; Theorem 3 of :footcite:t:`hauptmann2024convergent`).
 
 deepinv already ships this construction as :class:`deepinv.models.GSPnP.GSPnP` (what
 :func:`deepinv.models.GSDRUNet` returns). :class:`GradientStepDenoiser` subclasses it, keeps its state-dict layout
@@ -30,9 +30,6 @@ and one backward pass for both) for the algorithms.
 
 :class:`SmallPotentialNet` is a small convolutional :math:`N_\sigma` that trains on a CPU in minutes, for recipes
 and tests; :meth:`GradientStepDenoiser.from_gsdrunet` builds GS-DRUNet from a local weights file (never a download).
-
-Reference: S. Hurault, A. Leclaire, N. Papadakis, "Gradient step denoiser for convergent plug-and-play",
-ICLR 2022.
 """
 
 from __future__ import annotations
@@ -89,6 +86,17 @@ class SmallPotentialNet(nn.Module):
     :param int channels: feature channels.
     :param int depth: number of convolutions (at least 2).
     :raises ValueError: a count that is not an integer >= 1 (``depth`` >= 2).
+
+    |sep|
+
+    :Examples:
+
+    >>> import torch
+    >>> from deepinv_ext.denoisers import SmallPotentialNet
+    >>> net = SmallPotentialNet(in_channels=1, channels=8, depth=3)
+    >>> x = torch.rand(2, 1, 16, 16)
+    >>> net(x, 0.1).shape, sum(p.numel() for p in net.parameters())
+    (torch.Size([2, 1, 16, 16]), 809)
     """
 
     def __init__(self, in_channels: int = 1, channels: int = 32, depth: int = 5):
@@ -104,8 +112,11 @@ class SmallPotentialNet(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
-        r""":math:`N_\sigma(x)` for images ``x`` of shape ``(B, C, H, W)`` in the precision of the parameters, and a
-        noise level ``sigma >= 0`` (a number or one per image)."""
+        r""":math:`N_\sigma(x) = x - r_\theta([x, \sigma])`.
+
+        :param torch.Tensor x: images ``(B, C, H, W)`` in the precision of the parameters.
+        :param float, torch.Tensor sigma: the noise level :math:`\sigma \ge 0`, a number or one per image.
+        """
         check_image(x, self.in_channels)
         check_dtype(x, self)
         return x - self.body(torch.cat([x, _sigma_map(sigma, x)], dim=1))
@@ -113,6 +124,15 @@ class SmallPotentialNet(nn.Module):
 
 class GradientStepDenoiser(GSPnP):
     r"""Gradient-step denoiser :math:`D_\sigma(x) = x - \nabla g_\sigma(x)`, :math:`g_\sigma(x) = \frac{\alpha}{2}\|x - N_\sigma(x)\|^2`.
+
+    The gradient-step denoiser of :footcite:t:`hurault2022gradient` is the explicit gradient step on a learned
+    potential,
+
+    .. math::
+
+        D_\sigma(x) = x - \nabla g_\sigma(x) = x - \alpha\,(\operatorname{Id} - J_{N_\sigma}(x))^\top (x - N_\sigma(x)),
+
+    for any differentiable network :math:`N_\sigma`.
 
     A :class:`deepinv.models.Denoiser` built on deepinv's :class:`deepinv.models.GSPnP.GSPnP` (same parameters, same
     state-dict keys ``student_grad.model.*``), for any network ``potential_net`` called as
@@ -135,7 +155,12 @@ class GradientStepDenoiser(GSPnP):
     and a noise level ``sigma``: a finite number >= 0, or a real tensor of one per image; anything else raises a
     ``TypeError`` or ``ValueError`` naming ``x`` or ``sigma``.
 
+    |sep|
+
     :Examples:
+
+    The denoiser is a gradient step:
+
 
     >>> import torch
     >>> from deepinv_ext.denoisers import GradientStepDenoiser, SmallPotentialNet
@@ -158,8 +183,10 @@ class GradientStepDenoiser(GSPnP):
 
     @classmethod
     def contract_example(cls, generator: torch.Generator | None = None) -> dict:
-        """A tiny instance for :func:`deepinv_ext.testing.check_denoiser` (side-effect free: draws only from
-        ``generator``)."""
+        """A tiny instance for :func:`deepinv_ext.testing.check_denoiser`.
+
+        :param torch.Generator generator: the only random source drawn from (side-effect free).
+        """
         from deepinv_ext.testing.examples import example_generator, example_images, seeded_init
 
         g = example_generator(generator)
@@ -177,13 +204,13 @@ class GradientStepDenoiser(GSPnP):
         deepinv's :func:`deepinv.models.GSDRUNet` (keys ``student_grad.model.*``, optionally under
         ``"state_dict"``), loaded with ``torch.load(..., weights_only=True)``. Images must have sides divisible by 8.
 
-        :param weights: path of the weights, or ``None``.
+        :param str, pathlib.Path weights: path of the weights, or ``None``.
         :param int in_channels: image channels (1 or 3 for the published weights).
         :param int nb: residual blocks per scale.
-        :param nc: channels per scale (four scales).
+        :param tuple[int, ...] nc: channels per scale (four scales).
         :param str act_mode: activation of DRUNet (``"E"``: ELU, as in the paper).
         :param float alpha: scale of the potential.
-        :param device: device of the model.
+        :param str, torch.device device: device of the model.
         :param bool trainable: whether the parameters require grad; ``None`` (default): loaded weights are frozen
             (``requires_grad=False``, for inference: no call keeps a graph of them; pass ``True`` to fine-tune), a
             random initialisation (``weights=None``) is trainable.
@@ -233,7 +260,9 @@ class GradientStepDenoiser(GSPnP):
         r"""The potential :math:`g_\sigma(x) = \frac{\alpha}{2}\|x - N_\sigma(x)\|^2`, one value per batch element.
 
         :param torch.Tensor x: images ``(B, C, ...)``.
-        :param sigma: noise level of :math:`N_\sigma` (float or one per batch element).
+        :param float, torch.Tensor sigma: noise level of :math:`N_\sigma` (float or one per batch element).
+        :param args: ignored.
+        :param kwargs: ignored.
         :return: (:class:`torch.Tensor`) of shape ``(B,)``.
         """
         self._check_input(x, sigma)
@@ -245,25 +274,38 @@ class GradientStepDenoiser(GSPnP):
         r""":math:`g_\sigma(x)` (shape ``(B,)``) and :math:`\nabla g_\sigma(x)` with one forward and one backward pass.
 
         :param torch.Tensor x: images ``(B, C, ...)``.
-        :param sigma: noise level.
-        :param bool create_graph: keep the graph (differentiable outputs); ``None``: see the class docstring.
+        :param float, torch.Tensor sigma: noise level.
+        :param bool create_graph: keep the graph (differentiable outputs); ``None``: the ``create_graph`` of the
+            constructor.
         """
         self._check_input(x, sigma)
         return autograd_energy_and_grad(lambda z: self.potential(z, sigma), x, self.parameters(),
                                         create_graph=self.create_graph if create_graph is None else create_graph)
 
     def grad(self, x: Tensor, sigma: float | Tensor, create_graph: bool | None = None) -> Tensor:
-        r""":math:`\nabla g_\sigma(x) = \alpha\,(\operatorname{Id} - J_{N_\sigma}(x))^\top (x - N_\sigma(x))`."""
+        r""":math:`\nabla g_\sigma(x) = \alpha\,(\operatorname{Id} - J_{N_\sigma}(x))^\top (x - N_\sigma(x))`.
+
+        :param torch.Tensor x: images ``(B, C, ...)``.
+        :param float, torch.Tensor sigma: noise level.
+        :param bool create_graph: keep the graph, as in :meth:`potential_and_grad`.
+        """
         return self.potential_and_grad(x, sigma, create_graph=create_graph)[1]
 
     def potential_grad(self, x: Tensor, sigma: float | Tensor, *args, **kwargs) -> Tensor:
-        r"""Alias of :meth:`grad`, the name deepinv's ``GSPnP`` uses (without its float32 cast and detach)."""
+        r"""Alias of :meth:`grad`, the name deepinv's ``GSPnP`` uses (without its float32 cast and detach).
+
+        :param torch.Tensor x: images ``(B, C, ...)``.
+        :param float, torch.Tensor sigma: noise level.
+        :param args: ignored.
+        :param kwargs: ignored.
+        """
         return self.grad(x, sigma)
 
     def forward(self, x: Tensor, sigma: float | Tensor, **kwargs) -> Tensor:
         r"""Denoise: :math:`D_\sigma(x) = x - \nabla g_\sigma(x)`.
 
         :param torch.Tensor x: noisy images ``(B, C, ...)``.
-        :param sigma: noise level (float or one per batch element).
+        :param float, torch.Tensor sigma: noise level (float or one per batch element).
+        :param kwargs: ignored (the signature of :class:`deepinv.models.Denoiser`).
         """
         return x - self.grad(x, sigma)

@@ -1,22 +1,11 @@
 r"""A bias-free, activation-free, symmetric U-Net: a learned symmetric positive semi-definite linear denoiser.
 
-Hauptmann, Mukherjee, Schönlieb, Sherry, *Convergent regularization in inverse problems and linear plug-and-play
-denoisers* (Sect. 4.3) build a symmetric linear U-Net for spectral-filtered PnP; they average a linear U-Net with
-its transpose. This module uses the other construction the paper mentions, **tied weights**: the decoder is the
-exact transpose of the encoder (``conv_transpose2d`` with the same kernels, nearest upsampling / 4 as the adjoint
-of 2x2 average pooling) and the skip connections sum the scales, so that
-
-.. math::
-
-    D = a\, E^\top E + b\,\mathrm{Id}, \qquad E x = (E_0 x, E_1 x, \dots, E_{L-1} x),\quad
-    E_\ell = C_\ell P C_{\ell-1} P \cdots C_0,
-
-with :math:`C_\ell` stacks of bias-free convolutions and :math:`P` 2x2 average pooling. :math:`D` is symmetric by
-construction (to rounding) and positive semi-definite; one application costs about two encoder passes (the
-averaging construction costs three: a forward and a vector-Jacobian product). The affine spectral map
-:math:`(a, b)` (buffers, identity after construction) is set after training by :meth:`calibrate_spectrum` so
-that :math:`\mathrm{spec}\,D` lies in a target interval inside :math:`(0, 1)`; the bounds are measured by Lanczos
-(:meth:`spectral_bounds`), never assumed.
+:footcite:t:`hauptmann2024convergent` (Sect. 4.3) build a symmetric linear U-Net for spectral-filtered PnP by
+averaging a linear U-Net with its transpose. :class:`LinearSymmetricUNet` uses the other construction the paper
+mentions, **tied weights**: the decoder is the exact transpose of the encoder (``conv_transpose2d`` with the same
+kernels, nearest upsampling / 4 as the adjoint of 2x2 average pooling) and the skip connections sum the scales, so
+that :math:`D` is symmetric by construction (to rounding) and positive semi-definite; one application costs about two
+encoder passes (the averaging construction costs three: a forward and a vector-Jacobian product).
 """
 
 from __future__ import annotations
@@ -44,6 +33,19 @@ __all__ = ["LinearSymmetricUNet"]
 class LinearSymmetricUNet(dinv.models.Denoiser):
     r"""Symmetric linear U-Net denoiser :math:`D = a E^\top E + b\,\mathrm{Id}` (tied weights, no bias, no activation).
 
+    A learned symmetric positive semi-definite linear denoiser for spectral-filtered PnP
+    (:footcite:t:`hauptmann2024convergent`, Sect. 4.3): the decoder is the exact transpose of the encoder, so that
+
+    .. math::
+
+        D = a\, E^\top E + b\,\mathrm{Id}, \qquad E x = (E_0 x, \dots, E_{L-1} x),\quad
+        E_\ell = C_\ell P C_{\ell-1} P \cdots C_0,
+
+    with :math:`C_\ell` stacks of bias-free 3x3 convolutions and :math:`P` 2x2 average pooling. The affine map
+    :math:`(a, b)` (identity after construction) is set after training by :meth:`calibrate_spectrum` so that
+    :math:`\mathrm{spec}\,D` lies in a target interval inside :math:`(0, 1)`, as the spectral filters of
+    :mod:`deepinv_ext.spectral` need; the bounds are measured by Lanczos (:meth:`spectral_bounds`), never assumed.
+
     Trainable as a Gaussian denoiser with :class:`deepinv.Trainer` (wrap it in
     :class:`deepinv.models.ArtifactRemoval` on :class:`deepinv.physics.Denoising`); it is trained for one noise level
     and ignores ``sigma`` in :meth:`forward`.
@@ -53,7 +55,7 @@ class LinearSymmetricUNet(dinv.models.Denoiser):
         divisible by :math:`2^{L-1}`).
     :param int convs_per_scale: bias-free 3x3 convolutions per scale.
     :param float sigma: the noise level it is trained for (informative; finite, > 0).
-    :param device: device of the parameters.
+    :param str, torch.device device: device of the parameters.
     :raises ValueError: a count that is not an integer >= 1, ``channels`` empty, ``sigma`` not finite and > 0, a
         device that is not there.
 
@@ -61,6 +63,19 @@ class LinearSymmetricUNet(dinv.models.Denoiser):
     precision is refused, never cast); the spectral methods (:meth:`is_symmetric`, :meth:`spectral_bounds`,
     :meth:`calibrate_spectrum`) evaluate :math:`D` in their own ``dtype`` (float64 by default), the weights cast to
     it.
+
+    |sep|
+
+    :Examples:
+
+    >>> import torch
+    >>> from deepinv_ext.denoisers import LinearSymmetricUNet
+    >>> D = LinearSymmetricUNet(channels=(4, 8), convs_per_scale=1)
+    >>> D.is_symmetric((1, 16, 16))
+    True
+    >>> bounds = D.calibrate_spectrum((0.1, 0.9), shape=(1, 16, 16), n_iter=40)
+    >>> 0.09 < bounds["lambda_min"] < bounds["lambda_max"] < 0.91
+    True
     """
 
     def __init__(self, in_channels: int = 1, channels: tuple[int, ...] = (16, 32, 64), convs_per_scale: int = 2,
@@ -88,8 +103,10 @@ class LinearSymmetricUNet(dinv.models.Denoiser):
 
     @classmethod
     def contract_example(cls, generator: torch.Generator | None = None) -> dict:
-        """A small instance for :func:`deepinv_ext.testing.check_denoiser` (side-effect free: draws only from
-        ``generator``)."""
+        """A small instance for :func:`deepinv_ext.testing.check_denoiser`.
+
+        :param torch.Generator generator: the only random source drawn from (side-effect free).
+        """
         from deepinv_ext.testing.examples import example_generator, example_images, seeded_init
 
         g = example_generator(generator)
@@ -105,7 +122,11 @@ class LinearSymmetricUNet(dinv.models.Denoiser):
                              f"got shape {tuple(x.shape)}")
 
     def encode(self, x: Tensor) -> list[Tensor]:
-        r"""The analysis operator :math:`E x = (E_0 x, \dots, E_{L-1} x)`."""
+        r"""The analysis operator :math:`E x = (E_0 x, \dots, E_{L-1} x)`.
+
+        :param torch.Tensor x: images ``(B, in_channels, H, W)``.
+        :return: (list[torch.Tensor]) the features of the scales, finest first.
+        """
         feats, h, i = [], x, 0
         for level, n in enumerate(self._layout):
             if level > 0:
@@ -117,7 +138,11 @@ class LinearSymmetricUNet(dinv.models.Denoiser):
         return feats
 
     def decode(self, feats: list[Tensor]) -> Tensor:
-        r"""The exact adjoint :math:`E^\top` of :meth:`encode`."""
+        r"""The exact adjoint :math:`E^\top` of :meth:`encode`.
+
+        :param list[torch.Tensor] feats: features of the scales, as :meth:`encode` returns them.
+        :return: (:class:`torch.Tensor`) the images ``(B, in_channels, H, W)``.
+        """
         i = len(self.weights)
         acc = feats[-1]
         for level in range(len(self._layout) - 1, -1, -1):
@@ -132,6 +157,9 @@ class LinearSymmetricUNet(dinv.models.Denoiser):
         r"""Apply :math:`D x = a E^\top E x + b x` (``sigma`` is ignored: one trained noise level; it may be
         ``None``, else it must be a noise level, finite and >= 0).
 
+        :param torch.Tensor x: images ``(B, in_channels, H, W)``.
+        :param float, torch.Tensor sigma: ignored (checked).
+        :param kwargs: ignored (the signature of :class:`deepinv.models.Denoiser`).
         :raises TypeError: ``x`` not a real floating tensor, or of another precision than the parameters.
         :raises ValueError: ``x`` not ``(B, in_channels, H, W)`` with sides divisible by :math:`2^{L-1}`; ``sigma``
             negative or not finite.
@@ -153,7 +181,13 @@ class LinearSymmetricUNet(dinv.models.Denoiser):
                      dtype: torch.dtype = torch.float64) -> bool:
         r"""Check :math:`\langle x, Dy\rangle = \langle Dx, y\rangle` on random probes (relative to
         :math:`\|x\|\|Dy\|`) in ``dtype``; returns ``True`` when the worst relative gap
-        (:func:`deepinv_ext.spectral.symmetry_gap`) is below ``rtol``."""
+        (:func:`deepinv_ext.spectral.symmetry_gap`) is below ``rtol``.
+
+        :param tuple[int, ...] shape: the shape of one image, ``(in_channels, H, W)``.
+        :param int n_probes: number of random probe pairs.
+        :param float rtol: the tolerance on the relative gap.
+        :param torch.dtype dtype: the precision of the check.
+        """
         return symmetry_gap(self._apply_in, shape, n_probes=positive_int(n_probes, "n_probes"), dtype=dtype,
                             device=self.scale.device) < rtol
 
@@ -164,6 +198,11 @@ class LinearSymmetricUNet(dinv.models.Denoiser):
 
         Returns ``lambda_min``, ``lambda_max`` (Ritz values: inner estimates) and ``residual_min``/``residual_max``
         (each :math:`[\theta-\rho, \theta+\rho]` holds an eigenvalue); see :func:`deepinv_ext.spectral.lanczos_extreme`.
+
+        :param tuple[int, ...] shape: the shape of one image, ``(in_channels, H, W)``.
+        :param int n_iter: Lanczos steps.
+        :param torch.dtype dtype: the precision of the computation.
+        :param int seed: seed of the start vector.
         """
         g = torch.Generator().manual_seed(seed)
         v0 = torch.randn(1, *shape, generator=g, dtype=dtype).to(self.scale.device)
@@ -177,6 +216,12 @@ class LinearSymmetricUNet(dinv.models.Denoiser):
         The spectrum of :math:`E^\top E` (with :math:`a=1, b=0`) is measured by Lanczos; the Ritz interval is
         widened by the residual bounds and by ``margin`` (relative), then mapped affinely onto ``target``. Returns
         the measured bounds before and after (re-measured), and ``(a, b)``.
+
+        :param tuple[float, float] target: the interval, :math:`0 < lo < hi < 1`.
+        :param tuple[int, ...] shape: the shape of one image, ``(in_channels, H, W)``.
+        :param int n_iter: Lanczos steps of each measurement.
+        :param float margin: relative widening of the measured interval (>= 0).
+        :return: (dict) ``raw_min``, ``raw_max``, ``scale``, ``shift``, ``lambda_min``, ``lambda_max``.
         """
         lo_t, hi_t = target
         if not 0 < lo_t < hi_t < 1:

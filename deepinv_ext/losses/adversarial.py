@@ -1,18 +1,9 @@
 r"""The Wasserstein critic loss with a one-sided gradient penalty, which trains AR and ACR critics.
 
-.. math::
-
-    \mathcal{L}(\theta) = \mathbb{E}_{x \sim \mathbb{P}_r}\big[g_\theta(x)\big]
-    - \mathbb{E}_{z \sim \mathbb{P}_n}\big[g_\theta(z)\big]
-    + \mu\, \mathbb{E}_{\hat x}\Big[\big(\|\nabla g_\theta(\hat x)\|_2 - 1\big)_+^2\Big],
-    \qquad \hat x = t x + (1 - t) z,\ t \sim U[0, 1],
-
-with :math:`\mathbb{P}_r` the clean images, :math:`\mathbb{P}_n` the pseudo-inverse reconstructions (artefacts)
-and :math:`\hat x` random points on segments between a clean and an artefact image (Lunz et al. 2018, after
-Gulrajani et al. 2017). Minimising it makes :math:`g_\theta` small on clean images and large on artefacts, while
-keeping it (softly) 1-Lipschitz, so that :math:`-\mathcal{L}` estimates the Wasserstein-1 distance of the two
-distributions. The data need not be paired: the clean images of the interpolates are a random permutation of the
-batch.
+:class:`WassersteinCriticLoss` writes out the loss of :footcite:t:`lunz2018adversarial` (after
+:footcite:t:`gulrajani2017improved`): :math:`-\mathcal{L}` estimates the Wasserstein-1 distance of the clean and
+artefact distributions, and its minimisation makes the critic small on clean images and large on artefacts, while
+keeping it (softly) 1-Lipschitz. The data need not be paired. Two options go beyond Lunz et al.'s training.
 
 Optionally (``noise_level`` :math:`= s > 0`), the first half of each artefact batch is replaced by clean images
 plus Gaussian noise, :math:`x + \sigma\xi` with :math:`\sigma \sim U[0, s]` per image: the critic then also
@@ -25,9 +16,6 @@ points of :math:`K` normalised gradient steps on :math:`g` from it
 (:func:`deepinv_ext.losses.descent.normalised_descent`): images where the critic is low although they are not
 clean, which gradient descent on the variational energy would reach; the critic learns to rise on them. Also an
 addition to Lunz et al.'s training.
-
-Reference: S. Lunz, O. Öktem, C.-B. Schönlieb, *Adversarial regularizers in inverse problems*, NeurIPS 2018;
-I. Gulrajani et al., *Improved training of Wasserstein GANs*, NeurIPS 2017.
 """
 
 from __future__ import annotations
@@ -47,8 +35,21 @@ __all__ = ["WassersteinCriticLoss"]
 
 
 class WassersteinCriticLoss(Loss):
-    r"""Wasserstein critic loss :math:`\mathbb{E}[g(x)] - \mathbb{E}[g(z)] + \mu\,\mathbb{E}[(\|\nabla g(\hat
-    x)\| - 1)_+^2]` for training AR/ACR in :class:`deepinv.Trainer`.
+    r"""Wasserstein critic loss with a one-sided gradient penalty, for training AR/ACR in :class:`deepinv.Trainer`.
+
+    .. math::
+
+        \mathcal{L}(\theta) = \mathbb{E}_{x \sim \mathbb{P}_r}\big[g_\theta(x)\big]
+        - \mathbb{E}_{z \sim \mathbb{P}_n}\big[g_\theta(z)\big]
+        + \mu\, \mathbb{E}_{\hat x}\Big[\big(\|\nabla g_\theta(\hat x)\|_2 - 1\big)_+^2\Big],
+        \qquad \hat x = t x + (1 - t) z,\ t \sim U[0, 1],
+
+    with :math:`\mathbb{P}_r` the clean images, :math:`\mathbb{P}_n` the pseudo-inverse reconstructions (artefacts)
+    and :math:`\hat x` random points between a clean and an artefact image :footcite:p:`lunz2018adversarial`, with
+    the gradient penalty of :footcite:t:`gulrajani2017improved`. It makes :math:`g_\theta` small on clean images,
+    large on artefacts and (softly) 1-Lipschitz. The data need not be paired: the clean images of the interpolates
+    are a random permutation of the batch. ``noise_level`` and ``descent_steps`` add harder artefacts (noisy clean
+    images, and the end points of gradient descent on :math:`g_\theta`) to the first half of the artefact batch.
 
     In the Trainer, ``x`` is the clean batch and ``x_net`` the artefact batch: train a
     :class:`deepinv_ext.algorithms.RegularizerTrainingModel` (whose output is the pseudo-inverse) and the loss reads
@@ -71,6 +72,8 @@ class WassersteinCriticLoss(Loss):
 
     ``x`` and ``x_net`` are batches of one shape, at least one sample (the penalty pairs samples), in the
     precision of the critic.
+
+    |sep|
 
     :Examples:
 
@@ -101,7 +104,12 @@ class WassersteinCriticLoss(Loss):
         return ("fn", "grad") if self.descent_steps > 0 else ("fn",)
 
     def gradient_penalty(self, critic: Prior, clean: Tensor, artefact: Tensor) -> tuple[Tensor, Tensor]:
-        r"""Per-sample penalty :math:`(\|\nabla g(\hat x)\| - 1)_+^2` (or two-sided) and the gradient norms."""
+        r"""Per-sample penalty :math:`(\|\nabla g(\hat x)\| - 1)_+^2` (or two-sided) and the gradient norms.
+
+        :param deepinv.optim.Prior critic: the critic :math:`g`.
+        :param torch.Tensor clean: clean images.
+        :param torch.Tensor artefact: artefact images, same shape.
+        """
         b = clean.shape[0]
         gen = self.generator
         perm = torch.randperm(b, generator=gen).to(clean.device) if b > 1 else torch.zeros(1, dtype=torch.long,
@@ -117,7 +125,12 @@ class WassersteinCriticLoss(Loss):
 
     def artefacts(self, x: Tensor, x_net: Tensor, critic: Prior | None = None) -> Tensor:
         r"""The artefact batch: ``x_net``, its first half replaced by noisy clean images when ``noise_level > 0``,
-        then by the end points of the descent on ``critic`` from it when ``descent_steps > 0``."""
+        then by the end points of the descent on ``critic`` from it when ``descent_steps > 0``.
+
+        :param torch.Tensor x: clean images.
+        :param torch.Tensor x_net: artefact images, same shape.
+        :param deepinv.optim.Prior critic: the critic (needed when ``descent_steps > 0``).
+        """
         artefact = x_net.detach()
         half = x.shape[0] // 2
         if half == 0:
@@ -136,7 +149,12 @@ class WassersteinCriticLoss(Loss):
 
     def components(self, x: Tensor, x_net: Tensor, model: torch.nn.Module | None = None) -> dict[str, Tensor]:
         r"""The loss's parts per sample: ``"clean"`` :math:`g(x)`, ``"artefact"`` :math:`g(z)`, ``"penalty"``,
-        ``"grad_norm"`` at the interpolates."""
+        ``"grad_norm"`` at the interpolates.
+
+        :param torch.Tensor x: clean images.
+        :param torch.Tensor x_net: artefact images, same shape.
+        :param torch.nn.Module model: the trained model, holding the critic as ``model.regularizer``.
+        """
         critic = regularizer_of(model, self.regularizer, type(self).__name__, self._methods())
         check_pair(x, x_net, critic)
         check_batch(x, "x")
@@ -153,7 +171,10 @@ class WassersteinCriticLoss(Loss):
 
         :param torch.Tensor x: clean images.
         :param torch.Tensor x_net: artefact images (the pseudo-inverse reconstructions).
+        :param torch.Tensor y: measurements (unused).
+        :param deepinv.physics.Physics physics: the physics (unused).
         :param torch.nn.Module model: the trained model, holding the critic as ``model.regularizer``.
+        :param kwargs: ignored (the signature of :class:`deepinv.loss.Loss`).
         """
         parts = self.components(x, x_net, model)
         return parts["clean"] - parts["artefact"] + self.mu * parts["penalty"]
@@ -161,7 +182,10 @@ class WassersteinCriticLoss(Loss):
     @classmethod
     def contract_example(cls, generator: torch.Generator | None = None) -> dict:
         """One Trainer step of a tiny AR critic on 16x16 test images with noisy copies as the artefacts, for
-        :func:`deepinv_ext.testing.check_loss` (side-effect free: draws only from ``generator``)."""
+        :func:`deepinv_ext.testing.check_loss`.
+
+        :param torch.Generator generator: the only random source drawn from (side-effect free).
+        """
         import deepinv as dinv
 
         from deepinv_ext.algorithms.regularizer_training import RegularizerTrainingModel

@@ -3,10 +3,7 @@ r"""A contractivity penalty for layers trained at equilibrium (ReTune, deep equi
 A fixed-point layer :math:`T_\theta` trained at equilibrium needs to stay a contraction: the fixed point exists and
 is unique, the restarted iteration converges to it, and the Jacobian-free gradient is accurate (its relative error
 is at most :math:`\rho^L`, see :mod:`deepinv_ext.algorithms.retune.jacobian`). :class:`LipschitzPenalty` is a
-:class:`deepinv.loss.Loss` that penalises the spectral norm of the layer's Jacobian above :math:`1 - \varepsilon`.
-
-Reference: J.-C. Pesquet, A. Repetti, M. Terris, Y. Wiaux, "Learning maximally monotone operators for image
-recovery", SIAM J. Imaging Sci. 14(3), 2021.
+:class:`deepinv.loss.Loss` that penalises the spectral norm of the layer's Jacobian above :math:`1 - \varepsilon`, as :footcite:t:`pesquet2021learning` do.
 """
 
 from __future__ import annotations
@@ -30,7 +27,7 @@ class LipschitzPenalty(dinv.loss.Loss):
 
     with the spectral norm computed by deepinv's :class:`deepinv.loss.JacobianSpectralNorm` (power iteration,
     differentiable in :math:`\theta`) at the detached network output :math:`\hat x` (close to the fixed point),
-    as in Pesquet et al. (2021). The last estimate is kept in ``last_lipschitz`` (logged by the Trainer under the
+    as in :footcite:t:`pesquet2021learning`. The last estimate is kept in ``last_lipschitz`` (logged by the Trainer under the
     class name together with the penalty).
 
     :param float weight: :math:`\mu`.
@@ -39,6 +36,8 @@ class LipschitzPenalty(dinv.loss.Loss):
     :param int reduced_batchsize: evaluate on the first samples of the batch only (``None``: all; only with a
         physics shared by the whole batch).
     :param torch.nn.Module layer: the layer to penalise (default: ``model.iteration`` of the model being trained).
+
+    |sep|
 
     :Examples:
 
@@ -72,6 +71,14 @@ class LipschitzPenalty(dinv.loss.Loss):
 
     def forward(self, x_net: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics,
                 model: torch.nn.Module, **kwargs) -> torch.Tensor:
+        r"""The penalty :math:`\mathcal{P}(\theta)`, repeated for every sample, shape ``(B,)``.
+
+        :param torch.Tensor x_net: the network output :math:`\hat x`.
+        :param torch.Tensor y: the measurements.
+        :param deepinv.physics.Physics physics: the physics.
+        :param torch.nn.Module model: the trained model (its ``iteration`` is the default layer).
+        :param kwargs: ignored (the signature of :class:`deepinv.loss.Loss`).
+        """
         layer = self.layer if self.layer is not None else getattr(model, "iteration", None)
         if layer is None:
             raise TypeError(f"model must be a ReTune (with an `iteration` layer), got {type(model)}")

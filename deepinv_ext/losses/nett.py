@@ -1,15 +1,9 @@
 r"""The NETT training loss: the network :math:`\Phi` returns the artefact of an artefact image, zero on a clean one.
 
-.. math::
-
-    \mathcal{L}(\theta) = \mathbb{E}\Big[\tfrac{1}{N}\big\|\Phi_\theta(z) - (z - x)\big\|_2^2
-    + \tfrac{\beta}{N}\big\|\Phi_\theta(x)\big\|_2^2\Big],
-
-with :math:`x` a clean image, :math:`z` its pseudo-inverse reconstruction from simulated data (so
-:math:`z - x` is the artefact), :math:`N` the number of pixels and :math:`\beta` the weight of the clean images.
-This is the training strategy of Li et al. (2020): the regulariser
-:math:`R(x) = \sum_i v_i|\Phi(x)_i|^p` (:class:`deepinv_ext.priors.NETT`) is then small on clean images and large
-on images that carry the artefacts of the pseudo-inverse. Unlike the critic losses, it needs paired data.
+:class:`NETTLoss` writes out the loss of :footcite:t:`li2020nett`, which makes the regulariser
+:math:`R(x) = \sum_i v_i|\Phi(x)_i|^p` (:class:`deepinv_ext.priors.NETT`) small on clean images and large on
+images that carry the artefacts of the pseudo-inverse; it needs paired data. Two options go beyond Li et al.'s
+strategy.
 
 Optionally (``noise_level`` :math:`= s > 0`), a third term teaches :math:`\Phi` to return random perturbations of
 clean images as well, :math:`\tfrac1N\|\Phi(x + n) - n\|_2^2` with :math:`n = \sigma \xi`,
@@ -23,9 +17,6 @@ teaches :math:`\Phi` the images :math:`z'` that :math:`K` normalised gradient st
 artefact image (:func:`deepinv_ext.losses.descent.normalised_descent`): the blind spots of :math:`\Phi`, images
 far from :math:`x` with :math:`\Phi \approx 0`, which the variational solve finds otherwise. An addition to Li et
 al.'s strategy as well.
-
-Reference: H. Li, J. Schwab, S. Antholzer, M. Haltmeier, *NETT: solving inverse problems with deep neural
-networks*, Inverse Problems 36 (2020) 065005.
 """
 
 from __future__ import annotations
@@ -44,7 +35,18 @@ __all__ = ["NETTLoss"]
 
 
 class NETTLoss(Loss):
-    r"""NETT loss :math:`\frac{1}{N}\|\Phi(z) - (z - x)\|^2 + \frac{\beta}{N}\|\Phi(x)\|^2` per sample.
+    r"""NETT training loss: :math:`\Phi` returns the artefact of an artefact image, zero on a clean one.
+
+    .. math::
+
+        \mathcal{L}(\theta) = \mathbb{E}\Big[\tfrac{1}{N}\big\|\Phi_\theta(z) - (z - x)\big\|_2^2
+        + \tfrac{\beta}{N}\big\|\Phi_\theta(x)\big\|_2^2\Big],
+
+    with :math:`x` a clean image, :math:`z` its pseudo-inverse reconstruction (so :math:`z - x` is the artefact) and
+    :math:`N` the number of pixels: the training strategy of :footcite:t:`li2020nett`, which needs paired data.
+    ``noise_level`` adds :math:`\tfrac1N\|\Phi(x + n) - n\|_2^2` for random perturbations :math:`n` of the clean
+    images, ``descent_steps`` the same artefact term at the end points of gradient descent on :math:`R` from
+    :math:`z` (additions to Li et al.'s strategy, see :mod:`deepinv_ext.losses.nett`).
 
     In :class:`deepinv.Trainer`, ``x`` is the clean batch and ``x_net`` the artefact batch :math:`z` (train a
     :class:`deepinv_ext.algorithms.RegularizerTrainingModel` holding a :class:`deepinv_ext.priors.NETT`); the
@@ -63,6 +65,8 @@ class NETTLoss(Loss):
 
     ``x`` and ``x_net`` are batches of one shape in the precision of the regulariser; an empty batch gives an
     empty loss.
+
+    |sep|
 
     :Examples:
 
@@ -94,7 +98,10 @@ class NETTLoss(Loss):
 
         :param torch.Tensor x: clean images.
         :param torch.Tensor x_net: their artefact images (pseudo-inverse reconstructions).
+        :param torch.Tensor y: measurements (unused).
+        :param deepinv.physics.Physics physics: the physics (unused).
         :param torch.nn.Module model: the trained model, holding the NETT as ``model.regularizer``.
+        :param kwargs: ignored (the signature of :class:`deepinv.loss.Loss`).
         """
         reg = regularizer_of(model, self.regularizer, type(self).__name__, self._methods())
         check_pair(x, x_net, reg)
@@ -114,7 +121,10 @@ class NETTLoss(Loss):
     @classmethod
     def contract_example(cls, generator: torch.Generator | None = None) -> dict:
         """One Trainer step of a tiny NETT on 16x16 test images with noisy copies as the artefacts, for
-        :func:`deepinv_ext.testing.check_loss` (side-effect free: draws only from ``generator``)."""
+        :func:`deepinv_ext.testing.check_loss`.
+
+        :param torch.Generator generator: the only random source drawn from (side-effect free).
+        """
         import deepinv as dinv
 
         from deepinv_ext.algorithms.regularizer_training import RegularizerTrainingModel

@@ -10,6 +10,8 @@ batch ``x`` and the pseudo-inverse batch ``x_net`` against it.
 :mod:`deepinv_ext.algorithms.regularizer_training` (it is a reconstructor); importing it from here still works, with
 a :class:`DeprecationWarning`.
 
+|sep|
+
 :Examples:
 
 >>> import torch

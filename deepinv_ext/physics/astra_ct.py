@@ -36,6 +36,11 @@ _GEOMETRY_BUFFERS = ("angles", "full_angles")
 class AstraCT(LinearPhysics):
     r"""2D parallel- or fan-beam CT :math:`y = Ax` through the ASTRA toolbox, with an exact matched adjoint.
 
+    ASTRA :footcite:p:`vanaarle2016fast` computes the projections; in parallel beam, the discretised Radon transform
+
+    .. math:: (Ax)_{\theta, s} = \int_{\mathbb{R}} x\big(s\, u_\theta + t\, u_\theta^\perp\big)\, dt,
+        \qquad u_\theta = (\cos\theta, \sin\theta).
+
     :math:`A` maps images ``(B, C, H, W)`` (unit pixels centred on the rotation axis) to sinograms
     ``(B, C, n_angles, n_detectors)``, each entry the integral of the image along one ray (ASTRA's and
     :class:`deepinv.physics.TomographyWithAstra`'s layout; :class:`deepinv.physics.Tomography` puts the detector
@@ -144,9 +149,6 @@ class AstraCT(LinearPhysics):
         >>> unit = AstraCT(32, angles=20, backend="sparse", cache_dir=None, normalize=True)
         >>> round(float(unit.compute_sqnorm(x[:1], verbose=False)), 3)
         1.0
-
-    References: W. van Aarle et al., *Fast and flexible X-ray tomography using the ASTRA toolbox*, Optics Express
-    24(22), 2016; A. C. Kak and M. Slaney, *Principles of Computerized Tomographic Imaging*, 1988 (FBP).
     """
 
     def __init__(self, img_size: int | Sequence[int], angles: int | Sequence[float] | torch.Tensor = 180,
@@ -334,7 +336,8 @@ class AstraCT(LinearPhysics):
 
     # ------------------------------------------------------------------------------------------ inverses
     def fbp(self, y: torch.Tensor, filter: str = "ramp", **kwargs: Any) -> torch.Tensor:
-        r"""Filtered back-projection (:mod:`deepinv_ext.physics.functional.fbp`), in torch on ``y``'s device; with
+        r"""Filtered back-projection :footcite:p:`kak1988principles` (:mod:`deepinv_ext.physics.functional.fbp`), in
+        torch on ``y``'s device; with
         ``normalize`` it inverts the normalised :math:`A` (multiplied by :math:`\|A\|`, as deepinv's).
 
         :param torch.Tensor y: sinograms ``(B, C, n_angles, n_detectors)``.
@@ -362,6 +365,8 @@ class AstraCT(LinearPhysics):
 
         :param torch.Tensor y: sinograms ``(B, C, n_angles, n_detectors)``.
         :param bool fbp: filtered back-projection instead of least squares.
+        :param kwargs: passed to deepinv's least squares (``solver``, ``max_iter``, ``tol``) or to :meth:`fbp`
+            (``filter``, ``angles``).
         """
         if fbp:
             return self.fbp(y, **kwargs)
@@ -370,7 +375,10 @@ class AstraCT(LinearPhysics):
     @classmethod
     def contract_example(cls, generator: torch.Generator | None = None) -> dict:
         """A 10x10, 10-view parallel-beam operator (sparse backend, no disk cache) and float64 images, for
-        :func:`deepinv_ext.testing.check_physics` (side-effect free: draws only from ``generator``)."""
+        :func:`deepinv_ext.testing.check_physics` (side-effect free: draws only from ``generator``).
+
+        :param torch.Generator generator: where the images are drawn from (default: seeded with 0).
+        """
         from deepinv_ext.testing.examples import example_generator
 
         g = example_generator(generator)

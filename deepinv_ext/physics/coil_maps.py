@@ -1,6 +1,6 @@
 r"""Coil sensitivity maps by ESPIRiT from Cartesian or non-Cartesian multi-coil k-space, batched.
 
-ESPIRiT (Uecker et al.) finds the maps as the eigenvectors, with eigenvalue 1, of the per-pixel operator built
+ESPIRiT :footcite:p:`uecker2014espirit` finds the maps as the eigenvectors, with eigenvalue 1, of the per-pixel operator built
 from the null space of the calibration matrix of a fully sampled central k-space region. Here SigPy's
 :class:`sigpy.mri.app.EspiritCalib` does the work (the same as deepinv's
 :meth:`deepinv.physics.MultiCoilMRI.estimate_coil_maps`, with all of ESPIRiT's parameters exposed); this module adds
@@ -13,9 +13,6 @@ from the null space of the calibration matrix of a fully sampled central k-space
 
 The maps are unique up to a per-pixel phase common to all coils; they are normalised to
 :math:`\sum_n |s_n|^2 = 1` inside the support and zero outside (``crop``).
-
-Reference: M. Uecker et al., "ESPIRiT - an eigenvalue approach to autocalibrating parallel MRI: where SENSE meets
-GRAPPA", MRM 71(3), 2014.
 """
 
 from __future__ import annotations
@@ -100,6 +97,12 @@ def estimate_coil_maps(y: Tensor, calib_size: int = 24, *, trajectory: Tensor | 
                        kernel_width: int = 6, crop: float = 0.95, max_iter: int = 100) -> Tensor:
     r"""ESPIRiT coil maps ``(B, N, H, W)`` (complex) from multi-coil k-space.
 
+    The maps :math:`s_n` :footcite:p:`uecker2014espirit` are the eigenvectors, with eigenvalue 1, of the per-pixel operator built from the null
+    space of the calibration matrix of a fully sampled :math:`c \times c` centre of k-space (SigPy's
+    :class:`sigpy.mri.app.EspiritCalib`). Non-Cartesian data are first gridded onto that centre by a
+    density-compensated adjoint NUFFT. The maps are unique up to a per-pixel phase common to all coils; they are
+    normalised to :math:`\sum_n |s_n|^2 = 1` inside the support and zero outside (``crop``). One call per sample.
+
     :param torch.Tensor y: Cartesian k-space ``(B, 2, N, H, W)`` (deepinv's layout, centred) with a fully sampled
         :math:`c \times c` centre, or non-Cartesian ``(B, 2, N, K)`` with ``trajectory`` and ``img_size``.
     :param int calib_size: side :math:`c` of the calibration region.
@@ -114,15 +117,24 @@ def estimate_coil_maps(y: Tensor, calib_size: int = 24, *, trajectory: Tensor | 
     :raises ValueError: a shape, size or device that does not match, NaN/inf, an empty batch, ``thresh`` or
         ``crop`` outside :math:`[0, 1]`, ``kernel_width`` above ``calib_size``.
 
+    |sep|
+
     :Examples:
 
-    >>> import sigpy
-    >>> from deepinv_ext.physics import SigpyMultiCoilMRI
-    >>> maps = SigpyMultiCoilMRI.birdcage_maps(4, (32, 32))
-    >>> x = torch.view_as_real(torch.from_numpy(sigpy.shepp_logan((32, 32))).to(torch.complex64))
-    >>> y = SigpyMultiCoilMRI(maps).A(x.permute(2, 0, 1)[None])
-    >>> estimate_coil_maps(y, calib_size=16).shape
-    torch.Size([1, 4, 32, 32])
+        Maps from the fully sampled k-space of a phantom seen by 4 birdcage coils:
+
+        >>> import sigpy
+        >>> import torch
+        >>> from deepinv_ext.physics import SigpyMultiCoilMRI, estimate_coil_maps
+        >>> maps = SigpyMultiCoilMRI.birdcage_maps(4, (32, 32))
+        >>> x = torch.view_as_real(torch.from_numpy(sigpy.shepp_logan((32, 32))).to(torch.complex64))
+        >>> y = SigpyMultiCoilMRI(maps).A(x.permute(2, 0, 1)[None])
+        >>> estimated = estimate_coil_maps(y, calib_size=16)
+        >>> estimated.shape
+        torch.Size([1, 4, 32, 32])
+        >>> energy = (estimated.abs() ** 2).sum(dim=1)  # 1 inside the support, 0 outside
+        >>> bool(((energy - 1).abs() < 1e-3).logical_or(energy == 0).all())
+        True
     """
     import sigpy as sp
     from sigpy.mri.app import EspiritCalib

@@ -1,35 +1,5 @@
-r"""Multi-coil MRI, Cartesian and non-Cartesian, as a differentiable deepinv physics through SigPy's NUFFT.
-
-The operator is
-
-.. math::
-
-    y_n = P\, F\, \mathrm{diag}(s_n)\, x, \qquad n = 1, \dots, N,
-
-with coil sensitivities :math:`s_n`, and either the centred unitary FFT :math:`F` followed by a Cartesian mask
-:math:`P` (deepinv's :class:`deepinv.physics.MultiCoilMRI`, which this class extends and calls unchanged), or
-SigPy's Kaiser-Bessel NUFFT :math:`F` at the k-space locations of a trajectory (Fessler-Sutton min-max gridding,
-scaled so that on a Cartesian grid it is the unitary centred DFT; :math:`P = I`).
-
-Conventions are deepinv's: images ``x`` are ``(B, 2, H, W)`` (real and imaginary part as channels), Cartesian
-k-space ``(B, 2, N, H, W)``, non-Cartesian k-space ``(B, 2, N, K)`` (as :class:`deepinv.physics.NonCartesianMRI`).
-Trajectories are SigPy's, ``(K, 2)`` or ``(B, K, 2)`` in cycles per field of view, in :math:`[-n_d/2, n_d/2]`
-(see :mod:`deepinv_ext.physics.functional.trajectories`).
-
-Autograd and :mod:`torch.func` (``vjp``, ``vmap``, ``jvp``) work through the NUFFT and its adjoint, a pair of
-:class:`torch.autograd.Function` whose backward is the other one (:mod:`deepinv_ext.physics.functional.nufft`),
-batched over images and coils in one SigPy call when the trajectory is shared, one call per sample when each sample
-has its own trajectory. The gradient with respect to the trajectory is not computed.
-
-Devices: CPU tensors go through NumPy and SigPy's Numba kernels. CUDA tensors go to SigPy's CuPy kernels through
-DLPack, without a host round trip; this path needs CuPy and is **untested here** (no GPU on the machine this was
-written on). The Cartesian path is pure torch on any device.
-
-References: K. P. Pruessmann et al., "Advances in sensitivity encoding with arbitrary k-space trajectories",
-MRM 46(4), 2001 (CG-SENSE); J. A. Fessler and B. P. Sutton, "Nonuniform fast Fourier transforms using min-max
-interpolation", IEEE TSP 51(2), 2003; F. Ong and M. Lustig, "SigPy: a python package for high performance
-iterative reconstruction", ISMRM 2019.
-"""
+r"""Multi-coil MRI, Cartesian and non-Cartesian, as a differentiable deepinv physics through SigPy's NUFFT:
+:class:`SigpyMultiCoilMRI`."""
 
 from __future__ import annotations
 
@@ -59,14 +29,38 @@ __all__ = ["SigpyMultiCoilMRI"]
 class SigpyMultiCoilMRI(MultiCoilMRI):
     r"""Multi-coil MRI, Cartesian (``mask``) or non-Cartesian (``trajectory``, SigPy NUFFT), differentiable.
 
-    :math:`y_n = P F \mathrm{diag}(s_n) x` (see the module docstring). With a ``mask`` (or neither) this is
-    deepinv's :class:`deepinv.physics.MultiCoilMRI` with input checks added, the same ``y`` for the same ``x``.
-    With a ``trajectory`` the FFT is SigPy's NUFFT and k-space is ``(B, 2, N, K)``.
+    For :math:`N` coils with sensitivities :math:`s_n`,
 
-    Pseudo-inverse :meth:`A_dagger`, ``dagger="cg"`` (default): CG-SENSE, deepinv's conjugate gradient on
-    :math:`A^H A x = A^H y` (:meth:`deepinv.physics.LinearPhysics.A_dagger`); ``dagger="dcf"``: the
-    density-compensated, coil-normalised adjoint :math:`x = A^H(Dy) / \sum_n |s_n|^2` (:math:`D` = Pipe-Menon
-    weights, or the mask in the Cartesian case: the zero-filled SENSE combination), one pass, no iterations.
+    .. math::
+
+        y_n = P\, F\, \mathrm{diag}(s_n)\, x, \qquad n = 1, \dots, N,
+
+    with :math:`F` the centred unitary FFT and :math:`P` a Cartesian mask, or :math:`F` SigPy's Kaiser-Bessel NUFFT
+    :footcite:p:`ong2019sigpy` at the locations of a trajectory (Fessler-Sutton min-max gridding
+    :footcite:p:`fessler2003nonuniform`, scaled so that on a Cartesian grid it is the unitary centred DFT) and
+    :math:`P = I`. With a ``mask`` (or neither) this is deepinv's :class:`deepinv.physics.MultiCoilMRI` with input
+    checks added, the same ``y`` for the same ``x``.
+
+    **Conventions** are deepinv's: images ``x`` are ``(B, 2, H, W)`` (real and imaginary part as channels),
+    Cartesian k-space ``(B, 2, N, H, W)``, non-Cartesian k-space ``(B, 2, N, K)`` (as
+    :class:`deepinv.physics.NonCartesianMRI`). Trajectories are SigPy's, ``(K, 2)`` or ``(B, K, 2)`` in cycles per
+    field of view, in :math:`[-n_d/2, n_d/2]` (see :mod:`deepinv_ext.physics.functional.trajectories`).
+
+    **Autograd** and :mod:`torch.func` (``vjp``, ``vmap``, ``jvp``) work through the NUFFT and its adjoint, a pair
+    of :class:`torch.autograd.Function` whose backward is the other one
+    (:func:`~deepinv_ext.physics.functional.nufft`), batched over images and coils in one SigPy call when the
+    trajectory is shared, one call per sample when each sample has its own trajectory. The gradient with respect
+    to the trajectory is not computed.
+
+    **Devices**: CPU tensors go through NumPy and SigPy's Numba kernels. CUDA tensors go to SigPy's CuPy kernels
+    through DLPack, without a host round trip; this path needs CuPy and is **untested here** (no GPU on the
+    machine this was written on). The Cartesian path is pure torch on any device.
+
+    **Pseudo-inverse** :meth:`A_dagger`, ``dagger="cg"`` (default): CG-SENSE :footcite:p:`pruessmann2001advances`,
+    deepinv's conjugate gradient on :math:`A^H A x = A^H y` (:meth:`deepinv.physics.LinearPhysics.A_dagger`);
+    ``dagger="dcf"``: the density-compensated, coil-normalised adjoint :math:`x = A^H(Dy) / \sum_n |s_n|^2`
+    (:math:`D` = Pipe-Menon weights, or the mask in the Cartesian case: the zero-filled SENSE combination), one
+    pass, no iterations.
 
     All geometry is held in registered buffers (``coil_maps``, ``mask``, ``trajectory``, ``dcf``), so
     ``state_dict``, ``clone()``, ``.to(device)``, :meth:`update` and the generators of
@@ -98,13 +92,24 @@ class SigpyMultiCoilMRI(MultiCoilMRI):
     :raises ValueError: a shape that does not match, NaN/inf or negative weights, ``oversamp < 1``,
         ``width < 2``, a float count, a CUDA device this machine lacks.
 
+    |sep|
+
     :Examples:
 
-    >>> from deepinv_ext.physics.functional import radial_trajectory
-    >>> maps = SigpyMultiCoilMRI.birdcage_maps(4, (32, 32))
-    >>> physics = SigpyMultiCoilMRI(maps, trajectory=radial_trajectory((32, 32), n_spokes=16))
-    >>> physics.A(torch.randn(2, 2, 32, 32)).shape
-    torch.Size([2, 2, 4, 1024])
+        Radial k-space of 16 spokes, 4 coils, and the adjointness :math:`\langle Ax, y\rangle = \langle x, A^H
+        y\rangle`:
+
+        >>> import torch
+        >>> from deepinv_ext.physics import SigpyMultiCoilMRI
+        >>> from deepinv_ext.physics.functional import radial_trajectory
+        >>> maps = SigpyMultiCoilMRI.birdcage_maps(4, (32, 32))
+        >>> physics = SigpyMultiCoilMRI(maps, trajectory=radial_trajectory((32, 32), n_spokes=16))
+        >>> x, y = torch.randn(2, 2, 32, 32), torch.randn(2, 2, 4, 1024)
+        >>> physics.A(x).shape
+        torch.Size([2, 2, 4, 1024])
+        >>> lhs, rhs = (physics.A(x) * y).sum(), (x * physics.A_adjoint(y)).sum()
+        >>> bool(abs(lhs - rhs) < 1e-4 * abs(lhs))
+        True
     """
 
     def __init__(self, coil_maps: Tensor, mask: Tensor | None = None, trajectory: Tensor | None = None, *,
@@ -174,6 +179,13 @@ class SigpyMultiCoilMRI(MultiCoilMRI):
 
         A new trajectory without ``dcf`` gets Pipe-Menon weights recomputed if the physics was built with
         ``dcf="pipe_menon"``, ones otherwise.
+
+        :param torch.Tensor mask: Cartesian mask (Cartesian physics only).
+        :param torch.Tensor coil_maps: complex sensitivities ``(N, H, W)`` or ``(B, N, H, W)``, same ``N, H, W``.
+        :param torch.Tensor trajectory: k-space locations ``(K, 2)`` or ``(B, K, 2)`` (non-Cartesian only).
+        :param torch.Tensor dcf: density compensation weights ``(K,)`` or ``(B, K)`` (non-Cartesian only).
+        :param kwargs: other deepinv parameters (e.g. the noise model's ``sigma``).
+        :raises ValueError: a Cartesian parameter given to a non-Cartesian physics or the other way round.
         """
         if coil_maps is not None:
             coil_maps = checked_coil_maps(coil_maps, self.coil_maps.shape[-2:])
@@ -197,7 +209,11 @@ class SigpyMultiCoilMRI(MultiCoilMRI):
 
     def to(self, *args: Any, **kwargs: Any) -> SigpyMultiCoilMRI:
         """:meth:`torch.nn.Module.to`, except that a real dtype casts the coil maps to the complex dtype of its
-        precision (``.to(torch.float32)``: complex64), where torch would keep their real part only."""
+        precision (``.to(torch.float32)``: complex64), where torch would keep their real part only.
+
+        :param args: a device and/or a dtype, as :meth:`torch.nn.Module.to`.
+        :param kwargs: ``device``, ``dtype``, ``non_blocking``, as :meth:`torch.nn.Module.to`.
+        """
         maps = self._buffers.get("coil_maps")  # None while deepinv's constructor moves the physics
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Casting complex values to real")
@@ -226,9 +242,15 @@ class SigpyMultiCoilMRI(MultiCoilMRI):
 
     def A(self, x: Tensor, mask: Tensor | None = None, coil_maps: Tensor | None = None,
           trajectory: Tensor | None = None, dcf: Tensor | None = None, **kwargs) -> Tensor:
-        r"""Multi-coil k-space of images ``x`` ``(B, 2, H, W)``: ``(B, 2, N, H, W)`` or ``(B, 2, N, K)``.
+        r"""Multi-coil k-space :math:`y_n = P F \mathrm{diag}(s_n) x` of images ``x`` ``(B, 2, H, W)``:
+        ``(B, 2, N, H, W)`` (Cartesian) or ``(B, 2, N, K)`` (non-Cartesian).
 
-        Parameters passed here update the physics first (as in deepinv).
+        :param torch.Tensor x: images, real and imaginary parts as channels.
+        :param torch.Tensor mask: updates the mask first (as :meth:`update_parameters`, as in deepinv).
+        :param torch.Tensor coil_maps: updates the coil maps first.
+        :param torch.Tensor trajectory: updates the trajectory first.
+        :param torch.Tensor dcf: updates the density compensation first.
+        :param kwargs: other deepinv parameters, updated first.
         """
         self.update_parameters(mask=mask, coil_maps=coil_maps, trajectory=trajectory, dcf=dcf, **kwargs)
         self._check_image(x)
@@ -239,7 +261,15 @@ class SigpyMultiCoilMRI(MultiCoilMRI):
 
     def A_adjoint(self, y: Tensor, mask: Tensor | None = None, coil_maps: Tensor | None = None,
                   trajectory: Tensor | None = None, dcf: Tensor | None = None, **kwargs) -> Tensor:
-        r"""Adjoint :math:`A^H y = \sum_n \bar s_n F^H P y_n`, images ``(B, 2, H, W)``."""
+        r"""Adjoint :math:`A^H y = \sum_n \bar s_n F^H P y_n`, images ``(B, 2, H, W)``.
+
+        :param torch.Tensor y: k-space ``(B, 2, N, H, W)`` (Cartesian) or ``(B, 2, N, K)`` (non-Cartesian).
+        :param torch.Tensor mask: updates the mask first (as :meth:`update_parameters`).
+        :param torch.Tensor coil_maps: updates the coil maps first.
+        :param torch.Tensor trajectory: updates the trajectory first.
+        :param torch.Tensor dcf: updates the density compensation first.
+        :param kwargs: passed to deepinv's Cartesian adjoint.
+        """
         self.update_parameters(mask=mask, coil_maps=coil_maps, trajectory=trajectory, dcf=dcf)
         self._check_kspace(y)
         if self.cartesian:
@@ -249,7 +279,11 @@ class SigpyMultiCoilMRI(MultiCoilMRI):
         return self.from_torch_complex((self.coil_maps.conj() * img).sum(dim=1)).to(y.dtype)
 
     def noise(self, x: Tensor, **kwargs) -> Tensor:
-        """Noise of the noise model (on sampled Cartesian locations only, as deepinv)."""
+        """Noise of the noise model (on sampled Cartesian locations only, as deepinv).
+
+        :param torch.Tensor x: noiseless k-space.
+        :param kwargs: parameters of the noise model (e.g. ``sigma``).
+        """
         return super().noise(x, **kwargs) if self.cartesian else self.noise_model(x, **kwargs)
 
     def A_dagger(self, y: Tensor, mode: str | None = None, **kwargs) -> Tensor:
@@ -280,7 +314,13 @@ class SigpyMultiCoilMRI(MultiCoilMRI):
     def birdcage_maps(n_coils: int, img_size: tuple[int, int], normalize: bool = True,
                       dtype: torch.dtype = torch.complex64) -> Tensor:
         r"""SigPy's simulated birdcage sensitivities ``(N, H, W)`` (:func:`sigpy.mri.birdcage_maps`), scaled to
-        :math:`\sum_n |s_n|^2 = 1` per pixel with ``normalize`` (then :math:`A^H A = I` under full sampling)."""
+        :math:`\sum_n |s_n|^2 = 1` per pixel with ``normalize`` (then :math:`A^H A = I` under full sampling).
+
+        :param int n_coils: number of coils :math:`N`.
+        :param tuple img_size: image size ``(H, W)``.
+        :param bool normalize: scale to :math:`\sum_n |s_n|^2 = 1`.
+        :param torch.dtype dtype: a complex dtype.
+        """
         import sigpy.mri as mr
 
         maps = torch.from_numpy(mr.birdcage_maps((n_coils, *img_size))).to(dtype)
@@ -295,7 +335,10 @@ class SigpyMultiCoilMRI(MultiCoilMRI):
 
         The contract check compares the batch with per-sample calls, which cannot hold for per-sample
         geometry (each single image meets every trajectory): per-sample trajectories are tested in
-        tests/test_sigpy_mri.py."""
+        tests/test_sigpy_mri.py.
+
+        :param torch.Generator generator: where the images are drawn from (default: seeded with 0).
+        """
         from deepinv_ext.physics.functional.trajectories import radial_trajectory
         from deepinv_ext.testing.examples import example_generator
 

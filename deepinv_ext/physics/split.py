@@ -1,38 +1,19 @@
 r"""Linear operators split into blocks of their measurements, one block per device or process
 (:mod:`deepinv.distributed`).
 
-A linear operator whose measurements fall into blocks along one axis,
+A linear operator whose measurements fall into blocks along one axis (:class:`PhysicsBlocks`) splits into
+:math:`K` operators of its own kind, each holding only its block: :class:`~deepinv_ext.physics.AstraCT` by views
+(:func:`view_blocks`) and :class:`~deepinv_ext.physics.SigpyMultiCoilMRI` by coils (:func:`coil_blocks`). The blocks
+are a factory (:class:`PhysicsBlocks`, deepinv's signature ``blocks(index, device, kwargs)``) that builds one block
+on demand, so that each process builds only its own blocks on its own device and the whole operator (for ASTRA's
+sparse backend, the whole system matrix) is never built on one device: :meth:`PhysicsBlocks.stack` builds all of
+them in this process (also :func:`split_views`, :func:`split_coils`), :meth:`PhysicsBlocks.distribute` spreads them
+over the processes, and :class:`ConcatenatedLinearPhysics` makes either one a single operator on tensors again.
 
-.. math::
-
-    A = \begin{bmatrix} A_1 \\ \vdots \\ A_K \end{bmatrix}, \qquad
-    Ax = \big(A_1x, \dots, A_Kx\big), \qquad A^\top y = \sum_{k=1}^K A_k^\top y_k,
-
-splits into :math:`K` operators of its own kind, each holding only its block:
-:class:`~deepinv_ext.physics.AstraCT` by views (:func:`view_blocks`: a view is a block of rows of the system
-matrix) and :class:`~deepinv_ext.physics.SigpyMultiCoilMRI` by coils (:func:`coil_blocks`:
-:math:`A_k x = (P F S_c x)_{c \in k}` and :math:`A^H y = \sum_c S_c^H F^H P y_c`, the coil maps couple nothing).
-
-The blocks are a factory (:class:`PhysicsBlocks`, deepinv's signature ``blocks(index, device, kwargs)``) that
-builds one block on demand, so that each process builds only its own blocks on its own device and the whole
-operator (for ASTRA's sparse backend, the whole system matrix) is never built on one device:
-
-- :meth:`PhysicsBlocks.stack`: all blocks in this process, a :class:`deepinv.physics.StackedLinearPhysics`
-  (also :func:`split_views`, :func:`split_coils`);
-- :meth:`PhysicsBlocks.distribute`: deepinv's :class:`~deepinv.distributed.framework.DistributedStackedLinearPhysics`
-  (round-robin: process :math:`r` of :math:`W` holds blocks :math:`r, r + W, \dots`), which deepinv's distributed
-  data fidelity (``distribute(L2(), ctx)``) takes as it is;
-- :class:`ConcatenatedLinearPhysics`: either one as a single operator on single tensors, in the layout of the
-  operator that was split, for solvers that take tensors (this package's, deepinv's least squares).
-
-Views are split into contiguous runs (:func:`torch.tensor_split`: sizes differ by one at most), so that the sinogram
-of a block is a slice of the whole sinogram along the view axis: measured data split with
-:meth:`PhysicsBlocks.split` and reassemble by concatenation, without permuting views. (Interleaved views, block
-:math:`k` holding views :math:`k, k + K, \dots`, would make each block an undersampled full scan, which only an
-approximate per-block inverse would want; the work per block is the same either way.)
-
-Measurement noise is not carried into the blocks (their noise model is deepinv's default, none): the blocks
-serve reconstruction (:math:`A`, :math:`A^\top`, data fidelity, solvers); noise belongs to the measured data.
+Views are split into contiguous runs (:func:`torch.tensor_split`: sizes differ by one at most), so that a block's
+sinogram is a slice of the whole sinogram along the view axis (interleaved views would make each block an
+undersampled full scan, for the same work). Measurement noise is not carried into the blocks (their noise model is
+deepinv's default, none): the blocks serve reconstruction; noise belongs to the measured data.
 """
 
 from __future__ import annotations
@@ -59,7 +40,10 @@ Stack = StackedLinearPhysics | DistributedStackedLinearPhysics
 
 class PhysicsBlocks:
     r"""The :math:`K` blocks :math:`A_1, \dots, A_K` of a linear operator whose measurements are consecutive slices
-    of one axis, built on demand (see the module docstring).
+    of one axis, built on demand (:mod:`deepinv_ext.physics.split`):
+
+    .. math:: A = \begin{bmatrix} A_1 \\ \vdots \\ A_K \end{bmatrix}, \qquad Ax = (A_1x, \dots, A_Kx), \qquad
+        A^\top y = \sum_{k=1}^K A_k^\top y_k.
 
     Called as ``blocks(index, device, factory_kwargs=None)`` (the factory signature of
     :func:`deepinv.distributed.distribute`), it builds block ``index`` on ``device``.
@@ -69,10 +53,12 @@ class PhysicsBlocks:
     :param int dim: the measurement axis the blocks split (negative: counted from the end).
     :param torch.device, str device: where :meth:`stack` builds the blocks by default.
 
+    |sep|
+
     :Examples:
 
         >>> import torch
-        >>> from deepinv_ext.physics import AstraCT
+        >>> from deepinv_ext.physics import AstraCT, view_blocks
         >>> blocks = view_blocks(AstraCT(16, angles=10, backend="sparse", cache_dir=None), 3)
         >>> blocks.sizes, blocks.dim
         ((4, 3, 3), -2)
@@ -167,17 +153,21 @@ def view_blocks(physics: AstraCT, n_blocks: int) -> PhysicsBlocks:
     :raises TypeError: ``physics`` is not an ``AstraCT``.
     :raises ValueError: ``n_blocks`` not an integer in ``[1, n_views]``; views per sample (``(B, n_views)``).
 
+    |sep|
+
     :Examples:
 
+        Block 1 of 3 holds views 4 to 6, and its sinogram is that slice of the whole sinogram:
+
         >>> import torch
-        >>> from deepinv_ext.physics import AstraCT
+        >>> from deepinv_ext.physics import AstraCT, view_blocks
         >>> physics = AstraCT(16, angles=10, backend="sparse", cache_dir=None)
-        >>> stacked = split_views(physics, 3)
+        >>> blocks = view_blocks(physics, 3)
+        >>> block = blocks(1, "cpu")
+        >>> block.angles.tolist()
+        [72.0, 90.0, 108.0]
         >>> x = torch.rand(1, 1, 16, 16)
-        >>> y = torch.cat(list(stacked.A(x)), dim=-2)  # the blocks' sinograms, concatenated
-        >>> bool(torch.allclose(y, physics.A(x)))
-        True
-        >>> bool(torch.allclose(stacked.A_adjoint(stacked.A(x)), physics.A_adjoint(y), rtol=1e-5))
+        >>> bool(torch.allclose(block.A(x), physics.A(x)[..., 4:7, :]))
         True
     """
     if not isinstance(physics, AstraCT):
@@ -218,15 +208,16 @@ def coil_blocks(physics: SigpyMultiCoilMRI, n_blocks: int) -> PhysicsBlocks:
     :raises TypeError: ``physics`` is not a ``SigpyMultiCoilMRI``.
     :raises ValueError: ``n_blocks`` not an integer in ``[1, n_coils]``.
 
+    |sep|
+
     :Examples:
 
         >>> import torch
-        >>> from deepinv_ext.physics import SigpyMultiCoilMRI
-        >>> physics = SigpyMultiCoilMRI(SigpyMultiCoilMRI.birdcage_maps(4, (16, 16)))
-        >>> stacked = split_coils(physics, 2)
-        >>> x = torch.randn(1, 2, 16, 16)
-        >>> bool(torch.allclose(torch.cat(list(stacked.A(x)), dim=2), physics.A(x), atol=1e-6))
-        True
+        >>> from deepinv_ext.physics import SigpyMultiCoilMRI, coil_blocks
+        >>> physics = SigpyMultiCoilMRI(SigpyMultiCoilMRI.birdcage_maps(5, (16, 16)))
+        >>> blocks = coil_blocks(physics, 2)
+        >>> blocks.sizes, blocks(1, "cpu").coil_maps.shape  # coils 0-2 and 3-4
+        ((3, 2), torch.Size([1, 2, 16, 16]))
     """
     if not isinstance(physics, SigpyMultiCoilMRI):
         raise TypeError(f"physics must be a deepinv_ext.physics.SigpyMultiCoilMRI, got {type(physics).__name__}")
@@ -248,19 +239,51 @@ def coil_blocks(physics: SigpyMultiCoilMRI, n_blocks: int) -> PhysicsBlocks:
 
 
 def split_views(physics: AstraCT, n_blocks: int) -> StackedLinearPhysics:
-    """:func:`view_blocks` stacked in this process, on ``physics``' device (see :func:`view_blocks`).
+    r""":func:`view_blocks` stacked in this process, on ``physics``' device: the operator
+    :math:`A = (A_1, \dots, A_K)` as a :class:`deepinv.physics.StackedLinearPhysics`, whose measurements are the
+    :class:`deepinv.utils.TensorList` of the blocks' sinograms.
 
-    :param deepinv_ext.physics.AstraCT physics: the operator.
-    :param int n_blocks: the number of blocks.
+    :param deepinv_ext.physics.AstraCT physics: the operator, with views shared by the batch.
+    :param int n_blocks: the number of blocks :math:`K`, at most the number of views.
+
+    |sep|
+
+    :Examples:
+
+        :math:`Ax` is the concatenation of the blocks' sinograms, and :math:`A^\top y = \sum_k A_k^\top y_k`:
+
+        >>> import torch
+        >>> from deepinv_ext.physics import AstraCT, split_views
+        >>> physics = AstraCT(16, angles=10, backend="sparse", cache_dir=None)
+        >>> stacked = split_views(physics, 3)
+        >>> x = torch.rand(1, 1, 16, 16)
+        >>> y = torch.cat(list(stacked.A(x)), dim=-2)
+        >>> bool(torch.allclose(y, physics.A(x)))
+        True
+        >>> bool(torch.allclose(stacked.A_adjoint(stacked.A(x)), physics.A_adjoint(y), rtol=1e-5))
+        True
     """
     return view_blocks(physics, n_blocks).stack()
 
 
 def split_coils(physics: SigpyMultiCoilMRI, n_blocks: int) -> StackedLinearPhysics:
-    """:func:`coil_blocks` stacked in this process, on ``physics``' device (see :func:`coil_blocks`).
+    r""":func:`coil_blocks` stacked in this process, on ``physics``' device: the operator as a
+    :class:`deepinv.physics.StackedLinearPhysics` of its runs of coils, :math:`A_k x = (P F S_c x)_{c \in k}`.
 
     :param deepinv_ext.physics.SigpyMultiCoilMRI physics: the operator.
-    :param int n_blocks: the number of blocks.
+    :param int n_blocks: the number of blocks :math:`K`, at most the number of coils.
+
+    |sep|
+
+    :Examples:
+
+        >>> import torch
+        >>> from deepinv_ext.physics import SigpyMultiCoilMRI, split_coils
+        >>> physics = SigpyMultiCoilMRI(SigpyMultiCoilMRI.birdcage_maps(4, (16, 16)))
+        >>> stacked = split_coils(physics, 2)
+        >>> x = torch.randn(1, 2, 16, 16)
+        >>> bool(torch.allclose(torch.cat(list(stacked.A(x)), dim=2), physics.A(x), atol=1e-6))
+        True
     """
     return coil_blocks(physics, n_blocks).stack()
 
@@ -288,10 +311,12 @@ class ConcatenatedLinearPhysics(LinearPhysics):
     :raises TypeError: ``stacked`` or ``blocks`` of the wrong kind.
     :raises ValueError: ``stacked`` does not hold ``len(blocks)`` blocks.
 
+    |sep|
+
     :Examples:
 
         >>> import torch
-        >>> from deepinv_ext.physics import AstraCT
+        >>> from deepinv_ext.physics import AstraCT, ConcatenatedLinearPhysics, view_blocks
         >>> physics = AstraCT(16, angles=10, backend="sparse", cache_dir=None)
         >>> blocks = view_blocks(physics, 2)
         >>> joined = ConcatenatedLinearPhysics(blocks.stack(), blocks)
@@ -315,11 +340,19 @@ class ConcatenatedLinearPhysics(LinearPhysics):
         self.local_blocks = torch.nn.ModuleList(_local_blocks(stacked))
 
     def A(self, x: Tensor, **kwargs: Any) -> Tensor:
-        """:math:`Ax`, the blocks' measurements concatenated (``kwargs`` go to the stack's ``A``)."""
+        """:math:`Ax`, the blocks' measurements concatenated.
+
+        :param torch.Tensor x: images, in the layout of the operator that was split.
+        :param kwargs: passed to the stack's ``A``.
+        """
         return self.blocks.join(self.stacked.A(x, **kwargs))
 
     def A_adjoint(self, y: Tensor, **kwargs: Any) -> Tensor:
-        r""":math:`A^\top y = \sum_k A_k^\top y_k` (``kwargs`` go to the stack's ``A_adjoint``)."""
+        r""":math:`A^\top y = \sum_k A_k^\top y_k`.
+
+        :param torch.Tensor y: measurements of the operator that was split (sliced into the blocks' :math:`y_k`).
+        :param kwargs: passed to the stack's ``A_adjoint``.
+        """
         return self.stacked.A_adjoint(self.blocks.split(y), **kwargs)
 
 
@@ -337,6 +370,19 @@ def split_fbp(physics: ConcatenatedLinearPhysics, y: Tensor, filter: str = "ramp
     :param torch.Tensor y: sinograms of the whole operator ``(B, C, n_views, n_detectors)``.
     :param str filter: the FBP filter (:meth:`deepinv_ext.physics.AstraCT.fbp`).
     :raises TypeError: ``physics`` is not made of ``AstraCT`` blocks.
+
+    |sep|
+
+    :Examples:
+
+        >>> import torch
+        >>> from deepinv_ext.physics import AstraCT, ConcatenatedLinearPhysics, split_fbp, view_blocks
+        >>> physics = AstraCT(16, angles=10, backend="sparse", cache_dir=None)
+        >>> blocks = view_blocks(physics, 3)
+        >>> joined = ConcatenatedLinearPhysics(blocks.stack(), blocks)
+        >>> y = physics.A(torch.rand(1, 1, 16, 16))
+        >>> bool(torch.allclose(split_fbp(joined, y), physics.fbp(y), atol=1e-5))
+        True
     """
     if not isinstance(physics, ConcatenatedLinearPhysics) or not all(
             isinstance(block, AstraCT) for block in physics.local_blocks):

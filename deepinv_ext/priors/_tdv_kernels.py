@@ -8,6 +8,8 @@ r"""The elementwise and padding kernels of the Total Deep Variation network (:cl
   saves only :math:`u` (its backward is written out), so that training through the gradient keeps one tensor per
   activation.
 
+|sep|
+
 :Examples:
 
 >>> import torch

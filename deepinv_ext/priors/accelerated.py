@@ -40,9 +40,8 @@ The iterations are recorded by autograd when the caller has it enabled and the e
 grad (differentiation by unrolling; the backtracking and restart decisions are held fixed); ``torch.where`` selects
 per element, so nothing leaves the device except the "is any element still running" tests.
 
-References: E. Kobler, A. Effland, K. Kunisch, T. Pock, "Total Deep Variation for Linear Inverse Problems", CVPR 2020,
-appendix E; A. Beck, M. Teboulle, SIAM J. Imaging Sci. 2 (2009) (FISTA with backtracking); B. O'Donoghue, E. Candès,
-Found. Comput. Math. 15 (2015) (adaptive restart).
+The scheme is that of :footcite:t:`kobler2020total` (appendix E): FISTA with backtracking :footcite:p:`beck2009fast`
+and adaptive restart :footcite:p:`odonoghue2015adaptive`.
 """
 
 from __future__ import annotations
@@ -151,7 +150,23 @@ def accelerated_descent(energy: Energy, energy_and_grad: EnergyAndGrad, x0: Tens
                         step_converged: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor] | None = None,
                         callback: Callable[[int, Tensor, Tensor], None] | None = None,
                         progress: bool = False) -> DescentResult:
-    r"""Minimise a batch of smooth energies by accelerated gradient descent with backtracking (module docstring).
+    r"""Minimise a batch of smooth energies by accelerated gradient descent with backtracking and monotone restart.
+
+    For an energy :math:`E` with one value per batch element, every element runs
+
+    .. math::
+
+        \bar x_k = x_k + \beta_k (x_k - x_{k-1}), \qquad x_{k+1} = \bar x_k - \tfrac{1}{L_k}\nabla E(\bar x_k),
+
+    with FISTA's :math:`\beta_k = (t_{k-1}-1)/t_k`, :math:`t_k = (1 + \sqrt{1 + 4t_{k-1}^2})/2`
+    :footcite:p:`beck2009fast`, and its own :math:`L_k`, raised until
+    :math:`E(x_{k+1}) \le E(\bar x_k) - \frac{1}{2L_k}\|\nabla E(\bar x_k)\|^2`
+    (:class:`~deepinv_ext.priors.ArmijoStepSize`, :math:`c = 1/2`) and relaxed by ``decrease`` afterwards. A
+    momentum step that fails the condition or raises :math:`E` above :math:`E(x_k)` is redone from :math:`x_k`
+    without momentum, and the momentum restarted :footcite:p:`odonoghue2015adaptive`, so that :math:`E(x_k)` never
+    increases; this converges to stationary points of smooth, possibly non-convex :math:`E` with Lipschitz gradient.
+    It is the minimiser of :footcite:t:`kobler2020total` (appendix E); the module
+    :mod:`deepinv_ext.priors.accelerated` details its round-off rules.
 
     :param Callable energy: :math:`x \mapsto E(x)`, shape ``(B,)``.
     :param Callable energy_and_grad: :math:`x \mapsto (E(x), \nabla E(x))`.
@@ -166,6 +181,21 @@ def accelerated_descent(energy: Energy, energy_and_grad: EnergyAndGrad, x0: Tens
     :return: a :class:`DescentResult`. Elements that met no stopping rule within ``max_iter`` steps (after a last
         test of ``grad_converged`` at the final iterate), and elements that stalled (module docstring), have
         ``converged`` False; elements stationary to working precision have it True.
+
+    |sep|
+
+    :Examples:
+
+    Two quadratics :math:`E(x) = 2\|x - c\|^2` (:math:`\nabla E` 4-Lipschitz) from :math:`L_0 = 1`:
+
+    >>> import torch
+    >>> from deepinv_ext.priors import accelerated_descent
+    >>> c = torch.tensor([[1.0, -2.0], [3.0, 0.5]], dtype=torch.float64)
+    >>> energy = lambda x: 2 * (x - c).pow(2).sum(1)
+    >>> result = accelerated_descent(energy, lambda x: (energy(x), 4 * (x - c)), torch.zeros_like(c), max_iter=100,
+    ...                              grad_converged=lambda x, g: g.norm(dim=1) < 1e-8)
+    >>> result.converged.tolist(), torch.allclose(result.x, c)
+    ([True, True], True)
     """
     positive_int(max_iter, "max_iter", minimum=0)
     finite_values(lipschitz, "lipschitz", strict=True)

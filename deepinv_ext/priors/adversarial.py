@@ -7,17 +7,14 @@ A critic :math:`g_\theta` is trained (:class:`deepinv_ext.losses.WassersteinCrit
 
     \hat x = \arg\min_x \frac{1}{2}\|Ax - y\|_2^2 + \lambda\, g_\theta(x).
 
-- :class:`AdversarialRegularizer` (AR, Lunz, Öktem and Schönlieb 2018): a plain convolutional critic, non-convex.
-- :class:`ConvexAdversarialRegularizer` (ACR, Mukherjee, Dittmer, Shumaylov, Lunz, Öktem and Schönlieb 2020): an
-  input-convex network (ICNN) plus :math:`\varepsilon\|x\|_2^2`, so the energy is strongly convex and the
-  variational problem has a unique, stable solution.
+- :class:`AdversarialRegularizer` (AR, :footcite:t:`lunz2018adversarial`): a plain convolutional critic, non-convex.
+- :class:`ConvexAdversarialRegularizer` (ACR, :footcite:t:`mukherjee2020learned`): an input-convex network (ICNN)
+  plus :math:`\varepsilon\|x\|_2^2`, so the energy is strongly convex and the variational problem has a unique,
+  stable solution.
 
 Both return **one energy per batch element** (``fn(x)`` of shape ``(B,)``): unlike :class:`deepinv.models.ICNN`,
-whose output broadcasts to ``(B, B)`` for a batch, no batch element sees another.
-
-References: S. Lunz, O. Öktem, C.-B. Schönlieb, *Adversarial regularizers in inverse problems*, NeurIPS 2018;
-S. Mukherjee, S. Dittmer, Z. Shumaylov, S. Lunz, O. Öktem, C.-B. Schönlieb, *Learned convex regularizers for
-inverse problems*, arXiv:2008.02839 (2020); survey (``shared/seeds``), sections 2.2.3.
+whose output broadcasts to ``(B, B)`` for a batch, no batch element sees another. Both are surveyed by
+:footcite:t:`hauptmann2024convergent`, Sect. 2.2.3.
 """
 
 from __future__ import annotations
@@ -36,15 +33,23 @@ __all__ = ["AdversarialRegularizer", "ConvexAdversarialRegularizer"]
 
 
 class AdversarialRegularizer(SmoothLearnedPrior):
-    r"""Adversarial regulariser (AR): the energy :math:`g_\theta(x)` of a convolutional critic (non-convex).
+    r"""Adversarial regulariser (AR): a convolutional critic (non-convex) as the energy.
 
-    The critic follows Lunz et al. (2018): six 5x5 convolutions with leaky ReLU (slope 0.1), widths
+    .. math::
+
+        R(x) = g_\theta(x) + \varepsilon\,\|x - \Pi_{[a, b]}(x)\|_2^2 \quad \text{or} \quad
+        g_\theta(x) + \varepsilon\,\|x\|_2^2,
+
+    with :math:`\Pi_{[a, b]}` the clamp to the box ``box`` (second form without a box); the solution of
+    :math:`\min_x \frac12\|Ax - y\|_2^2 + \lambda R(x)` is the reconstruction. The critic :math:`g_\theta`
+    follows :footcite:t:`lunz2018adversarial`: six 5x5 convolutions with leaky ReLU (slope 0.1), widths
     ``widths`` (default 16, 32, 32, 64, 64, 128), the last four with stride 2, then two dense layers (256 units,
     then 1). One deviation, so that any image size works: the features are averaged over space before the
     dense layers (Lunz et al. flatten a fixed-size feature map).
 
-    Trained by :class:`deepinv_ext.losses.WassersteinCriticLoss` to be small on clean images and large on
-    artefact-laden ones, with gradient norm at most about 1 (1-Lipschitz critic, Wasserstein-1 dual).
+    It is trained by :class:`deepinv_ext.losses.WassersteinCriticLoss` to be small on clean images and large on
+    artefact-laden ones, with gradient norm at most about 1 (1-Lipschitz critic, Wasserstein-1 dual)
+    :footcite:p:`gulrajani2017improved`.
 
     :param int in_channels: image channels.
     :param tuple[int, ...] widths: filters of the convolutions.
@@ -73,6 +78,8 @@ class AdversarialRegularizer(SmoothLearnedPrior):
     ``grad`` and ``energy_and_grad`` are autograd's, differentiable in the parameters whenever autograd records;
     ``prox`` is the inner solve of :class:`~deepinv_ext.priors.SmoothLearnedPrior`. All take images
     ``(B, in_channels, H, W)`` in the precision of the parameters (:meth:`check_input`).
+
+    |sep|
 
     :Examples:
 
@@ -110,8 +117,12 @@ class AdversarialRegularizer(SmoothLearnedPrior):
                                   nn.Linear(hidden, 1))
 
     def fn(self, x: Tensor, *args, **kwargs) -> Tensor:
-        r"""The critic value :math:`g_\theta(x)` (plus :math:`\varepsilon\|x\|^2`) of each batch element, shape
-        ``(B,)``."""
+        r"""The energy :math:`R(x)`, critic and :math:`\varepsilon` term, of each batch element, shape ``(B,)``.
+
+        :param torch.Tensor x: images ``(B, in_channels, H, W)``.
+        :param args: ignored (deepinv's iterators pass ``g_param``).
+        :param kwargs: ignored.
+        """
         self.check_input(x)
         value = self.head(self.features(x).mean(dim=(2, 3))).reshape(x.shape[0])
         if self.eps == 0:
@@ -122,7 +133,10 @@ class AdversarialRegularizer(SmoothLearnedPrior):
     @classmethod
     def contract_example(cls, generator: torch.Generator | None = None) -> dict:
         """A small smoothed critic in float64 on a batch of two 16x16 images, for
-        :func:`deepinv_ext.testing.check_prior` (side-effect free: draws only from ``generator``)."""
+        :func:`deepinv_ext.testing.check_prior`.
+
+        :param torch.Generator generator: the only random source drawn from (side-effect free).
+        """
         from deepinv_ext.testing.examples import example_generator, seeded_init
 
         g = example_generator(generator)
@@ -157,9 +171,9 @@ class ConvexAdversarialRegularizer(SmoothLearnedPrior):
     combination of convex functions composed with a convex non-decreasing :math:`\sigma`), and so is
     :math:`g_\theta`; with :math:`\varepsilon > 0` it is :math:`2\varepsilon`-strongly convex.
 
-    The second and third terms are those of Mukherjee et al.'s full model (their public code): a sparsifying
-    filter bank (:class:`~deepinv_ext.priors.filter_bank.SparsifyingFilterBank`, learned filters :math:`h_k` and
-    weight :math:`w > 0`; ``sfb_filters=0`` leaves it out) and a learned weight :math:`\beta =
+    The second and third terms are those of the full model of :footcite:t:`mukherjee2020learned` (their
+    public code): a sparsifying filter bank (:class:`~deepinv_ext.priors.filter_bank.SparsifyingFilterBank`,
+    learned filters :math:`h_k` and weight :math:`w > 0`; ``sfb_filters=0`` leaves it out) and a learned weight :math:`\beta =
     \operatorname{softplus}(\cdot) > 0` of :math:`\|x\|^2` (``learn_l2``), on top of the fixed floor
     :math:`\varepsilon` that guarantees strong convexity. The filter bank adds what a small ICNN has trouble
     learning, the sparsity of image gradients (it contains anisotropic TV). Both are convex, and both are trained
@@ -200,7 +214,11 @@ class ConvexAdversarialRegularizer(SmoothLearnedPrior):
     ``fn``, ``critic``, ``grad``, ``energy_and_grad`` and ``prox`` take images ``(B, in_channels, H, W)`` in the
     precision of the parameters (:meth:`check_input`).
 
+    |sep|
+
     :Examples:
+
+    Midpoint convexity on random pairs:
 
     >>> import torch
     >>> from deepinv_ext.priors import ConvexAdversarialRegularizer
@@ -250,7 +268,10 @@ class ConvexAdversarialRegularizer(SmoothLearnedPrior):
 
     def critic(self, x: Tensor) -> Tensor:
         r"""The input-convex network part of the energy (without the filter bank and :math:`\|x\|^2`), shape
-        ``(B,)``."""
+        ``(B,)``.
+
+        :param torch.Tensor x: images ``(B, in_channels, H, W)``.
+        """
         self.check_input(x)
         act = self._act
         weights = self.hidden_weights()
@@ -264,7 +285,12 @@ class ConvexAdversarialRegularizer(SmoothLearnedPrior):
 
     def fn(self, x: Tensor, *args, **kwargs) -> Tensor:
         r"""The energy :math:`g_\theta(x)` of each batch element (network, filter bank and :math:`\|x\|^2`
-        term), shape ``(B,)``."""
+        term), shape ``(B,)``.
+
+        :param torch.Tensor x: images ``(B, in_channels, H, W)``.
+        :param args: ignored (deepinv's iterators pass ``g_param``).
+        :param kwargs: ignored.
+        """
         energy = self.critic(x) + self.l2_weight.to(x.dtype) * x.pow(2).sum(dim=(1, 2, 3))
         if self.filter_bank is not None:
             energy = energy + self.filter_bank.fn(x)
@@ -273,13 +299,20 @@ class ConvexAdversarialRegularizer(SmoothLearnedPrior):
     @torch.no_grad()
     def midpoint_convexity_gap(self, a: Tensor, b: Tensor) -> Tensor:
         r""":math:`g(\tfrac{a+b}{2}) - \tfrac{g(a) + g(b)}{2}` per pair (:math:`\le 0` up to rounding for a
-        convex :math:`g`)."""
+        convex :math:`g`).
+
+        :param torch.Tensor a: images ``(B, in_channels, H, W)``.
+        :param torch.Tensor b: images of the same shape.
+        """
         return self.fn((a + b) / 2) - (self.fn(a) + self.fn(b)) / 2
 
     @classmethod
     def contract_example(cls, generator: torch.Generator | None = None) -> dict:
         """A 3-layer, 4-filter ICNN in float64 on a batch of two 12x12 images, for
-        :func:`deepinv_ext.testing.check_prior` (side-effect free: draws only from ``generator``)."""
+        :func:`deepinv_ext.testing.check_prior`.
+
+        :param torch.Generator generator: the only random source drawn from (side-effect free).
+        """
         from deepinv_ext.testing.examples import example_generator, seeded_init
 
         g = example_generator(generator)

@@ -1,16 +1,5 @@
-r"""A sparsifying filter bank: the learned convex :math:`\ell^1` analysis term of the adversarial convex regulariser.
-
-.. math::
-
-    S_\theta(x) = w \sum_{k=1}^{K} \sum_{\text{pixels}} |h_k * x|, \qquad w = \operatorname{softplus}(\rho) > 0,
-
-with learned filters :math:`h_k` (7x7 by default) and a learned weight :math:`w`. It is convex (a non-negative sum of
-absolute values of linear maps) and, with finite-difference filters, it contains anisotropic total variation;
-trained adversarially it learns which filter responses are sparse on clean images and not on artefacts.
-Mukherjee et al. add it (with a learned :math:`\|x\|^2` term) to the input-convex network of their ACR.
-
-Reference: S. Mukherjee, S. Dittmer, Z. Shumaylov, S. Lunz, O. Öktem, C.-B. Schönlieb, *Learned convex regularizers
-for inverse problems*, arXiv:2008.02839 (2020), and the authors' public code (the "SFB" module).
+r"""A sparsifying filter bank :footcite:p:`mukherjee2020learned`: the learned convex :math:`\ell^1` analysis term of
+the adversarial convex regulariser (:class:`SparsifyingFilterBank`), with its smoothed absolute value.
 """
 
 from __future__ import annotations
@@ -41,7 +30,17 @@ def smooth_abs(x: Tensor, smoothing: float = 0.0) -> Tensor:
 
 
 class SparsifyingFilterBank(SmoothLearnedPrior):
-    r"""Learned convex sparsity prior :math:`S_\theta(x) = w \sum_k \|h_k * x\|_1` (Mukherjee et al.'s "SFB").
+    r"""Learned convex sparsity prior: the sparsifying filter bank ("SFB") of the adversarial convex regulariser.
+
+    Introduced by :footcite:t:`mukherjee2020learned`,
+
+    .. math::
+
+        S_\theta(x) = w \sum_{k=1}^{K} \sum_{\text{pixels}} |h_k * x|, \qquad w = \operatorname{softplus}(\rho) > 0,
+
+    with learned filters :math:`h_k` and a learned weight :math:`w`. It is convex (a non-negative sum of absolute
+    values of linear maps) and, with finite-difference filters, contains anisotropic total variation; trained
+    adversarially, it learns which filter responses are sparse on clean images and not on artefacts.
 
     The authors' code sums ten banks of 32 filters; that is one bank of 320 filters, computed here by a single
     convolution. The weight starts tiny (:math:`w = \operatorname{softplus}(-12) \approx 6 \cdot 10^{-6}`, as the
@@ -62,6 +61,8 @@ class SparsifyingFilterBank(SmoothLearnedPrior):
 
     ``fn``, ``grad``, ``energy_and_grad`` and ``prox`` take images ``(B, in_channels, H, W)`` in the precision of
     the parameters (:meth:`check_input`).
+
+    |sep|
 
     :Examples:
 
@@ -91,18 +92,31 @@ class SparsifyingFilterBank(SmoothLearnedPrior):
         return F.softplus(self.weight_raw)
 
     def fn(self, x: Tensor, *args, **kwargs) -> Tensor:
-        r""":math:`S_\theta(x)` of each batch element, shape ``(B,)``."""
+        r""":math:`S_\theta(x)` of each batch element, shape ``(B,)``.
+
+        :param torch.Tensor x: images ``(B, in_channels, H, W)``.
+        :param args: ignored (deepinv's iterators pass ``g_param``).
+        :param kwargs: ignored.
+        """
         self.check_input(x)
         return self._energy(x, self.filters(x))
 
     def grad(self, x: Tensor, *args, **kwargs) -> Tensor:
         r""":math:`\nabla S_\theta(x) = w \sum_k h_k^\top \operatorname{sign}(h_k * x)` (the smoothed sign for
-        ``smoothing > 0``), same shape as ``x``."""
+        ``smoothing > 0``), same shape as ``x``.
+
+        :param torch.Tensor x: images ``(B, in_channels, H, W)``.
+        :param args: ignored (deepinv's iterators pass ``g_param``).
+        :param kwargs: ignored.
+        """
         self.check_input(x)
         return self._grad(x, self.filters(x))
 
     def energy_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        r"""(:meth:`fn`, :meth:`grad`) from one convolution, the gradient by its closed form."""
+        r"""(:meth:`fn`, :meth:`grad`) from one convolution, the gradient by its closed form.
+
+        :param torch.Tensor x: images ``(B, in_channels, H, W)``.
+        """
         self.check_input(x)
         responses = self.filters(x)
         return self._energy(x, responses), self._grad(x, responses)
@@ -119,7 +133,10 @@ class SparsifyingFilterBank(SmoothLearnedPrior):
     @classmethod
     def contract_example(cls, generator: torch.Generator | None = None) -> dict:
         """Six 3x3 smoothed filters with weight 0.5 in float64 on a batch of two 12x12 images, for
-        :func:`deepinv_ext.testing.check_prior` (side-effect free: draws only from ``generator``)."""
+        :func:`deepinv_ext.testing.check_prior`.
+
+        :param torch.Generator generator: the only random source drawn from (side-effect free).
+        """
         from deepinv_ext.testing.examples import example_generator, seeded_init
 
         g = example_generator(generator)

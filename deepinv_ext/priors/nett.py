@@ -1,28 +1,6 @@
-r"""NETT: a weighted :math:`\ell^p` norm of a learned encoder-decoder as a variational regulariser.
-
-.. math::
-
-    R(x) = \sum_i v_i\, |\Phi(x)_i|^p, \qquad \Phi(x) = x - D(x),
-
-where :math:`D` is a small encoder-decoder (U-Net) trained by :class:`deepinv_ext.losses.NETTLoss` so that
-:math:`\Phi` returns the artefact of an image with artefacts and zero on a clean image (Li et al. 2020): the
-regulariser measures "how much artefact" an image carries.
-
-**Coercivity** (needed for the existence and stability of the NETT minimisers, condition (R3) of Li et al.):
-the hidden layers of :math:`D` use leaky ReLU (slope 0.2, no dead units; coercivity does not rest on it), and
-the output of :math:`D` is bounded, :math:`D(x) = b \tanh(u(x) / b)` with bound
-:math:`b`. Then :math:`\|D(x)\|_\infty \le b` and
-
-.. math::
-
-    R(x) \ge v_{\min}\, \|x - D(x)\|_p^p \ge v_{\min} \big(\|x\|_p - b\, N^{1/p}\big)_+^p \to \infty
-    \quad (\|x\| \to \infty),
-
-so :math:`R` is coercive whatever the weights of the network (:math:`N` the number of pixels). A plain
-encoder-decoder without the residual and the bound is not coercive in general (it can map large images to 0).
-
-Reference: H. Li, J. Schwab, S. Antholzer, M. Haltmeier, *NETT: solving inverse problems with deep neural
-networks*, Inverse Problems 36 (2020) 065005; survey (``shared/seeds``), section 2.2.4.
+r"""NETT :footcite:p:`li2020nett`: a weighted :math:`\ell^p` norm of a learned encoder-decoder as a variational
+regulariser (:class:`NETT`), and its default network, a U-Net with a bounded output that keeps the regulariser
+coercive (:class:`BoundedUNet`). NETT is surveyed by :footcite:t:`hauptmann2024convergent`, Sect. 2.2.4.
 """
 
 from __future__ import annotations
@@ -87,14 +65,30 @@ class BoundedUNet(nn.Module):
 
 
 class NETT(SmoothLearnedPrior):
-    r"""NETT regulariser :math:`R(x) = \sum_i v_i |\Phi(x)_i|^p` with :math:`\Phi(x) = x - D(x)`.
+    r"""NETT regulariser: a weighted :math:`\ell^p` norm of a learned artefact map.
+
+    .. math::
+
+        R(x) = \sum_i v_i\, |\Phi(x)_i|^p, \qquad \Phi(x) = x - D(x),
+
+    where :math:`D` is a small encoder-decoder trained by :class:`deepinv_ext.losses.NETTLoss` so that :math:`\Phi`
+    returns the artefact of an image with artefacts and zero on a clean image: :math:`R` measures how much
+    artefact an image carries. With the default :math:`D = b\tanh(u/b)` (:class:`BoundedUNet`),
+    :math:`\|D(x)\|_\infty \le b`, so that, :math:`N` the number of pixels,
+
+    .. math::
+
+        R(x) \ge v_{\min} \big(\|x\|_p - b\, N^{1/p}\big)_+^p \to \infty \quad (\|x\| \to \infty):
+
+    :math:`R` is coercive whatever the weights of the network, which the existence and stability of the NETT
+    minimisers need (condition (R3) of :footcite:t:`li2020nett`).
 
     :param int in_channels: image channels.
     :param float p: exponent :math:`p \ge 1` (:math:`p = 2`, the default, makes :math:`R` smooth).
     :param float, torch.Tensor weights: weights :math:`v_i > 0`: a number, or a tensor broadcastable to one image
         ``(C, H, W)``.
     :param torch.nn.Module network: the network :math:`D` (default :class:`BoundedUNet` with ``width`` and
-        ``depth``); coercivity needs a bounded :math:`D` (see the module docstring).
+        ``depth``); coercivity needs a bounded :math:`D`.
     :param int width: channels of the default U-Net.
     :param int depth: levels of the default U-Net.
     :param float bound: output bound of the default U-Net.
@@ -108,6 +102,8 @@ class NETT(SmoothLearnedPrior):
     ``grad`` and ``energy_and_grad`` are autograd's, differentiable in the parameters whenever autograd records.
     ``fn``, ``phi``, ``grad``, ``energy_and_grad`` and ``prox`` take images ``(B, in_channels, H, W)`` in the
     precision of the parameters (:meth:`check_input`).
+
+    |sep|
 
     :Examples:
 
@@ -137,19 +133,30 @@ class NETT(SmoothLearnedPrior):
                                                                          smoothing=smoothing)
 
     def phi(self, x: Tensor) -> Tensor:
-        r"""The artefact map :math:`\Phi(x) = x - D(x)`, shape of ``x``."""
+        r"""The artefact map :math:`\Phi(x) = x - D(x)`, shape of ``x``.
+
+        :param torch.Tensor x: images ``(B, in_channels, H, W)``.
+        """
         self.check_input(x)
         return x - self.network(x)
 
     def fn(self, x: Tensor, *args, **kwargs) -> Tensor:
-        r""":math:`R(x)` of each batch element, shape ``(B,)``."""
+        r""":math:`R(x)` of each batch element, shape ``(B,)``.
+
+        :param torch.Tensor x: images ``(B, in_channels, H, W)``.
+        :param args: ignored (deepinv's iterators pass ``g_param``).
+        :param kwargs: ignored.
+        """
         artefact = self.phi(x)
         return (self.weights.to(x.dtype) * artefact.abs().pow(self.p)).sum(dim=(1, 2, 3))
 
     @classmethod
     def contract_example(cls, generator: torch.Generator | None = None) -> dict:
         """A 4-channel, one-level, smoothed NETT in float64 on two 8x8 images, for
-        :func:`deepinv_ext.testing.check_prior` (side-effect free: draws only from ``generator``)."""
+        :func:`deepinv_ext.testing.check_prior`.
+
+        :param torch.Generator generator: the only random source drawn from (side-effect free).
+        """
         from deepinv_ext.testing.examples import example_generator, seeded_init
 
         g = example_generator(generator)

@@ -35,6 +35,8 @@ class ScaledPrior(SmoothLearnedPrior):
         ``None`` nor a :class:`~deepinv_ext.priors.ProxConfig`.
     :raises ValueError: ``lam`` not finite and > 0.
 
+    |sep|
+
     :Examples:
 
     >>> import torch
@@ -55,18 +57,35 @@ class ScaledPrior(SmoothLearnedPrior):
         self.lam = finite_number(lam, "lam", strict=True)
 
     def check_input(self, x: Tensor, name: str = "x") -> None:
-        r"""The input check of ``prior`` (:meth:`SmoothLearnedPrior.check_input` or its override)."""
+        r"""The input check of ``prior`` (:meth:`SmoothLearnedPrior.check_input` or its override).
+
+        :param torch.Tensor x: the input to check.
+        :param str name: its name in the error messages.
+        """
         self.prior.check_input(x, name)
 
     def fn(self, x: Tensor, *args, **kwargs) -> Tensor:
-        r""":math:`\lambda R(x)` of each batch element, shape ``(B,)``."""
+        r""":math:`\lambda R(x)` of each batch element, shape ``(B,)``.
+
+        :param torch.Tensor x: images as ``prior`` takes them.
+        :param args: ignored (deepinv's iterators pass ``g_param``).
+        :param kwargs: ignored.
+        """
         return self.lam * self.prior.fn(x)
 
     def energy_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        r""":math:`(\lambda R(x), \lambda \nabla R(x))` from one call of ``prior.energy_and_grad``."""
+        r""":math:`(\lambda R(x), \lambda \nabla R(x))` from one call of ``prior.energy_and_grad``.
+
+        :param torch.Tensor x: images as ``prior`` takes them.
+        """
         energy, grad = self.prior.energy_and_grad(x)
         return self.lam * energy, self.lam * grad
 
     def grad(self, x: Tensor, *args, **kwargs) -> Tensor:
-        r""":math:`\lambda \nabla R(x)` from ``prior.grad`` (which may skip the energy, as TDV's does)."""
+        r""":math:`\lambda \nabla R(x)` from ``prior.grad`` (which may skip the energy, as TDV's does).
+
+        :param torch.Tensor x: images as ``prior`` takes them.
+        :param args: ignored (deepinv's iterators pass ``g_param``).
+        :param kwargs: ignored.
+        """
         return self.lam * self.prior.grad(x)

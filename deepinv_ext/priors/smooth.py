@@ -16,14 +16,9 @@ per batch element) and, where they have a hand-derived one, ``energy_and_grad(x)
   by accelerated gradient descent with per-image Lipschitz backtracking and monotone restart
   (:func:`deepinv_ext.priors.accelerated.accelerated_descent`, the minimiser of
   :class:`deepinv_ext.algorithms.VariationalSolver`), warm-started from the previous output when the input has the
-  same shape (else from :math:`x`), stopping each image when
-
-  .. math::
-
-      \frac{\|\nabla E_x(u)\|_2}{\max(\|x\|_2, \text{tiny})}
-      = \frac{\|u - x + \gamma \nabla R(u)\|_2}{\max(\|x\|_2, \text{tiny})} < \texttt{tol},
-
-  the relative residual of the optimality condition at the returned :math:`u` (it is tested at the point returned).
+  same shape (else from :math:`x`), stopping each image when the relative residual of the optimality condition,
+  :math:`\|u - x + \gamma \nabla R(u)\|_2 / \max(\|x\|_2, \text{tiny})`, tested at the point returned, is below
+  ``tol``.
   The per-image inner-iteration counts of every call are kept in ``prox_iterations``, and a
   :class:`ProxConvergenceWarning` is raised when an image did not meet the tolerance within ``max_iter`` steps.
   For a non-convex :math:`R` the prox is a stationary point of :math:`E_x` (unique for :math:`\gamma <
@@ -137,6 +132,8 @@ def autograd_energy_and_grad(fn: Callable[[Tensor], Tensor], x: Tensor, paramete
     :param bool create_graph: keep the graph (``True``), never (``False``), or decide as above (``None``).
     :return: the energies ``(B,)`` and the gradient, shape of ``x``.
 
+    |sep|
+
     :Examples:
 
     >>> import torch
@@ -176,6 +173,15 @@ class ProxConfig:
     :param int history: number of calls whose iteration counts ``prox_iterations`` keeps (>= 1).
     :raises ValueError: a count that is not an integer >= 1, a number that is not finite and > 0.
     :raises TypeError: ``warm_start`` not a bool, ``backtracking`` not a :class:`Backtracking`.
+
+    |sep|
+
+    :Examples:
+
+    >>> from deepinv_ext.priors import NETT, ProxConfig
+    >>> prior = NETT(width=4, depth=1, prox_config=ProxConfig(tol=1e-6, max_iter=50))
+    >>> prior.prox_config.max_iter, prior.prox_config.warm_start
+    (50, True)
     """
 
     tol: float = 1e-5
@@ -213,7 +219,20 @@ def per_image_gamma(gamma: float | Tensor, x: Tensor) -> Tensor:
 
 class SmoothLearnedPrior(Prior):
     r"""Base of a smooth learned prior :math:`R_\theta`: autograd gradient kept differentiable in :math:`\theta`, and a
-    real proximal operator (see the module docstring for the prox problem, its solver and its stopping rule).
+    real proximal operator.
+
+    :meth:`prox` solves, for a batch of images :math:`x` and steps :math:`\gamma`,
+
+    .. math::
+
+        \operatorname{prox}_{\gamma R}(x) = \arg\min_u \; \frac12\|u - x\|_2^2 + \gamma R(u)
+        \quad \text{until} \quad \frac{\|u - x + \gamma \nabla R(u)\|_2}{\max(\|x\|_2, \text{tiny})} < \texttt{tol}
+
+    per image, by :func:`~deepinv_ext.priors.accelerated_descent` warm-started from the previous output; its output
+    carries the implicit derivative of the prox (conjugate gradients on :math:`I + \gamma\nabla^2 R` at the
+    solution), so memory does not grow with the inner iterations (the module :mod:`deepinv_ext.priors.smooth`
+    details both). For a non-convex :math:`R` the prox is a stationary point, unique for
+    :math:`\gamma < 1/\mathrm{Lip}(\nabla R)`.
 
     This is the type the solvers of deepinv-ext test for (``isinstance(prior, SmoothLearnedPrior)``): they call
     ``prior.energy_and_grad(x)`` for the energy and the gradient at once, and ``prior.prox(x, gamma=...)``.
@@ -226,12 +245,10 @@ class SmoothLearnedPrior(Prior):
     base's ``energy_and_grad`` and ``grad`` do).
 
     **Why deepinv's** :meth:`deepinv.optim.Potential.grad` **is bypassed** (deepinv 0.5): it calls
-    ``x.requires_grad_()`` on the caller's tensor, so that the caller's ``x`` (a solver's iterate) requires grad
-    afterwards and every later operation on it is recorded; it differentiates with ``create_graph=True`` always, so
-    that each gradient keeps the network's graph alive even under :func:`torch.no_grad`; and it returns the
-    gradient alone, so that a solver that needs the energy too (backtracking) pays a second forward pass. The base's
-    ``energy_and_grad`` differentiates a copy, keeps the graph only when a derivative will be taken (autograd
-    enabled and ``x`` or a parameter requires grad), and returns both from one sweep.
+    ``x.requires_grad_()`` on the caller's tensor (a solver's iterate then records every later operation), keeps the
+    network's graph alive even under :func:`torch.no_grad` (``create_graph=True`` always) and returns the gradient
+    alone (a solver that also needs the energy pays a second forward pass). The base's ``energy_and_grad``
+    differentiates a copy, keeps the graph only when a derivative will be taken, and returns both from one sweep.
 
     After each call of :meth:`prox`, ``prox_iterations`` (a deque of ``(B,)`` int64 tensors, one per call) holds the
     inner iterations of every image and ``prox_converged`` whether each image of the last call met the tolerance.
@@ -239,6 +256,8 @@ class SmoothLearnedPrior(Prior):
     :param ProxConfig prox_config: the settings of :meth:`prox` (default :class:`ProxConfig`); can be replaced
         later through the attribute ``prox_config``.
     :raises TypeError: ``prox_config`` is neither ``None`` nor a :class:`ProxConfig`.
+
+    |sep|
 
     :Examples:
 
@@ -267,6 +286,8 @@ class SmoothLearnedPrior(Prior):
         r"""Raise unless ``x`` is a real floating tensor ``(B, C, H, W)`` with the prior's ``in_channels`` (any
         shape ``(B, ...)`` for a subclass without that attribute) in the precision of the prior's parameters.
 
+        :param torch.Tensor x: the input to check.
+        :param str name: its name in the error messages.
         :raises TypeError: not a tensor; an integer, boolean or complex tensor; another floating precision than the
             parameters (cast ``x`` or move the prior with ``.to(dtype)``: it is never cast silently).
         :raises ValueError: the wrong number of dimensions or channels.
@@ -295,7 +316,13 @@ class SmoothLearnedPrior(Prior):
         return autograd_energy_and_grad(self.fn, x, self.parameters())
 
     def grad(self, x: Tensor, *args, **kwargs) -> Tensor:
-        r""":math:`\nabla R(x)`, same shape as ``x``, differentiable in the parameters whenever autograd records."""
+        r""":math:`\nabla R(x)`, same shape as ``x``, differentiable in the parameters whenever autograd records.
+
+        :param torch.Tensor x: images ``(B, C, H, W)`` as in :meth:`check_input`.
+        :param args: ignored (deepinv's iterators pass ``g_param``).
+        :param kwargs: ignored.
+        :return: (:class:`torch.Tensor`) the gradient, shape of ``x``.
+        """
         return self.energy_and_grad(x)[1]
 
     def prox(self, x: Tensor, *args, gamma: float | Tensor = 1.0, tol: float | None = None,
@@ -309,9 +336,11 @@ class SmoothLearnedPrior(Prior):
         counted as not converged (with the warning), and does not spoil the warm start of later calls.
 
         :param torch.Tensor x: the images ``(B, C, H, W)``.
+        :param args: ignored (deepinv's iterators pass ``g_param``).
         :param float, torch.Tensor gamma: the step :math:`\gamma \ge 0`, a number or one per image.
         :param float tol: tolerance of the stopping rule (default ``prox_config.tol``).
         :param int max_iter: maximum inner iterations (default ``prox_config.max_iter``).
+        :param kwargs: ignored.
         :return: :math:`u`, shape of ``x``.
         :raises TypeError: ``x`` as in :meth:`check_input`; ``gamma`` not a real number or tensor.
         :raises ValueError: ``x`` as in :meth:`check_input`; ``gamma`` negative, not finite or of the wrong size;

@@ -24,8 +24,8 @@ point is stationary to working precision and any candidate that passes the test 
 accepted only where its :math:`P` is visible, so that a tiny step cannot pass on noise (a decrease predicted but never
 seen is a stall: see :mod:`deepinv_ext._convergence`).
 
-References: L. Armijo, Pacific J. Math. 16 (1966); A. Beck, *First-Order Methods in Optimization*, SIAM 2017,
-Sect. 10.3 (backtracking for the proximal gradient method).
+The condition is Armijo's :footcite:p:`armijo1966minimization`; the backtracking for the proximal gradient method is
+that of :footcite:t:`beck2017first`, Sect. 10.3.
 """
 
 from __future__ import annotations
@@ -53,6 +53,16 @@ class Backtracking:
     :param float sufficient_decrease: the Armijo constant :math:`c \in [0, 1)` (1/2: the decrease of the quadratic
         upper bound at :math:`L`).
     :param float slack: the round-offs :math:`s \ge 0` of :math:`E(x)` that the test allows.
+    :raises ValueError: a constant out of its range.
+
+    |sep|
+
+    :Examples:
+
+    >>> from deepinv_ext.priors import Backtracking, ProxConfig
+    >>> bt = Backtracking(increase=4.0, decrease=1.0)  # a never-relaxed step, cut by 4 when refused
+    >>> ProxConfig(backtracking=bt).backtracking.increase
+    4.0
     """
 
     increase: float = 2.0
@@ -72,11 +82,25 @@ class Backtracking:
 
 
 class ArmijoStepSize:
-    r"""A step :math:`1/L_b` per image with Armijo backtracking (module docstring).
+    r"""A step :math:`1/L_b` per image with Armijo backtracking.
+
+    By Armijo's rule :footcite:p:`armijo1966minimization`, a candidate :math:`x^+ = x - G/L` (:math:`G` the gradient, or the gradient mapping of a proximal step
+    :footcite:p:`beck2017first`) is accepted where
+
+    .. math::
+
+        E(x^+) \le E(x) - c\,\frac{\|G\|^2}{L} + s\,R(x), \qquad R(x) = 8\,\epsilon_{\text{dtype}}|E(x)|,
+
+    which holds once :math:`L \ge M / (2(1 - c))`, :math:`M` the Lipschitz constant of the gradient; otherwise
+    :math:`L` is multiplied by ``increase`` (:meth:`backtrack`), and after an iteration by ``decrease``
+    (:meth:`relax`). A candidate is accepted only where the predicted decrease :math:`P = \|G\|^2/(2L)` is above the
+    round-off :math:`R` (:meth:`visible`), unless :math:`x` is stationary to working precision.
 
     :param torch.Tensor lipschitz: the initial estimates :math:`L_b > 0`, shape ``(B,)`` (kept as given: the caller
         checks them).
     :param Backtracking backtracking: the constants.
+
+    |sep|
 
     :Examples:
 
@@ -107,14 +131,23 @@ class ArmijoStepSize:
         return 1 / self.lipschitz
 
     def predicted_decrease(self, gsq: Tensor, lipschitz: Tensor | None = None) -> Tensor:
-        r""":math:`P = \|G\|^2/(2L)` per image, from ``gsq`` :math:`= \|G\|^2` (at ``lipschitz``, default the current
-        :math:`L`)."""
+        r""":math:`P = \|G\|^2/(2L)` per image.
+
+        :param torch.Tensor gsq: :math:`\|G\|^2`, shape ``(B,)``.
+        :param torch.Tensor lipschitz: the :math:`L` to use (default: the current estimates).
+        """
         return 0.5 * gsq / (self.lipschitz if lipschitz is None else lipschitz)
 
     def visible(self, gsq: Tensor, e: Tensor, margin: float = 1.0, lipschitz: Tensor | None = None) -> Tensor:
         r"""Per image, whether :math:`P > \text{margin}\cdot R` (``e`` the energy at :math:`x`): whether the energy can
         show the predicted decrease. ``margin=PRECISION_MARGIN`` at the iteration's first step: where this is False,
-        :math:`x` is stationary to working precision."""
+        :math:`x` is stationary to working precision.
+
+        :param torch.Tensor gsq: :math:`\|G\|^2`, shape ``(B,)``.
+        :param torch.Tensor e: :math:`E(x)`, shape ``(B,)``.
+        :param float margin: the number of round-offs :math:`P` must exceed.
+        :param torch.Tensor lipschitz: the :math:`L` to use (default: the current estimates).
+        """
         return self.predicted_decrease(gsq, lipschitz) > margin * roundoff(e)
 
     def accepts(self, e: Tensor, e_new: Tensor, gsq: Tensor, stationary: Tensor) -> Tensor:
@@ -135,16 +168,25 @@ class ArmijoStepSize:
 
     @staticmethod
     def no_increase(e: Tensor, e_new: Tensor) -> Tensor:
-        r"""Per image, :math:`E(x^+) \le E(x) + R`: no increase that the round-off cannot explain."""
+        r"""Per image, :math:`E(x^+) \le E(x) + R`: no increase that the round-off cannot explain.
+
+        :param torch.Tensor e: :math:`E(x)`, shape ``(B,)``.
+        :param torch.Tensor e_new: :math:`E(x^+)`, shape ``(B,)``.
+        """
         return e_new <= e + roundoff(e)
 
     def backtrack(self, refused: Tensor) -> None:
-        r""":math:`L \leftarrow` ``increase`` :math:`\cdot L` (a shorter step) on the images ``refused`` (``(B,)``
-        bool)."""
+        r""":math:`L \leftarrow` ``increase`` :math:`\cdot L` (a shorter step) on the refused images.
+
+        :param torch.Tensor refused: which images, ``(B,)`` bool.
+        """
         self.lipschitz = torch.where(refused, self.lipschitz * self.backtracking.increase, self.lipschitz)
 
     def relax(self, moved: Tensor) -> None:
-        r""":math:`L \leftarrow` ``decrease`` :math:`\cdot L` on the images ``moved`` (after their iteration)."""
+        r""":math:`L \leftarrow` ``decrease`` :math:`\cdot L` on the images that moved (after their iteration).
+
+        :param torch.Tensor moved: which images, ``(B,)`` bool.
+        """
         self.lipschitz = torch.where(moved, self.lipschitz * self.backtracking.decrease, self.lipschitz)
 
     def search(self, energy: Callable[[Tensor], Tensor], anchor: Tensor, e_anchor: Tensor, g: Tensor,

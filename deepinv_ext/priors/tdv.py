@@ -1,28 +1,8 @@
-r"""Total Deep Variation (TDV) regulariser of Kobler, Effland, Kunisch and Pock.
+r"""Total Deep Variation (TDV) regulariser :footcite:p:`kobler2020total`, with a hand-derived gradient.
 
-The TDV energy of an image :math:`x \in \mathbb{R}^{C \times H \times W}` is
-
-.. math::
-
-    R(x) = \frac{1}{N_F}\sum_{i} \big(w^\top \mathcal{N}(K x)\big)_i,
-
-the sum over pixels :math:`i` of a 1x1 convolution :math:`w` of the :math:`N_F` feature maps of a multi-scale
-network :math:`\mathcal{N}` applied to a zero-mean, norm-bounded 3x3 convolution :math:`K x`. :math:`\mathcal{N}`
-is a chain of macro-blocks, each a U-Net over ``num_scales`` scales built of residual micro-blocks
-:math:`z \mapsto z + K_2\,\phi(K_1 z)` with the log-Student-t activation :math:`\phi(s) = \tfrac12\log(1 + s^2)`;
-stride-2 down/up convolutions use 3x3 kernels blurred by the 5x5 binomial filter, every convolution pads its input
-symmetrically (numpy's ``mode="symmetric"``) and has no bias. The feature maps of all scales pass from one
-macro-block to the next.
-
-Here :math:`\nabla R` is derived by hand (a reverse sweep through the network that reuses
-:math:`\phi'(K_1 z)` saved by the forward sweep), written in plain differentiable torch operations, so that it is
-itself differentiable in the parameters (training of :class:`deepinv_ext.algorithms.TDVNetwork`). Each blurred
-7x7 stride-2 convolution is computed as a depthwise 5x5 blur followed by the 3x3 stride-2 convolution, which is the
-same linear map at about a quarter of the cost. The padding and activation kernels (and their adjoint and
-derivative) are in :mod:`deepinv_ext.priors._tdv_kernels`.
-
-Reference: E. Kobler, A. Effland, K. Kunisch, T. Pock, "Total Deep Variation for Linear Inverse Problems",
-CVPR 2020. The published weights (VLOGroup/tdv) load with :meth:`TDV.from_checkpoint`.
+The energy, the network and the gradient are written out in :class:`TDV`; the padding and activation kernels (and
+their adjoint and derivative) are in :mod:`deepinv_ext.priors._tdv_kernels`. The published weights (VLOGroup/tdv) load
+with :meth:`TDV.from_checkpoint`.
 """
 
 from __future__ import annotations
@@ -70,20 +50,35 @@ class _MacroBlock(nn.Module):
 
 
 class TDV(SmoothLearnedPrior):
-    r"""Total Deep Variation prior :math:`R(x) = \frac{1}{N_F}\sum_i (w^\top\mathcal{N}(Kx))_i` (TDV\ :sub:`l`).
+    r"""Total Deep Variation prior TDV\ :sub:`l`, with a hand-derived gradient.
 
-    ``fn(x)`` returns the energy of each batch element, ``grad(x)`` its gradient (hand-derived, differentiable
-    in the parameters), ``energy_and_grad(x)`` both in one sweep. The parameter names are those of the authors'
-    state dicts (``K1.weight``, ``mb.{m}.mb.{scale}.{k}.conv1.weight``, ``mb.{m}.conv_down.{i}.weight``, ...,
-    ``KN.weight``), so published weights load as they are (:meth:`from_checkpoint`).
+    The energy of :footcite:t:`kobler2020total` for an image :math:`x \in \mathbb{R}^{C \times H \times W}` is
 
-    Constraints of the paper on the first kernel :math:`K`: zero mean over (in, kh, kw) for every output filter
-    (``zero_mean``) and :math:`\ell_2` norm at most one; :meth:`project` restores them in place (call it after each
-    optimizer step; :class:`deepinv_ext.algorithms.tdv_network.ProjectedOptimizer` does).
+    .. math::
 
-    On a GPU one gradient of a single image is bound by kernel launches rather than arithmetic:
-    :meth:`compile_sweeps` runs the energy and gradient sweeps through :func:`torch.compile` (about 2.2x faster
-    on an H100 for a 481x321 image, see ``benchmarks/tdv.py``).
+        R(x) = \frac{1}{N_F}\sum_{i} \big(w^\top \mathcal{N}(K x)\big)_i + \varepsilon\|x\|_2^2,
+
+    the sum over pixels :math:`i` of a 1x1 convolution :math:`w` of the :math:`N_F` feature maps of a multi-scale
+    network :math:`\mathcal{N}` applied to a 3x3 convolution :math:`K x`. :math:`\mathcal{N}` is a chain of
+    :math:`l` macro-blocks, each a U-Net over ``num_scales`` scales built of residual micro-blocks
+
+    .. math::
+
+        z \mapsto z + K_2\,\phi(K_1 z), \qquad \phi(s) = \tfrac12\log(1 + s^2) \quad \text{(log-Student-t)};
+
+    stride-2 down/up convolutions use 3x3 kernels blurred by the 5x5 binomial filter, every convolution pads its
+    input symmetrically (numpy's ``mode="symmetric"``) and has no bias, and the feature maps of all scales pass from
+    one macro-block to the next. :math:`K` is zero-mean over (in, kh, kw) for every output filter (``zero_mean``)
+    with :math:`\ell_2` norm at most one; :meth:`project` restores this in place (call it after each optimizer
+    step; :class:`deepinv_ext.algorithms.tdv_network.ProjectedOptimizer` does).
+
+    :math:`\nabla R` is derived by hand, a reverse sweep through the network that reuses :math:`\phi'(K_1 z)` saved
+    by the forward sweep, in plain differentiable torch operations: it is differentiable in the parameters (training
+    of :class:`deepinv_ext.algorithms.TDVNetwork`). Each blurred 7x7 stride-2 convolution is computed as a 5x5 blur
+    followed by the 3x3 stride-2 convolution, the same map at about a quarter of the cost. The parameter names are those
+    of the authors' state dicts (``K1.weight``, ``mb.{m}.mb.{scale}.{k}.conv1.weight``, ..., ``KN.weight``), so
+    published weights load as they are (:meth:`from_checkpoint`). On a GPU, :meth:`compile_sweeps` runs the sweeps
+    through :func:`torch.compile` (about 2.2x faster on an H100 for a 481x321 image, ``benchmarks/tdv.py``).
 
     :param int in_channels: image channels :math:`C`.
     :param int num_features: feature channels :math:`N_F` at the finest scale.
@@ -91,19 +86,29 @@ class TDV(SmoothLearnedPrior):
     :param int num_macro_blocks: number of macro-blocks (the ``l`` of TDV\ :sub:`l`).
     :param int multiplier: feature growth per scale (the published weights use 1).
     :param bool zero_mean: impose the zero-mean constraint on :math:`K`.
-    :param float eps: weight :math:`\varepsilon \ge 0` of an added :math:`\varepsilon\|x\|_2^2` (default 0, the
-        TDV of the paper; not a trained parameter). A randomly initialised TDV can be unbounded below along
-        directions the data term does not see (the null space of a blur), where deepinv's splitting algorithms then
-        drift without converging; since :math:`R` grows at most linearly (residual blocks of the log-Student-t),
-        any :math:`\varepsilon > 0` makes the energy coercive.
-    :param deepinv_ext.priors.ProxConfig prox_config: settings of the inner solve of :meth:`prox`
-        (:class:`~deepinv_ext.priors.SmoothLearnedPrior`).
-    :raises ValueError: a count that is not an integer >= 1 (``num_scales`` >= 2), a negative or non-finite
-        ``eps``.
+    :param float eps: weight :math:`\varepsilon \ge 0` of the :math:`\varepsilon\|x\|_2^2` term (0: the TDV of the
+        paper; not trained). A random TDV can be unbounded below along the null space of the physics, where solvers
+        drift; as :math:`R` grows at most linearly, any :math:`\varepsilon > 0` makes the energy coercive.
+    :param deepinv_ext.priors.ProxConfig prox_config: settings of the inner solve of :meth:`prox`.
+    :raises ValueError: a count that is not an integer >= 1 (``num_scales`` >= 2), ``eps`` negative or not finite.
     :raises TypeError: ``zero_mean`` not a bool, ``prox_config`` not a :class:`~deepinv_ext.priors.ProxConfig`.
 
     ``fn``, ``grad``, ``energy_and_grad``, ``energy_map`` and ``prox`` take images ``(B, in_channels, H, W)`` in
     the precision of the parameters (:meth:`check_input`), at least 6 pixels a side at the second-coarsest scale.
+
+    |sep|
+
+    :Examples:
+
+    The hand-derived gradient is autograd's:
+
+    >>> import torch
+    >>> from deepinv_ext.priors import TDV
+    >>> prior = TDV(num_features=4, num_macro_blocks=1).double()
+    >>> x = torch.rand(2, 1, 16, 16, dtype=torch.float64, requires_grad=True)
+    >>> energy, grad = prior.energy_and_grad(x)
+    >>> energy.shape, torch.allclose(grad, torch.autograd.grad(prior.fn(x).sum(), x)[0])
+    (torch.Size([2]), True)
     """
 
     def __init__(self, in_channels: int = 1, num_features: int = 32, num_scales: int = 3,
@@ -128,15 +133,12 @@ class TDV(SmoothLearnedPrior):
 
     def compile_sweeps(self, mode: str | None = "default", **options) -> TDV:
         r"""Run :meth:`energy_map` (so :meth:`fn`) and :meth:`energy_and_grad` (so :meth:`grad`) through
-        :func:`torch.compile`, which fuses the padding, activation and adjoint folds between the convolutions;
-        the results agree with the eager sweeps to rounding. Each new image size compiles once more (then sizes
-        become dynamic). Only calls that autograd does not record (under :func:`torch.no_grad`, or with frozen
-        parameters and an input that needs no gradient) take the compiled sweeps; the others, training included,
-        stay eager (inductor's backward of the replicate padding breaks on channels-last features, torch 2.14).
-
-        With ``mode="reduce-overhead"`` (CUDA graphs) a call's output is overwritten by the next call of the same
-        size: ``clone()`` what must outlive it. The sweeps are compiled at their first call; a copy
-        (:func:`copy.deepcopy`, pickling) keeps the setting and compiles its own sweeps, for its own weights.
+        :func:`torch.compile`, which fuses the padding, activation and adjoint folds between the convolutions (same
+        results to rounding; each new image size compiles once more, then sizes become dynamic). Only calls that
+        autograd does not record take the compiled sweeps; the others, training included, stay eager (inductor's
+        backward of the replicate padding breaks on channels-last features, torch 2.14). With
+        ``mode="reduce-overhead"`` (CUDA graphs) a call's output is overwritten by the next call of the same size:
+        ``clone()`` what must outlive it. A copy (:func:`copy.deepcopy`, pickling) compiles its own sweeps.
 
         :param str mode: :func:`torch.compile`'s mode (``"default"``, ``"reduce-overhead"``, ``"max-autotune"``).
         :param options: further keyword arguments of :func:`torch.compile`.
@@ -153,7 +155,10 @@ class TDV(SmoothLearnedPrior):
     @torch.no_grad()
     def project(self, surface: bool = False) -> None:
         r"""Project :math:`K` (``K1.weight``) in place: subtract the mean of each output filter (if ``zero_mean``)
-        and divide by :math:`\max(1, \|k\|_2)` (by :math:`\|k\|_2` when ``surface``, i.e. onto the unit sphere)."""
+        and divide by :math:`\max(1, \|k\|_2)`.
+
+        :param bool surface: divide by :math:`\|k\|_2` instead, i.e. project onto the unit sphere.
+        """
         w = self.K1.weight
         if self.zero_mean:
             w.sub_(w.mean(dim=(1, 2, 3), keepdim=True))
@@ -237,7 +242,11 @@ class TDV(SmoothLearnedPrior):
         return self._conv_adjoint(g[0], self.K1.weight).contiguous()
 
     def check_input(self, x: Tensor, name: str = "x") -> None:
-        r"""The check of :meth:`SmoothLearnedPrior.check_input`, and an image large enough for ``num_scales``."""
+        r"""The check of :meth:`SmoothLearnedPrior.check_input`, and an image large enough for ``num_scales``.
+
+        :param torch.Tensor x: the input to check.
+        :param str name: its name in the error messages.
+        """
         super().check_input(x, name)
         sizes = [min(x.shape[-2:])]
         for _ in range(self.num_scales - 1):
@@ -248,7 +257,10 @@ class TDV(SmoothLearnedPrior):
 
     # ----------------------------------------------------------------- public API
     def energy_map(self, x: Tensor) -> Tensor:
-        r"""The pixelwise deep variation :math:`(w^\top\mathcal{N}(Kx))_i / N_F`, shape ``(B, 1, H, W)``."""
+        r"""The pixelwise deep variation :math:`(w^\top\mathcal{N}(Kx))_i / N_F`, shape ``(B, 1, H, W)``.
+
+        :param torch.Tensor x: images ``(B, in_channels, H, W)``.
+        """
         self.check_input(x)
         return self._sweep("energy_map", x)
 
@@ -256,7 +268,12 @@ class TDV(SmoothLearnedPrior):
         return self._conv(self._features(x, None), self.KN.weight) / self.num_features
 
     def fn(self, x: Tensor, *args, **kwargs) -> Tensor:
-        r"""The energy :math:`R(x)` (plus :math:`\varepsilon\|x\|^2`) of each batch element, shape ``(B,)``."""
+        r"""The energy :math:`R(x)` (with :math:`\varepsilon\|x\|^2`) of each batch element, shape ``(B,)``.
+
+        :param torch.Tensor x: images ``(B, in_channels, H, W)``.
+        :param args: ignored (deepinv's iterators pass ``g_param``).
+        :param kwargs: ignored.
+        """
         energy = self.energy_map(x).sum(dim=(1, 2, 3))
         return energy + self.eps * x.pow(2).sum(dim=(1, 2, 3)) if self.eps else energy
 
@@ -296,7 +313,12 @@ class TDV(SmoothLearnedPrior):
         return energy, self._reverse(g0, keep)
 
     def grad(self, x: Tensor, *args, **kwargs) -> Tensor:
-        r""":math:`\nabla R(x)`, same shape as ``x`` (:meth:`energy_and_grad` without the energy)."""
+        r""":math:`\nabla R(x)`, same shape as ``x`` (:meth:`energy_and_grad` without the energy).
+
+        :param torch.Tensor x: images ``(B, in_channels, H, W)``.
+        :param args: ignored (deepinv's iterators pass ``g_param``).
+        :param kwargs: ignored.
+        """
         return self.energy_and_grad(x, get_energy=False)[1]
 
     # ----------------------------------------------------------------- published weights
@@ -312,8 +334,13 @@ class TDV(SmoothLearnedPrior):
 
     @classmethod
     def from_state_dict(cls, config: dict, state_dict: dict[str, Tensor], prefix: str = "R.") -> TDV:
-        r"""Build from the authors' regulariser config and a state dict whose TDV keys start with ``prefix``;
-        the ``mask`` (all ones) and ``blur`` (binomial) buffers are checked and dropped."""
+        r"""Build from the authors' regulariser config and state dict; the ``mask`` (all ones) and ``blur``
+        (binomial) buffers are checked and dropped.
+
+        :param dict config: the constructor's arguments.
+        :param dict state_dict: the authors' state dict.
+        :param str prefix: the prefix of its TDV keys.
+        """
         prior = cls(**config)
         own = {}
         blur = torch.tensor(_BINOMIAL)
@@ -337,18 +364,14 @@ class TDV(SmoothLearnedPrior):
     def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu",
                         trainable: bool = False) -> TDV:
         r"""Load the regulariser of a published checkpoint (e.g. ``tdv3-3-25-f32-gray.pth`` of VLOGroup/tdv),
-        with ``torch.load(..., weights_only=True)``.
+        with ``torch.load(..., weights_only=True)``. The weights load **frozen** (``requires_grad=False``: for
+        inference, recorded by no autograd graph); to fine-tune, pass ``trainable=True``.
 
-        Published weights load **frozen** (every parameter with ``requires_grad=False``): they are for inference, and
-        frozen weights are recorded by no autograd graph, in deepinv's own algorithms as in ours. To fine-tune, pass
-        ``trainable=True`` (or call ``prior.requires_grad_(True)`` later).
-
-        :param path: the checkpoint file (a dict with the keys ``"config"`` and ``"model"``).
-        :param map_location: where to load the tensors.
+        :param str, pathlib.Path path: the checkpoint file (a dict with the keys ``"config"`` and ``"model"``).
+        :param str, torch.device map_location: where to load the tensors.
         :param bool trainable: whether the parameters require grad.
         :raises FileNotFoundError: no such file.
-        :raises ValueError: naming the file: it is empty, truncated or not a torch checkpoint, or it does not hold
-            a TDV regulariser of the published layout (config and state dict).
+        :raises ValueError: naming the file: empty, truncated, not a torch checkpoint, or not a published TDV.
         :raises TypeError: ``trainable`` is not a bool.
         """
         boolean(trainable, "trainable")
@@ -363,7 +386,10 @@ class TDV(SmoothLearnedPrior):
     @classmethod
     def contract_example(cls, generator: torch.Generator | None = None) -> dict:
         """A one-block, 4-feature TDV with :math:`\\varepsilon = 0.1` in float64 on two 17x14 images, for
-        :func:`deepinv_ext.testing.check_prior` (side-effect free: draws only from ``generator``)."""
+        :func:`deepinv_ext.testing.check_prior`.
+
+        :param torch.Generator generator: the only random source drawn from (side-effect free).
+        """
         from deepinv_ext.testing.examples import example_generator, seeded_init
 
         g = example_generator(generator)

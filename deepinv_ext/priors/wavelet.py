@@ -13,15 +13,6 @@ is exact and cheap: :math:`\operatorname{prox}_{\gamma g}(x) = \Psi^\top \operat
 (the approximation band is not penalised). It is firmly nonexpansive (a proximal operator), which makes a
 forward-backward layer built on it averaged, hence a fixed-point-convergent ReTune layer
 (:class:`deepinv_ext.algorithms.ForwardBackwardLayer`).
-
-:Examples:
-
->>> import torch
->>> from deepinv_ext.priors import WaveletL1Prior
->>> prior = WaveletL1Prior(level=2, weight=0.1)
->>> x = torch.rand(1, 1, 8, 8)
->>> bool(prior.fn(prior.prox(x, gamma=0.5)) <= prior.fn(x))
-True
 """
 
 from __future__ import annotations
@@ -73,6 +64,20 @@ class OrthoWavelet2d(torch.nn.Module):
     :param str wavelet: an orthogonal PyWavelets name (``"haar"``, ``"db2"``, ``"sym4"``, ...).
     :raises ValueError: ``level`` not an integer >= 1, an unknown or non-orthogonal ``wavelet``.
     :raises TypeError: ``wavelet`` not a string.
+
+    |sep|
+
+    :Examples:
+
+    >>> import torch
+    >>> from deepinv_ext.priors import OrthoWavelet2d
+    >>> psi = OrthoWavelet2d(level=2, wavelet="db2")
+    >>> x = torch.rand(1, 1, 16, 16, dtype=torch.float64)
+    >>> approx, details = psi(x)
+    >>> approx.shape, [tuple(d.shape) for d in details]
+    (torch.Size([1, 1, 4, 4]), [(1, 1, 3, 8, 8), (1, 1, 3, 4, 4)])
+    >>> torch.allclose(psi.inverse(approx, details), x)  # orthonormal: the inverse is the adjoint
+    True
     """
 
     def __init__(self, level: int = 3, wavelet: str = "haar"):
@@ -112,8 +117,12 @@ class OrthoWavelet2d(torch.nn.Module):
         return z.reshape(b, c, h, w)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        r"""Decompose: returns the approximation and the list of details, finest level first,
-        each ``(B, C, 3, H/2^j, W/2^j)``."""
+        r"""Decompose, :math:`\Psi x`.
+
+        :param torch.Tensor x: images ``(B, C, H, W)``, ``H`` and ``W`` divisible by :math:`2^J`.
+        :return: the approximation ``(B, C, H/2^J, W/2^J)`` and the list of details, finest level first, each
+            ``(B, C, 3, H/2^j, W/2^j)``.
+        """
         self._check(x)
         details = []
         a = x
@@ -124,7 +133,12 @@ class OrthoWavelet2d(torch.nn.Module):
         return a, details
 
     def inverse(self, approx: torch.Tensor, details: list[torch.Tensor]) -> torch.Tensor:
-        r"""Reconstruct :math:`\Psi^\top` from the approximation and the details (as returned by ``forward``)."""
+        r"""Reconstruct, :math:`\Psi^\top (a, d)`.
+
+        :param torch.Tensor approx: the approximation :math:`a`, as :meth:`forward` returns it.
+        :param list[torch.Tensor] details: the details :math:`d`, finest level first, as :meth:`forward` returns them.
+        :return: (:class:`torch.Tensor`) the images ``(B, C, H, W)``.
+        """
         if len(details) != self.level:
             raise ValueError(f"details must hold {self.level} levels, got {len(details)}")
         a = approx
@@ -159,6 +173,19 @@ class WaveletL1Prior(dinv.optim.Prior):
     :param bool trainable: make the log-weights an ``nn.Parameter``.
     :raises ValueError: ``level`` not an integer >= 1, ``weight`` not finite and > 0, an unknown ``wavelet``.
     :raises TypeError: ``trainable`` not a bool, ``wavelet`` not a string.
+
+    |sep|
+
+    :Examples:
+
+    The prox shrinks the detail coefficients, and lowers the energy:
+
+    >>> import torch
+    >>> from deepinv_ext.priors import WaveletL1Prior
+    >>> prior = WaveletL1Prior(level=2, weight=0.1)
+    >>> x = torch.rand(1, 1, 8, 8)
+    >>> bool(prior.fn(prior.prox(x, gamma=0.5)) <= prior.fn(x))
+    True
     """
 
     def __init__(self, level: int = 3, wavelet: str = "haar", weight: float = 1.0, trainable: bool = True):
@@ -172,8 +199,10 @@ class WaveletL1Prior(dinv.optim.Prior):
 
     @classmethod
     def contract_example(cls, generator: torch.Generator | None = None) -> dict:
-        """A small instance for :func:`deepinv_ext.testing.check_prior` (side-effect free: draws only from
-        ``generator``)."""
+        """A small instance for :func:`deepinv_ext.testing.check_prior`.
+
+        :param torch.Generator generator: the only random source drawn from (side-effect free).
+        """
         from deepinv_ext.testing.examples import example_generator
 
         g = example_generator(generator)
@@ -190,14 +219,24 @@ class WaveletL1Prior(dinv.optim.Prior):
         return self.transform(x)
 
     def fn(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        r"""Energy :math:`g(x)` per batch element, shape ``(B,)``."""
+        r"""Energy :math:`g(x)` per batch element, shape ``(B,)``.
+
+        :param torch.Tensor x: images ``(B, C, H, W)``.
+        :param args: ignored (deepinv's iterators pass ``g_param``).
+        :param kwargs: ignored.
+        """
         _, details = self._analysis(x)
         w = self.weights
         return sum((w[j].view(1, 1, 3, 1, 1) * d.abs()).flatten(1).sum(-1) for j, d in enumerate(details))
 
     def grad(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         r"""The subgradient :math:`\Psi^\top (0, w \operatorname{sign}(\Psi x)_{\text{details}})` (0 where a
-        coefficient is 0; NaN where it is NaN), same shape as ``x``, differentiable in the weights."""
+        coefficient is 0; NaN where it is NaN), same shape as ``x``, differentiable in the weights.
+
+        :param torch.Tensor x: images ``(B, C, H, W)``.
+        :param args: ignored (deepinv's iterators pass ``g_param``).
+        :param kwargs: ignored.
+        """
         a, details = self._analysis(x)
         w = self.weights
         slopes = [w[j].view(1, 1, 3, 1, 1) * nan_preserving_sign(d) for j, d in enumerate(details)]
@@ -209,8 +248,10 @@ class WaveletL1Prior(dinv.optim.Prior):
         Positional arguments after ``x`` (deepinv's iterators pass ``g_param``) and unknown keywords are ignored.
 
         :param torch.Tensor x: image ``(B, C, H, W)``.
-        :param gamma: step :math:`\gamma \ge 0`: a number, or a tensor of one value or one per image (e.g.
+        :param args: ignored.
+        :param float, torch.Tensor gamma: step :math:`\gamma \ge 0`: a number, or a tensor of one value or one per image (e.g.
             ``(B, 1, 1, 1)``).
+        :param kwargs: ignored.
         :raises ValueError: ``gamma`` negative, not finite or of the wrong size (a negative step would expand the
             image instead of shrinking it).
         """

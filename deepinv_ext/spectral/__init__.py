@@ -6,9 +6,9 @@ For a symmetric operator :math:`D` (a linear denoiser, ``matvec(v) = D v`` on ba
   (:class:`OperatorEig`, small images) or matrix-free (:func:`lanczos_apply`, :func:`chebyshev_apply`,
   :func:`cg_solve`), each with its cost and error estimate (:class:`ApplyInfo`); the extreme eigenvalues
   (:func:`lanczos_extreme`);
-- :mod:`~deepinv_ext.spectral.filters`: the spectral filters :math:`h_\tau` of Hauptmann, Mukherjee, Schönlieb
-  and Sherry (:class:`ScalingFilter`, :class:`NeumannFilter`, base :class:`SpectralFilter`) and the check of their
-  conditions A.1-A.3 (:class:`FilterConditions`);
+- :mod:`~deepinv_ext.spectral.filters`: the spectral filters :math:`h_\tau` of :footcite:t:`hauptmann2024convergent`
+  (:class:`ScalingFilter`, :class:`NeumannFilter`, base :class:`SpectralFilter`) and the check of their conditions
+  A.1-A.3 (:class:`FilterConditions`);
 - :mod:`~deepinv_ext.spectral.symmetry`: how far an operator is from symmetric (:func:`symmetry_gap`).
 """
 

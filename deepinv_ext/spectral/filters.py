@@ -1,31 +1,12 @@
 r"""Spectral filters :math:`h_\tau` of a symmetric linear denoiser, and a numerical check of their conditions.
 
-Spectral filters (Hauptmann, Mukherjee, Schönlieb, Sherry, *Convergent regularization in inverse problems and
-linear plug-and-play denoisers*, Sect. 4) are families :math:`h_\tau` with, on :math:`\mathrm{spec}(D)\subset(0,1)`,
-
-- A.1: :math:`h_\tau(\mathrm{spec}\,D) \subset (0, 1)` for every :math:`\tau`;
-- A.2: :math:`r_\tau(\lambda) = \frac{1 - h_\tau(\lambda)}{\tau h_\tau(\lambda)} \to r^*(\lambda)` uniformly, with
-  :math:`\|r_\tau - r^*\|_\infty = o(\tau)`;
-- A.3: :math:`0 < \inf_{\tau,\lambda} r_\tau(\lambda) \le \sup_{\tau,\lambda} r_\tau(\lambda) < \infty`.
-
-Two are provided, both checked by :meth:`SpectralFilter.check_conditions`: :class:`ScalingFilter`
+Spectral filters :footcite:p:`hauptmann2024convergent` are families :math:`h_\tau` that satisfy the conditions
+A.1-A.3 written out in :class:`SpectralFilter`. Two are provided, both checked by :meth:`SpectralFilter.check_conditions`: :class:`ScalingFilter`
 (:math:`h_\tau(\lambda) = \lambda / (\tau - (\tau - 1)\lambda)`, the prox of :math:`\tau J`) and
 :class:`NeumannFilter` (a polynomial, the truncated series of :math:`1/(1 + \tau(1 - \lambda))`, whose limit
 regulariser is :math:`J^*(x) = \tfrac12\langle x, (\mathrm{Id} - D)x\rangle`; applied exactly with ``order``
 denoiser applications). They are plain objects, not plugins; :meth:`SpectralFilter.apply` computes
 :math:`h_\tau(D)v` by any method of :mod:`deepinv_ext.spectral.matrix_functions` or the filter's own.
-
-:Examples:
-
->>> import torch
->>> from deepinv_ext.spectral import NeumannFilter, ScalingFilter
->>> lam = torch.linspace(0.05, 0.95, 50, dtype=torch.float64)
->>> ScalingFilter().check_conditions(lam, [0.5, 0.1, 0.01]).ok
-True
->>> matvec = lambda v: 0.5 * v  # D = Id / 2
->>> u, info = NeumannFilter(order=2).apply(matvec, torch.ones(1, 4, dtype=torch.float64), tau=0.5)
->>> u[0, 0].item(), info.method  # 1 - t + t^2 with t = tau (1 - 1/2) = 1/4
-(0.8125, 'polynomial')
 """
 
 from __future__ import annotations
@@ -54,26 +35,80 @@ __all__ = ["FilterConditions", "NeumannFilter", "ScalingFilter", "SpectralFilter
 
 @dataclass
 class FilterConditions:
-    r"""Numerical check of A.1-A.3 on a set of eigenvalues and a decreasing sequence of :math:`\tau`."""
+    r"""Numerical check of A.1-A.3 (:class:`SpectralFilter`) on a set of eigenvalues and a decreasing sequence of
+    :math:`\tau`, as :meth:`SpectralFilter.check_conditions` returns it.
+
+    :param bool a1: whether A.1 holds, :math:`0 < h_\tau(\lambda) < 1` everywhere.
+    :param bool a2: whether A.2 holds, :math:`\|r_\tau - r^*\|_\infty / \tau` decreasing to 0.
+    :param bool a3: whether A.3 holds, :math:`r_\tau(\lambda)` finite and bounded away from 0.
+    :param tuple[float, float] h_range: the smallest and largest :math:`h_\tau(\lambda)`.
+    :param tuple[float, float] r_range: the smallest and largest :math:`r_\tau(\lambda)`.
+    :param list[float] a2_rates: :math:`\|r_\tau - r^*\|_\infty / \tau` for each :math:`\tau` (must tend to 0).
+
+    |sep|
+
+    :Examples:
+
+    >>> import torch
+    >>> from deepinv_ext.spectral import ScalingFilter
+    >>> lam = torch.linspace(0.05, 0.95, 50, dtype=torch.float64)
+    >>> cond = ScalingFilter().check_conditions(lam, [0.5, 0.1, 0.01])
+    >>> cond.ok, [round(r, 3) for r in cond.r_range]  # r = (1 - lam) / lam
+    (True, [0.053, 19.0])
+    """
 
     a1: bool
     a2: bool
     a3: bool
     h_range: tuple[float, float]
     r_range: tuple[float, float]
-    a2_rates: list[float]  # ||r_tau - r*||_inf / tau for each tau (must tend to 0)
+    a2_rates: list[float]
 
     @property
     def ok(self) -> bool:
+        """Whether A.1, A.2 and A.3 all hold."""
         return self.a1 and self.a2 and self.a3
 
 
 class SpectralFilter:
     r"""A family :math:`h_\tau` of spectral filters for a symmetric denoiser with spectrum in :math:`(0, 1)`.
 
+    PnP with a symmetric linear denoiser :math:`D` whose spectrum lies in :math:`(0, 1)` is a convergent
+    regularisation when :math:`D` is replaced by :math:`h_\tau(D)`, :math:`\tau` the regularisation parameter,
+    for a family of continuous scalar functions :math:`h_\tau` with, on :math:`\mathrm{spec}(D)`
+    :footcite:p:`hauptmann2024convergent`,
+
+    - A.1: :math:`h_\tau(\mathrm{spec}\,D) \subset (0, 1)` for every :math:`\tau > 0`;
+    - A.2: :math:`r_\tau(\lambda) = \frac{1 - h_\tau(\lambda)}{\tau h_\tau(\lambda)} \to r^*(\lambda)`
+      uniformly as :math:`\tau \to 0`, with :math:`\|r_\tau - r^*\|_\infty = o(\tau)`;
+    - A.3: :math:`0 < \inf_{\tau,\lambda} r_\tau(\lambda) \le \sup_{\tau,\lambda} r_\tau(\lambda) < \infty`.
+
+    Then :math:`h_\tau(D) = \operatorname{prox}_{J_\tau}` for the quadratic
+    :math:`J_\tau(x) = \frac{\tau}{2}\langle x, r_\tau(D)x\rangle`, and the iterates
+    :math:`x_{k+1} = h_\tau(D)(x_k - A^\top(Ax_k - y))` converge to the minimiser of
+    :math:`\frac12\|Ax - y\|^2 + J_\tau(x)`; with :math:`\tau \sim \delta` they converge, as the noise level
+    :math:`\delta \to 0`, to the :math:`J^*`-minimising solution, :math:`J^*(x) = \frac12\langle x, r^*(D)x\rangle`.
+
     Subclasses define :meth:`h` and :meth:`r_star`; :meth:`apply` computes :math:`h_\tau(D)v` with any of the
     generic methods (``"eig"`` with an :class:`~deepinv_ext.spectral.OperatorEig`, ``"lanczos"``, ``"chebyshev"``)
     or, where a subclass names one in :attr:`own_method` and implements it in ``_own_apply``, its own.
+
+    |sep|
+
+    :Examples:
+
+    Tikhonov's filter :math:`h_\tau(\lambda) = \lambda/(\lambda + \tau)` has :math:`r_\tau = r^* = 1/\lambda`:
+
+    >>> import torch
+    >>> from deepinv_ext.spectral import SpectralFilter
+    >>> class Tikhonov(SpectralFilter):
+    ...     def h(self, lam, tau):
+    ...         return lam / (lam + tau)
+    ...     def r_star(self, lam):
+    ...         return 1 / lam
+    >>> lam = torch.linspace(0.05, 0.95, 50, dtype=torch.float64)
+    >>> Tikhonov().check_conditions(lam, [0.5, 0.1, 0.01]).ok
+    True
     """
 
     name = "filter"
@@ -81,25 +116,43 @@ class SpectralFilter:
     own_method: str | None = None
 
     def h(self, lam: Tensor, tau: float) -> Tensor:
-        r"""The filter :math:`h_\tau(\lambda)`, elementwise on a tensor of eigenvalues."""
+        r"""The filter :math:`h_\tau(\lambda)`, elementwise on a tensor of eigenvalues.
+
+        :param torch.Tensor lam: eigenvalues :math:`\lambda`.
+        :param float tau: the filter parameter :math:`\tau > 0`.
+        """
         raise NotImplementedError
 
     def r_star(self, lam: Tensor) -> Tensor:
-        r"""The limit :math:`r^*(\lambda)` of :math:`r_\tau(\lambda)` as :math:`\tau \to 0` (condition A.2)."""
+        r"""The limit :math:`r^*(\lambda)` of :math:`r_\tau(\lambda)` as :math:`\tau \to 0` (condition A.2).
+
+        :param torch.Tensor lam: eigenvalues :math:`\lambda`.
+        """
         raise NotImplementedError
 
     def r(self, lam: Tensor, tau: float) -> Tensor:
         r""":math:`r_\tau(\lambda) = (1 - h_\tau(\lambda)) / (\tau h_\tau(\lambda))`, so that
-        :math:`h_\tau(D)^{-1} - \mathrm{Id} = \tau r_\tau(D)`."""
+        :math:`h_\tau(D)^{-1} - \mathrm{Id} = \tau r_\tau(D)`.
+
+        :param torch.Tensor lam: eigenvalues :math:`\lambda`.
+        :param float tau: the filter parameter :math:`\tau > 0`.
+        """
         hv = self.h(lam, tau)
         return (1 - hv) / (tau * hv)
 
     def tau_max(self, bounds: tuple[float, float] = (0.0, 1.0)) -> float:
-        """Largest admissible :math:`\\tau` for a spectrum in ``bounds`` (``inf`` if none)."""
+        r"""Largest admissible :math:`\tau` for a spectrum in ``bounds`` (``inf`` if none).
+
+        :param tuple[float, float] bounds: an interval holding the spectrum.
+        """
         return math.inf
 
     def check_tau(self, tau: float, bounds: tuple[float, float] = (0.0, 1.0)) -> None:
-        """Raise (ValueError) unless :math:`0 < \\tau <` :meth:`tau_max` for a spectrum in ``bounds``."""
+        r"""Raise (ValueError) unless :math:`0 < \tau <` :meth:`tau_max` for a spectrum in ``bounds``.
+
+        :param float tau: the filter parameter.
+        :param tuple[float, float] bounds: an interval holding the spectrum.
+        """
         finite_number(tau, "tau", strict=True)
         if tau >= self.tau_max(bounds):
             raise ValueError(f"tau={tau} is outside the admissible range (0, {self.tau_max(bounds):.4g}) of "
@@ -110,6 +163,10 @@ class SpectralFilter:
 
         A.2 is accepted when :math:`\|r_\tau - r^*\|_\infty/\tau` decreases along ``taus`` to below 1e-6 of
         :math:`\|r^*\|_\infty` or by at least a factor 10 over the sequence (the :math:`o(\tau)` rate).
+
+        :param torch.Tensor lam: eigenvalues.
+        :param Sequence[float] taus: values of :math:`\tau`, sorted here in decreasing order.
+        :return: (:class:`FilterConditions`) the outcome.
         """
         lam = lam.to(torch.float64)
         taus = sorted((float(t) for t in taus), reverse=True)
@@ -184,15 +241,37 @@ class ScalingFilter(SpectralFilter):
     :math:`\|u - h_\tau(D)v\| \le \frac{\tau}{|1-\tau|}\frac{\|r\|}{\lambda_{\min}(M)} \le \mathrm{tol}\,\|u\|`;
     for :math:`\tau` near 1 it solves :math:`M u = D v` instead. ``x0`` warm-starts :math:`w` (PnP iterations
     pass the previous one), and ``ApplyInfo.state`` returns it.
+
+    |sep|
+
+    :Examples:
+
+    For :math:`D = \mathrm{Id}/2`, :math:`h_\tau(1/2) = 1/(1 + \tau)`:
+
+    >>> import torch
+    >>> from deepinv_ext.spectral import ScalingFilter
+    >>> v = torch.ones(1, 4, dtype=torch.float64)
+    >>> u, info = ScalingFilter().apply(lambda x: 0.5 * x, v, tau=0.5, bounds=(0.4, 0.6))
+    >>> round(u[0, 0].item(), 6), info.method, info.converged
+    (0.666667, 'cg', True)
     """
 
     name = "scaling"
     own_method = "cg"
 
     def h(self, lam: Tensor, tau: float) -> Tensor:
+        r""":math:`h_\tau(\lambda) = \lambda / (\tau - (\tau - 1)\lambda)`.
+
+        :param torch.Tensor lam: eigenvalues :math:`\lambda`.
+        :param float tau: the filter parameter :math:`\tau > 0`.
+        """
         return lam / (tau - (tau - 1) * lam)
 
     def r_star(self, lam: Tensor) -> Tensor:
+        r""":math:`r^*(\lambda) = (1 - \lambda)/\lambda`.
+
+        :param torch.Tensor lam: eigenvalues :math:`\lambda`.
+        """
         return (1 - lam) / lam
 
     def _own_apply(self, matvec: Matvec, v: Tensor, tau: float, *, tol: float, bounds: tuple[float, float] | None,
@@ -231,6 +310,18 @@ class NeumannFilter(SpectralFilter):
 
     :param int order: :math:`m`, even, at least 2.
     :param float rho: safety factor of :math:`\tau_{\max}` (keeps :math:`\inf r_\tau` away from 0).
+
+    |sep|
+
+    :Examples:
+
+    For :math:`D = \mathrm{Id}/2` and :math:`m = 2`, :math:`h_\tau = 1 - t + t^2` with :math:`t = \tau/2`:
+
+    >>> import torch
+    >>> from deepinv_ext.spectral import NeumannFilter
+    >>> u, info = NeumannFilter(order=2).apply(lambda x: 0.5 * x, torch.ones(1, 4, dtype=torch.float64), tau=0.5)
+    >>> u[0, 0].item(), info.method, info.n_matvecs
+    (0.8125, 'polynomial', 2)
     """
 
     name = "neumann"
@@ -244,13 +335,26 @@ class NeumannFilter(SpectralFilter):
         self.order, self.rho = order, rho
 
     def h(self, lam: Tensor, tau: float) -> Tensor:
+        r""":math:`h_\tau(\lambda) = \sum_{k=0}^{m} (-\tau(1 - \lambda))^k`.
+
+        :param torch.Tensor lam: eigenvalues :math:`\lambda`.
+        :param float tau: the filter parameter :math:`\tau > 0`.
+        """
         t = tau * (1 - lam)
         return sum((-t) ** k for k in range(self.order + 1))
 
     def r_star(self, lam: Tensor) -> Tensor:
+        r""":math:`r^*(\lambda) = 1 - \lambda`.
+
+        :param torch.Tensor lam: eigenvalues :math:`\lambda`.
+        """
         return 1 - lam
 
     def tau_max(self, bounds: tuple[float, float] = (0.0, 1.0)) -> float:
+        r""":math:`\tau_{\max} = \rho / (1 - \lambda_{\min})`.
+
+        :param tuple[float, float] bounds: an interval :math:`(\lambda_{\min}, \lambda_{\max})` holding the spectrum.
+        """
         return self.rho / (1 - bounds[0])
 
     def _own_apply(self, matvec: Matvec, v: Tensor, tau: float, *, tol: float, bounds: tuple[float, float] | None,

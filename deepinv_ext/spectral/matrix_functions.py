@@ -14,19 +14,6 @@ For a symmetric operator :math:`D` (a linear denoiser, given as a function ``mat
   :math:`h_\tau(D) v = (\tau\,\mathrm{Id} - (\tau-1) D)^{-1} D v` with a residual-based error bound.
 
 Each matrix-free method returns an :class:`ApplyInfo` with its cost and error estimate.
-
-:Examples:
-
->>> import torch
->>> from deepinv_ext.spectral import OperatorEig, lanczos_apply
->>> d = torch.linspace(0.1, 0.9, 16, dtype=torch.float64)
->>> matvec = lambda v: d * v  # a diagonal operator on (B, 16)
->>> v = torch.ones(1, 16, dtype=torch.float64)
->>> u, info = lanczos_apply(matvec, v, torch.sqrt, tol=1e-10, max_iter=16)
->>> bool(torch.allclose(u, d.sqrt() * v)), info.method
-(True, 'lanczos')
->>> bool(torch.allclose(OperatorEig(matvec, (16,)).apply(torch.sqrt, v), u))
-True
 """
 
 from __future__ import annotations
@@ -70,6 +57,21 @@ class ApplyInfo:
     :param int n_matvecs: number of applications of the operator.
     :param float error_estimate: estimated relative error :math:`\|u - h(D)v\| / \|h(D)v\|` (worst over the batch).
     :param bool converged: whether the tolerance was reached.
+    :param torch.Tensor state: an extra output (:func:`cg_solve`: the last residual; the ``"cg"`` method of
+        :class:`~deepinv_ext.spectral.ScalingFilter`: its solution, a warm start for the next call), or ``None``.
+
+    |sep|
+
+    :Examples:
+
+    >>> import torch
+    >>> d = torch.linspace(0.1, 0.9, 16, dtype=torch.float64)
+    >>> matvec = lambda v: d * v  # a diagonal operator on (B, 16)
+    >>> v = torch.ones(1, 16, dtype=torch.float64)
+    >>> from deepinv_ext.spectral import cg_solve
+    >>> _, info = cg_solve(matvec, v, tol=1e-10, max_iter=100)
+    >>> info.method, info.n_matvecs <= 16, info.error_estimate < 1e-10, info.converged
+    ('cg', True, True, True)
     """
 
     method: str
@@ -92,6 +94,21 @@ class OperatorEig:
     :param int max_dim: refuse (``ValueError``) when :math:`N` exceeds it (default 4096, i.e. 64x64 grey).
     :param int chunk: number of columns per matvec call.
     :param bool symmetrize: diagonalise :math:`(M + M^\top)/2` (the measured asymmetry is kept in ``asymmetry``).
+
+    |sep|
+
+    :Examples:
+
+    >>> import torch
+    >>> d = torch.linspace(0.1, 0.9, 16, dtype=torch.float64)
+    >>> matvec = lambda v: d * v  # a diagonal operator on (B, 16)
+    >>> v = torch.ones(1, 16, dtype=torch.float64)
+    >>> from deepinv_ext.spectral import OperatorEig
+    >>> eig = OperatorEig(matvec, (16,))
+    >>> torch.allclose(eig.eigenvalues, d), eig.asymmetry
+    (True, 0.0)
+    >>> torch.allclose(eig.apply(torch.sqrt, v), d.sqrt())
+    True
     """
 
     def __init__(self, matvec: Matvec, shape: Sequence[int], *, dtype: torch.dtype = torch.float64,
@@ -118,7 +135,11 @@ class OperatorEig:
         self.eigenvalues, self.eigenvectors = torch.linalg.eigh(mat)
 
     def apply(self, fn: ScalarFn, v: Tensor) -> Tensor:
-        r"""Return :math:`h(D)v = V h(\Lambda) V^\top v` for ``v`` of shape ``(B, *shape)``."""
+        r"""Return :math:`h(D)v = V h(\Lambda) V^\top v`.
+
+        :param Callable fn: the scalar function :math:`h`, applied to a tensor of eigenvalues.
+        :param torch.Tensor v: the vectors, shape ``(B, *shape)``.
+        """
         if tuple(v.shape[1:]) != self.shape:
             raise ValueError(f"v must have shape (B, {self.shape}), got {tuple(v.shape)}")
         V = self.eigenvectors
@@ -168,8 +189,24 @@ def lanczos_apply(matvec: Matvec, v: Tensor, fn: ScalarFn, *, tol: float = 1e-6,
     :param Callable matvec: symmetric operator on ``(B, ...)`` tensors.
     :param torch.Tensor v: batch of vectors.
     :param Callable fn: the scalar function, applied to a tensor of eigenvalues.
+    :param float tol: the tolerance on the error estimate (> 0).
+    :param int max_iter: maximum Lanczos steps (operator applications).
+    :param int check_every: steps between two evaluations of the approximation.
     :return: ``(h(D)v, ApplyInfo)``.
     :raises ValueError: ``tol`` not > 0, ``max_iter`` or ``check_every`` not a positive integer.
+
+    |sep|
+
+    :Examples:
+
+    >>> import torch
+    >>> d = torch.linspace(0.1, 0.9, 16, dtype=torch.float64)
+    >>> matvec = lambda v: d * v  # a diagonal operator on (B, 16)
+    >>> v = torch.ones(1, 16, dtype=torch.float64)
+    >>> from deepinv_ext.spectral import lanczos_apply
+    >>> u, info = lanczos_apply(matvec, v, torch.sqrt, tol=1e-10, max_iter=16)
+    >>> torch.allclose(u, d.sqrt()), info.method
+    (True, 'lanczos')
     """
     check_budget(tol, max_iter)
     positive_int(check_every, "check_every")
@@ -209,6 +246,24 @@ def lanczos_extreme(matvec: Matvec, v0: Tensor, n_iter: int = 50) -> dict[str, f
     Returns the extreme Ritz values ``lambda_min``, ``lambda_max`` (inner estimates) and their residual bounds
     ``residual_min``, ``residual_max`` = :math:`|\beta_k s_{k,i}|`: each interval
     :math:`[\theta - \rho, \theta + \rho]` contains an eigenvalue of the operator.
+
+    :param Callable matvec: symmetric operator on ``(1, ...)`` tensors.
+    :param torch.Tensor v0: the start vector, shape ``(1, ...)``.
+    :param int n_iter: Lanczos steps (operator applications).
+    :return: (dict) ``lambda_min``, ``lambda_max``, ``residual_min``, ``residual_max``, ``n_matvecs``.
+
+    |sep|
+
+    :Examples:
+
+    >>> import torch
+    >>> d = torch.linspace(0.1, 0.9, 16, dtype=torch.float64)
+    >>> matvec = lambda v: d * v  # a diagonal operator on (B, 16)
+    >>> v = torch.ones(1, 16, dtype=torch.float64)
+    >>> from deepinv_ext.spectral import lanczos_extreme
+    >>> bounds = lanczos_extreme(matvec, v, n_iter=16)
+    >>> round(bounds["lambda_min"], 6), round(bounds["lambda_max"], 6)
+    (0.1, 0.9)
     """
     positive_int(n_iter, "n_iter")
     gen = _lanczos(matvec, v0, n_iter)
@@ -237,8 +292,27 @@ def chebyshev_apply(matvec: Matvec, v: Tensor, fn: ScalarFn, bounds: tuple[float
     :math:`\sup_{[a,b]}|h - p_n|`) is below ``tol * min_{[a,b]} |h|``, which bounds the relative error whenever
     :math:`\mathrm{spec}(D)\subset[a, b]` (the caller's responsibility: pass bounds with a margin).
 
+    :param Callable matvec: symmetric operator on ``(B, ...)`` tensors.
+    :param torch.Tensor v: batch of vectors.
+    :param Callable fn: the scalar function, applied to a tensor of eigenvalues.
     :param tuple bounds: :math:`(a, b)`, an interval holding the spectrum.
+    :param float tol: the relative tolerance (> 0).
+    :param int max_degree: the largest degree :math:`n` (operator applications).
+    :return: ``(h(D)v, ApplyInfo)``.
     :raises ValueError: ``tol`` not > 0, ``max_degree`` not a positive integer, ``bounds`` not an interval.
+
+    |sep|
+
+    :Examples:
+
+    >>> import torch
+    >>> d = torch.linspace(0.1, 0.9, 16, dtype=torch.float64)
+    >>> matvec = lambda v: d * v  # a diagonal operator on (B, 16)
+    >>> v = torch.ones(1, 16, dtype=torch.float64)
+    >>> from deepinv_ext.spectral import chebyshev_apply
+    >>> u, info = chebyshev_apply(matvec, v, torch.sqrt, (0.05, 1.0), tol=1e-8)
+    >>> torch.allclose(u, d.sqrt()), info.converged
+    (True, True)
     """
     check_budget(tol, max_degree, "max_degree")
     a, b = finite_number(bounds[0], "bounds[0]", minimum=None), finite_number(bounds[1], "bounds[1]", minimum=None)
@@ -270,7 +344,27 @@ def cg_solve(matvec: Matvec, b: Tensor, *, x0: Tensor | None = None, tol: float 
     Stops when every sample has :math:`\|r\| \le` ``tol`` :math:`\|b\|`, or when ``stop(x, r)`` (a boolean
     per sample) holds for all. ``error_estimate`` is the final relative residual.
 
+    :param Callable matvec: :math:`M` on ``(B, ...)`` tensors.
+    :param torch.Tensor b: the right-hand sides.
+    :param torch.Tensor x0: a warm start (default 0).
+    :param float tol: relative residual tolerance (>= 0).
+    :param int max_iter: maximum applications of :math:`M`.
+    :param Callable stop: an extra stopping rule ``stop(x, r) -> (B,) bool`` on the iterate and its residual.
+    :return: ``(x, ApplyInfo)``, the last residual in ``ApplyInfo.state``.
     :raises ValueError: ``tol`` not >= 0 or ``max_iter`` not an integer >= 0.
+
+    |sep|
+
+    :Examples:
+
+    >>> import torch
+    >>> d = torch.linspace(0.1, 0.9, 16, dtype=torch.float64)
+    >>> matvec = lambda v: d * v  # a diagonal operator on (B, 16)
+    >>> v = torch.ones(1, 16, dtype=torch.float64)
+    >>> from deepinv_ext.spectral import cg_solve
+    >>> x, info = cg_solve(matvec, v, tol=1e-12, max_iter=100)
+    >>> torch.allclose(x, 1 / d), info.converged
+    (True, True)
     """
     finite_number(tol, "tol")
     positive_int(max_iter, "max_iter", minimum=0)

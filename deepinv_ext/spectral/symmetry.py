@@ -36,6 +36,8 @@ def symmetry_gap(matvec: Matvec, shape: tuple[int, ...], *, n_probes: int = 3, d
     :param int seed: seed of the probes.
     :return: the worst relative gap (0 for a symmetric operator, to rounding).
 
+    |sep|
+
     :Examples:
 
     >>> import torch

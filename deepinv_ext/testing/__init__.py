@@ -46,10 +46,23 @@ _CHECKS: dict[str, Callable[..., None]] = {
 def check_plugin(plugin: PluginInfo | Any, kind: str | None = None) -> None:
     r"""Run the contract check of a plugin's kind on the example it declares with ``contract_example()``.
 
-    :param plugin: a :class:`deepinv_ext.plugins.PluginInfo` (loaded from the registry), or the object itself
-        together with ``kind``.
+    :param deepinv_ext.plugins.PluginInfo, object plugin: a registered plugin (loaded from the registry), or the
+        object itself together with ``kind``.
     :param str kind: the plugin's kind, when ``plugin`` is the object.
     :raises AssertionError: the plugin declares no ``contract_example`` or fails its check.
+    :raises ValueError: ``kind`` is not a plugin kind.
+
+    |sep|
+
+    :Examples:
+
+        From the registry, or a class of one's own with its kind:
+
+        >>> from deepinv_ext import plugins, testing
+        >>> from deepinv_ext.datasets import SheppLoganPhantomDataset
+        >>> info = next(p for p in plugins.available("dataset") if p.name == "shepp_logan")
+        >>> testing.check_plugin(info)
+        >>> testing.check_plugin(SheppLoganPhantomDataset, kind="dataset")
     """
     if isinstance(plugin, PluginInfo):
         kind, obj = plugin.kind, load(plugin.kind, plugin.name, plugin.distribution)

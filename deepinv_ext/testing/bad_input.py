@@ -4,9 +4,9 @@ r"""A careless user, automated: bad inputs for every constructor argument and en
 the mistakes a user makes with it: a float or a bool where a count is due, a string where a flag is due, NaN or
 infinity where a number is due, a misspelt option, a device that is not there, the wrong kind of object; and, at the
 plugin's entry points, tensors of an integer, complex or other floating dtype, of the wrong shape (also one that
-merely broadcasts), with a NaN, an empty batch, a numpy array, a negative or NaN step size or noise level. :func:`check_bad_input` runs one case on the
-example the plugin declares with ``contractdeclared_example_of()`` and raises :class:`AssertionError` unless the outcome is
-one the input policy allows:
+merely broadcasts), with a NaN, an empty batch, a numpy array, a negative or NaN step size or noise level.
+:func:`check_bad_input` runs one case on the example the plugin declares with ``contract_example()`` and raises
+:class:`AssertionError` unless the outcome is one the input policy allows:
 
 - ``"refuse"``: a ``TypeError`` or ``ValueError`` raised by the plugin's own package (not by torch, numpy or a
   backend underneath) whose message names the argument;
@@ -31,8 +31,9 @@ Which arguments get which mistakes is read from the signature: an argument whose
 integer gets the count mistakes (and ``-1`` when its name says it counts or sizes something), a float gets NaN and
 infinity (and ``-1`` when its name says it is a tolerance, scale or noise level), a bool gets the string ``"no"``, a
 string gets an unknown option (unless it names a path), ``dtype`` gets an integer and a complex dtype, ``device`` gets
-a CUDA device that is not there, and an argument annotated with a model or physics class gets a string. A plugin whose argument legitimately takes such a value (an offset that may be
-negative, a bound that may be infinite) lists it in ``exempt``.
+a CUDA device that is not there, and an argument annotated with a model or physics class gets a string. A plugin
+whose argument legitimately takes such a value (an offset that may be negative, a bound that may be infinite) lists
+it in ``exempt``.
 """
 
 from __future__ import annotations
@@ -152,11 +153,22 @@ def bad_input_cases(plugin: PluginInfo | Any, kind: str | None = None,
                     exempt: Iterable[str] = ()) -> list[BadInputCase]:
     """The bad-input cases of a plugin, read from its signature and kind (nothing is built).
 
-    :param plugin: a :class:`deepinv_ext.plugins.PluginInfo`, or the plugin class itself together with ``kind``.
+    :param deepinv_ext.plugins.PluginInfo, type plugin: a registered plugin, or the plugin class itself together
+        with ``kind``.
     :param str kind: the plugin's kind, when ``plugin`` is the class.
-    :param exempt: substrings of case strings (``str(case)``, e.g. ``"__init__(offset=-1"``) to leave out, for
-        arguments that legitimately take a value the generic rules call bad; say why where you pass them.
+    :param Iterable[str] exempt: substrings of case strings (``str(case)``, e.g. ``"__init__(offset=-1"``) to leave
+        out, for arguments that legitimately take a value the generic rules call bad; say why where you pass them.
     :return: the cases, in a stable order.
+
+    |sep|
+
+    :Examples:
+
+        >>> from deepinv_ext.datasets import RandomEllipsesDataset
+        >>> from deepinv_ext.testing import bad_input_cases
+        >>> cases = bad_input_cases(RandomEllipsesDataset, kind="dataset")
+        >>> str(cases[0]), cases[0].expect  # a float where a count is due
+        ('RandomEllipsesDataset.__init__(length=2.5)', 'refuse')
     """
     if isinstance(plugin, PluginInfo):
         kind, obj, key = plugin.kind, load(plugin.kind, plugin.name, plugin.distribution), plugin.key
@@ -182,7 +194,6 @@ def bad_input_cases(plugin: PluginInfo | Any, kind: str | None = None,
     return [c for c in cases if not any(e in str(c) for e in exempt)]
 
 
-# ------------------------------------------------------------------ running a case
 # ------------------------------------------------------------------ running a case
 def _package_dir(obj: Any) -> str:
     module = inspect.getmodule(obj)
@@ -241,9 +252,25 @@ def _check_result(case: BadInputCase, out: Any, valid: torch.Tensor | None) -> N
 def check_bad_input(case: BadInputCase) -> str:
     """Run one :class:`BadInputCase` and check that the outcome is one the input policy allows.
 
+    :param BadInputCase case: the case, from :func:`bad_input_cases`.
     :return: ``"refused"`` (a clear error) or ``"worked"`` (a right result for a ``refuse_or_work`` input).
     :raises AssertionError: the call crashed inside another package, raised an error that does not name the
         argument, or accepted a value it should have refused (a silent wrong result).
+
+    |sep|
+
+    :Examples:
+
+        :class:`~deepinv_ext.physics.AstraCT` refuses a float count of detector cells, and an empty batch of
+        images gives an empty batch of sinograms:
+
+        >>> from deepinv_ext.physics import AstraCT
+        >>> from deepinv_ext.testing import bad_input_cases, check_bad_input
+        >>> cases = {str(case): case for case in bad_input_cases(AstraCT, kind="physics")}
+        >>> check_bad_input(cases["AstraCT.__init__(n_detectors=2.5)"])
+        'refused'
+        >>> check_bad_input(cases["AstraCT.A(x=empty batch)"])
+        'worked'
     """
     example = declared_example_of(case.target)
     package = _package_dir(case.target)

@@ -25,6 +25,20 @@ class BadInputCase:
     :param str argument: the argument given the bad value.
     :param str label: what the bad value is, e.g. ``"2.5"`` or ``"int64 tensor"``.
     :param str expect: ``"refuse"`` or ``"refuse_or_work"`` (see :mod:`deepinv_ext.testing.bad_input`).
+    :param Callable value: ``value(valid)``: the bad value, from the valid one the example passes (a tensor
+        mistake) or regardless of it (a constructor mistake).
+    :param object target: the plugin class (or callable) whose example is built.
+    :param str kind: the plugin's kind (one of :data:`deepinv_ext.plugins.KINDS`).
+
+    |sep|
+
+    :Examples:
+
+        >>> from deepinv_ext.physics import AstraCT
+        >>> from deepinv_ext.testing import bad_input_cases
+        >>> case = next(c for c in bad_input_cases(AstraCT, kind="physics") if c.label == "int64 tensor")
+        >>> str(case), case.expect
+        ('AstraCT.A(x=int64 tensor)', 'refuse')
     """
 
     plugin: str

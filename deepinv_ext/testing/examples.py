@@ -5,17 +5,6 @@ kind. It must not touch the global random state (a test suite that runs it must 
 and must not need any dataset module (so that algorithms, denoisers and losses do not depend on
 :mod:`deepinv_ext.datasets`). This module gives it the two things it needs: a seeded generator, a context that builds
 randomly initialised modules from that generator without touching the global state, and a few smooth test images.
-
-:Examples:
-
->>> import torch
->>> from deepinv_ext.testing.examples import example_generator, example_images, seeded_init
->>> g = example_generator()
->>> with seeded_init(g):
-...     layer = torch.nn.Conv2d(1, 2, 3)
->>> images = example_images(3, 16, generator=g)
->>> images[0]["x"].shape, len(images)
-(torch.Size([1, 16, 16]), 3)
 """
 
 from __future__ import annotations
@@ -38,6 +27,20 @@ def example_generator(generator: torch.Generator | None = None) -> torch.Generat
 
     :param torch.Generator generator: a CPU generator, or ``None``.
     :raises TypeError: ``generator`` is neither ``None`` nor a :class:`torch.Generator`.
+
+    |sep|
+
+    :Examples:
+
+        A ``contract_example`` draws its inputs from it, so that two calls give the same example:
+
+        >>> import torch
+        >>> from deepinv_ext.testing import example_generator
+        >>> def contract_example(generator=None):
+        ...     g = example_generator(generator)
+        ...     return {"x": torch.rand(2, 1, 8, 8, generator=g)}
+        >>> bool(torch.equal(contract_example()["x"], contract_example()["x"]))
+        True
     """
     if generator is None:
         return torch.Generator().manual_seed(DEFAULT_SEED)
@@ -56,6 +59,22 @@ def seeded_init(generator: torch.Generator) -> Iterator[None]:
     caller's random stream is left as it was.
 
     :param torch.Generator generator: where the seed comes from (one draw is consumed).
+
+    |sep|
+
+    :Examples:
+
+        The weights depend on the generator alone, and the global random stream is left as it was:
+
+        >>> import torch
+        >>> from deepinv_ext.testing import example_generator, seeded_init
+        >>> state = torch.random.get_rng_state()
+        >>> with seeded_init(example_generator()):
+        ...     first = torch.nn.Conv2d(1, 2, 3)
+        >>> with seeded_init(example_generator()):
+        ...     second = torch.nn.Conv2d(1, 2, 3)
+        >>> bool(torch.equal(first.weight, second.weight)), bool(torch.equal(torch.random.get_rng_state(), state))
+        (True, True)
     """
     seed = int(torch.randint(0, 2**62, (1,), generator=example_generator(generator)))
     with torch.random.fork_rng(devices=[]):
@@ -102,7 +121,28 @@ class ExampleImages(Dataset):
 
 def example_images(length: int, size: int, channels: int = 1, *, generator: torch.Generator | None = None,
                    dtype: torch.dtype = torch.float32) -> ExampleImages:
-    r"""Shorthand for :class:`ExampleImages` (same parameters)."""
+    r"""A handful of smooth images with a few edges, in :math:`[0, 1]`, as deepinv dict items ``{"x": x}``
+    (:class:`ExampleImages`): each a sum of four random Gaussian bumps plus one bright square, rescaled to
+    :math:`[0, 1]`, drawn once from ``generator``.
+
+    :param int length: number of images.
+    :param int size: image side in pixels (>= 4).
+    :param int channels: channels of each image.
+    :param torch.Generator generator: where the images are drawn from (default: seeded with 0).
+    :param torch.dtype dtype: a real floating dtype.
+
+    |sep|
+
+    :Examples:
+
+        >>> from deepinv_ext.testing import example_images
+        >>> images = example_images(3, 16, channels=2)
+        >>> len(images), images[0]["x"].shape
+        (3, torch.Size([2, 16, 16]))
+        >>> x = images[1]["x"]
+        >>> float(x.amin()), float(x.amax())
+        (0.0, 1.0)
+    """
     return ExampleImages(length, size, channels, generator=generator, dtype=dtype)
 
 

@@ -205,13 +205,26 @@ def check_physics(physics: dinv.physics.LinearPhysics, x: torch.Tensor, *, adjoi
     :param tuple[str] params: buffers deepinv's differentiability test differentiates ``A`` through (e.g.
         ``("mask",)``); default none.
 
+    |sep|
+
     :Examples:
 
+        Silent when the physics passes (here without deepinv's own tests, the slow part); an operator whose adjoint
+        is wrong fails:
+
+        >>> import deepinv as dinv
         >>> import torch
         >>> from deepinv_ext.physics import AstraCT
         >>> from deepinv_ext.testing import check_physics
         >>> physics = AstraCT(8, angles=6, backend="sparse", cache_dir=None)
-        >>> check_physics(physics, torch.rand(2, 1, 8, 8, dtype=torch.float64))  # silent when it passes
+        >>> x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+        >>> check_physics(physics, x, deepinv_tests=False)
+        >>> wrong = dinv.physics.LinearPhysics(A=lambda x: 2 * x, A_adjoint=lambda y: y)
+        >>> try:
+        ...     check_physics(wrong, x, deepinv_tests=False)
+        ... except AssertionError as err:
+        ...     print(str(err).startswith("adjointness error"))
+        True
     """
     if x.shape[0] < 2:
         raise ValueError(f"x must hold at least two images to check batching, got shape {tuple(x.shape)}")

@@ -104,6 +104,28 @@ def check_prior(prior: dinv.optim.Prior, x: torch.Tensor, *, rtol: float = 1e-5,
     :param bool solvers: run the solver checks (``False`` skips them: the fast checks only).
     :param tuple[str, ...] algorithms: names of the ``deepinv.optim`` algorithms to converge in.
     :param int max_iter: the iteration budget of each algorithm.
+    :raises AssertionError: naming the property that fails and by how much.
+
+    |sep|
+
+    :Examples:
+
+        deepinv's Tikhonov prior :math:`R(x) = \tfrac12 \|x\|^2` passes the fast checks; a prior whose gradient
+        is not that of its energy fails:
+
+        >>> import deepinv as dinv
+        >>> import torch
+        >>> from deepinv_ext.testing import check_prior
+        >>> x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+        >>> check_prior(dinv.optim.Tikhonov(), x, solvers=False)
+        >>> class Wrong(dinv.optim.Tikhonov):
+        ...     def grad(self, x, *args, **kwargs):
+        ...         return 2 * x
+        >>> try:
+        ...     check_prior(Wrong(), x, solvers=False)
+        ... except AssertionError as err:
+        ...     print(str(err).split(" by ")[0])
+        grad differs from the autograd gradient of fn
     """
     energy = prior.fn(x)
     assert energy.shape == (x.shape[0],), f"fn(x) has shape {tuple(energy.shape)}, expected ({x.shape[0]},)"

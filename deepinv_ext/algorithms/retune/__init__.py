@@ -1,5 +1,5 @@
 r"""ReTune: restarted truncated unrolling, a fixed-point network trained at equilibrium with the memory of :math:`L`
-layers (Davy, Briceño-Arias, Pustelnik, arXiv:2506.13239).
+layers :footcite:p:`davy2025restarted`.
 
 - :class:`ReTune` (:mod:`~deepinv_ext.algorithms.retune.model`): the reconstructor, trained with :math:`R`
   gradient-free restarts of :math:`L` layers, evaluated at its fixed point;

@@ -1,24 +1,6 @@
-r"""The Jacobian of a fixed-point layer at a point: its spectral norm and the error of the Jacobian-free adjoint.
-
-For a layer :math:`T(\cdot\,; y)` with Jacobian :math:`J = \partial_x T(x^\star)` at its fixed point and
-Lipschitz constant :math:`\rho = \|J\| < 1`, the exact (implicit) gradient of a loss :math:`\ell(x^\star)` with
-respect to the parameters is :math:`w^\top \partial_\theta T` with :math:`w = (\operatorname{Id} - J^\top)^{-1}
-\nabla\ell`. Backpropagating through :math:`L` layers started at the fixed point gives instead
-:math:`w_L = \sum_{k<L} (J^\top)^k \nabla\ell`, and :math:`w_L - w = -(J^\top)^L w`, so the relative
-Jacobian-free error obeys
-
-.. math::
-
-    \frac{\|w_L - w\|}{\|w\|} \le \rho^L .
-
-:func:`layer_lipschitz` estimates :math:`\rho` by power iteration on :math:`J^\top J` (Jacobian-vector and
-vector-Jacobian products by autograd), :func:`jacobian_free_error` measures the left-hand side and
-:func:`jacobian_free_error_bound` is the right-hand side. To keep a trained layer contractive, train with
-:class:`deepinv_ext.losses.LipschitzPenalty`.
-
-Reference: M. Davy, L. Briceño-Arias, N. Pustelnik, "Restarted contractive operators to learn at equilibrium",
-arXiv:2506.13239.
-"""
+r"""The Jacobian of a fixed-point layer at a point: its spectral norm (:func:`layer_lipschitz`) and the error of the
+Jacobian-free adjoint of ReTune :footcite:p:`davy2025restarted` (:func:`jacobian_free_error`, bounded by
+:func:`jacobian_free_error_bound`)."""
 
 from __future__ import annotations
 
@@ -62,14 +44,31 @@ def layer_lipschitz(layer: Callable, x: torch.Tensor, y: torch.Tensor, physics: 
 
     Power iteration :math:`u \leftarrow J^\top J u / \|J^\top J u\|` with Jacobian-vector products (double
     backward) and vector-Jacobian products (autograd); the layer being applied per sample, its Jacobian is block
-    diagonal and each sample gets its own estimate. The returned tensor carries no graph.
+    diagonal and each sample gets its own estimate. The returned tensor carries no graph. To keep a trained layer
+    contractive, train with :class:`deepinv_ext.losses.LipschitzPenalty`.
 
-    :param layer: the layer, called as ``layer(x, y, physics)`` (twice differentiable in ``x``).
+    :param Callable layer: the layer, called as ``layer(x, y, physics)`` (twice differentiable in ``x``).
     :param torch.Tensor x: where to linearise, ``(B, C, H, W)``.
+    :param torch.Tensor y: the measurements.
+    :param deepinv.physics.Physics physics: the forward operator.
     :param int n_iter: maximum number of power iterations.
     :param float tol: stop when the estimates change by less than ``tol`` (relative).
+    :param torch.Generator generator: the generator of the random start (``None``: the global one).
     :return: tensor ``(B,)`` of estimated Lipschitz constants (a lower bound on the local constant that converges
         to it).
+
+    |sep|
+
+    :Examples:
+
+    >>> import torch, deepinv as dinv
+    >>> from deepinv_ext.algorithms import GradientStepLayer, layer_lipschitz
+    >>> physics = dinv.physics.Denoising()
+    >>> y = torch.rand(1, 1, 8, 8)
+    >>> layer = GradientStepLayer(dinv.optim.Tikhonov(), step=0.5, lam=0.1)   # Jacobian (1 - 0.5 * 1.1) Id
+    >>> rho = layer_lipschitz(layer, y, y, physics, generator=torch.Generator().manual_seed(0))
+    >>> [round(v, 4) for v in rho.tolist()]
+    [0.45]
     """
     positive_int(n_iter, "n_iter")
     finite_number(tol, "tol", strict=True)
@@ -91,7 +90,21 @@ def layer_lipschitz(layer: Callable, x: torch.Tensor, y: torch.Tensor, physics: 
 
 def jacobian_free_error_bound(lipschitz: float | torch.Tensor, depth: int) -> float | torch.Tensor:
     r"""Bound :math:`\rho^L` on the relative error of the :math:`L`-layer Jacobian-free adjoint (valid for
-    :math:`\rho < 1`)."""
+    :math:`\rho < 1`; see :func:`jacobian_free_error`).
+
+    :param float, torch.Tensor lipschitz: the Lipschitz constant :math:`\rho` of the layer (e.g. from
+        :func:`layer_lipschitz`).
+    :param int depth: the number of layers :math:`L` backpropagated through.
+    :return: :math:`\rho^L`.
+
+    |sep|
+
+    :Examples:
+
+    >>> from deepinv_ext.algorithms import jacobian_free_error_bound
+    >>> jacobian_free_error_bound(0.5, 10)
+    0.0009765625
+    """
     positive_int(depth, "depth")
     finite_values(lipschitz, "lipschitz")
     return lipschitz**depth
@@ -102,14 +115,45 @@ def jacobian_free_error(layer: Callable, x_star: torch.Tensor, y: torch.Tensor, 
                         tol: float = 1e-10) -> float:
     r"""Measured relative error :math:`\|w_L - w\| / \|w\|` of the :math:`L`-layer Jacobian-free adjoint.
 
-    :math:`w = (\operatorname{Id} - J^\top)^{-1} g` is solved by the fixed-point iteration
-    :math:`w \leftarrow g + J^\top w` (convergent when the layer is a contraction) and
-    :math:`w_L = \sum_{k<L} (J^\top)^k g` is its truncation, both with vector-Jacobian products at ``x_star``.
+    For a layer :math:`T(\cdot\,; y)` with Jacobian :math:`J = \partial_x T(x^\star)` at its fixed point and
+    Lipschitz constant :math:`\rho = \|J\| < 1`, the exact (implicit) gradient of a loss :math:`\ell(x^\star)` with
+    respect to the parameters is :math:`w^\top \partial_\theta T` with
+    :math:`w = (\operatorname{Id} - J^\top)^{-1} g`, :math:`g = \nabla\ell(x^\star)`. Backpropagating through
+    :math:`L` layers started at the fixed point (ReTune's training step) gives instead
+    :math:`w_L = \sum_{k<L} (J^\top)^k g`, and :math:`w_L - w = -(J^\top)^L w`, so
 
+    .. math::
+
+        \frac{\|w_L - w\|}{\|w\|} \le \rho^L
+
+    (:func:`jacobian_free_error_bound`). Here :math:`w` is solved by the fixed-point iteration
+    :math:`w \leftarrow g + J^\top w` (convergent when the layer is a contraction) and :math:`w_L` is its
+    truncation, both with vector-Jacobian products at ``x_star``.
+
+    :param Callable layer: the layer, called as ``layer(x, y, physics)``.
     :param torch.Tensor x_star: (an approximation of) the fixed point.
+    :param torch.Tensor y: the measurements.
+    :param deepinv.physics.Physics physics: the forward operator.
     :param torch.Tensor grad_output: :math:`g = \nabla \ell(x^\star)`.
     :param int depth: the number of layers :math:`L` backpropagated through.
     :param int n_iter: maximum iterations of the adjoint fixed-point solve.
+    :param float tol: relative change at which the adjoint solve stops.
+    :return: the relative error, as a float.
+
+    |sep|
+
+    :Examples:
+
+    For a linear layer :math:`J = \rho\,\mathrm{Id}` the bound is attained:
+
+    >>> import torch, deepinv as dinv
+    >>> from deepinv_ext.algorithms import GradientStepLayer, jacobian_free_error
+    >>> physics = dinv.physics.Denoising()
+    >>> y = torch.rand(1, 1, 8, 8)
+    >>> layer = GradientStepLayer(dinv.optim.Tikhonov(), step=0.5, lam=0.1)   # Jacobian (1 - 0.5 * 1.1) Id
+    >>> err = jacobian_free_error(layer, y, y, physics, grad_output=torch.ones_like(y), depth=3)
+    >>> round(err, 4), round(0.45 ** 3, 4)
+    (0.0911, 0.0911)
     """
     positive_int(depth, "depth")
     positive_int(n_iter, "n_iter")

@@ -1,27 +1,5 @@
-r"""Parametrised fixed-point layers :math:`x_{k+1} = T_\theta(x_k; y)` for :class:`deepinv_ext.algorithms.ReTune`.
-
-A layer is one iteration of a fixed-point scheme whose parameters :math:`\theta` are shared by every layer of the
-unrolled network. The layers here are forward-backward (proximal gradient) steps on
-:math:`f(x) = \tfrac12 \|Ax - y\|^2` (deepinv's :class:`deepinv.optim.L2` data fidelity):
-
-.. math::
-
-    T_\theta(x) = P_\theta\big(x - \gamma A^\top (A x - y)\big),
-
-with :math:`P_\theta = \operatorname{prox}_{\gamma\lambda g}` for a proximal prior (:class:`ForwardBackwardLayer`)
-or a denoiser :math:`D_\sigma` (plug-and-play, :class:`PnPForwardBackwardLayer`), or gradient steps on
-:math:`f + \lambda g` for a smooth learned prior such as TDV or AR (:class:`GradientStepLayer`). The step is learned in
-:math:`(0, 2/\beta)` with :math:`\beta \ge \|A\|^2` given by the user (``data_lipschitz``), so that for a convex
-prior the gradient step is nonexpansive and the layer is averaged (hence its iterates converge); it is a
-contraction when :math:`A^\top A \succ 0` (denoising, invertible blur).
-
-Every layer is a :class:`FixedPointLayer` (what :class:`~deepinv_ext.algorithms.ReTune` iterates); the two
-forward-backward layers are also :class:`ProximalGradientLayer` (their backward step can be handed to deepinv's
-optimisers).
-
-Reference: M. Davy, L. Briceño-Arias, N. Pustelnik, "Restarted contractive operators to learn at equilibrium",
-arXiv:2506.13239.
-"""
+r"""Fixed-point layers :math:`x_{k+1} = T_\theta(x_k; y)` for :class:`deepinv_ext.algorithms.ReTune`
+:footcite:p:`davy2025restarted`: forward-backward, gradient-step and anchored layers."""
 
 from __future__ import annotations
 
@@ -62,6 +40,8 @@ class FixedPointLayer(torch.nn.Module, abc.ABC):
     :meth:`lipschitz_bound` (an analytical upper bound on the Lipschitz constant in :math:`x`, or ``None``).
     :class:`~deepinv_ext.algorithms.ReTune` and :class:`AnchoredLayer` accept instances of this class only.
 
+    |sep|
+
     :Examples:
 
     >>> import deepinv as dinv, torch
@@ -69,18 +49,26 @@ class FixedPointLayer(torch.nn.Module, abc.ABC):
     ...     def forward(self, x, y, physics):
     ...         return 0.5 * (x + physics.A_adjoint(y))
     >>> physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1))
-    >>> y = torch.ones(1, 1, 4, 4)
-    >>> layer = Halve()
+    >>> y, layer = torch.ones(1, 1, 4, 4), Halve()
     >>> float(layer(layer.init(y, physics), y, physics).mean())
     1.0
     """
 
     @abc.abstractmethod
     def forward(self, x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
-        r"""One iteration :math:`T_\theta(x; y)`, of the shape of ``x``."""
+        r"""One iteration :math:`T_\theta(x; y)`, of the shape of ``x``.
+
+        :param torch.Tensor x: the iterate :math:`x_k`.
+        :param torch.Tensor y: the measurements.
+        :param deepinv.physics.Physics physics: the forward operator :math:`A`.
+        """
 
     def init(self, y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
-        r"""Initial iterate :math:`x_0 = A^\top y`."""
+        r"""Initial iterate :math:`x_0 = A^\top y`.
+
+        :param torch.Tensor y: the measurements.
+        :param deepinv.physics.Physics physics: the forward operator :math:`A`.
+        """
         return physics.A_adjoint(y)
 
     def lipschitz_bound(self) -> float | None:
@@ -113,18 +101,42 @@ class _GradientStepMixin(FixedPointLayer):
 
 
 class ProximalGradientLayer(_GradientStepMixin):
-    r"""Base class of a forward-backward layer :math:`T_\theta(x) = P_\theta\big(x - \gamma A^\top(Ax - y)\big)`: the
-    learned gradient step on the L2 data fidelity, then a backward step :math:`P_\theta` (:meth:`proximal_step`: a
-    proximal operator or a denoiser).
+    r"""Base class of a forward-backward layer :math:`T_\theta(x) = P_\theta\big(x - \gamma A^\top(Ax - y)\big)`,
+    with :math:`P_\theta` (:meth:`proximal_step`) a proximal operator or a denoiser.
 
-    Subclasses implement :meth:`proximal_step` and :meth:`forward`. Declaring the backward step lets deepinv's own
-    optimisers run the layer: :class:`~deepinv_ext.algorithms.LayerProxPrior` hands :meth:`proximal_step` to
-    ``PGD``, DEQ and ``unfolded_builder`` as a prior's ``prox`` (:func:`~deepinv_ext.algorithms.deq_baseline`).
+    The step is learned, :math:`\gamma = (2/\beta)\,\mathrm{sigmoid}(\theta_\gamma) \in (0, 2/\beta)` with
+    :math:`\beta \ge \|A\|^2` given (``data_lipschitz``): the gradient step is nonexpansive,
+    :math:`\|\mathrm{Id} - \gamma A^\top A\| \le 1`, so for the prox of a convex prior the layer is averaged and
+    its iterates converge; it is a contraction when :math:`A^\top A \succ 0` (denoising, invertible blur).
+    Subclasses implement :meth:`proximal_step` and :meth:`forward`; :class:`~deepinv_ext.algorithms.LayerProxPrior`
+    hands :meth:`proximal_step` to deepinv's optimisers as a prior's ``prox``
+    (:func:`~deepinv_ext.algorithms.deq_baseline`).
+
+    |sep|
+
+    :Examples:
+
+    A :class:`ForwardBackwardLayer` is the backward step after the gradient step:
+
+    >>> import torch, deepinv as dinv
+    >>> physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1))
+    >>> y = physics(torch.rand(1, 1, 16, 16))
+    >>> from deepinv_ext.algorithms import ForwardBackwardLayer
+    >>> from deepinv_ext.priors import WaveletL1Prior
+    >>> layer = ForwardBackwardLayer(WaveletL1Prior(level=2), step=1.0, lam=0.05)
+    >>> x = torch.rand(1, 1, 16, 16)
+    >>> v = x - layer.step * physics.A_adjoint(physics.A(x) - y)
+    >>> torch.allclose(layer(x, y, physics), layer.proximal_step(v, layer.step))
+    True
     """
 
     @abc.abstractmethod
     def proximal_step(self, v: torch.Tensor, gamma: float | torch.Tensor) -> torch.Tensor:
-        r"""The backward step :math:`P_\theta(v)` for the step size ``gamma``, of the shape of ``v``."""
+        r"""The backward step :math:`P_\theta(v)` for the step size ``gamma``, of the shape of ``v``.
+
+        :param torch.Tensor v: the output of the gradient step.
+        :param float, torch.Tensor gamma: the step size :math:`\gamma`.
+        """
 
 
 class _WeightMixin(torch.nn.Module):
@@ -144,10 +156,8 @@ class ForwardBackwardLayer(_WeightMixin, ProximalGradientLayer):
     r"""Forward-backward layer with a proximal prior:
     :math:`T_\theta(x) = \operatorname{prox}_{\gamma\lambda g}(x - \gamma A^\top(Ax - y))`.
 
-    Learned: the step :math:`\gamma \in (0, 2/\beta)`, the regularisation weight :math:`\lambda = e^{\theta_\lambda}`
-    and the prior's own parameters (e.g. the band weights of :class:`deepinv_ext.priors.WaveletL1Prior`). For a
-    convex :math:`g` the layer is averaged (nonexpansive), and its fixed points are the minimisers of
-    :math:`\tfrac12\|Ax-y\|^2 + \lambda g(x)`.
+    Learned: :math:`\gamma \in (0, 2/\beta)`, :math:`\lambda = e^{\theta_\lambda}` and the prior's own parameters.
+    For a convex :math:`g` the layer is averaged and its fixed points minimise :math:`\tfrac12\|Ax-y\|^2 + \lambda g`.
 
     :param deepinv.optim.Prior prior: a prior with ``prox(x, *args, gamma=...)``
         (:class:`deepinv_ext.priors.WaveletL1Prior`, deepinv's ``WaveletPrior``, ``TVPrior``, ...).
@@ -156,6 +166,18 @@ class ForwardBackwardLayer(_WeightMixin, ProximalGradientLayer):
     :param float data_lipschitz: upper bound :math:`\beta` on :math:`\|A\|^2` (1 for denoising, normalised blur).
     :param bool train_step: learn :math:`\gamma`.
     :param bool train_lam: learn :math:`\lambda`.
+
+    |sep|
+
+    :Examples:
+
+    >>> from deepinv_ext.algorithms import ForwardBackwardLayer
+    >>> from deepinv_ext.priors import WaveletL1Prior
+    >>> layer = ForwardBackwardLayer(WaveletL1Prior(level=2), step=1.0, lam=0.05)
+    >>> round(layer.step.item(), 4), round(layer.lam.item(), 4), layer.lipschitz_bound()
+    (1.0, 0.05, 1.0)
+    >>> sorted(name for name, p in layer.named_parameters() if p.requires_grad)
+    ['log_lam', 'prior.log_weight', 'step_logit']
     """
 
     def __init__(self, prior: dinv.optim.Prior, step: float = 1.0, lam: float = 0.05, data_lipschitz: float = 1.0,
@@ -168,10 +190,20 @@ class ForwardBackwardLayer(_WeightMixin, ProximalGradientLayer):
         self._init_lam(lam, train_lam)
 
     def proximal_step(self, v: torch.Tensor, gamma: float | torch.Tensor) -> torch.Tensor:
-        r""":math:`\operatorname{prox}_{\gamma\lambda g}(v)` for the step ``gamma``."""
+        r""":math:`\operatorname{prox}_{\gamma\lambda g}(v)` for the step ``gamma``.
+
+        :param torch.Tensor v: the output of the gradient step.
+        :param float, torch.Tensor gamma: the step size :math:`\gamma`.
+        """
         return self.prior.prox(v, gamma=(gamma * self.lam).to(v.dtype))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
+        r""":math:`\operatorname{prox}_{\gamma\lambda g}(x - \gamma A^\top(Ax - y))`.
+
+        :param torch.Tensor x: the iterate :math:`x_k`.
+        :param torch.Tensor y: the measurements.
+        :param deepinv.physics.Physics physics: the forward operator :math:`A`.
+        """
         return self.proximal_step(self.gradient_step(x, y, physics), self.step)
 
     def lipschitz_bound(self) -> float:
@@ -183,21 +215,33 @@ class PnPForwardBackwardLayer(ProximalGradientLayer):
     r"""Plug-and-play forward-backward layer: :math:`T_\theta(x) = D_\sigma(x - \gamma A^\top(Ax - y))`.
 
     Learned: the step :math:`\gamma \in (0, 2/\beta)`, the denoiser's noise level :math:`\sigma = e^{\theta_\sigma}`
-    and, when ``train_denoiser=True``, the denoiser's weights. A trained denoiser is not contractive by itself: keep
-    the layer contractive with :class:`deepinv_ext.losses.LipschitzPenalty` (built on deepinv's
-    :class:`deepinv.loss.JacobianSpectralNorm`) or wrap it in :class:`AnchoredLayer` (a contraction whenever the
-    layer's constant is below :math:`1/(1-c)`), and check it with :func:`deepinv_ext.algorithms.layer_lipschitz`.
+    and, with ``train_denoiser=True``, its weights. A trained denoiser is not contractive by itself: train with
+    :class:`deepinv_ext.losses.LipschitzPenalty` or wrap the layer in :class:`AnchoredLayer`, and check it with
+    :func:`deepinv_ext.algorithms.layer_lipschitz`.
 
     :param deepinv.models.Denoiser denoiser: any deepinv denoiser ``denoiser(x, sigma)``.
     :param float step: initial step size :math:`\gamma`.
     :param float sigma: initial denoiser noise level :math:`\sigma`.
     :param float data_lipschitz: upper bound :math:`\beta` on :math:`\|A\|^2`.
-    :param float relaxation: if given, a learned relaxation :math:`\alpha \in (0,1)` initialised there, and the
-        layer is :math:`(1-\alpha) v + \alpha D_\sigma(v)` with :math:`v` the gradient step (it tunes the strength of
-        a blind denoiser such as DnCNN, and shrinks the Lipschitz constant of an expansive one).
+    :param float relaxation: if given, a learned :math:`\alpha \in (0,1)` initialised there: the layer is then
+        :math:`(1-\alpha) v + \alpha D_\sigma(v)`, :math:`v` the gradient step (tunes a blind denoiser's strength).
     :param bool train_denoiser: train the denoiser's weights (else they are frozen: ``requires_grad=False``).
     :param bool train_step: learn :math:`\gamma`.
     :param bool train_sigma: learn :math:`\sigma` (and :math:`\alpha`).
+
+    |sep|
+
+    :Examples:
+
+    >>> import torch, deepinv as dinv
+    >>> physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1))
+    >>> y = physics(torch.rand(1, 1, 16, 16))
+    >>> from deepinv_ext.algorithms import PnPForwardBackwardLayer
+    >>> layer = PnPForwardBackwardLayer(dinv.models.TVDenoiser(n_it_max=10), sigma=0.1, relaxation=0.5)
+    >>> sorted(name for name, p in layer.named_parameters() if p.requires_grad)
+    ['log_sigma', 'relaxation_logit', 'step_logit']
+    >>> layer(physics.A_adjoint(y), y, physics).shape
+    torch.Size([1, 1, 16, 16])
     """
 
     def __init__(self, denoiser: torch.nn.Module, step: float = 1.0, sigma: float = 0.05,
@@ -228,12 +272,22 @@ class PnPForwardBackwardLayer(ProximalGradientLayer):
         return None if self.relaxation_logit is None else torch.sigmoid(self.relaxation_logit)
 
     def proximal_step(self, v: torch.Tensor, gamma: float | torch.Tensor | None = None) -> torch.Tensor:
-        r""":math:`(1-\alpha) v + \alpha D_\sigma(v)` (``gamma`` is unused: a denoiser has no step)."""
+        r""":math:`(1-\alpha) v + \alpha D_\sigma(v)`.
+
+        :param torch.Tensor v: the output of the gradient step.
+        :param float, torch.Tensor gamma: unused (a denoiser has no step).
+        """
         out = self.denoiser(v, self.sigma.to(v.dtype))
         alpha = self.relaxation
         return out if alpha is None else v + alpha.to(v.dtype) * (out - v)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
+        r""":math:`(1-\alpha) v + \alpha D_\sigma(v)` with :math:`v = x - \gamma A^\top(Ax - y)`.
+
+        :param torch.Tensor x: the iterate :math:`x_k`.
+        :param torch.Tensor y: the measurements.
+        :param deepinv.physics.Physics physics: the forward operator :math:`A`.
+        """
         return self.proximal_step(self.gradient_step(x, y, physics))
 
 
@@ -241,11 +295,9 @@ class GradientStepLayer(_WeightMixin, _GradientStepMixin):
     r"""Gradient-descent layer on :math:`\tfrac12\|Ax-y\|^2 + \lambda g(x)` for a smooth (learned) prior:
     :math:`T_\theta(x) = x - \gamma\big(A^\top(Ax - y) + \lambda \nabla g(x)\big)`.
 
-    For TDV, AR/ACR or any :class:`deepinv.optim.Prior` with ``grad``. Learned: :math:`\gamma \in (0, 2/\beta)`,
-    :math:`\lambda = e^{\theta_\lambda}` and, with ``train_prior=True``, the prior's weights. Its fixed points are the
-    critical points of the energy; for a convex :math:`L_g`-smooth :math:`g` the layer is nonexpansive when
-    :math:`\gamma \le 2/(\beta + \lambda L_g)` (check with :func:`deepinv_ext.algorithms.layer_lipschitz`, or keep it
-    contractive with :class:`deepinv_ext.losses.LipschitzPenalty`).
+    Learned: :math:`\gamma`, :math:`\lambda = e^{\theta_\lambda}` and (``train_prior=True``) the prior's weights. Its
+    fixed points are the critical points of the energy; for a convex :math:`L_g`-smooth :math:`g` it is nonexpansive
+    when :math:`\gamma \le 2/(\beta + \lambda L_g)` (check with :func:`deepinv_ext.algorithms.layer_lipschitz`).
 
     :param deepinv.optim.Prior prior: a prior with ``grad(x)`` (deepinv's ``Tikhonov``, TDV, AR, ...).
     :param float step: initial step size :math:`\gamma`.
@@ -254,6 +306,23 @@ class GradientStepLayer(_WeightMixin, _GradientStepMixin):
     :param bool train_prior: train the prior's weights (else frozen).
     :param bool train_step: learn :math:`\gamma`.
     :param bool train_lam: learn :math:`\lambda`.
+
+    |sep|
+
+    :Examples:
+
+    With the Tikhonov prior :math:`g(x) = \frac12\|x\|^2` on denoising, the fixed point is :math:`y/(1 + \lambda)`:
+
+    >>> import torch, deepinv as dinv
+    >>> physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1))
+    >>> y = physics(torch.rand(1, 1, 16, 16))
+    >>> from deepinv_ext.algorithms import GradientStepLayer
+    >>> layer = GradientStepLayer(dinv.optim.Tikhonov(), step=0.5, lam=0.1)
+    >>> x = layer.init(y, physics)
+    >>> for _ in range(60):
+    ...     x = layer(x, y, physics)
+    >>> torch.allclose(x, y / (1 + layer.lam), atol=1e-6)
+    True
     """
 
     def __init__(self, prior: dinv.optim.Prior, step: float = 0.5, lam: float = 0.05, data_lipschitz: float = 1.0,
@@ -267,24 +336,37 @@ class GradientStepLayer(_WeightMixin, _GradientStepMixin):
         self._init_lam(lam, train_lam)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
+        r""":math:`x - \gamma\big(A^\top(Ax - y) + \lambda \nabla g(x)\big)`.
+
+        :param torch.Tensor x: the iterate :math:`x_k`.
+        :param torch.Tensor y: the measurements.
+        :param deepinv.physics.Physics physics: the forward operator :math:`A`.
+        """
         gamma, lam = self.step.to(x.dtype), self.lam.to(x.dtype)
         return x - gamma * (self.data_fidelity.grad(x, y, physics) + lam * self.prior.grad(x))
 
 
 class AnchoredLayer(FixedPointLayer):
-    r"""A layer made contractive by anchoring it to the initial iterate:
-    :math:`T^c_\theta(x) = (1 - c)\, T_\theta(x) + c\, x_0(y)` with :math:`x_0 = A^\top y` (the inner layer's
-    :meth:`~FixedPointLayer.init`).
+    r"""A layer made contractive by anchoring it to its initial iterate :math:`x_0(y)` (e.g. :math:`A^\top y`):
+    :math:`T^c_\theta(x) = (1 - c)\, T_\theta(x) + c\, x_0(y)`.
 
-    Its Lipschitz constant in :math:`x` is exactly :math:`(1 - c)\,\mathrm{Lip}(T_\theta)`: it is a contraction as
-    soon as :math:`\mathrm{Lip}(T_\theta) < 1/(1-c)`, which leaves room for a trained denoiser that is slightly
-    expansive (forward-backward on a blur is only nonexpansive, :math:`\|I - \gamma A^\top A\| = 1`, so a PnP layer
-    is a contraction only if the denoiser is one). The fixed point moves towards :math:`x_0`; training at
-    equilibrium (ReTune) learns the inner layer for the anchored fixed point, so the bias is trained away. It is the
-    Halpern/Tikhonov-type anchoring of fixed-point theory, with a constant weight.
+    Its Lipschitz constant in :math:`x` is :math:`(1 - c)\,\mathrm{Lip}(T_\theta)`: a contraction as soon as
+    :math:`\mathrm{Lip}(T_\theta) < 1/(1-c)`, room for a slightly expansive trained denoiser (on a blur,
+    forward-backward is only nonexpansive). The fixed point moves towards :math:`x_0`; training at equilibrium learns
+    the inner layer for the anchored fixed point (Halpern-type anchoring with a constant weight).
 
     :param FixedPointLayer layer: the inner layer :math:`T_\theta`.
     :param float contraction: the anchor weight :math:`c \in (0, 1)`.
+
+    |sep|
+
+    :Examples:
+
+    >>> from deepinv_ext.algorithms import AnchoredLayer, ForwardBackwardLayer
+    >>> from deepinv_ext.priors import WaveletL1Prior
+    >>> layer = ForwardBackwardLayer(WaveletL1Prior(level=2), step=1.0, lam=0.05)    # nonexpansive: bound 1
+    >>> AnchoredLayer(layer, contraction=0.1).lipschitz_bound()
+    0.9
     """
 
     def __init__(self, layer: FixedPointLayer, contraction: float = 0.1):
@@ -295,9 +377,20 @@ class AnchoredLayer(FixedPointLayer):
         self.contraction = _open_interval(contraction, "contraction")
 
     def init(self, y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
+        r"""The inner layer's initial iterate :math:`x_0(y)`, also the anchor.
+
+        :param torch.Tensor y: the measurements.
+        :param deepinv.physics.Physics physics: the forward operator :math:`A`.
+        """
         return self.layer.init(y, physics)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics) -> torch.Tensor:
+        r""":math:`(1 - c)\, T_\theta(x) + c\, x_0(y)`.
+
+        :param torch.Tensor x: the iterate :math:`x_k`.
+        :param torch.Tensor y: the measurements.
+        :param deepinv.physics.Physics physics: the forward operator :math:`A`.
+        """
         c = self.contraction
         return (1.0 - c) * self.layer(x, y, physics) + c * self.layer.init(y, physics)
 

@@ -1,22 +1,5 @@
-r"""ReTune: restarted truncated unrolling, trained at equilibrium with the memory of :math:`L` layers.
-
-An unrolled network of :math:`L` layers with shared parameters, :math:`N_\theta = T_\theta^{L}`, is restarted
-:math:`R` times from its own output without gradients, then run :math:`L` more layers with gradients:
-
-.. math::
-
-    x_0 = A^\top y, \qquad \bar x = \operatorname{sg}\big(N_\theta^{R}(x_0)\big), \qquad
-    \hat x = N_\theta(\bar x),
-
-where :math:`\operatorname{sg}` stops the gradient. The loss :math:`\ell(\hat x, x)` is backpropagated through the
-last :math:`L` layers only: a Jacobian-free step whose relative error is at most :math:`\rho^L` when the layer is
-:math:`\rho`-contractive (see :mod:`deepinv_ext.algorithms.retune.jacobian`), with the memory of :math:`L`
-layers whatever :math:`R`. At inference the network is restarted until the fixed point of :math:`T_\theta`, i.e.
-the solution of the underlying variational problem or PnP scheme, is reached.
-
-Reference: M. Davy, L. Briceño-Arias, N. Pustelnik, "Restarted contractive operators to learn at equilibrium",
-arXiv:2506.13239 (authors' code: github.com/DavyL/ReTune).
-"""
+r"""ReTune, restarted truncated unrolling :footcite:p:`davy2025restarted`: a fixed-point network trained at equilibrium
+with the memory of :math:`L` layers (:class:`ReTune`)."""
 
 from __future__ import annotations
 
@@ -38,6 +21,21 @@ _INFERENCE = ("fixed_point", "unrolled")
 
 class ReTune(dinv.models.Reconstructor):
     r"""Restarted truncated unrolled network (ReTune) around a fixed-point layer with shared parameters.
+
+    An unrolled network of :math:`L` layers with shared parameters, :math:`N_\theta = T_\theta^{L}`, is restarted
+    :math:`R` times from its own output without gradients, then run :math:`L` more layers with gradients
+    :footcite:p:`davy2025restarted`:
+
+    .. math::
+
+        x_0 = A^\top y, \qquad \bar x = \operatorname{sg}\big(N_\theta^{R}(x_0)\big), \qquad
+        \hat x = N_\theta(\bar x),
+
+    where :math:`\operatorname{sg}` stops the gradient. The loss :math:`\ell(\hat x, x)` is backpropagated through
+    the last :math:`L` layers only: a Jacobian-free step whose relative error is at most :math:`\rho^L` when the
+    layer is :math:`\rho`-contractive (:func:`~deepinv_ext.algorithms.jacobian_free_error_bound`), with the memory
+    of :math:`L` layers whatever :math:`R`. At inference the network is restarted until the fixed point of
+    :math:`T_\theta`, i.e. the solution of the underlying variational problem or PnP scheme, is reached.
 
     **Training mode** (``model.train()`` with gradients enabled): :math:`R` restarts of :math:`L` layers under
     ``torch.no_grad``, then :math:`L` layers with gradients from the detached warm start (``last_warm_start``).
@@ -64,6 +62,8 @@ class ReTune(dinv.models.Reconstructor):
     :param int monitor_every: every that many training forwards, estimate the layer's Lipschitz constant at the warm
         start and the Jacobian-free error bound :math:`\rho^L`, and append them to ``monitor_log`` (0: never).
     :param bool show_progress_bar: tqdm bar over eval-mode restarts.
+
+    |sep|
 
     :Examples:
 
@@ -104,7 +104,11 @@ class ReTune(dinv.models.Reconstructor):
     @classmethod
     def contract_example(cls, generator: torch.Generator | None = None) -> dict:
         """A small deblurring instance for :func:`deepinv_ext.testing.check_reconstructor` (side-effect free: draws
-        only from ``generator``)."""
+        only from ``generator``).
+
+        :param torch.Generator generator: the CPU generator of every random draw (``None``: one seeded with 0).
+        :return: ``{"model", "physics", "dataset"}``.
+        """
         from deepinv_ext.priors.wavelet import WaveletL1Prior
         from deepinv_ext.testing.examples import example_blur, example_generator, example_images
 
@@ -116,7 +120,11 @@ class ReTune(dinv.models.Reconstructor):
 
     @staticmethod
     def relative_residuals(x_new: torch.Tensor, x_old: torch.Tensor) -> torch.Tensor:
-        r"""Per-sample :math:`\|x_{k+1} - x_k\| / \|x_k\|`, shape ``(B,)`` (no graph)."""
+        r"""Per-sample :math:`\|x_{k+1} - x_k\| / \|x_k\|`, shape ``(B,)`` (no graph).
+
+        :param torch.Tensor x_new: :math:`x_{k+1}`.
+        :param torch.Tensor x_old: :math:`x_k`.
+        """
         x_new, x_old = x_new.detach(), x_old.detach()
         num = torch.linalg.vector_norm((x_new - x_old).flatten(1), dim=1)
         den = torch.linalg.vector_norm(x_old.flatten(1), dim=1).clamp_min(torch.finfo(x_old.dtype).tiny)
@@ -124,12 +132,22 @@ class ReTune(dinv.models.Reconstructor):
 
     @staticmethod
     def relative_residual(x_new: torch.Tensor, x_old: torch.Tensor) -> float:
-        r"""Largest per-sample :math:`\|x_{k+1} - x_k\| / \|x_k\|` over the batch."""
+        r"""Largest per-sample :math:`\|x_{k+1} - x_k\| / \|x_k\|` over the batch, as a float.
+
+        :param torch.Tensor x_new: :math:`x_{k+1}`.
+        :param torch.Tensor x_old: :math:`x_k`.
+        """
         return float(ReTune.relative_residuals(x_new, x_old).max())
 
     def unroll(self, x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics,
                n_layers: int | None = None) -> torch.Tensor:
-        r"""Apply :math:`n` layers (default :math:`L`) with the current grad mode: :math:`T_\theta^{n}(x)`."""
+        r"""Apply :math:`n` layers (default :math:`L`) with the current grad mode: :math:`T_\theta^{n}(x)`.
+
+        :param torch.Tensor x: the starting iterate.
+        :param torch.Tensor y: the measurements.
+        :param deepinv.physics.Physics physics: the forward operator.
+        :param int n_layers: the number of layers :math:`n` (``None``: ``depth``).
+        """
         for _ in range(self.depth if n_layers is None else int(n_layers)):
             x = self.iteration(x, y, physics)
         return x
@@ -142,6 +160,8 @@ class ReTune(dinv.models.Reconstructor):
         :param deepinv.physics.LinearPhysics physics: forward operator.
         :param torch.Tensor x_init: initial iterate (default: the layer's ``init(y, physics)``, :math:`A^\top y`), of
             the shape of :math:`A^\top y`.
+        :param kwargs: ignored (the signature of :class:`deepinv.models.Reconstructor`).
+        :return: the reconstruction, of the shape of :math:`A^\top y`.
         :raises TypeError: a physics that is not linear, a ``y`` or ``x_init`` that is not a real floating tensor of
             the layer's dtype.
         :raises ValueError: an empty batch, NaN or inf in ``y``, or a ``y`` that does not fit ``physics``.
@@ -174,7 +194,13 @@ class ReTune(dinv.models.Reconstructor):
                     x_init: torch.Tensor | None = None) -> torch.Tensor:
         r"""Restart until :math:`\|x_{k+1} - x_k\| / \|x_k\| <` ``tol`` for every image (checked on the last
         layer of each restart) or ``max_restarts``; fills ``residual_history`` (one entry per layer, the largest
-        over the batch), ``last_restarts`` and ``converged``. Arguments and errors as :meth:`forward`."""
+        over the batch), ``last_restarts`` and ``converged``; errors as :meth:`forward`. Runs without a graph.
+
+        :param torch.Tensor y: the measurements.
+        :param deepinv.physics.LinearPhysics physics: the forward operator.
+        :param torch.Tensor x_init: the starting iterate (default: the layer's ``init(y, physics)``).
+        :return: the last iterate.
+        """
         check_measurement(y, physics, x_init, model=self)
         return self._fixed_point(y, physics, x_init)
 
@@ -203,7 +229,15 @@ class ReTune(dinv.models.Reconstructor):
     def diagnostics(self, x: torch.Tensor, y: torch.Tensor, physics: dinv.physics.Physics, *,
                     n_iter: int = 20, **extra) -> dict:
         r"""Lipschitz estimate :math:`\rho` of the layer at ``x`` (maximum over the batch), the Jacobian-free error
-        bound :math:`\rho^L` and the relative residual of one more layer at ``x``."""
+        bound :math:`\rho^L` and the relative residual of one more layer at ``x``.
+
+        :param torch.Tensor x: where to linearise the layer (e.g. the warm start of a training step).
+        :param torch.Tensor y: the measurements.
+        :param deepinv.physics.Physics physics: the forward operator.
+        :param int n_iter: power iterations of :func:`~deepinv_ext.algorithms.layer_lipschitz`.
+        :param extra: further entries of the returned dict (e.g. ``step=...``).
+        :return: ``{**extra, "lipschitz", "jf_error_bound", "warm_start_residual"}``.
+        """
         was_training = self.training
         lip = float(layer_lipschitz(self.iteration, x, y, physics, n_iter=n_iter).max())
         with torch.no_grad():

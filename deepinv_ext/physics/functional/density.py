@@ -5,9 +5,7 @@ of the trajectory, is a one-pass (zero-filled) image estimate, and :math:`D` the
 reconstruction. The weights here are scaled so that :math:`F^H D F` (SigPy's unitary-scaled NUFFT :math:`F`, see
 :mod:`deepinv_ext.physics.functional.nufft`) reproduces a smooth test image, so that :math:`F^H D y` is directly an
 image estimate. Trajectories are in SigPy's convention (see :mod:`deepinv_ext.physics.functional.trajectories`).
-
-Reference: J. G. Pipe and P. Menon, "Sampling density compensation in MRI: rationale and an iterative numerical
-solution", MRM 41(1), 1999.
+Pipe-Menon's iteration is :footcite:t:`pipe1999sampling`'s.
 """
 
 from __future__ import annotations
@@ -35,7 +33,7 @@ def _blob_scaled(weights: np.ndarray, coord: np.ndarray, img_size: tuple[int, in
 def pipe_menon_dcf(trajectory: torch.Tensor, img_size: tuple[int, int], max_iter: int = 30) -> torch.Tensor:
     r"""Pipe-Menon density compensation weights :math:`d`, ``(B, K)`` for a trajectory ``(B, K, 2)`` or ``(K, 2)``.
 
-    SigPy's :func:`sigpy.mri.pipe_menon_dcf` iterates :math:`d \leftarrow d / (G G^H d)` with a gridding kernel
+    SigPy's :func:`sigpy.mri.pipe_menon_dcf` iterates :footcite:p:`pipe1999sampling` :math:`d \leftarrow d / (G G^H d)` with a gridding kernel
     :math:`G`; its scale is arbitrary, so the weights are then rescaled so that the density-compensated adjoint
     :math:`F^H D F` (SigPy's unitary-scaled NUFFT :math:`F`) reproduces a smooth test image (a centred Gaussian of
     width :math:`n/8`) in the least-squares sense: :math:`F^H D y` is then directly a (zero-filled) image
@@ -43,9 +41,24 @@ def pipe_menon_dcf(trajectory: torch.Tensor, img_size: tuple[int, int], max_iter
     Nyquist-sampled radial trajectory the density-compensated adjoint of that test image is off by 14% after 30
     iterations, 8% after 100; :func:`radial_dcf` (1.6%) is better for radial trajectories.
 
-    :param torch.Tensor trajectory: k-space locations, SigPy convention (see the module docstring).
+    :param torch.Tensor trajectory: k-space locations, SigPy convention (:mod:`~deepinv_ext.physics.functional.trajectories`).
     :param tuple img_size: image size ``(H, W)``.
     :param int max_iter: Pipe-Menon iterations.
+
+    |sep|
+
+    :Examples:
+
+        The weights of a spiral grow with the radius, where the samples thin out:
+
+        >>> from deepinv_ext.physics.functional import pipe_menon_dcf, spiral_trajectory
+        >>> k = spiral_trajectory((16, 16), n_interleaves=4, n_turns=2, n_samples=64)
+        >>> d = pipe_menon_dcf(k, (16, 16), max_iter=10)
+        >>> d.shape
+        torch.Size([1, 256])
+        >>> radius = k.norm(dim=-1)
+        >>> bool(d[0, radius > 6].mean() > 4 * d[0, radius < 2].mean())
+        True
     """
     import sigpy.mri as mr
 
@@ -71,12 +84,19 @@ def radial_dcf(trajectory: torch.Tensor, img_size: tuple[int, int], n_readout: i
     :param tuple img_size: image size ``(H, W)``.
     :param int n_readout: samples per spoke :math:`n_{ro}`.
 
+    |sep|
+
     :Examples:
 
-    >>> from deepinv_ext.physics.functional import radial_dcf, radial_trajectory
-    >>> k = radial_trajectory((16, 16), n_spokes=8)
-    >>> radial_dcf(k, (16, 16), n_readout=32).shape
-    torch.Size([1, 256])
+        >>> from deepinv_ext.physics.functional import radial_dcf, radial_trajectory
+        >>> k = radial_trajectory((16, 16), n_spokes=8)
+        >>> d = radial_dcf(k, (16, 16), n_readout=32)
+        >>> d.shape
+        torch.Size([1, 256])
+        >>> r = k.norm(dim=-1)
+        >>> ratio = d[0, r > 0] / r[r > 0]  # a ramp in the radius, away from the centre
+        >>> bool(torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-4))
+        True
     """
     h, w = int_pair(img_size, "img_size", minimum=2)
     coords = checked_trajectory(trajectory, (h, w))

@@ -1,7 +1,7 @@
 r"""SigPy's NUFFT and its adjoint as differentiable, batched torch functions: :func:`nufft`, :func:`nufft_adjoint`.
 
-:func:`nufft` is SigPy's Kaiser-Bessel NUFFT (Fessler-Sutton min-max gridding, scaled so that on a Cartesian grid it
-is the unitary centred DFT) at the k-space locations of a trajectory, SigPy's convention: ``(K, 2)`` or ``(B, K, 2)``
+:func:`nufft` is SigPy's :footcite:p:`ong2019sigpy` Kaiser-Bessel NUFFT (Fessler-Sutton min-max gridding
+:footcite:p:`fessler2003nonuniform`, scaled so that on a Cartesian grid it is the unitary centred DFT) at the k-space locations of a trajectory, SigPy's convention: ``(K, 2)`` or ``(B, K, 2)``
 in cycles per field of view, in :math:`[-n_d/2, n_d/2]` (see :mod:`deepinv_ext.physics.functional.trajectories`).
 
 Autograd: the NUFFT and its adjoint are a pair of :class:`torch.autograd.Function` whose backward is the other one
@@ -16,10 +16,6 @@ conversion. The gradient with respect to the trajectory is not computed.
 Devices: CPU tensors go through NumPy and SigPy's Numba kernels. CUDA tensors go to SigPy's CuPy kernels through
 DLPack, without a host round trip (:mod:`deepinv_ext.physics.functional.sigpy_arrays`); this path needs CuPy and is
 **untested here** (no GPU on the machine this was written on).
-
-References: J. A. Fessler and B. P. Sutton, "Nonuniform fast Fourier transforms using min-max interpolation",
-IEEE TSP 51(2), 2003; F. Ong and M. Lustig, "SigPy: a python package for high performance iterative
-reconstruction", ISMRM 2019.
 """
 
 from __future__ import annotations
@@ -149,22 +145,35 @@ class _NUFFTAdjoint(torch.autograd.Function):
 def nufft(x: Tensor, trajectory: Tensor, oversamp: float = 1.25, width: int = 4) -> Tensor:
     r"""Differentiable batched SigPy NUFFT: complex ``(B, ..., H, W)`` to ``(B, ..., K)``.
 
+    SigPy's :footcite:p:`ong2019sigpy` non-uniform Fourier transform
+
+    .. math:: (Fx)_k = \frac{1}{\sqrt{HW}} \sum_{p} x_p\, e^{-2i\pi \langle \kappa_k, p / n \rangle}
+
+    at the k-space locations :math:`\kappa_k` of the trajectory (:math:`p` the centred pixel indices, :math:`p / n`
+    divided by the image size entrywise), computed by Kaiser-Bessel gridding on an oversampled grid
+    :footcite:p:`fessler2003nonuniform`. On a Cartesian grid it is the unitary centred DFT. Its backward is
+    :func:`nufft_adjoint`.
+
     :param torch.Tensor x: complex images; the leading dimension is the batch.
     :param torch.Tensor trajectory: ``(K, 2)``, ``(1, K, 2)`` (shared) or ``(B, K, 2)`` (one per sample).
     :param float oversamp: grid oversampling factor.
     :param int width: Kaiser-Bessel kernel width.
 
+    |sep|
+
     :Examples:
 
-    >>> import torch
-    >>> from deepinv_ext.physics.functional import nufft, nufft_adjoint, radial_trajectory
-    >>> k = radial_trajectory((16, 16), n_spokes=8)
-    >>> x = torch.randn(2, 16, 16, dtype=torch.complex64)
-    >>> y = torch.randn(2, k.shape[0], dtype=torch.complex64)
-    >>> lhs = torch.vdot(nufft(x, k).flatten(), y.flatten())  # <F x, y> = <x, F^H y>
-    >>> rhs = torch.vdot(x.flatten(), nufft_adjoint(y, k, (16, 16)).flatten())
-    >>> bool(abs(lhs - rhs) < 1e-4 * abs(lhs))
-    True
+        The NUFFT and its adjoint are adjoint, :math:`\langle F x, y\rangle = \langle x, F^H y\rangle`:
+
+        >>> import torch
+        >>> from deepinv_ext.physics.functional import nufft, nufft_adjoint, radial_trajectory
+        >>> k = radial_trajectory((16, 16), n_spokes=8)
+        >>> x = torch.randn(2, 16, 16, dtype=torch.complex64)
+        >>> y = torch.randn(2, k.shape[0], dtype=torch.complex64)
+        >>> lhs = torch.vdot(nufft(x, k).flatten(), y.flatten())
+        >>> rhs = torch.vdot(x.flatten(), nufft_adjoint(y, k, (16, 16)).flatten())
+        >>> bool(abs(lhs - rhs) < 1e-4 * abs(lhs))
+        True
     """
     coord = trajectory[None] if trajectory.ndim == 2 else trajectory
     if coord.shape[0] > x.shape[0]:
@@ -174,13 +183,30 @@ def nufft(x: Tensor, trajectory: Tensor, oversamp: float = 1.25, width: int = 4)
 
 def nufft_adjoint(y: Tensor, trajectory: Tensor, img_size: tuple[int, int], oversamp: float = 1.25,
                   width: int = 4) -> Tensor:
-    r"""Differentiable batched adjoint of :func:`nufft`: complex ``(B, ..., K)`` to ``(B, ..., H, W)``.
+    r"""Differentiable batched adjoint :math:`F^H` of :func:`nufft`: complex ``(B, ..., K)`` to ``(B, ..., H, W)``,
+
+    .. math:: (F^H y)_p = \frac{1}{\sqrt{HW}} \sum_k y_k\, e^{2i\pi \langle \kappa_k, p / n \rangle}.
 
     :param torch.Tensor y: complex k-space samples; the leading dimension is the batch.
     :param torch.Tensor trajectory: ``(K, 2)``, ``(1, K, 2)`` (shared) or ``(B, K, 2)`` (one per sample).
     :param tuple img_size: image size ``(H, W)``.
     :param float oversamp: grid oversampling factor.
     :param int width: Kaiser-Bessel kernel width.
+
+    |sep|
+
+    :Examples:
+
+        On the Cartesian grid, :math:`F^H` inverts :math:`F` (the unitary DFT):
+
+        >>> import torch
+        >>> from deepinv_ext.physics.functional import nufft, nufft_adjoint
+        >>> grid = torch.stack(torch.meshgrid(torch.arange(-4.0, 4), torch.arange(-4.0, 4), indexing="ij"), -1)
+        >>> x = torch.randn(1, 8, 8, dtype=torch.complex128)
+        >>> x_back = nufft_adjoint(nufft(x, grid.reshape(-1, 2), oversamp=2.0, width=6), grid.reshape(-1, 2), (8, 8),
+        ...                        oversamp=2.0, width=6)
+        >>> bool((x_back - x).abs().max() < 1e-2)
+        True
     """
     coord = trajectory[None] if trajectory.ndim == 2 else trajectory
     if coord.shape[0] > y.shape[0]:

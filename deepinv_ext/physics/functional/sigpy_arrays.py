@@ -3,14 +3,6 @@ r"""Torch tensors to and from the arrays SigPy computes on, without a copy.
 SigPy works on NumPy arrays (CPU) and CuPy arrays (CUDA). :func:`to_array` hands it a torch tensor's memory (NumPy's
 buffer protocol on the CPU, DLPack on CUDA) and :func:`to_tensor` takes the result back onto a torch device. The CUDA
 path needs CuPy and is **untested here** (no GPU on the machine this was written on).
-
-:Examples:
-
->>> import torch
->>> t = torch.arange(3.0)
->>> a = to_array(t)
->>> type(a).__name__, to_tensor(a * 2, t.device).tolist()
-('ndarray', [0.0, 2.0, 4.0])
 """
 
 from __future__ import annotations
@@ -28,6 +20,18 @@ def to_array(t: Tensor) -> Any:
     lazy conjugation resolved, made contiguous first).
 
     :param torch.Tensor t: the tensor.
+
+    |sep|
+
+    :Examples:
+
+        >>> import torch
+        >>> from deepinv_ext.physics.functional import to_array
+        >>> t = torch.arange(3.0)
+        >>> a = to_array(t)
+        >>> a[0] = 5.0  # the same memory
+        >>> type(a).__name__, t.tolist()
+        ('ndarray', [5.0, 1.0, 2.0])
     """
     t = t.detach().resolve_conj().contiguous()
     if t.device.type == "cpu":
@@ -42,6 +46,16 @@ def to_tensor(a: Any, device: torch.device) -> Tensor:
 
     :param a: a NumPy or CuPy array.
     :param torch.device device: where a NumPy array goes (a CuPy array stays on its GPU).
+
+    |sep|
+
+    :Examples:
+
+        >>> import numpy as np
+        >>> import torch
+        >>> from deepinv_ext.physics.functional import to_tensor
+        >>> to_tensor(np.arange(3.0) * 2, torch.device("cpu"))
+        tensor([0., 2., 4.], dtype=torch.float64)
     """
     if type(a).__module__.startswith("numpy"):
         return torch.from_numpy(a).to(device)

@@ -1,20 +1,14 @@
 r"""CT system matrices from ASTRA as torch sparse CSR operators, built once per geometry and cached on disk.
 
 ASTRA's ``astra.projector.matrix`` gives the system matrix :math:`A \in \mathbb{R}^{(n_\theta n_d) \times (HW)}`
-of a CPU projector (its weights are computed in float32, so storing them in float32 loses nothing). A
-:class:`SystemMatrix` holds :math:`A` and an explicitly stored :math:`A^\top` as torch CSR tensors with int32
-indices, and applies both to a whole batch in one sparse-dense product (torch's CSR kernels on the CPU, cuSPARSE on
-the GPU), so the adjoint is exact in float32 and in float64.
-
-Building is a one-off cost (about 2 s at 256x256 with 180 views, linear projector, on one core); the matrix is
-then saved under ``$DEEPINV_EXT_CACHE/astra_matrices`` (default ``~/.cache/deepinv_ext/astra_matrices``) as an
-uncompressed ``.npz`` named by a hash of the geometry and projector, and loaded from there afterwards. Pass
-``cache_dir=None`` to :func:`load_or_build` to keep nothing on disk. The first matrix a process writes into a folder
-is announced (:class:`CacheWrittenWarning`: the folder, the sizes, how to clear it); :func:`clear_cache` empties
-it. A cache file that cannot be read (empty, truncated, corrupt, or holding a matrix of another shape) is rebuilt and
-overwritten, with a warning naming it. In memory, :func:`shared_matrix` keeps the last few matrices used, shared by
-every physics of the same geometry (clones included), and :func:`view_matrix` takes a subset of the views as rows of
-the full matrix (:func:`view_index`) instead of building a new one.
+of a CPU projector (weights in float32). A :class:`SystemMatrix` holds :math:`A` and an explicitly stored
+:math:`A^\top` as torch CSR tensors, applied to a whole batch in one sparse-dense product on the CPU or the GPU.
+Building is a one-off cost (about 2 s at 256x256 with 180 views, on one core); :func:`load_or_build` saves the
+matrix under :func:`default_cache_dir` as an uncompressed ``.npz`` named by a hash of the geometry and projector,
+announces the first one a process writes into a folder (:class:`CacheWrittenWarning`), and rebuilds a cache file that
+cannot be read, with a warning naming it; :func:`clear_cache` empties the folder. In memory, :func:`shared_matrix`
+keeps the last few matrices used, shared by every physics of the same geometry, and :func:`view_matrix` takes a
+subset of the views as rows of the full matrix (:func:`view_index`) instead of building a new one.
 """
 
 from __future__ import annotations
@@ -46,7 +40,16 @@ _SHARED_KEPT = 4
 
 
 def default_cache_dir() -> Path:
-    """``$DEEPINV_EXT_CACHE/astra_matrices``, or ``~/.cache/deepinv_ext/astra_matrices`` when it is unset."""
+    """``$DEEPINV_EXT_CACHE/astra_matrices``, or ``~/.cache/deepinv_ext/astra_matrices`` when it is unset.
+
+    |sep|
+
+    :Examples:
+
+        >>> from deepinv_ext.physics.functional import default_cache_dir
+        >>> default_cache_dir().name
+        'astra_matrices'
+    """
     root = os.environ.get("DEEPINV_EXT_CACHE")
     base = Path(root) if root else Path.home() / ".cache" / "deepinv_ext"
     return base / "astra_matrices"
@@ -121,9 +124,26 @@ class SystemMatrix:
 
     Copies on other devices and dtypes are made on first use and kept (``to``). Not a ``torch.nn.Module`` on
     purpose: it is held outside the physics' state dict (it can take gigabytes), and is rebuilt from the geometry.
+    :meth:`apply` and :meth:`apply_t` compute :math:`Ax` and :math:`A^\top y` for stacks of flattened images and
+    sinograms in one sparse-dense product each, so the adjoint is exact to rounding.
 
     :param torch.Tensor matrix: CSR tensor of shape ``(n_angles * n_detectors, H * W)``, float32.
     :param torch.Tensor matrix_t: its transpose, CSR.
+
+    |sep|
+
+    :Examples:
+
+        >>> import scipy.sparse
+        >>> import torch
+        >>> from deepinv_ext.physics.functional import SystemMatrix
+        >>> dense = torch.tensor([[1.0, 0.0, 2.0], [0.0, 3.0, 0.0]])
+        >>> matrix = SystemMatrix.from_scipy(scipy.sparse.csr_matrix(dense.numpy()))
+        >>> matrix.shape, matrix.nnz
+        ((2, 3), 3)
+        >>> x, y = torch.rand(4, 3), torch.rand(4, 2)  # stacks of 4
+        >>> bool(torch.allclose(matrix.apply(x), x @ dense.T)), bool(torch.allclose(matrix.apply_t(y), y @ dense))
+        (True, True)
     """
 
     def __init__(self, matrix: torch.Tensor, matrix_t: torch.Tensor) -> None:
@@ -133,6 +153,10 @@ class SystemMatrix:
 
     @classmethod
     def from_scipy(cls, matrix) -> SystemMatrix:
+        """The system matrix of a SciPy sparse matrix (as ASTRA gives it), with its transpose stored explicitly.
+
+        :param scipy.sparse.spmatrix matrix: the matrix :math:`A`, any SciPy sparse format (stored in float32).
+        """
         matrix = matrix.tocsr()
         transpose = matrix.T.tocsr()
         return cls(_to_torch_csr(matrix.indptr, matrix.indices, matrix.data, matrix.shape),
@@ -147,7 +171,11 @@ class SystemMatrix:
         return int(self.matrix.values().numel())
 
     def to(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(A, A^T)`` on ``device`` in ``dtype`` (cached)."""
+        """``(A, A^T)`` as CSR tensors on ``device`` in ``dtype`` (made on first use and cached).
+
+        :param torch.device device: where the copies live.
+        :param torch.dtype dtype: their dtype (float32 or float64).
+        """
         key = (torch.device(device), dtype)
         if key not in self._copies:
             self._copies[key] = tuple(
@@ -157,7 +185,10 @@ class SystemMatrix:
         return self._copies[key]
 
     def rows(self, row_index: torch.Tensor) -> SystemMatrix:
-        r"""The operator restricted to some rows (measurements), e.g. a subset of the views, with its transpose."""
+        r"""The operator restricted to some rows (measurements), e.g. a subset of the views, with its transpose.
+
+        :param torch.Tensor row_index: the indices of the rows kept, in order.
+        """
         import scipy.sparse as sp
 
         m = self.matrix
@@ -166,12 +197,18 @@ class SystemMatrix:
         return SystemMatrix.from_scipy(full[row_index.cpu().numpy()])
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """:math:`A x` for a stack ``x`` of shape ``(N, H * W)``; returns ``(N, n_rows)``."""
+        """:math:`A x` for a stack ``x`` of shape ``(N, H * W)``; returns ``(N, n_rows)``.
+
+        :param torch.Tensor x: flattened images, float32 or float64, on any device.
+        """
         matrix, _ = self.to(x.device, x.dtype)
         return torch.sparse.mm(matrix, x.T.contiguous()).T
 
     def apply_t(self, y: torch.Tensor) -> torch.Tensor:
-        """:math:`A^\\top y` for a stack ``y`` of shape ``(N, n_rows)``; returns ``(N, H * W)``."""
+        """:math:`A^\\top y` for a stack ``y`` of shape ``(N, n_rows)``; returns ``(N, H * W)``.
+
+        :param torch.Tensor y: flattened sinograms, float32 or float64, on any device.
+        """
         _, matrix_t = self.to(y.device, y.dtype)
         return torch.sparse.mm(matrix_t, y.T.contiguous()).T
 
@@ -188,11 +225,29 @@ def _save(path: Path, matrix) -> None:
 def load_or_build(geometry: CTGeometry, projector: str, cache_dir: str | Path | None = "default") -> SystemMatrix:
     r"""The system matrix of ``projector`` for ``geometry``, from the disk cache or built by ASTRA (and saved).
 
-    :param CTGeometry geometry: the acquisition.
+    :param CTGeometry geometry: the acquisition (:class:`deepinv_ext.physics.AstraCT`'s private geometry record).
     :param str projector: an ASTRA CPU projector (``line``, ``strip``, ``linear``, ``line_fanflat``,
         ``strip_fanflat``).
-    :param cache_dir: folder of the cache; ``"default"`` for :func:`default_cache_dir`, ``None`` for no cache.
+    :param str, pathlib.Path, None cache_dir: folder of the cache; ``"default"`` for :func:`default_cache_dir`,
+        ``None`` for no cache.
     :raises TypeError: ``cache_dir`` is not a folder (see :func:`cache_folder`).
+
+    |sep|
+
+    :Examples:
+
+        Four views of 12 detector cells on an 8x8 image: a :math:`48 \times 64` matrix, written to the cache once:
+
+        >>> import tempfile
+        >>> from deepinv_ext.physics._astra_geometry import CTGeometry
+        >>> geometry = CTGeometry((8, 8), angles=(0.0, 45.0, 90.0, 135.0), n_detectors=12)
+        >>> from deepinv_ext.physics.functional import load_or_build
+        >>> folder = tempfile.mkdtemp()
+        >>> matrix = load_or_build(geometry, "linear", cache_dir=folder)
+        >>> matrix.shape, len(list(Path(folder).glob("*.npz")))
+        ((48, 64), 1)
+        >>> load_or_build(geometry, "linear", cache_dir=folder).nnz == matrix.nnz  # read back from the cache
+        True
     """
     folder = cache_folder(cache_dir)
     path = folder / f"{projector}-{geometry.key(projector)}.npz" if folder is not None else None
@@ -220,7 +275,20 @@ def _announce(folder: Path, path: Path) -> None:
 def clear_cache(cache_dir: str | Path = "default") -> int:
     """Delete the cached system matrices (the ``.npz`` files) of a cache folder; return the bytes freed.
 
-    :param cache_dir: the folder, or ``"default"`` for :func:`default_cache_dir`.
+    :param str, pathlib.Path cache_dir: the folder, or ``"default"`` for :func:`default_cache_dir`.
+
+    |sep|
+
+    :Examples:
+
+        >>> import tempfile
+        >>> from deepinv_ext.physics._astra_geometry import CTGeometry
+        >>> geometry = CTGeometry((8, 8), angles=(0.0, 45.0, 90.0, 135.0), n_detectors=12)
+        >>> from deepinv_ext.physics.functional import clear_cache, load_or_build
+        >>> folder = tempfile.mkdtemp()
+        >>> _ = load_or_build(geometry, "linear", cache_dir=folder)
+        >>> clear_cache(folder) > 0, clear_cache(folder)  # freed, then nothing left
+        (True, 0)
     """
     folder = cache_folder(cache_dir)
     if folder is None or not folder.is_dir():
@@ -237,9 +305,19 @@ def shared_matrix(geometry: CTGeometry, projector: str, cache_dir: str | Path | 
     used are kept, shared by every physics of that geometry (clones included); others come from
     :func:`load_or_build`.
 
-    :param CTGeometry geometry: the acquisition.
+    :param CTGeometry geometry: the acquisition (see :func:`load_or_build`).
     :param str projector: an ASTRA CPU projector (see :func:`load_or_build`).
-    :param cache_dir: folder of the disk cache (see :func:`load_or_build`).
+    :param str, pathlib.Path, None cache_dir: folder of the disk cache (see :func:`load_or_build`).
+
+    |sep|
+
+    :Examples:
+
+        >>> from deepinv_ext.physics._astra_geometry import CTGeometry
+        >>> geometry = CTGeometry((8, 8), angles=(0.0, 45.0, 90.0, 135.0), n_detectors=12)
+        >>> from deepinv_ext.physics.functional import shared_matrix
+        >>> shared_matrix(geometry, "linear", cache_dir=None) is shared_matrix(geometry, "linear", cache_dir=None)
+        True
     """
     key = geometry.key(projector)
     if key not in _SHARED:
@@ -260,15 +338,18 @@ def view_index(views: torch.Tensor, full_views: torch.Tensor) -> torch.Tensor | 
     :param torch.Tensor views: the views to find, float64 on the CPU.
     :param torch.Tensor full_views: the full set of views.
 
+    |sep|
+
     :Examples:
 
-    >>> import torch
-    >>> full = torch.arange(8, dtype=torch.float64) * 22.5
-    >>> view_index(torch.tensor([[45.0, 90.0], [0.0, 157.5]], dtype=torch.float64), full)
-    tensor([[2, 4],
-            [0, 7]])
-    >>> view_index(torch.tensor([10.0], dtype=torch.float64), full) is None
-    True
+        >>> import torch
+        >>> from deepinv_ext.physics.functional import view_index
+        >>> full = torch.arange(8, dtype=torch.float64) * 22.5
+        >>> view_index(torch.tensor([[45.0, 90.0], [0.0, 157.5]], dtype=torch.float64), full)
+        tensor([[2, 4],
+                [0, 7]])
+        >>> view_index(torch.tensor([10.0], dtype=torch.float64), full) is None
+        True
     """
     full = full_views.detach().cpu().double()
     best, index = (views[..., None] - full).abs().min(dim=-1)
@@ -288,7 +369,25 @@ def view_matrix(geometry: CTGeometry, full: CTGeometry, projector: str,
     :param CTGeometry geometry: the acquisition, with the views wanted.
     :param CTGeometry full: the same acquisition with the full set of views.
     :param str projector: an ASTRA CPU projector (see :func:`load_or_build`).
-    :param cache_dir: folder of the disk cache (see :func:`load_or_build`).
+    :param str, pathlib.Path, None cache_dir: folder of the disk cache (see :func:`load_or_build`).
+
+    |sep|
+
+    :Examples:
+
+        The matrix of views 45 and 135 degrees is rows 12 to 23 and 36 to 47 of the full one:
+
+        >>> import dataclasses
+        >>> import torch
+        >>> from deepinv_ext.physics._astra_geometry import CTGeometry
+        >>> geometry = CTGeometry((8, 8), angles=(0.0, 45.0, 90.0, 135.0), n_detectors=12)
+        >>> from deepinv_ext.physics.functional import shared_matrix, view_matrix
+        >>> subset = dataclasses.replace(geometry, angles=(45.0, 135.0))
+        >>> rows = view_matrix(subset, geometry, "linear", cache_dir=None)
+        >>> x = torch.rand(1, 64)
+        >>> full = shared_matrix(geometry, "linear", cache_dir=None).apply(x)
+        >>> bool(torch.equal(rows.apply(x), torch.cat([full[:, 12:24], full[:, 36:48]], dim=1)))
+        True
     """
     index = view_index(torch.tensor(geometry.angles, dtype=torch.float64),
                        torch.tensor(full.angles, dtype=torch.float64))

@@ -8,10 +8,7 @@ of size :math:`(n_0, n_1) = (H, W)`; ``k[..., 0]`` runs along the image rows (H)
 
 Random trajectories for training (one random rotation per sample) come from the generators of
 :mod:`deepinv_ext.physics.generator.mri`; their density compensation from
-:mod:`deepinv_ext.physics.functional.density`.
-
-Reference: S. Winkelmann et al., "An optimal radial profile order based on the golden ratio for time-resolved MRI",
-IEEE TMI 26(1), 2007.
+:mod:`deepinv_ext.physics.functional.density`. The golden-angle radial order is :footcite:t:`winkelmann2007optimal`'s.
 """
 
 from __future__ import annotations
@@ -33,7 +30,7 @@ def radial_trajectory(img_size: tuple[int, int], n_spokes: int, n_readout: int |
     r"""Radial spokes through the k-space centre, ``(n_spokes * n_readout, 2)``.
 
     Spoke :math:`j` has angle :math:`\theta_j = j\pi/J` (uniform over :math:`[0, \pi)`) or :math:`j\,\pi/\phi`
-    (golden angle, :math:`\phi` the golden ratio); its samples are :math:`r\,(\cos\theta_j, \sin\theta_j)` with
+    (golden angle :footcite:p:`winkelmann2007optimal`, :math:`\phi` the golden ratio); its samples are :math:`r\,(\cos\theta_j, \sin\theta_j)` with
     :math:`n_{ro}` radii equispaced in :math:`[-n/2, n/2)`, :math:`n = \min(H, W)`, so that the centre is sampled.
     Nyquist sampling of the rim needs :math:`J \geq \pi n / 2` spokes; the acceleration is
     :math:`\pi n / (2J)`.
@@ -42,8 +39,20 @@ def radial_trajectory(img_size: tuple[int, int], n_spokes: int, n_readout: int |
     :param int n_spokes: number of spokes :math:`J`.
     :param int n_readout: samples per spoke (default :math:`2\min(H, W)`, two-fold readout oversampling).
     :param bool golden_angle: golden-angle instead of uniform angles.
+    :param torch.dtype dtype: ``torch.float32`` or ``torch.float64``.
     :raises ValueError: a size or count that is not an integer in range (a float is refused, not truncated).
     :raises TypeError: ``golden_angle`` is not a bool, ``dtype`` not float32 or float64.
+
+    |sep|
+
+    :Examples:
+
+        16 spokes of 64 samples through the centre, reaching the rim :math:`n/2 = 16`:
+
+        >>> from deepinv_ext.physics.functional import radial_trajectory
+        >>> k = radial_trajectory((32, 32), n_spokes=16)
+        >>> k.shape, float(k.norm(dim=-1).max()), float(k.norm(dim=-1).min())
+        (torch.Size([1024, 2]), 16.0, 0.0)
     """
     h, w = int_pair(img_size, "img_size", minimum=2)
     n_spokes = positive_int(n_spokes, "n_spokes")
@@ -74,9 +83,21 @@ def spiral_trajectory(img_size: tuple[int, int], n_interleaves: int, n_turns: fl
     :param float n_turns: turns per interleaf :math:`T`.
     :param int n_samples: samples per interleaf (default :math:`4 T n`, enough for the arc length).
     :param float alpha: density exponent :math:`\alpha \geq 1`.
+    :param torch.dtype dtype: ``torch.float32`` or ``torch.float64``.
     :raises ValueError: a count that is not an integer in range (``n_samples >= 2``), ``n_turns`` not finite and
         positive, ``alpha`` not finite and >= 1.
     :raises TypeError: ``n_turns`` or ``alpha`` is not a number, ``dtype`` not float32 or float64.
+
+    |sep|
+
+    :Examples:
+
+        4 interleaves of 4 turns (:math:`TJ = 16 = n/2`: Nyquist-sampled), starting at the centre:
+
+        >>> from deepinv_ext.physics.functional import spiral_trajectory
+        >>> k = spiral_trajectory((32, 32), n_interleaves=4, n_turns=4, n_samples=100)
+        >>> k.shape, float(k[0].norm()), round(float(k.norm(dim=-1).max()), 3)
+        (torch.Size([400, 2]), 0.0, 16.0)
     """
     h, w = int_pair(img_size, "img_size", minimum=2)
     n_interleaves = positive_int(n_interleaves, "n_interleaves")

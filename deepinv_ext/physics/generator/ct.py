@@ -17,9 +17,13 @@ __all__ = ["RandomViewsGenerator"]
 class RandomViewsGenerator(PhysicsGenerator):
     r"""Draw ``n_views`` of a full set of CT views at random for every sample (compact sinograms of ``n_views``).
 
-    Each :meth:`step` returns ``{"angles": theta}``, ``theta`` of shape ``(B, n_views)``: for each of the ``B``
-    samples a sorted random subset (without replacement, independent between samples) of ``full_angles`` in
-    degrees, for :meth:`deepinv_ext.physics.AstraCT.update_parameters`. This is deepinv's convention for generator
+    With :math:`\phi_1 < \dots < \phi_n` the full views, each :meth:`step` draws for sample :math:`b` the views
+
+    .. math:: \theta_b = (\phi_{i_1}, \dots, \phi_{i_m}), \qquad \{i_1 < \dots < i_m\} \sim
+        \mathcal{U}\big(\{S \subset \{1, \dots, n\} : |S| = m\}\big),
+
+    a uniformly random subset of :math:`m` = ``n_views`` views (without replacement, independent between samples),
+    returned as ``{"angles": theta}`` of shape ``(B, n_views)``, in degrees, for :meth:`deepinv_ext.physics.AstraCT.update_parameters`. This is deepinv's convention for generator
     parameters (a leading batch dimension, one parameter per sample), so that
     ``deepinv.Trainer(online_measurements=True, physics_generator=generator)`` trains on a new angular
     undersampling for every image, and :func:`deepinv.datasets.generate_dataset` stores each sample's views
@@ -46,10 +50,17 @@ class RandomViewsGenerator(PhysicsGenerator):
 
     :Examples:
 
-        >>> from deepinv_ext.physics import RandomViewsGenerator
-        >>> generator = RandomViewsGenerator(180, n_views=30)
-        >>> generator.step(batch_size=4, seed=0)["angles"].shape
+        Four samples, each with its own 30 of 180 views, projected in one call:
+
+        >>> import torch
+        >>> from deepinv_ext.physics import AstraCT, RandomViewsGenerator
+        >>> physics = AstraCT(16, angles=180, backend="sparse", cache_dir=None)
+        >>> generator = RandomViewsGenerator(physics, n_views=30)
+        >>> params = generator.step(batch_size=4, seed=0)
+        >>> params["angles"].shape
         torch.Size([4, 30])
+        >>> physics.A(torch.rand(4, 1, 16, 16), **params).shape
+        torch.Size([4, 1, 30, 23])
     """
 
     def __init__(self, full_angles: int | Sequence[float] | torch.Tensor | Any, n_views: int,
@@ -70,6 +81,7 @@ class RandomViewsGenerator(PhysicsGenerator):
 
         :param int batch_size: number of samples :math:`B`, an integer >= 1.
         :param int seed: seed of the random generator for this draw.
+        :param kwargs: ignored (deepinv's signature of ``step``).
         :return: ``{"angles": tensor (B, n_views) of angles in degrees, each row sorted}``.
         :raises ValueError: ``batch_size`` is not an integer >= 1 (an empty draw could not be given to
             :class:`AstraCT`, which needs at least one set of views).
@@ -86,7 +98,10 @@ class RandomViewsGenerator(PhysicsGenerator):
         :func:`deepinv_ext.testing.check_physics` (side-effect free: draws only from ``generator``).
 
         One draw shared by the batch: the contract compares the batch with per-sample calls, which cannot hold
-        for per-sample views (each single image would meet every set of views)."""
+        for per-sample views (each single image would meet every set of views).
+
+        :param torch.Generator generator: where the images and the views are drawn from (default: seeded with 0).
+        """
         from deepinv_ext.physics.astra_ct import AstraCT
         from deepinv_ext.testing.examples import example_generator
 

@@ -82,7 +82,13 @@ class _TrajectoryGenerator(PhysicsGenerator):
 
 
 class RadialTrajectoryGenerator(_TrajectoryGenerator):
-    r"""Radial trajectories (see :func:`~deepinv_ext.physics.functional.radial_trajectory`), rotated at random per sample.
+    r"""Radial trajectories (:func:`~deepinv_ext.physics.functional.radial_trajectory`), rotated at random per sample.
+
+    Sample :math:`b` gets the fixed trajectory :math:`k` rotated by a uniform random angle,
+
+    .. math:: k^{(b)}_i = R(\alpha_b)\, k_i, \qquad \alpha_b \sim \mathcal{U}[0, 2\pi),
+
+    and, with ``dcf``, the analytic density compensation of :math:`k` (invariant under rotation), computed once.
 
     :param tuple img_size: image size ``(H, W)``.
     :param int n_spokes: spokes :math:`J` (acceleration :math:`\pi\min(H,W)/(2J)`).
@@ -96,11 +102,19 @@ class RadialTrajectoryGenerator(_TrajectoryGenerator):
     :raises TypeError: a flag that is not a bool, an ``rng`` that is not a generator, another ``dtype``.
     :raises ValueError: a size or count that is not an integer in range, a missing CUDA device.
 
+    |sep|
+
     :Examples:
 
-    >>> gen = RadialTrajectoryGenerator((32, 32), n_spokes=16, dcf=False)
-    >>> gen.step(batch_size=2, seed=0)["trajectory"].shape
-    torch.Size([2, 1024, 2])
+        Two rotated copies of 16 spokes of 64 samples, every sample at the same radius as in the fixed trajectory:
+
+        >>> from deepinv_ext.physics import RadialTrajectoryGenerator
+        >>> gen = RadialTrajectoryGenerator((32, 32), n_spokes=16, dcf=False)
+        >>> k = gen.step(batch_size=2, seed=0)["trajectory"]
+        >>> k.shape
+        torch.Size([2, 1024, 2])
+        >>> bool(torch.allclose(k.norm(dim=-1), gen.base.norm(dim=-1).expand(2, -1), atol=1e-4))
+        True
     """
 
     _EXAMPLE = {"n_spokes": 6, "n_readout": 12}
@@ -117,7 +131,11 @@ class RadialTrajectoryGenerator(_TrajectoryGenerator):
 
 
 class SpiralTrajectoryGenerator(_TrajectoryGenerator):
-    r"""Spiral trajectories (see :func:`~deepinv_ext.physics.functional.spiral_trajectory`), rotated at random per sample.
+    r"""Spiral trajectories (:func:`~deepinv_ext.physics.functional.spiral_trajectory`), rotated at random per sample.
+
+    Sample :math:`b` gets the fixed spiral :math:`k` rotated as :math:`k^{(b)}_i = R(\alpha_b)\, k_i`,
+    :math:`\alpha_b \sim \mathcal{U}[0, 2\pi)`, and, with ``dcf``, the Pipe-Menon weights of :math:`k`
+    :footcite:p:`pipe1999sampling`, computed once (those of a rotated spiral differ only by interpolation error).
 
     :param tuple img_size: image size ``(H, W)``.
     :param int n_interleaves: interleaves :math:`J`.
@@ -134,11 +152,14 @@ class SpiralTrajectoryGenerator(_TrajectoryGenerator):
         another ``dtype``.
     :raises ValueError: a count not an integer in range, ``n_turns``/``alpha`` out of range, a missing CUDA device.
 
+    |sep|
+
     :Examples:
 
-    >>> gen = SpiralTrajectoryGenerator((32, 32), n_interleaves=4, n_turns=4, n_samples=100, dcf=False)
-    >>> gen.step(batch_size=2, seed=0)["trajectory"].shape
-    torch.Size([2, 400, 2])
+        >>> from deepinv_ext.physics import SpiralTrajectoryGenerator
+        >>> gen = SpiralTrajectoryGenerator((32, 32), n_interleaves=4, n_turns=4, n_samples=100, dcf=False)
+        >>> gen.step(batch_size=2, seed=0)["trajectory"].shape
+        torch.Size([2, 400, 2])
     """
 
     _EXAMPLE = {"n_interleaves": 3, "n_turns": 2, "n_samples": 24}
