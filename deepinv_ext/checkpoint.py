@@ -296,10 +296,9 @@ def train_resumably(trainer: Any, folder: str | Path) -> torch.nn.Module:
         model = trainer.train()
     if trainer.epoch_start >= trainer.epochs and trainer.verbose:
         print(f"nothing left to train: the checkpoint holds all {trainer.epochs} epochs")
-    parallel = getattr(trainer, "parallel", None)  # a DataParallelTrainer's processes: rank 0 tidies, once all are done
+    parallel = getattr(trainer, "parallel", None)  # a DataParallelTrainer's processes: rank 0, the only writer, tidies
     if parallel is None:
         prune_empty_folders(folder)
-    else:
-        parallel.barrier()
+    else:  # only rank 0 writes checkpoints; on_main makes the others wait for its tidying
         parallel.on_main(prune_empty_folders, folder)
     return model

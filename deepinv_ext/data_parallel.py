@@ -96,11 +96,6 @@ class ReshuffledDistributedSampler(DistributedSampler):
         [5, 2, 7, 1]
     """
 
-    def __init__(self, dataset: Any, num_replicas: int | None = None, rank: int | None = None, shuffle: bool = True,
-                 seed: int = 0, drop_last: bool = False) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
-                         drop_last=drop_last)
-
     def __iter__(self) -> Iterator[int]:
         indices = list(super().__iter__())
         self.set_epoch(self.epoch + 1)
@@ -143,7 +138,8 @@ class DataParallel:
         self.owns_group = False
 
     def __enter__(self) -> DataParallel:
-        if not launched_by_torchrun():  # nothing to join, and no device setting changed
+        if not launched_by_torchrun():  # nothing to join, and no device setting changed: the context is this process
+            self.context.device = self.device  # alone, on the device named (deepinv.distributed builds on it)
             return self
         if not dist.is_initialized():  # deepinv's context would create it, without a timeout of our choosing
             dist.init_process_group(self._backend(), timeout=timedelta(seconds=self.timeout))

@@ -180,8 +180,7 @@ def _run(config: dict[str, Any], output_dir: Path, device: torch.device, verbose
 
     training = config.get("training")
     if training is not None and "train" in data:
-        model = _train(model, physics, config, loader, metrics, output_dir, device, seed, verbose and parallel.is_main,
-                       parallel)
+        model = _train(model, physics, config, loader, metrics, output_dir, device, seed, verbose, parallel)
     model.eval()
     return parallel.on_main(_evaluate, model, test_loader, physics, metrics, output_dir, device, verbose)
 

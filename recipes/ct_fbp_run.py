@@ -15,6 +15,7 @@ from deepinv.distributed import DistributedContext
 from skimage.data import shepp_logan_phantom
 from skimage.transform import resize
 
+from deepinv_ext.data_parallel import DataParallel
 from deepinv_ext.datasets import RandomEllipsesDataset
 from deepinv_ext.physics import AstraCT
 from deepinv_ext.physics.split import ConcatenatedLinearPhysics, split_fbp, view_blocks
@@ -37,8 +38,8 @@ def run(args: Namespace) -> dict:
     process of ``torchrun``, or in this one alone, through ``deepinv.distributed``; process 0 writes)."""
     if args.view_blocks is None:
         return experiment(args, None)
-    with DistributedContext(device_mode="cpu") as ctx:
-        return experiment(args, ctx)
+    with DataParallel("cpu") as parallel:  # one process, or torchrun's (a failing one ends the run: no hang)
+        return experiment(args, parallel.context)
 
 
 def operator(physics: AstraCT, args: Namespace, ctx: DistributedContext | None) -> dinv.physics.LinearPhysics:
