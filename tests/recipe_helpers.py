@@ -42,3 +42,8 @@ def torchrun(*command: str, processes: int = 2, timeout: float = 120) -> subproc
                           capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
+
+
+def max_difference(a: dict, b: dict) -> float:
+    """The largest absolute difference between two state dicts with the same keys (1 process against 2)."""
+    return max(float((a[k] - b[k]).abs().max()) for k in a)

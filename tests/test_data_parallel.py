@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from recipe_helpers import needs_gloo, torchrun
+from recipe_helpers import max_difference, needs_gloo, torchrun
 from torch.utils.data import DataLoader
 
 from deepinv_ext.checkpoint import latest_checkpoint
@@ -65,10 +65,6 @@ def _parameters(output: Path) -> dict[str, torch.Tensor]:
     return torch.load(latest_checkpoint(output), weights_only=False)["state_dict"]
 
 
-def _max_difference(a: dict, b: dict) -> float:
-    return max(float((a[k] - b[k]).abs().max()) for k in a)
-
-
 @needs_gloo
 @pytest.mark.slow
 def test_two_processes_train_as_one_and_checkpoints_resume_across(tmp_path):
@@ -76,7 +72,7 @@ def test_two_processes_train_as_one_and_checkpoints_resume_across(tmp_path):
     _run(2, _config(1), two)
     _run(1, _config(1), one)
     first_one, first_two = _parameters(one), _parameters(two)
-    assert _max_difference(first_one, first_two) < 1e-5  # the same two Adam steps (float32 sums in another order)
+    assert max_difference(first_one, first_two) < 1e-5  # the same two Adam steps (float32 sums in another order)
 
     _run(1, _config(2), two)  # the 2-process checkpoint resumed by 1 process ...
     _run(2, _config(2), one)  # ... and the reverse: both train epoch 1 only
@@ -84,9 +80,9 @@ def test_two_processes_train_as_one_and_checkpoints_resume_across(tmp_path):
     assert len(list(one.glob("**/ckp_0.pth.tar"))) == 1
     straight = tmp_path / "straight"
     _run(1, _config(2), straight)  # resumed runs must follow it: epoch 1's permutation, Adam's state
-    assert _max_difference(_parameters(one), _parameters(straight)) < 1e-5
-    assert _max_difference(_parameters(two), _parameters(straight)) < 1e-5
-    assert _max_difference(_parameters(one), first_one) > 1e-3
+    assert max_difference(_parameters(one), _parameters(straight)) < 1e-5
+    assert max_difference(_parameters(two), _parameters(straight)) < 1e-5
+    assert max_difference(_parameters(one), first_one) > 1e-3
 
     run_config(_config(3), output_dir=two, verbose=False)  # and a plain process (no torchrun) resumes it too
     assert latest_checkpoint(two).name == "ckp_2.pth.tar"

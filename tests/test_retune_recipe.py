@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from recipe_helpers import load_recipe, needs_gloo, torchrun
+from recipe_helpers import load_recipe, max_difference, needs_gloo, torchrun
 
 # these tests run solvers on small budgets on purpose and check iterates, gradients or outputs; the tests that are
 # about convergence assert the solvers' per-image `converged` flags (or expect the warning) themselves
@@ -104,7 +104,7 @@ def test_two_processes_train_as_one_and_their_checkpoints_resume_in_one(tmp_path
     assert rows_two["wavelet-retune"]["saved_MB"] < 0.6 * rows_one["wavelet-retune"]["saved_MB"]  # half a batch each
     for name in ("wavelet-unroll", "wavelet-retune"):
         one, two = _trained(tmp_path / "one", name), _trained(tmp_path / "two", name)
-        print(name, "max |1 process - 2 processes| after 3 steps:", max(float((one[k] - two[k]).abs().max()) for k in one))
+        print(name, "max |1 process - 2 processes| after 3 steps:", max_difference(one, two))
         assert all(torch.allclose(one[k], two[k], atol=1e-6) for k in one)
     steps, step = [], job.train_step
     monkeypatch.setattr(job, "train_step", lambda *a: steps.append(1) or step(*a))

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from recipe_helpers import load_recipe, needs_gloo, torchrun
+from recipe_helpers import load_recipe, max_difference, needs_gloo, torchrun
 
 from deepinv_ext.checkpoint import OptionsChangedError
 
@@ -45,7 +45,7 @@ def test_two_processes_train_as_one_write_once_and_resume_in_one(tmp_path, capsy
     one = job.train_denoiser(options, tmp_path / "one").state_dict()  # one process, the same global batch
     capsys.readouterr()
     with capsys.disabled():
-        print("\nmax |1 process - 2 processes| after 2 steps:", max(float((one[k] - two[k]).abs().max()) for k in one))
+        print("\nmax |1 process - 2 processes| after 2 steps:", max_difference(one, two))
     assert all(torch.allclose(one[k], two[k], atol=1e-6) for k in one)
     again = job.train_denoiser(recipe.parse_args(args), tmp_path / "two").state_dict()  # no torchrun: reused
     assert "loaded the trained denoiser" in capsys.readouterr().out
