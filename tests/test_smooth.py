@@ -189,8 +189,27 @@ def test_scaled_prior_is_lambda_times_the_prior(name):
 
 
 def test_scaled_prior_refuses_a_bad_prior_or_weight():
-    with pytest.raises(TypeError, match="prior must be a deepinv_ext.priors.SmoothLearnedPrior"):
+    with pytest.raises(TypeError, match="prior must have fn and grad methods"):
         ScaledPrior(torch.nn.Identity(), 1.0)
     for lam in (0.0, -1.0, float("nan"), True):
         with pytest.raises((TypeError, ValueError), match="lam"):
             ScaledPrior(make_prior("SFB"), lam)
+    with pytest.raises(TypeError, match="learn_lam"):
+        ScaledPrior(make_prior("SFB"), 1.0, learn_lam=1)
+
+
+def test_scaled_prior_learns_lambda_of_any_prior_with_fn_and_grad():
+    """learn_lam=True: lambda = e^rho with rho a parameter in the prior's dtype, d(lambda R)/d rho = lambda R; a
+    deepinv prior (Tikhonov) without energy_and_grad is scaled through its fn and grad."""
+    import deepinv as dinv
+
+    x = _x("SFB")
+    scaled = ScaledPrior(make_prior("SFB"), 0.25, learn_lam=True)
+    assert scaled.log_lam.dtype == torch.float64 and scaled.lam.item() == pytest.approx(0.25)
+    energy, grad = scaled.energy_and_grad(x)
+    (d_rho,) = torch.autograd.grad(energy.sum(), scaled.log_lam)
+    assert torch.allclose(d_rho, energy.sum().detach())
+    assert torch.allclose(grad, 0.25 * scaled.prior.grad(x))
+    tikhonov = ScaledPrior(dinv.optim.prior.Tikhonov(), 2.0)
+    energy, grad = tikhonov.energy_and_grad(x)
+    assert torch.allclose(energy, x.pow(2).sum(dim=(1, 2, 3))) and torch.equal(grad, 2.0 * x)

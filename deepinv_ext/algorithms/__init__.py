@@ -1,9 +1,11 @@
 """Reconstruction algorithms (``deepinv.models.Reconstructor`` subclasses): ``model(y, physics) -> x``."""
 
 from deepinv_ext._convergence import NotConvergedWarning
+from deepinv_ext.algorithms.bilevel import BilevelReconstructor
 from deepinv_ext.algorithms.data_fidelity import prox_data_fidelity
 from deepinv_ext.algorithms.fista import FISTASolver
 from deepinv_ext.algorithms.gs_pnp import GradientStepPnP
+from deepinv_ext.algorithms.maid import MAID, Hypergradient, HypergradientBound, mixed_derivative_norm
 from deepinv_ext.algorithms.parameter_choice import (
     AffineParameterRule,
     RelativeChangeStop,
@@ -56,4 +58,6 @@ __all__ = [
     "WaveletL1Prior", "OrthoWavelet2d", "LipschitzPenalty",
     # training a regulariser in deepinv.Trainer
     "RegularizerTrainingModel",
+    # bilevel learning: implicit hypergradients, certified bounds, MAID
+    "BilevelReconstructor", "MAID", "HypergradientBound", "Hypergradient", "mixed_derivative_norm",
 ]

@@ -50,7 +50,10 @@ class VariationalSolver(Reconstructor):
     Every batch element has its own :math:`L_k`, momentum, acceptance and stopping (a batch gives the results of
     its images one by one). Stopping rule, without ground truth: the relative change
     :math:`\|x_{k+1} - x_k\| / \|x_k\|` and the relative energy decrease both below ``tol`` (:meth:`check_conv`),
-    or a point stationary to working precision (no decrease of :math:`E` left above its round-off); an image stops
+    or, if ``grad_tol`` is given, the gradient norm :math:`\|\nabla E(x)\|_2 \le` ``grad_tol`` instead (a
+    certificate: for a :math:`\mu`-strongly convex :math:`E` the returned :math:`x` is within
+    ``grad_tol`` :math:`/\mu` of the minimiser, which is what bilevel learning with inexact solves needs,
+    :class:`~deepinv_ext.algorithms.BilevelReconstructor`), or a point stationary to working precision (no decrease of :math:`E` left above its round-off); an image stops
     unconverged at ``max_iter``, or when it stalls (a decrease was predicted by the gradient but no step showed it:
     a prior whose ``grad`` is not the gradient of its ``fn``). The iteration is
     :func:`deepinv_ext.priors.accelerated.accelerated_descent`, shared with the proximal operators of the smooth
@@ -81,6 +84,9 @@ class VariationalSolver(Reconstructor):
     :param float increase: factor applied to :math:`L` when the upper bound fails (> 1).
     :param float decrease: factor applied to :math:`L` after an accepted step (in (0, 1]).
     :param float tol: relative tolerance of the stopping rule.
+    :param float grad_tol: if given (> 0), stop an image when :math:`\|\nabla E(x)\|_2 \le` ``grad_tol``
+        (absolute, per image) instead of the relative-change rule; the image returned is the point whose gradient
+        was measured.
     :param int max_backtracking: maximum increases of :math:`L` in one iteration.
     :param bool progress: show a tqdm progress bar.
     :param tuple[int, ...] record: iterations :math:`k` whose iterates :math:`x_k` are kept in ``snapshots``
@@ -112,7 +118,7 @@ class VariationalSolver(Reconstructor):
     def __init__(self, prior: Prior, weight: float = 1.0, max_iter: int = 200, cg_init_iter: int = 10,
                  lipschitz_init: float = 1.0, increase: float = 2.0, decrease: float = 0.9, tol: float = 1e-5,
                  max_backtracking: int = 50, progress: bool = False, record: tuple[int, ...] = (),
-                 differentiable: bool = False) -> None:
+                 differentiable: bool = False, grad_tol: float | None = None) -> None:
         super().__init__()
         if not callable(getattr(prior, "fn", None)) or not callable(getattr(prior, "grad", None)):
             raise TypeError(f"prior must have fn and grad methods, got {type(prior).__name__}")
@@ -120,6 +126,7 @@ class VariationalSolver(Reconstructor):
         self.weight = finite_number(weight, "weight", strict=True)
         self.lipschitz_init = finite_number(lipschitz_init, "lipschitz_init", strict=True)
         self.tol = finite_number(tol, "tol", strict=True)
+        self.grad_tol = None if grad_tol is None else finite_number(grad_tol, "grad_tol", strict=True)
         self.max_iter = positive_int(max_iter, "max_iter", minimum=0)
         self.cg_init_iter = positive_int(cg_init_iter, "cg_init_iter", minimum=0)
         self.backtracking = Backtracking(increase, decrease, max_backtracking)
@@ -202,7 +209,8 @@ class VariationalSolver(Reconstructor):
         result = accelerated_descent(
             lambda z: self.energy(z, y, physics), lambda z: self.energy_and_grad(z, y, physics), x,
             max_iter=self.max_iter, lipschitz=self.lipschitz_init, backtracking=self.backtracking,
-            step_converged=self.check_conv, callback=record, progress=self.progress)
+            step_converged=self.check_conv if self.grad_tol is None else None,
+            grad_converged=None if self.grad_tol is None else self.check_grad, callback=record, progress=self.progress)
         self.iterations = len(self.history) - 1
         self.lipschitz, self.converged, self.stalled = result.lipschitz, result.converged, result.stalled
         warn_not_converged(type(self).__name__, result.converged, {
@@ -231,6 +239,16 @@ class VariationalSolver(Reconstructor):
         dx = torch.sqrt(batch_sqnorm(x - x_prev)) / torch.sqrt(batch_sqnorm(x_prev)).clamp_min(tiny)
         de = (e_prev - e).abs() / e_prev.abs().clamp_min(tiny)
         return (dx < self.tol) & (de < self.tol)
+
+    def check_grad(self, x: Tensor, grad: Tensor) -> Tensor:
+        r"""The stopping rule with ``grad_tol``, per image (shape ``(B,)``, bool): :math:`\|\nabla E(x)\|_2 \le`
+        ``grad_tol``.
+
+        :param torch.Tensor x: the point (unused: the rule looks at its gradient only).
+        :param torch.Tensor grad: :math:`\nabla E(x)`.
+        :return: which images have converged, shape ``(B,)``.
+        """
+        return torch.sqrt(batch_sqnorm(grad)) <= self.grad_tol
 
     def monotone(self) -> bool:
         r"""Whether the energies of the last call never increased (up to round-off of the dtype)."""

@@ -13,26 +13,34 @@ times :math:`\lambda` (so a hand-derived gradient, TDV's, is kept), and its prox
 
 from __future__ import annotations
 
-from torch import Tensor
+import math
 
-from deepinv_ext._validation import finite_number
+import torch
+from torch import Tensor, nn
+
+from deepinv_ext._validation import boolean, finite_number
 from deepinv_ext.priors.smooth import ProxConfig, SmoothLearnedPrior
 
 __all__ = ["ScaledPrior"]
 
 
 class ScaledPrior(SmoothLearnedPrior):
-    r"""The prior :math:`\lambda R` for a smooth learned prior :math:`R` and a weight :math:`\lambda > 0`.
+    r"""The prior :math:`\lambda R` for a smooth prior :math:`R` and a weight :math:`\lambda > 0`, fixed or learned.
 
     The prior :math:`R` is a submodule (``prior``): its parameters are this prior's, and its input check
-    (:meth:`check_input`) is this prior's.
+    (:meth:`check_input`) is this prior's. With ``learn_lam=True`` the weight is learned too, as
+    :math:`\lambda = e^{\rho}` with the parameter ``log_lam`` :math:`= \rho` (positive whatever the optimiser does):
+    the regularisation weight that bilevel learning fits beside the prior's parameters
+    (:class:`deepinv_ext.algorithms.BilevelReconstructor`).
 
-    :param deepinv_ext.priors.SmoothLearnedPrior prior: :math:`R`.
-    :param float lam: the weight :math:`\lambda > 0`, finite.
+    :param deepinv.optim.Prior prior: :math:`R`, a :class:`~deepinv_ext.priors.SmoothLearnedPrior` or any prior with
+        ``fn`` (one value per batch element) and ``grad`` methods.
+    :param float lam: the weight :math:`\lambda > 0`, finite (the initial value if learned).
     :param deepinv_ext.priors.ProxConfig prox_config: settings of the inner solve of :meth:`prox` (default: those
-        of ``prior``).
-    :raises TypeError: ``prior`` not a :class:`~deepinv_ext.priors.SmoothLearnedPrior`; ``prox_config`` neither
-        ``None`` nor a :class:`~deepinv_ext.priors.ProxConfig`.
+        of ``prior`` if it has them, else :class:`~deepinv_ext.priors.ProxConfig`'s defaults).
+    :param bool learn_lam: learn :math:`\lambda` (a parameter ``log_lam``, in the dtype of ``prior``'s parameters).
+    :raises TypeError: ``prior`` without ``fn`` and ``grad`` methods; ``prox_config`` neither ``None`` nor a
+        :class:`~deepinv_ext.priors.ProxConfig`.
     :raises ValueError: ``lam`` not finite and > 0.
 
     |sep|
@@ -47,22 +55,43 @@ class ScaledPrior(SmoothLearnedPrior):
     >>> energy, grad = ScaledPrior(prior, 0.5).energy_and_grad(x)
     >>> torch.allclose(energy, 0.5 * prior.fn(x)), torch.allclose(grad, 0.5 * prior.grad(x))
     (True, True)
+    >>> learned = ScaledPrior(prior, 0.5, learn_lam=True)
+    >>> round(learned.lam.item(), 6), [name for name, _ in learned.named_parameters()][0]
+    (0.5, 'log_lam')
     """
 
-    def __init__(self, prior: SmoothLearnedPrior, lam: float, prox_config: ProxConfig | None = None) -> None:
-        if not isinstance(prior, SmoothLearnedPrior):
-            raise TypeError(f"prior must be a deepinv_ext.priors.SmoothLearnedPrior, got {type(prior).__name__}")
-        super().__init__(prior.prox_config if prox_config is None else prox_config)
+    def __init__(self, prior: nn.Module, lam: float, prox_config: ProxConfig | None = None,
+                 learn_lam: bool = False) -> None:
+        if not callable(getattr(prior, "fn", None)) or not callable(getattr(prior, "grad", None)):
+            raise TypeError(f"prior must have fn and grad methods, got {type(prior).__name__}")
+        if prox_config is None:
+            prox_config = getattr(prior, "prox_config", None)
+        super().__init__(prox_config)
         self.prior = prior
-        self.lam = finite_number(lam, "lam", strict=True)
+        lam = finite_number(lam, "lam", strict=True)
+        self.learn_lam = boolean(learn_lam, "learn_lam")
+        if self.learn_lam:
+            dtype = next((p.dtype for p in prior.parameters()), torch.get_default_dtype())
+            self.log_lam = nn.Parameter(torch.tensor(math.log(lam), dtype=dtype))
+        else:
+            self._lam = lam
+
+    @property
+    def lam(self) -> float | Tensor:
+        r""":math:`\lambda`: the number given, or :math:`e^{\rho}` (a tensor with a gradient) if learned."""
+        return self.log_lam.exp() if self.learn_lam else self._lam
 
     def check_input(self, x: Tensor, name: str = "x") -> None:
-        r"""The input check of ``prior`` (:meth:`SmoothLearnedPrior.check_input` or its override).
+        r"""The input check of ``prior`` (:meth:`SmoothLearnedPrior.check_input` or its override; that of
+        :class:`~deepinv_ext.priors.SmoothLearnedPrior` for another prior).
 
         :param torch.Tensor x: the input to check.
         :param str name: its name in the error messages.
         """
-        self.prior.check_input(x, name)
+        if isinstance(self.prior, SmoothLearnedPrior):
+            self.prior.check_input(x, name)
+        else:
+            super().check_input(x, name)
 
     def fn(self, x: Tensor, *args, **kwargs) -> Tensor:
         r""":math:`\lambda R(x)` of each batch element, shape ``(B,)``.
@@ -74,11 +103,15 @@ class ScaledPrior(SmoothLearnedPrior):
         return self.lam * self.prior.fn(x)
 
     def energy_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        r""":math:`(\lambda R(x), \lambda \nabla R(x))` from one call of ``prior.energy_and_grad``.
+        r""":math:`(\lambda R(x), \lambda \nabla R(x))` from one call of ``prior.energy_and_grad`` (of ``fn`` and
+        ``grad`` for a prior that is not a :class:`~deepinv_ext.priors.SmoothLearnedPrior`).
 
         :param torch.Tensor x: images as ``prior`` takes them.
         """
-        energy, grad = self.prior.energy_and_grad(x)
+        if isinstance(self.prior, SmoothLearnedPrior):
+            energy, grad = self.prior.energy_and_grad(x)
+        else:
+            energy, grad = self.prior.fn(x), self.prior.grad(x)
         return self.lam * energy, self.lam * grad
 
     def grad(self, x: Tensor, *args, **kwargs) -> Tensor:
