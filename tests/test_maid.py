@@ -147,6 +147,23 @@ def test_maid_stops_at_a_certified_stationary_point():
         MAID(_model(0.01), _constants, tol=1e-2).run(y, PHYSICS, x_true, steps=1)
 
 
+def test_a_run_resumes_from_its_state(tmp_path):
+    """Three steps, a saved state, a fresh MAID that loads it and runs two more: the same lambda, accuracies and
+    history as five uninterrupted steps."""
+    x_true, y = _problem()
+    whole = MAID(_model(0.01), _constants)
+    whole.run(y, PHYSICS, x_true, steps=5)
+    first = MAID(_model(0.01), _constants)
+    first.run(y, PHYSICS, x_true, steps=3)
+    torch.save(first.state_dict(), tmp_path / "maid.pt")
+    resumed = MAID(_model(0.5), _constants)
+    resumed.load_state_dict(torch.load(tmp_path / "maid.pt"))
+    resumed.run(y, PHYSICS, x_true, steps=2)
+    assert resumed.model.regularizer.lam.item() == whole.model.regularizer.lam.item()
+    assert (resumed.eps, resumed.lower_iterations) == (whole.eps, whole.lower_iterations)
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in whole.history]
+
+
 def test_refusals():
     with pytest.raises(ValueError, match="implicit"):
         MAID(BilevelReconstructor(_tv(), hypergradient="jfb"), _constants)

@@ -5,7 +5,8 @@ from deepinv_ext.algorithms.bilevel import BilevelReconstructor
 from deepinv_ext.algorithms.data_fidelity import prox_data_fidelity
 from deepinv_ext.algorithms.fista import FISTASolver
 from deepinv_ext.algorithms.gs_pnp import GradientStepPnP
-from deepinv_ext.algorithms.maid import MAID, Hypergradient, HypergradientBound, mixed_derivative_norm
+from deepinv_ext.algorithms.hypergradient import Hypergradient, HypergradientBound, mixed_derivative_norm
+from deepinv_ext.algorithms.maid import MAID
 from deepinv_ext.algorithms.parameter_choice import (
     AffineParameterRule,
     RelativeChangeStop,
