@@ -58,6 +58,7 @@ class Spec:
 
 
 SPECS = {
+    "bilevel_hypergradient": Spec(cpu=("--device", "cpu"), cuda=("--device", "cuda", "--size", "128", "--iters", "200")),
     "ct_operator": Spec(cpu=("--reps", "2"), cuda=("--device", "cuda"),
                         why="the median of 2 calls instead of 5: deepinv's Tomography takes 5 s (A) and 10 s (A^T) "
                             "a call on one thread, and the run 7 min"),
