@@ -155,6 +155,19 @@ def test_trainer_lowers_the_upper_level_loss():
     assert bool(model.solver.converged.all())
 
 
+def test_no_graph_without_anything_to_learn():
+    """Under no_grad, or with every parameter frozen and a y that needs no gradient, the output carries no graph (the
+    implicit derivative is attached only when something asks for it)."""
+    x_true, y = _problem((5, 4))
+    model = BilevelReconstructor(dinv.optim.prior.Tikhonov(), lam=0.5, learn_lam=False).double()
+    assert not model(y, dinv.physics.Denoising()).requires_grad
+    assert model(y.requires_grad_(True), dinv.physics.Denoising()).requires_grad
+    learned = BilevelReconstructor(dinv.optim.prior.Tikhonov(), lam=0.5).double()
+    with torch.no_grad():
+        assert not learned(y, dinv.physics.Denoising()).requires_grad
+    assert learned.residual.max() < learned.grad_tol
+
+
 def test_refusals():
     with pytest.raises(ValueError, match="hypergradient"):
         BilevelReconstructor(dinv.optim.prior.Tikhonov(), hypergradient="neumann")

@@ -157,7 +157,8 @@ class BilevelReconstructor(Reconstructor):
         if self.hypergradient == "unrolled":
             return x
         x = x.detach()
-        if not torch.is_grad_enabled():
+        learned = [*self.parameters(), *(physics.parameters() if isinstance(physics, torch.nn.Module) else ())]
+        if not torch.is_grad_enabled() or not (y.requires_grad or any(p.requires_grad for p in learned)):
             with torch.no_grad():
                 self.residual = torch.sqrt(batch_sqnorm(self.energy_grad(x, y, physics)))
             return x
