@@ -3,9 +3,8 @@ learning the weight lambda of smoothed total variation for denoising,
 
     E(x) = 1/2 ||x - y||^2 + lambda w sum phi_s(Dx),   phi_s(t) = sqrt(t^2 + s^2) - s,
 
-with D the forward differences (||D||^2 <= 8), so that mu = 1, and in the parameter rho = log(lambda):
-J = lambda grad R, L_J = lambda w ||D||^2 max phi'' = 8 lambda w / s and
-L_H = lambda w ||D||^3 max |phi'''| = lambda w 8^1.5 (1.5 / 1.25^2.5) / s^2."""
+with D the forward differences (SparsifyingFilterBank.total_variation), whose constants are those of
+HypergradientBound.total_variation_denoising."""
 
 from __future__ import annotations
 
@@ -21,21 +20,12 @@ PHYSICS = dinv.physics.Denoising()
 
 
 def _tv() -> SparsifyingFilterBank:
-    prior = SparsifyingFilterBank(num_filters=2, kernel_size=3, init_weight=1.0, smoothing=SMOOTHING)
-    with torch.no_grad():
-        d = torch.zeros(2, 1, 3, 3)
-        d[:, 0, 1, 1] = -1.0
-        d[0, 0, 1, 2] = d[1, 0, 2, 1] = 1.0
-        prior.filters.weight.copy_(d)
-    prior.requires_grad_(False)  # lambda alone is learned
-    return prior.double()
+    return SparsifyingFilterBank.total_variation(smoothing=SMOOTHING).double()  # frozen: lambda alone is learned
 
 
 def _constants(model: BilevelReconstructor) -> HypergradientBound:
-    scale = model.regularizer.lam.item() * model.regularizer.prior.weight.item()
-    return HypergradientBound(1.0, loss_lipschitz=1.0 / BATCH,
-                              hessian_lipschitz=scale * 8**1.5 * 1.5 / 1.25**2.5 / SMOOTHING**2,
-                              mixed_lipschitz=scale * 8 / SMOOTHING)
+    return HypergradientBound.total_variation_denoising(model.regularizer.lam.item(),
+                                                        model.regularizer.prior.weight.item(), SMOOTHING, BATCH)
 
 
 def _problem(size: int = 12):
@@ -53,6 +43,42 @@ def _exact_loss(lam: float, y, x_true) -> float:
     model = BilevelReconstructor(_tv(), lam=lam, grad_tol=1e-9, max_iter=20000).double()
     with torch.no_grad():
         return float(MAID.loss(model(y, PHYSICS), x_true))
+
+
+def test_total_variation_constants_are_lipschitz_constants():
+    """The constants of HypergradientBound.total_variation_denoising: the maximum of |phi_s'''| on a fine grid is the
+    closed form used, and sampled pairs of points never exceed L_J (of J = lambda grad R) nor L_H (of the Hessian)."""
+    lam, s = 0.3, SMOOTHING
+    model = _model(lam)
+    bound = _constants(model)
+    t = torch.linspace(-5 * s, 5 * s, 20001, dtype=torch.float64, requires_grad=True)
+    (d1,) = torch.autograd.grad((torch.sqrt(t * t + s * s) - s).sum(), t, create_graph=True)
+    (d2,) = torch.autograd.grad(d1.sum(), t, create_graph=True)
+    (d3,) = torch.autograd.grad(d2.sum(), t)
+    assert float(d3.abs().max()) == pytest.approx(1.5 / 1.25**2.5 / s**2, rel=1e-6)
+    g = torch.Generator().manual_seed(5)
+    regulariser = model.regularizer
+    for _ in range(20):
+        x, x2, v = (torch.randn(1, 1, 8, 8, dtype=torch.float64, generator=g) * 0.05 for _ in range(3))
+        gap = float((x - x2).norm())
+        assert float((regulariser.grad(x) - regulariser.grad(x2)).norm()) <= bound.mixed_lipschitz * gap
+        hv = []
+        for point in (x, x2):
+            z = point.clone().requires_grad_(True)
+            (h,) = torch.autograd.grad(regulariser.grad(z), z, v)
+            hv.append(h)
+        assert float((hv[0] - hv[1]).norm()) <= bound.hessian_lipschitz * gap * float(v.norm())
+    # near the worst case: one pixel, raised to where the third derivative of phi_s peaks (its four differences at
+    # s / 2), moved alone
+    bump = torch.zeros(1, 1, 8, 8, dtype=torch.float64)
+    bump[0, 0, 4, 4] = 1.0
+    hv = []
+    for point in (0.5 * s * bump, (0.5 + 1e-5) * s * bump):
+        z = point.clone().requires_grad_(True)
+        (h,) = torch.autograd.grad(regulariser.grad(z), z, bump)
+        hv.append(h)
+    ratio = float((hv[0] - hv[1]).norm()) / (bound.hessian_lipschitz * 1e-5 * s)
+    assert 0.1 < ratio <= 1.0, ratio  # 0.2 when written
 
 
 def test_bound_is_above_the_true_hypergradient_error():

@@ -59,6 +59,37 @@ class HypergradientBound:
     hessian_lipschitz: float = 0.0
     mixed_lipschitz: float = 0.0
 
+    @classmethod
+    def total_variation_denoising(cls, lam: float, weight: float, smoothing: float,
+                                  batch: int) -> HypergradientBound:
+        r"""The constants of learning :math:`\rho = \log\lambda` in smoothed-TV denoising,
+        :math:`E(x) = \frac12\|x - y\|^2 + \lambda w \sum \phi_s(Dx)`,
+        :math:`\phi_s(t) = \sqrt{t^2 + s^2} - s` (:meth:`deepinv_ext.priors.SparsifyingFilterBank.total_variation`,
+        filters frozen), with :math:`\ell` of :meth:`~deepinv_ext.algorithms.MAID.loss`: :math:`\mu = 1`,
+        :math:`L_\ell = 1/B`, :math:`J = \lambda\nabla R` so :math:`L_J = \lambda w \|D\|^2 \max\phi_s'' =
+        8\lambda w/s`, and :math:`L_H = \lambda w \|D\|^3 \max|\phi_s^{(3)}| = \lambda w\, 8^{3/2}\,
+        \frac{3/2}{(5/4)^{5/2}}\, s^{-2}` (the maximum of :math:`|\phi_s^{(3)}|` is at :math:`t = s/2`).
+
+        :param float lam: the current :math:`\lambda`.
+        :param float weight: the filter bank's weight :math:`w`.
+        :param float smoothing: :math:`s > 0`.
+        :param int batch: :math:`B`.
+        :return: the constants.
+
+        |sep|
+
+        :Examples:
+
+        >>> from deepinv_ext.algorithms import HypergradientBound
+        >>> bound = HypergradientBound.total_variation_denoising(lam=0.1, weight=1.0, smoothing=0.5, batch=2)
+        >>> bound.strong_convexity, bound.loss_lipschitz, round(bound.mixed_lipschitz, 6)
+        (1.0, 0.5, 1.6)
+        """
+        scale = finite_number(lam, "lam", strict=True) * finite_number(weight, "weight", strict=True)
+        s = finite_number(smoothing, "smoothing", strict=True)
+        return cls(1.0, loss_lipschitz=1.0 / positive_int(batch, "batch"),
+                   hessian_lipschitz=scale * 8**1.5 * 1.5 / 1.25**2.5 / s**2, mixed_lipschitz=scale * 8 / s)
+
     def __post_init__(self) -> None:
         finite_number(self.strong_convexity, "strong_convexity", strict=True)
         for name in ("loss_lipschitz", "hessian_lipschitz", "mixed_lipschitz"):

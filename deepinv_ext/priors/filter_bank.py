@@ -131,6 +131,40 @@ class SparsifyingFilterBank(SmoothLearnedPrior):
         return self.weight.to(x.dtype) * F.conv_transpose2d(slope, k, padding=self.filters.padding[0])
 
     @classmethod
+    def total_variation(cls, in_channels: int = 1, weight: float = 1.0, smoothing: float = 0.01,
+                        trainable: bool = False) -> SparsifyingFilterBank:
+        r"""Anisotropic total variation :math:`w \sum |x_{i,j+1} - x_{i,j}| + |x_{i+1,j} - x_{i,j}|` as a filter bank
+        of the two forward differences :math:`D` (zero padding, :math:`\|D\|^2 \le 8`), smoothed by
+        :func:`smooth_abs` for ``smoothing`` :math:`> 0` (a gradient :math:`8w/s`-Lipschitz): the classic lower level
+        of bilevel learning :footcite:p:`kunisch2013bilevel` (see :class:`~deepinv_ext.algorithms.HypergradientBound`).
+
+        :param int in_channels: image channels (each differenced on its own).
+        :param float weight: :math:`w > 0`.
+        :param float smoothing: :math:`s \ge 0`.
+        :param bool trainable: leave the filters and the weight trainable (default: frozen, e.g. to learn only the
+            regularisation weight of :class:`~deepinv_ext.algorithms.BilevelReconstructor`).
+        :return: the prior, in the default dtype.
+
+        |sep|
+
+        :Examples:
+
+        >>> import torch
+        >>> from deepinv_ext.priors import SparsifyingFilterBank
+        >>> tv = SparsifyingFilterBank.total_variation(smoothing=0.0)
+        >>> tv.fn(torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]]])).item()    # two jumps inside, three to the zero padding
+        5.0
+        """
+        prior = cls(in_channels, num_filters=2 * in_channels, kernel_size=3, init_weight=weight, smoothing=smoothing)
+        with torch.no_grad():
+            d = torch.zeros_like(prior.filters.weight)
+            for c in range(in_channels):
+                d[2 * c:2 * c + 2, c, 1, 1] = -1.0
+                d[2 * c, c, 1, 2] = d[2 * c + 1, c, 2, 1] = 1.0
+            prior.filters.weight.copy_(d)
+        return prior.requires_grad_(bool(trainable))
+
+    @classmethod
     def contract_example(cls, generator: torch.Generator | None = None) -> dict:
         """Six 3x3 smoothed filters with weight 0.5 in float64 on a batch of two 12x12 images, for
         :func:`deepinv_ext.testing.check_prior`.
