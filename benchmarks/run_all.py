@@ -64,6 +64,7 @@ SPECS = {
                             "a call on one thread, and the run 7 min"),
     "data_parallel": Spec(),
     "gs_pnp": Spec(),
+    "maid": Spec(),
     "mri": Spec(),
     "prior_in_deepinv_algorithms": Spec(cpu=("--algorithms", "PGD"),
                                         why="PGD alone, not FISTA too: on one loaded thread PGD takes 3.5 min and "
