@@ -195,5 +195,7 @@ def test_refusals():
         MAID(BilevelReconstructor(_tv(), hypergradient="jfb"), _constants)
     with pytest.raises(ValueError, match="strong_convexity"):
         HypergradientBound(0.0)
+    with pytest.raises(ValueError, match="nothing to learn"):
+        MAID(BilevelReconstructor(_tv(), learn_lam=False), _constants)
     with pytest.raises(ValueError, match="eta"):
         MAID(_model(0.1), _constants, eta=1.5)

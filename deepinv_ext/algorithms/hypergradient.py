@@ -142,12 +142,18 @@ def mixed_derivative_norm(grad: Tensor, params: list[Tensor], iterations: int = 
     4.0
     """
     u0 = torch.zeros_like(grad, requires_grad=True)
-    jt_u0 = torch.autograd.grad(grad, params, u0, create_graph=True, retain_graph=True)
+    jt_u0 = torch.autograd.grad(grad, params, u0, create_graph=True, retain_graph=True, allow_unused=True)
+    used = [(p, t) for p, t in zip(params, jt_u0) if t is not None and t.requires_grad]  # J's nonzero columns
+    if not used:
+        return 0.0
+    params, jt_u0 = [p for p, _ in used], [t for _, t in used]
     generator = torch.Generator(device=grad.device).manual_seed(0)
     v = [torch.randn(p.shape, dtype=p.dtype, device=p.device, generator=generator) for p in params]
     norm = 0.0
     for _ in range(positive_int(iterations, "iterations")):
         scale = math.sqrt(sum(float(t.pow(2).sum()) for t in v))
+        if scale == 0.0:  # J^T J v = 0: J is zero along everything tried
+            return 0.0
         v = [t / scale for t in v]
         (jv,) = torch.autograd.grad(jt_u0, u0, v, retain_graph=True)
         norm = float(jv.norm())

@@ -74,7 +74,8 @@ class MAID:
     :param float tol: the stationarity tolerance on the certified bound of :math:`\|\nabla f\|` (0: never stop
         early).
     :param bool progress: show a progress bar in :meth:`run`.
-    :raises ValueError: a model without the implicit hypergradient, or constants out of range.
+    :raises ValueError: a model without the implicit hypergradient or without parameters to learn, or constants out
+        of range.
 
     |sep|
 
@@ -103,6 +104,8 @@ class MAID:
             raise ValueError("MAID needs a BilevelReconstructor with hypergradient='implicit'")
         self.model, self.bound = model, bound
         self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("MAID: the model has no parameter that requires grad (nothing to learn)")
         self.eps = finite_number(eps, "eps", strict=True)
         self.delta = finite_number(delta, "delta", strict=True)
         self.step_size = finite_number(step, "step", strict=True)
