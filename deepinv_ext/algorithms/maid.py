@@ -24,8 +24,10 @@ __all__ = ["MAID"]
 
 
 class MAID:
-    r"""The method of adaptive inexact descent :footcite:p:`salehi2024adaptively` for bilevel learning on a batch
-    :math:`(y, x_{\mathrm{true}})`, with the certified bound of :class:`HypergradientBound`.
+    r"""The method of adaptive inexact descent for bilevel learning on a batch :math:`(y, x_{\mathrm{true}})`, with the
+    certified bound of :class:`HypergradientBound`.
+
+    Introduced by :footcite:t:`salehi2024adaptively`.
 
     Each step, from the accuracies :math:`\varepsilon, \delta` and the step size :math:`\alpha`:
 
