@@ -123,6 +123,8 @@ def add_evaluation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budgets", type=int, nargs="+", default=[10, 20, 30, 50, 100, 200, 300],
                    help="iteration budgets K scored along each validation solve (lambda and K chosen jointly)")
     p.add_argument("--tol", type=float, default=1e-6, help="relative-change tolerance of the stopping rule")
+    p.add_argument("--convexity-pairs", type=int, default=4096, metavar="N",
+                   help="random pairs of the midpoint-convexity check of the trained ACR")
     p.add_argument("--select-every", type=int, default=1, metavar="N",
                    help="model selection: every N epochs, the validation PSNR of the regulariser with its lambda "
                         "rule (the validation rule: best over the lambda grid and budgets); the best epoch is kept; "
@@ -137,7 +139,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_evaluation_options(p)
     if p.parse_known_args(argv)[0].smoke:  # smoke defaults; explicit options still win
         p.set_defaults(size=32, n_train=16, n_val=2, n_test=2, epochs=[1, 1, 1], acr_filters=8, acr_layers=3,
-                       acr_sfb_filters=16, nett_width=8, grid=[-1, 1], iters=30, val_iters=15, budgets=[5, 15])
+                       acr_sfb_filters=16, nett_width=8, grid=[-1, 1], iters=30, val_iters=15, budgets=[5, 15],
+                       convexity_pairs=256)
     return p.parse_args(argv)
 
 

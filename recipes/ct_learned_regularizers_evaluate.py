@@ -207,8 +207,7 @@ def check_regularizers(problem, priors, physics, val, test_x, extra, args) -> No
         print(f"[{problem}] {method} along clean -> FBP ({args.train_filter}), (R(x_t) - R(x)) / (R(z) - R(x)) at t = "
               + ", ".join(f"{t}: {v:.3f}" for t, v in extra[f"{method}_segment_profile"].items()), flush=True)
     if "ACR" in priors:
-        n_pairs = 256 if args.smoke else 4096
-        extra["acr_convexity"] = acr_convexity(priors["ACR"], test_x, n_pairs, args.seed + 3)
+        extra["acr_convexity"] = acr_convexity(priors["ACR"], test_x, args.convexity_pairs, args.seed + 3)
         print(f"[{problem}] ACR convexity: {extra['acr_convexity']}", flush=True)
 
 

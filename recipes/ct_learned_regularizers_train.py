@@ -111,7 +111,7 @@ def training_config(args, method: str) -> dict:
     configurations): all but the output, the selection of problems and methods, the device and the test solves;
     of the per-method options, those of ``method`` only."""
     index = LEARNED.index(method)
-    skip = {"output", "smoke", "problems", "methods", "device", "threads", "iters", "n_test"}
+    skip = {"output", "smoke", "problems", "methods", "device", "threads", "iters", "n_test", "convexity_pairs"}
     own = {"AR": ("ar_",), "ACR": ("acr_",), "NETT": ("nett_",)}
     foreign = tuple(prefix for m, prefixes in own.items() if m != method for prefix in prefixes)
     config = {k: v for k, v in sorted(vars(args).items()) if k not in skip and not k.startswith(foreign)}

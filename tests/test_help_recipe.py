@@ -10,7 +10,7 @@ import sys
 import pytest
 from recipe_helpers import RECIPES, load_recipe
 
-ENTRY_POINTS = ["ct_fbp", "ct_learned_regularizers", "gs_pnp_convergence", "quickstart", "retune", "spectral_pnp_ct",
+ENTRY_POINTS = ["bilevel_regularizers", "ct_fbp", "ct_learned_regularizers", "gs_pnp_convergence", "quickstart", "retune", "spectral_pnp_ct",
                 "tdv_bsd68", "tdv_eigenfunctions", "tdv_sensitivity",
                 "tdv_denoising", "tdv_transfer"]
 HEAVY = ("torch", "deepinv", "astra", "matplotlib")

@@ -117,7 +117,7 @@ def gradient_balance_lambda(pairs: Iterable[tuple[Tensor, Tensor]], physics, pri
     for x, y in pairs:
         data += float(batch_norm(physics.A_adjoint(physics.A(x) - y)).sum())
         if prior is not None:
-            reg += float(batch_norm(prior.grad(x)).sum())
+            reg += float(batch_norm(prior.grad(x)).detach().sum())
         n += x.shape[0]
     if n == 0:
         raise ValueError("pairs must hold at least one batch (x, y)")
