@@ -14,7 +14,7 @@ from deepinv_ext._batch import batch_sqnorm
 from deepinv_ext._convergence import warn_not_converged
 from deepinv_ext._validation import boolean, check_measurement, finite_number, iteration_set, positive_int
 from deepinv_ext.priors.accelerated import accelerated_descent
-from deepinv_ext.priors.smooth import SmoothLearnedPrior
+from deepinv_ext.priors.smooth_energy import check_fn_and_grad, energy_and_grad_of
 from deepinv_ext.priors.step_size import Backtracking
 
 __all__ = ["VariationalSolver"]
@@ -120,8 +120,7 @@ class VariationalSolver(Reconstructor):
                  max_backtracking: int = 50, progress: bool = False, record: tuple[int, ...] = (),
                  differentiable: bool = False, grad_tol: float | None = None) -> None:
         super().__init__()
-        if not callable(getattr(prior, "fn", None)) or not callable(getattr(prior, "grad", None)):
-            raise TypeError(f"prior must have fn and grad methods, got {type(prior).__name__}")
+        check_fn_and_grad(prior)
         self.prior = prior
         self.weight = finite_number(weight, "weight", strict=True)
         self.lipschitz_init = finite_number(lipschitz_init, "lipschitz_init", strict=True)
@@ -161,10 +160,7 @@ class VariationalSolver(Reconstructor):
         :return: the energies, shape ``(B,)``, and the gradient, of the shape of ``x``.
         """
         r = physics.A(x) - y
-        if isinstance(self.prior, SmoothLearnedPrior):  # one forward and one backward sweep
-            e_reg, g_reg = self.prior.energy_and_grad(x)
-        else:
-            e_reg, g_reg = self.prior.fn(x), self.prior.grad(x)
+        e_reg, g_reg = energy_and_grad_of(self.prior, x)
         return 0.5 * self.weight * batch_sqnorm(r) + e_reg.reshape(-1), self.weight * physics.A_adjoint(r) + g_reg
 
     def initialise(self, y: Tensor, physics: LinearPhysics) -> Tensor:

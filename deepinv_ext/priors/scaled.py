@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from deepinv_ext._validation import boolean, finite_number
 from deepinv_ext.priors.smooth import ProxConfig, SmoothLearnedPrior
+from deepinv_ext.priors.smooth_energy import check_fn_and_grad, energy_and_grad_of
 
 __all__ = ["ScaledPrior"]
 
@@ -62,8 +63,7 @@ class ScaledPrior(SmoothLearnedPrior):
 
     def __init__(self, prior: nn.Module, lam: float, prox_config: ProxConfig | None = None,
                  learn_lam: bool = False) -> None:
-        if not callable(getattr(prior, "fn", None)) or not callable(getattr(prior, "grad", None)):
-            raise TypeError(f"prior must have fn and grad methods, got {type(prior).__name__}")
+        check_fn_and_grad(prior)
         if prox_config is None:
             prox_config = getattr(prior, "prox_config", None)
         super().__init__(prox_config)
@@ -108,10 +108,7 @@ class ScaledPrior(SmoothLearnedPrior):
 
         :param torch.Tensor x: images as ``prior`` takes them.
         """
-        if isinstance(self.prior, SmoothLearnedPrior):
-            energy, grad = self.prior.energy_and_grad(x)
-        else:
-            energy, grad = self.prior.fn(x), self.prior.grad(x)
+        energy, grad = energy_and_grad_of(self.prior, x)
         return self.lam * energy, self.lam * grad
 
     def grad(self, x: Tensor, *args, **kwargs) -> Tensor:
